@@ -1,0 +1,59 @@
+//! Workloads, selected by `workload=NAME` on the command line.
+//!
+//! Each returns the exit status the VMM will exit with (0 = success).
+use crate::cmdline::Cmdline;
+use crate::{io, say};
+
+pub fn run(cmdline: &Cmdline) -> u32 {
+    match cmdline.get("workload").unwrap_or("hello") {
+        "hello" => hello(cmdline),
+        "exit" => cmdline.get_u64("code", 0) as u32,
+        "count" => count(cmdline),
+        "fault" => fault(),
+        "spin" => spin(),
+        other => {
+            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin)\n");
+            crate::EXIT_GUEST_ERROR
+        }
+    }
+}
+
+/// Greets, echoes its command line and exits 0.
+fn hello(cmdline: &Cmdline) -> u32 {
+    io::print("Hello from the microguest!\n");
+    say!("cmdline: {}\n", cmdline.line());
+    0
+}
+
+/// Prints a checksum over `n` steps of a PRNG seeded by `seed`: CPL3 compute
+/// at native speed whose result a test can recompute on the host.
+fn count(cmdline: &Cmdline) -> u32 {
+    let n = cmdline.get_u64("n", 1_000_000);
+    let mut x = cmdline.get_u64("seed", 1) | 1;
+    let mut sum = 0u64;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        sum = sum.wrapping_add(x);
+    }
+    say!("count n={n} sum={sum:#018x}\n");
+    0
+}
+
+/// `hlt` is privileged: at CPL3 it raises #GP, which with no IDT becomes a
+/// triple fault. Tests use it to check that the VMM reports, never hangs.
+fn fault() -> u32 {
+    io::print("microguest: about to fault\n");
+    // SAFETY: deliberately faults; nothing after it runs.
+    unsafe { core::arch::asm!("hlt") };
+    crate::EXIT_GUEST_ERROR
+}
+
+/// Never ends: for the VMM's `--timeout`.
+fn spin() -> u32 {
+    io::print("microguest: spinning\n");
+    loop {
+        core::hint::spin_loop();
+    }
+}
