@@ -1,1 +1,79 @@
-fn main(){}
+//! Builds the microguest (its own Cargo workspace under guest-tools/) and
+//! hands its ELF to the `vmm` crate, which embeds it as the default kernel.
+//!
+//! The microguest gets its own target directory inside this build's target
+//! directory, so a fresh clone needs no extra command and the host's build
+//! flags (RUSTFLAGS, clippy's wrapper, the outer target dir) do not leak in.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let guest_dir = manifest_dir.join("../guest-tools/microguest");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: share one guest
+    // build between the build scripts of every profile and of clippy.
+    let target_root = out_dir
+        .ancestors()
+        .nth(4)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out_dir.clone());
+    let guest_target_dir = target_root.join("microguest");
+
+    for watched in [
+        "src",
+        "Cargo.toml",
+        "build.rs",
+        "link.ld",
+        ".cargo/config.toml",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            guest_dir.join(watched).display()
+        );
+    }
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&guest_dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            GUEST_TARGET,
+            "--target-dir",
+        ])
+        .arg(&guest_target_dir);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the microguest: {e}"));
+    if !status.success() {
+        panic!("building the microguest failed ({status}); see the errors above");
+    }
+    let elf = guest_target_dir
+        .join(GUEST_TARGET)
+        .join("release/microguest");
+    let embedded = out_dir.join("microguest.elf");
+    std::fs::copy(&elf, &embedded).unwrap_or_else(|e| {
+        panic!(
+            "cannot copy {} to {}: {e}",
+            elf.display(),
+            embedded.display()
+        )
+    });
+}

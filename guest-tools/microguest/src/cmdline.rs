@@ -36,10 +36,11 @@ impl<'a> Cmdline<'a> {
     pub fn get(&self, key: &str) -> Option<&'a str> {
         self.line
             .split_ascii_whitespace()
+            .rev()
             .filter_map(|word| word.split_once('='))
             .filter(|(k, _)| *k == key)
             .map(|(_, v)| v)
-            .last()
+            .next()
     }
 
     /// A numeric value (decimal or 0x-prefixed hex), or `default`.

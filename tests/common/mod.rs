@@ -1,0 +1,70 @@
+//! Helpers shared by the end-to-end tests: run the `vmm` binary and inspect
+//! what it printed.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub const VMM: &str = env!("CARGO_BIN_EXE_vmm");
+
+/// Runs `vmm` with `args` and a 60 s guest timeout guard for `run`.
+pub fn vmm(args: &[&str]) -> Output {
+    Command::new(VMM)
+        .args(args)
+        .output()
+        .expect("the vmm binary runs")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The microguest ELF that vmm/build.rs built (in <target>/microguest).
+pub fn microguest_elf() -> PathBuf {
+    let bin = PathBuf::from(VMM);
+    let target = bin.parent().and_then(|p| p.parent()).expect("target dir");
+    target.join("microguest/x86_64-unknown-linux-gnu/release/microguest")
+}
+
+/// A minimal 64-bit executable ELF with one loadable segment at `paddr` of
+/// `memsz` bytes and no notes: well-formed, but not PVH-bootable.
+pub fn elf_without_pvh(paddr: u64, memsz: u64) -> Vec<u8> {
+    let mut elf = vec![0u8; 64 + 56 + 16];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // ELFCLASS64
+    elf[5] = 1; // little endian
+    elf[6] = 1; // version
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    elf[24..32].copy_from_slice(&paddr.to_le_bytes()); // e_entry
+    elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    let ph = &mut elf[64..120];
+    ph[..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    ph[4..8].copy_from_slice(&5u32.to_le_bytes()); // R X
+    ph[8..16].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+    ph[16..24].copy_from_slice(&paddr.to_le_bytes()); // p_vaddr
+    ph[24..32].copy_from_slice(&paddr.to_le_bytes()); // p_paddr
+    ph[32..40].copy_from_slice(&16u64.to_le_bytes()); // p_filesz
+    ph[40..48].copy_from_slice(&memsz.to_le_bytes()); // p_memsz
+    ph[48..56].copy_from_slice(&0x1000u64.to_le_bytes());
+    elf
+}
+
+/// Asserts that a failed command printed exactly one `error:` line naming
+/// `needle`, and exited with `status`.
+pub fn assert_one_line_error(out: &Output, status: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(status), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "expected '{needle}' in: {err}");
+}

@@ -1,0 +1,61 @@
+//! The command line: argument definitions (clap) and dispatch.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod run;
+
+/// A minimal KVM VMM that boots test VMs, records what they write, and
+/// snapshots and replays them.
+///
+/// Without --kernel, `vmm run` boots the built-in microguest, a tiny test VM
+/// whose workload is chosen on its command line (e.g. `workload=hello`).
+#[derive(Debug, Parser)]
+#[command(name = "vmm", version, propagate_version = true)]
+pub struct Cli {
+    /// KVM device to use.
+    #[arg(long, global = true, value_name = "PATH", default_value = "/dev/kvm")]
+    pub kvm: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a VM and run it until the guest exits.
+    ///
+    /// The exit status is the guest's own (written to the debug-exit port
+    /// 0xf4); 124 means --timeout expired, 125 the VMM could not start the
+    /// VM, 126 the guest crashed (registers are printed).
+    ///
+    /// Examples:
+    ///   vmm run
+    ///   vmm run --cmdline "workload=count n=1000000 seed=7"
+    ///   vmm run --kernel vmlinux --cmdline "console=ttyS0" --mem-mib 512
+    #[command(verbatim_doc_comment)]
+    Run(run::RunArgs),
+    /// Walk through what the tool does on the built-in microguest, narrating
+    /// each step.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses arguments, runs the command, and returns the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run(args) => run::run(&cli, args),
+        Command::Demo(args) => demo::run(&cli, args),
+    };
+    match result {
+        Ok(status) => status,
+        Err(err) => {
+            if let Some(regs) = err.registers() {
+                eprintln!("{regs}");
+            }
+            eprintln!("error: {err}");
+            err.exit_status()
+        }
+    }
+}

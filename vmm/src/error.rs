@@ -1,0 +1,108 @@
+//! Errors of the machine. Each message names the bad input or the failing
+//! step and, where the user can act, what to do.
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::vstate::vcpu::RegisterDump;
+
+#[derive(Debug, Error)]
+pub enum VmmError {
+    #[error("cannot use KVM device {}: {source}; {hint}", .path.display())]
+    KvmUnavailable {
+        path: PathBuf,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("KVM API version {0} is not supported (need 12)")]
+    KvmApiVersion(i32),
+    #[error("KVM lacks capability {0}; this VMM needs it")]
+    KvmCapability(&'static str),
+    #[error("KVM call failed while {step}: {source}")]
+    Kvm {
+        step: &'static str,
+        source: vmm_sys_util::errno::Error,
+    },
+
+    #[error("kernel {path}: {source}")]
+    KernelRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("kernel {0} is not an ELF file (bad magic); pass an uncompressed vmlinux or the microguest ELF")]
+    KernelNotElf(String),
+    #[error("kernel {0} has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); build Linux with CONFIG_PVH=y")]
+    KernelNoPvh(String),
+    #[error("kernel {name}: {reason}")]
+    KernelBad { name: String, reason: String },
+    #[error("--mem-mib {mem_mib} is too small for kernel {name}: it ends at {end:#x}; use --mem-mib {need_mib} or more")]
+    MemoryTooSmall {
+        name: String,
+        mem_mib: u64,
+        end: u64,
+        need_mib: u64,
+    },
+    #[error("--mem-mib {mem_mib} is larger than this host's memory ({host_mib} MiB); use a smaller value")]
+    MemoryTooLarge { mem_mib: u64, host_mib: u64 },
+    #[error("--mem-mib {0} is out of range: use between {min} and {max}", min = crate::memory::MIN_MEM_MIB, max = crate::memory::MAX_MEM_MIB)]
+    MemoryOutOfRange(u64),
+    #[error("cannot allocate {mem_mib} MiB of guest memory: {reason}")]
+    MemoryAlloc { mem_mib: u64, reason: String },
+    #[error("command line is {len} bytes, longer than the limit of {max}; shorten --cmdline")]
+    CmdlineTooLong { len: usize, max: usize },
+    #[error("command line is invalid: {0}")]
+    CmdlineInvalid(String),
+    #[error("writing boot data into guest memory failed: {0}")]
+    BootSetup(String),
+
+    #[error("serial output {path}: {source}")]
+    SerialOutput {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("guest triple-faulted (KVM_EXIT_SHUTDOWN) at rip={:#x}", .0.rip)]
+    GuestShutdown(Box<RegisterDump>),
+    #[error("KVM internal error (suberror {suberror}) at rip={:#x}: the instruction could not be emulated", .regs.rip)]
+    GuestInternalError {
+        suberror: u32,
+        regs: Box<RegisterDump>,
+    },
+    #[error("KVM could not enter the guest (hardware reason {reason:#x}) at rip={:#x}", .regs.rip)]
+    GuestFailEntry {
+        reason: u64,
+        regs: Box<RegisterDump>,
+    },
+    #[error("guest stopped with unexpected exit {exit} at rip={:#x}", .regs.rip)]
+    GuestUnexpectedExit {
+        exit: String,
+        regs: Box<RegisterDump>,
+    },
+    #[error("guest did not finish within {0} s (--timeout); it was stopped")]
+    Timeout(u64),
+}
+
+impl VmmError {
+    /// The vCPU registers, when the error is a guest failure.
+    pub fn registers(&self) -> Option<&RegisterDump> {
+        match self {
+            VmmError::GuestShutdown(regs)
+            | VmmError::GuestInternalError { regs, .. }
+            | VmmError::GuestFailEntry { regs, .. }
+            | VmmError::GuestUnexpectedExit { regs, .. } => Some(regs),
+            _ => None,
+        }
+    }
+
+    /// Process exit status for this error: 124 when the guest timed out, 126
+    /// when the guest crashed, 125 when the VMM itself could not go on.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            VmmError::Timeout(_) => 124,
+            _ if self.registers().is_some() => 126,
+            _ => 125,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, VmmError>;

@@ -1,0 +1,284 @@
+//! A machine: the VM, its memory, vCPUs and devices, built from a `VmConfig`
+//! and run until the guest ends.
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::VcpuExit;
+use vm_memory::GuestMemoryMmap;
+
+use crate::boot;
+use crate::devices::serial::{SerialDevice, SerialOut};
+use crate::devices::{exit_status_from_guest, EXIT_PORT};
+use crate::error::{Result, VmmError};
+use crate::memory::{self, START_INFO_ADDR};
+use crate::stats::{self, RunStats};
+use crate::vstate::vcpu::Vcpu;
+use crate::vstate::vm::Vm;
+
+mod watchdog;
+use watchdog::Watchdog;
+
+/// The kernel to boot.
+#[derive(Debug, Clone)]
+pub enum KernelSource {
+    /// The microguest embedded in this binary.
+    Microguest,
+    /// A PVH-bootable ELF file (the microguest or a Linux vmlinux).
+    File(PathBuf),
+}
+
+/// Where the guest's COM1 output goes.
+#[derive(Debug, Clone)]
+pub enum SerialOutput {
+    Stdout,
+    File(PathBuf),
+    /// Kept in memory (for the demo and for tests).
+    Capture(Arc<Mutex<Vec<u8>>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kvm_path: PathBuf,
+    pub kernel: KernelSource,
+    pub cmdline: String,
+    pub mem_mib: u64,
+    pub serial: SerialOutput,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            kvm_path: PathBuf::from("/dev/kvm"),
+            kernel: KernelSource::Microguest,
+            cmdline: String::new(),
+            mem_mib: 128,
+            serial: SerialOutput::Stdout,
+            timeout: None,
+        }
+    }
+}
+
+/// How a run ended when the guest ended it.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// What the guest wrote to the exit port (capped at 255).
+    pub status: u8,
+    pub stats: RunStats,
+}
+
+pub struct Machine {
+    // Field order is drop order: vCPUs and devices go before the VM, and
+    // guest memory last, after KVM no longer maps it.
+    vcpus: Vec<Vcpu>,
+    serial: SerialDevice,
+    vm: Vm,
+    mem: GuestMemoryMmap,
+    timeout: Option<Duration>,
+    built_at: Instant,
+    build_time: Duration,
+}
+
+impl Machine {
+    /// Creates the VM, loads the kernel and sets up the boot vCPU. Inputs are
+    /// checked before any KVM object is created, where that is possible.
+    pub fn build(config: &VmConfig) -> Result<Self> {
+        let started = Instant::now();
+        let cmdline = boot::build_cmdline(&config.cmdline)?;
+        let (image, name) = read_kernel(&config.kernel)?;
+        let mem = memory::create_guest_memory(config.mem_mib)?;
+        let kernel = boot::load_kernel(&mem, &image, &name)?;
+        boot::write_boot_data(&mem, &cmdline)?;
+        let serial_out = open_serial(&config.serial)?;
+
+        let vm = Vm::new(&config.kvm_path)?;
+        vm.register_memory(&mem)?;
+        vm.setup_irqchip()?;
+        let serial = SerialDevice::new(vm.fd(), serial_out)?;
+        let vcpu = Vcpu::new(&vm, 0)?;
+        vcpu.set_cpuid(&vm)?;
+        vcpu.set_lint()?;
+        vcpu.set_pvh_entry_state(kernel.entry, START_INFO_ADDR)?;
+        Ok(Self {
+            vcpus: vec![vcpu],
+            serial,
+            vm,
+            mem,
+            timeout: config.timeout,
+            built_at: Instant::now(),
+            build_time: started.elapsed(),
+        })
+    }
+
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    /// Runs the boot vCPU until the guest writes the exit port, or fails.
+    pub fn run(&mut self) -> Result<RunOutcome> {
+        let watchdog = self.timeout.map(Watchdog::arm);
+        let mut stats = RunStats {
+            build_us: self.build_time.as_micros() as u64,
+            ..Default::default()
+        };
+        let result = self.run_loop(&mut stats, watchdog.as_ref());
+        if let Some(w) = watchdog {
+            w.disarm();
+        }
+        self.serial.flush();
+        stats.run_us = self.built_at.elapsed().as_micros() as u64;
+        stats.serial_bytes = self.serial.bytes_out;
+        stats::fill_memory(&mut stats, &self.mem);
+        result.map(|status| {
+            stats.exit_status = status;
+            RunOutcome { status, stats }
+        })
+    }
+
+    fn run_loop(&mut self, stats: &mut RunStats, watchdog: Option<&Watchdog>) -> Result<u8> {
+        let serial = &mut self.serial;
+        let vcpu = &mut self.vcpus[0];
+        loop {
+            let stop = match vcpu.fd.run() {
+                Ok(exit) => {
+                    stats.vcpu_exits += 1;
+                    match exit {
+                        VcpuExit::IoOut(port, data) => {
+                            stats.pio_exits += 1;
+                            if port == EXIT_PORT {
+                                let mut word = [0u8; 4];
+                                let n = data.len().min(4);
+                                word[..n].copy_from_slice(&data[..n]);
+                                return Ok(exit_status_from_guest(u32::from_le_bytes(word)));
+                            }
+                            if SerialDevice::contains(port) {
+                                serial.pio_write(port, data[0]);
+                            }
+                            None
+                        }
+                        VcpuExit::IoIn(port, data) => {
+                            stats.pio_exits += 1;
+                            if SerialDevice::contains(port) {
+                                data[0] = serial.pio_read(port);
+                            } else {
+                                // No device: the bus floats high.
+                                data.fill(0xff);
+                            }
+                            None
+                        }
+                        VcpuExit::MmioRead(_, data) => {
+                            stats.mmio_exits += 1;
+                            data.fill(0);
+                            None
+                        }
+                        VcpuExit::MmioWrite(..) => {
+                            stats.mmio_exits += 1;
+                            None
+                        }
+                        VcpuExit::Shutdown => Some(Stop::Shutdown),
+                        VcpuExit::InternalError => Some(Stop::InternalError),
+                        VcpuExit::FailEntry(reason, _) => Some(Stop::FailEntry(reason)),
+                        VcpuExit::Hlt => Some(Stop::Other(
+                            "HLT with no in-kernel interrupt to wake the vCPU".into(),
+                        )),
+                        other => Some(Stop::Other(format!("{other:?}"))),
+                    }
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    if watchdog.is_some_and(Watchdog::fired) {
+                        return Err(VmmError::Timeout(
+                            self.timeout.unwrap_or_default().as_secs(),
+                        ));
+                    }
+                    None
+                }
+                Err(source) => {
+                    return Err(VmmError::Kvm {
+                        step: "running the vCPU",
+                        source,
+                    })
+                }
+            };
+            if let Some(stop) = stop {
+                return Err(stop.into_error(vcpu));
+            }
+        }
+    }
+}
+
+/// Why the vCPU cannot go on; turned into an error once the exit's borrow of
+/// the vCPU has ended, so that the registers can be read.
+enum Stop {
+    Shutdown,
+    InternalError,
+    FailEntry(u64),
+    Other(String),
+}
+
+impl Stop {
+    fn into_error(self, vcpu: &mut Vcpu) -> VmmError {
+        let regs = Box::new(vcpu.dump());
+        match self {
+            Stop::Shutdown => VmmError::GuestShutdown(regs),
+            Stop::InternalError => {
+                // SAFETY: after KVM_EXIT_INTERNAL_ERROR the `internal` member
+                // of the kvm_run union is the one KVM filled in.
+                let suberror = unsafe { vcpu.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                VmmError::GuestInternalError { suberror, regs }
+            }
+            Stop::FailEntry(reason) => VmmError::GuestFailEntry { reason, regs },
+            Stop::Other(exit) => VmmError::GuestUnexpectedExit { exit, regs },
+        }
+    }
+}
+
+fn read_kernel(kernel: &KernelSource) -> Result<(std::borrow::Cow<'static, [u8]>, String)> {
+    match kernel {
+        KernelSource::Microguest => Ok((crate::microguest::ELF.into(), "microguest".into())),
+        KernelSource::File(path) => {
+            let bytes = std::fs::read(path).map_err(|source| VmmError::KernelRead {
+                path: path.clone(),
+                source,
+            })?;
+            Ok((bytes.into(), path.display().to_string()))
+        }
+    }
+}
+
+fn open_serial(serial: &SerialOutput) -> Result<SerialOut> {
+    Ok(match serial {
+        SerialOutput::Stdout => Box::new(std::io::stdout()),
+        SerialOutput::File(path) => {
+            Box::new(
+                std::fs::File::create(path).map_err(|source| VmmError::SerialOutput {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
+        SerialOutput::Capture(buf) => Box::new(CaptureWriter(buf.clone())),
+    })
+}
+
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CaptureWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

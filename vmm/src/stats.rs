@@ -1,0 +1,35 @@
+//! What one run cost: exits, time, and the VMM's own memory overhead.
+use serde::Serialize;
+use vm_memory::GuestMemoryMmap;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunStats {
+    pub exit_status: u8,
+    /// Building the machine: KVM objects, memory, kernel load.
+    pub build_us: u64,
+    /// From the machine being built to the guest ending.
+    pub run_us: u64,
+    pub vcpu_exits: u64,
+    pub pio_exits: u64,
+    pub mmio_exits: u64,
+    pub serial_bytes: u64,
+    /// Resident memory of the whole VMM process.
+    pub rss_kib: u64,
+    /// Guest pages resident in host memory (touched by the guest or the VMM).
+    pub guest_resident_kib: u64,
+    /// `rss_kib - guest_resident_kib`: what the VMM itself costs.
+    pub vmm_overhead_kib: u64,
+}
+
+/// Fills the memory fields from /proc/self/status and mincore(2).
+pub fn fill_memory(stats: &mut RunStats, mem: &GuestMemoryMmap) {
+    stats.rss_kib = self_rss_kib().unwrap_or(0);
+    stats.guest_resident_kib = crate::memory::resident_bytes(mem) / 1024;
+    stats.vmm_overhead_kib = stats.rss_kib.saturating_sub(stats.guest_resident_kib);
+}
+
+fn self_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

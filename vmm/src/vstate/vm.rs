@@ -1,0 +1,127 @@
+//! The KVM VM: opening KVM, memory slots, in-kernel irqchip and PIT.
+use std::ffi::CString;
+use std::io;
+use std::path::Path;
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+
+use crate::error::{Result, VmmError};
+
+/// Where the TSS of real-mode emulation lives (three pages below 4 GiB, in the MMIO gap).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// Capabilities this VMM cannot run without.
+const REQUIRED_CAPS: [(Cap, &str); 4] = [
+    (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+    (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+    (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
+    (Cap::Irqfd, "KVM_CAP_IRQFD"),
+];
+
+pub struct Vm {
+    kvm: Kvm,
+    fd: VmFd,
+}
+
+impl Vm {
+    /// Opens the KVM device at `kvm_path`, checks it, and creates a VM.
+    pub fn new(kvm_path: &Path) -> Result<Self> {
+        let kvm = open_kvm(kvm_path)?;
+        let version = kvm.get_api_version();
+        if version != 12 {
+            return Err(VmmError::KvmApiVersion(version));
+        }
+        for (cap, name) in REQUIRED_CAPS {
+            if !kvm.check_extension(cap) {
+                return Err(VmmError::KvmCapability(name));
+            }
+        }
+        let fd = kvm.create_vm().map_err(|source| VmmError::Kvm {
+            step: "creating the VM",
+            source,
+        })?;
+        Ok(Self { kvm, fd })
+    }
+
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// Registers every guest memory region as a KVM memory slot.
+    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<()> {
+        for (slot, region) in mem.iter().enumerate() {
+            let host = region
+                .get_host_address(MemoryRegionAddress(0))
+                .map_err(|e| VmmError::BootSetup(e.to_string()))?;
+            let desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the region is a live mapping owned by `mem`, which the
+            // machine keeps alive for as long as the VM exists.
+            unsafe { self.fd.set_user_memory_region(desc) }.map_err(|source| VmmError::Kvm {
+                step: "registering guest memory",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// In-kernel PIC + IOAPIC + LAPICs and a PIT, as a PC has them.
+    pub fn setup_irqchip(&self) -> Result<()> {
+        let kvm = |step| move |source| VmmError::Kvm { step, source };
+        self.fd
+            .set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(kvm("setting the TSS address"))?;
+        self.fd
+            .create_irq_chip()
+            .map_err(kvm("creating the in-kernel irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.fd
+            .create_pit2(pit)
+            .map_err(kvm("creating the in-kernel PIT"))
+    }
+}
+
+fn open_kvm(path: &Path) -> Result<Kvm> {
+    let unavailable = |source: io::Error| {
+        let hint = match source.kind() {
+            io::ErrorKind::NotFound => {
+                "this host has no KVM: load the kvm module (modprobe kvm_intel or kvm_amd) or run on a host with virtualization"
+            }
+            io::ErrorKind::PermissionDenied => {
+                "add your user to the 'kvm' group (or run as root) and try again"
+            }
+            _ => "check that this path is the KVM device",
+        };
+        VmmError::KvmUnavailable {
+            path: path.to_path_buf(),
+            source,
+            hint,
+        }
+    };
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| unavailable(io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let kvm = Kvm::new_with_path(&c_path).map_err(|e| unavailable(e.into()))?;
+    // A device that is not KVM (say /dev/null) opens fine but fails the first
+    // KVM ioctl: report it as unavailable rather than as a bad version.
+    if kvm.get_api_version() < 0 {
+        return Err(unavailable(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "not a KVM device (KVM_GET_API_VERSION failed)",
+        )));
+    }
+    Ok(kvm)
+}
