@@ -68,3 +68,67 @@ pub fn assert_one_line_error(out: &Output, status: i32, needle: &str) {
     assert!(lines[0].starts_with("error: "), "{err}");
     assert!(lines[0].contains(needle), "expected '{needle}' in: {err}");
 }
+
+/// The microguest's xorshift64 generator.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+/// Parameters of the microguest's `blk-writes` workload.
+#[derive(Clone, Copy)]
+pub struct BlkWrites {
+    pub seed: u64,
+    pub writes: u64,
+    pub max_blocks: u64,
+    pub flush_every: u64,
+    pub dup_every: u64,
+}
+
+impl BlkWrites {
+    pub fn cmdline(&self) -> String {
+        format!(
+            "workload=blk-writes seed={} writes={} max_blocks={} flush_every={} dup_every={}",
+            self.seed, self.writes, self.max_blocks, self.flush_every, self.dup_every
+        )
+    }
+
+    /// Applies the workload to `image` on the host, as the guest does.
+    pub fn apply(&self, image: &mut [u8]) {
+        let span = image.len() as u64 / 4096;
+        let mut rng = Rng::new(self.seed);
+        for i in 0..self.writes {
+            let nblocks = 1 + rng.next_u64() % self.max_blocks;
+            let start = rng.next_u64() % (span - nblocks + 1);
+            let mut fill = if self.dup_every != 0 && i % self.dup_every == 0 {
+                Rng::new(0xD00D)
+            } else {
+                Rng::new(rng.next_u64())
+            };
+            let at = (start * 4096) as usize;
+            for word in image[at..at + nblocks as usize * 4096].chunks_exact_mut(8) {
+                word.copy_from_slice(&fill.next_u64().to_le_bytes());
+            }
+        }
+    }
+}
+
+/// A zero-filled raw disk image of `mib` MiB in `dir`.
+pub fn blank_disk(dir: &std::path::Path, name: &str, mib: u64) -> PathBuf {
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(mib << 20).unwrap();
+    path
+}

@@ -55,6 +55,11 @@ pub enum VmmError {
     #[error("writing boot data into guest memory failed: {0}")]
     BootSetup(String),
 
+    #[error("disk {}: {reason}", .path.display())]
+    Disk { path: PathBuf, reason: String },
+    #[error("too many disks ({0}); at most {max} are supported", max = crate::devices::MAX_VIRTIO_DEVICES)]
+    TooManyDisks(usize),
+
     #[error("serial output {path}: {source}")]
     SerialOutput {
         path: PathBuf,

@@ -19,4 +19,4 @@ pub mod stats;
 pub mod vstate;
 
 pub use error::VmmError;
-pub use machine::{KernelSource, Machine, RunOutcome, SerialOutput, VmConfig};
+pub use machine::{DiskConfig, KernelSource, Machine, RunOutcome, SerialOutput, VmConfig};

@@ -10,7 +10,13 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::boot;
 use crate::devices::serial::{SerialDevice, SerialOut};
-use crate::devices::{exit_status_from_guest, EXIT_PORT};
+use crate::devices::virtio::block::disk::DiskImage;
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::{MmioTransport, WINDOW_SIZE};
+use crate::devices::virtio::IrqLine;
+use crate::devices::{
+    exit_status_from_guest, EXIT_PORT, MAX_VIRTIO_DEVICES, VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE,
+};
 use crate::error::{Result, VmmError};
 use crate::memory::{self, START_INFO_ADDR};
 use crate::stats::{self, RunStats};
@@ -38,6 +44,13 @@ pub enum SerialOutput {
     Capture(Arc<Mutex<Vec<u8>>>),
 }
 
+/// A virtio-blk disk.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub kvm_path: PathBuf,
@@ -47,6 +60,7 @@ pub struct VmConfig {
     pub serial: SerialOutput,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
+    pub disks: Vec<DiskConfig>,
 }
 
 impl Default for VmConfig {
@@ -58,6 +72,7 @@ impl Default for VmConfig {
             mem_mib: 128,
             serial: SerialOutput::Stdout,
             timeout: None,
+            disks: Vec::new(),
         }
     }
 }
@@ -75,6 +90,7 @@ pub struct Machine {
     // guest memory last, after KVM no longer maps it.
     vcpus: Vec<Vcpu>,
     serial: SerialDevice,
+    virtio: Vec<MmioTransport>,
     vm: Vm,
     mem: GuestMemoryMmap,
     timeout: Option<Duration>,
@@ -87,7 +103,15 @@ impl Machine {
     /// checked before any KVM object is created, where that is possible.
     pub fn build(config: &VmConfig) -> Result<Self> {
         let started = Instant::now();
-        let cmdline = boot::build_cmdline(&config.cmdline)?;
+        if config.disks.len() > MAX_VIRTIO_DEVICES {
+            return Err(VmmError::TooManyDisks(config.disks.len()));
+        }
+        let cmdline = boot::build_cmdline(&with_device_args(&config.cmdline, config.disks.len()))?;
+        let disks = config
+            .disks
+            .iter()
+            .map(|d| DiskImage::open(&d.path, d.read_only))
+            .collect::<Result<Vec<_>>>()?;
         let (image, name) = read_kernel(&config.kernel)?;
         let mem = memory::create_guest_memory(config.mem_mib)?;
         let kernel = boot::load_kernel(&mem, &image, &name)?;
@@ -98,6 +122,12 @@ impl Machine {
         vm.register_memory(&mem)?;
         vm.setup_irqchip()?;
         let serial = SerialDevice::new(vm.fd(), serial_out)?;
+        let mut virtio = Vec::with_capacity(disks.len());
+        for (i, disk) in disks.into_iter().enumerate() {
+            let irq = IrqLine::new(vm.fd(), VIRTIO_FIRST_IRQ + i as u32)?;
+            let block = Block::new(disk, &format!("vmm-disk{i}"), None);
+            virtio.push(MmioTransport::new(Box::new(block), irq, mem.clone()));
+        }
         let vcpu = Vcpu::new(&vm, 0)?;
         vcpu.set_cpuid(&vm)?;
         vcpu.set_lint()?;
@@ -105,6 +135,7 @@ impl Machine {
         Ok(Self {
             vcpus: vec![vcpu],
             serial,
+            virtio,
             vm,
             mem,
             timeout: config.timeout,
@@ -144,6 +175,7 @@ impl Machine {
 
     fn run_loop(&mut self, stats: &mut RunStats, watchdog: Option<&Watchdog>) -> Result<u8> {
         let serial = &mut self.serial;
+        let virtio = &mut self.virtio;
         let vcpu = &mut self.vcpus[0];
         loop {
             let stop = match vcpu.fd.run() {
@@ -173,13 +205,19 @@ impl Machine {
                             }
                             None
                         }
-                        VcpuExit::MmioRead(_, data) => {
+                        VcpuExit::MmioRead(addr, data) => {
                             stats.mmio_exits += 1;
-                            data.fill(0);
+                            match mmio_device(virtio, addr) {
+                                Some((dev, offset)) => dev.read(offset, data),
+                                None => data.fill(0),
+                            }
                             None
                         }
-                        VcpuExit::MmioWrite(..) => {
+                        VcpuExit::MmioWrite(addr, data) => {
                             stats.mmio_exits += 1;
+                            if let Some((dev, offset)) = mmio_device(virtio, addr) {
+                                dev.write(offset, data);
+                            }
                             None
                         }
                         VcpuExit::Shutdown => Some(Stop::Shutdown),
@@ -237,6 +275,28 @@ impl Stop {
             Stop::Other(exit) => VmmError::GuestUnexpectedExit { exit, regs },
         }
     }
+}
+
+/// The virtio-mmio window holding `addr`, and the offset into it.
+fn mmio_device(devices: &mut [MmioTransport], addr: u64) -> Option<(&mut MmioTransport, u64)> {
+    let rel = addr.checked_sub(VIRTIO_MMIO_BASE)?;
+    let index = usize::try_from(rel / WINDOW_SIZE).ok()?;
+    devices.get_mut(index).map(|d| (d, rel % WINDOW_SIZE))
+}
+
+/// Appends the Linux-style announcement of each virtio-mmio device
+/// (`virtio_mmio.device=4K@ADDR:IRQ`), which the microguest reads too.
+fn with_device_args(cmdline: &str, devices: usize) -> String {
+    let mut line = cmdline.to_string();
+    for i in 0..devices {
+        let addr = VIRTIO_MMIO_BASE + i as u64 * WINDOW_SIZE;
+        let irq = VIRTIO_FIRST_IRQ + i as u32;
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
+    }
+    line
 }
 
 fn read_kernel(kernel: &KernelSource) -> Result<(std::borrow::Cow<'static, [u8]>, String)> {

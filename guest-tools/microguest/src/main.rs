@@ -11,6 +11,8 @@ mod boot;
 mod cmdline;
 mod io;
 mod mem;
+mod rng;
+mod virtio_blk;
 mod workloads;
 
 use cmdline::Cmdline;

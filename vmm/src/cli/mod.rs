@@ -44,6 +44,7 @@ pub enum Command {
 /// Parses arguments, runs the command, and returns the process exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    init_logging();
     let result = match &cli.command {
         Command::Run(args) => run::run(&cli, args),
         Command::Demo(args) => demo::run(&cli, args),
@@ -58,4 +59,23 @@ pub fn main() -> i32 {
             err.exit_status()
         }
     }
+}
+
+/// Warnings (a hostile guest's bad requests, for one) go to stderr; set
+/// `VMM_LOG=info` or `debug` for more, `VMM_LOG=error` for less.
+fn init_logging() {
+    let level = match std::env::var("VMM_LOG").as_deref() {
+        Ok("error") => tracing::Level::ERROR,
+        Ok("info") => tracing::Level::INFO,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::WARN,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }

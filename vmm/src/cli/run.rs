@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use vmm::{KernelSource, Machine, SerialOutput, VmConfig, VmmError};
+use vmm::{DiskConfig, KernelSource, Machine, SerialOutput, VmConfig, VmmError};
 
 use super::Cli;
 
@@ -35,6 +35,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
 
+    /// Attach a raw disk image as a virtio-blk device; `,ro` makes it
+    /// read-only. Repeat for more disks (example: --disk data.img
+    /// --disk base.img,ro). The image size must be a multiple of 4 KiB.
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
+    pub disks: Vec<DiskConfig>,
+
     /// Print run statistics as one JSON line on stderr when the guest exits:
     /// time, VM exits, resident memory and the VMM's own overhead.
     #[arg(long)]
@@ -53,6 +59,22 @@ fn parse_serial(s: &str) -> Result<SerialOutput, String> {
     }
 }
 
+fn parse_disk(s: &str) -> Result<DiskConfig, String> {
+    let (path, read_only) = match s.rsplit_once(',') {
+        Some((path, "ro")) => (path, true),
+        Some((path, "rw")) => (path, false),
+        Some((_, opt)) => return Err(format!("unknown disk option '{opt}': use PATH or PATH,ro")),
+        None => (s, false),
+    };
+    if path.is_empty() {
+        return Err("empty disk path: use PATH or PATH,ro".into());
+    }
+    Ok(DiskConfig {
+        path: PathBuf::from(path),
+        read_only,
+    })
+}
+
 impl RunArgs {
     pub fn config(&self, cli: &Cli) -> VmConfig {
         VmConfig {
@@ -65,6 +87,7 @@ impl RunArgs {
             mem_mib: self.mem_mib,
             serial: self.serial.clone(),
             timeout: self.timeout.map(Duration::from_secs),
+            disks: self.disks.clone(),
         }
     }
 }

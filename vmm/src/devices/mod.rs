@@ -1,6 +1,15 @@
 //! Emulated devices. Each device is a small state machine driven by the
 //! machine's run loop on port I/O or MMIO exits.
 pub mod serial;
+pub mod virtio;
+
+/// Where virtio-mmio device windows start (in the MMIO gap below 4 GiB),
+/// one 4 KiB window per device.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// First interrupt line for virtio devices (COM1 has 4).
+pub const VIRTIO_FIRST_IRQ: u32 = 5;
+/// IRQs 5..=15 on the PIC/IOAPIC path we set up.
+pub const MAX_VIRTIO_DEVICES: usize = 11;
 
 /// The debug-exit port: a 32-bit write of `status` ends the VM and the VMM
 /// exits with `min(status, 255)`. (QEMU's isa-debug-exit lives at the same

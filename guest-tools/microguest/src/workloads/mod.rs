@@ -4,6 +4,9 @@
 use crate::cmdline::Cmdline;
 use crate::{io, say};
 
+mod blk;
+mod evil;
+
 pub fn run(cmdline: &Cmdline) -> u32 {
     match cmdline.get("workload").unwrap_or("hello") {
         "hello" => hello(cmdline),
@@ -11,8 +14,12 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "count" => count(cmdline),
         "fault" => fault(),
         "spin" => spin(),
+        "blk-writes" => blk::writes(cmdline),
+        "blk-checksum" => blk::checksum(cmdline),
+        "blk-bench" => blk::bench(cmdline),
+        "evil-blk" => evil::blk(cmdline),
         other => {
-            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin)\n");
+            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-checksum blk-bench evil-blk)\n");
             crate::EXIT_GUEST_ERROR
         }
     }
@@ -29,13 +36,10 @@ fn hello(cmdline: &Cmdline) -> u32 {
 /// at native speed whose result a test can recompute on the host.
 fn count(cmdline: &Cmdline) -> u32 {
     let n = cmdline.get_u64("n", 1_000_000);
-    let mut x = cmdline.get_u64("seed", 1) | 1;
+    let mut rng = crate::rng::Rng::new(cmdline.get_u64("seed", 1));
     let mut sum = 0u64;
     for _ in 0..n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        sum = sum.wrapping_add(x);
+        sum = sum.wrapping_add(rng.next());
     }
     say!("count n={n} sum={sum:#018x}\n");
     0

@@ -1,0 +1,312 @@
+//! A small polled virtio-blk driver over virtio-mmio (version 2).
+//!
+//! Guest physical and virtual addresses are the same (identity mapping), so
+//! buffers are passed to the device by their address. One queue of
+//! `QUEUE_SIZE` descriptors lives in static memory; requests are submitted
+//! in batches and completion is polled on the used ring (no interrupts).
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+use core::sync::atomic::{fence, Ordering};
+
+use crate::cmdline::{parse_u64, Cmdline};
+
+pub const QUEUE_SIZE: usize = 64;
+pub const BLOCK: usize = 4096;
+
+pub const T_IN: u32 = 0;
+pub const T_OUT: u32 = 1;
+pub const T_FLUSH: u32 = 4;
+pub const T_GET_ID: u32 = 8;
+pub const S_OK: u8 = 0;
+
+pub const DESC_F_NEXT: u16 = 1;
+pub const DESC_F_WRITE: u16 = 2;
+
+const STATUS_ACK: u32 = 1;
+const STATUS_DRIVER: u32 = 2;
+const STATUS_DRIVER_OK: u32 = 4;
+const STATUS_FEATURES_OK: u32 = 8;
+const F_RO: u32 = 1 << 5;
+const F_BLK_SIZE: u32 = 1 << 6;
+const F_FLUSH: u32 = 1 << 9;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Desc {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: u16,
+}
+
+#[repr(C, align(4096))]
+struct Ring {
+    desc: [Desc; QUEUE_SIZE],
+    avail_flags: u16,
+    avail_idx: u16,
+    avail_ring: [u16; QUEUE_SIZE],
+    _pad: [u8; 4096 - 4 - 2 * QUEUE_SIZE],
+    used_flags: u16,
+    used_idx: u16,
+    used_ring: [(u32, u32); QUEUE_SIZE],
+}
+
+/// Per-slot request header and status byte.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Slot {
+    kind: u32,
+    reserved: u32,
+    sector: u64,
+    status: u8,
+}
+
+static mut RING: Ring = Ring {
+    desc: [Desc {
+        addr: 0,
+        len: 0,
+        flags: 0,
+        next: 0,
+    }; QUEUE_SIZE],
+    avail_flags: 1, // VIRTQ_AVAIL_F_NO_INTERRUPT: we poll
+    avail_idx: 0,
+    avail_ring: [0; QUEUE_SIZE],
+    _pad: [0; 4096 - 4 - 2 * QUEUE_SIZE],
+    used_flags: 0,
+    used_idx: 0,
+    used_ring: [(0, 0); QUEUE_SIZE],
+};
+
+const SLOTS: usize = QUEUE_SIZE / 3;
+static mut SLOT: [Slot; SLOTS] = [Slot {
+    kind: 0,
+    reserved: 0,
+    sector: 0,
+    status: 0xff,
+}; SLOTS];
+
+/// One request of a batch.
+#[derive(Clone, Copy)]
+pub struct Req {
+    pub kind: u32,
+    pub sector: u64,
+    pub buf: *mut u8,
+    pub len: u32,
+}
+
+pub struct VirtioBlk {
+    base: usize,
+    pub capacity_sectors: u64,
+    pub read_only: bool,
+    last_used: u16,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Error {
+    NoDevice,
+    NotBlock(u32),
+    FeaturesRejected,
+    QueueTooSmall(u32),
+    Timeout,
+}
+
+fn parse_device_arg(cmdline: &Cmdline) -> Option<usize> {
+    // virtio_mmio.device=4K@0xd0000000:5
+    let spec = cmdline.get("virtio_mmio.device")?;
+    let addr = spec.split_once('@')?.1.split_once(':')?.0;
+    parse_u64(addr).map(|a| a as usize)
+}
+
+impl VirtioBlk {
+    fn reg(&self, off: usize) -> u32 {
+        // SAFETY: the device window is identity-mapped MMIO.
+        unsafe { read_volatile((self.base + off) as *const u32) }
+    }
+
+    fn set_reg(&self, off: usize, v: u32) {
+        // SAFETY: as above.
+        unsafe { write_volatile((self.base + off) as *mut u32, v) }
+    }
+
+    /// Finds the first virtio-mmio device on the command line and sets it up.
+    pub fn init(cmdline: &Cmdline) -> Result<Self, Error> {
+        let base = parse_device_arg(cmdline).ok_or(Error::NoDevice)?;
+        let mut dev = Self {
+            base,
+            capacity_sectors: 0,
+            read_only: false,
+            last_used: 0,
+        };
+        if dev.reg(0x000) != 0x7472_6976 || dev.reg(0x004) != 2 {
+            return Err(Error::NoDevice);
+        }
+        let id = dev.reg(0x008);
+        if id != 2 {
+            return Err(Error::NotBlock(id));
+        }
+        dev.set_reg(0x070, 0);
+        dev.set_reg(0x070, STATUS_ACK | STATUS_DRIVER);
+        dev.set_reg(0x014, 0);
+        let offered = dev.reg(0x010);
+        dev.read_only = offered & F_RO != 0;
+        dev.set_reg(0x024, 0);
+        dev.set_reg(0x020, offered & (F_RO | F_BLK_SIZE | F_FLUSH));
+        dev.set_reg(0x024, 1);
+        dev.set_reg(0x020, 1); // VIRTIO_F_VERSION_1
+        dev.set_reg(0x070, STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK);
+        if dev.reg(0x070) & STATUS_FEATURES_OK == 0 {
+            return Err(Error::FeaturesRejected);
+        }
+        dev.set_reg(0x030, 0);
+        let max = dev.reg(0x034);
+        if (max as usize) < QUEUE_SIZE {
+            return Err(Error::QueueTooSmall(max));
+        }
+        dev.set_reg(0x038, QUEUE_SIZE as u32);
+        // SAFETY: only taking addresses of the static ring.
+        let (desc, avail, used) = unsafe {
+            (
+                addr_of!(RING.desc) as u64,
+                addr_of!(RING.avail_flags) as u64,
+                addr_of!(RING.used_flags) as u64,
+            )
+        };
+        for (off, addr) in [(0x080, desc), (0x090, avail), (0x0a0, used)] {
+            dev.set_reg(off, addr as u32);
+            dev.set_reg(off + 4, (addr >> 32) as u32);
+        }
+        dev.set_reg(0x044, 1);
+        dev.set_reg(
+            0x070,
+            STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+        );
+        dev.capacity_sectors = u64::from(dev.reg(0x100)) | (u64::from(dev.reg(0x104)) << 32);
+        Ok(dev)
+    }
+
+    /// Places raw descriptors at table indices `0..descs.len()`, makes index
+    /// `head` available, notifies and waits; returns the used length.
+    /// Evil workloads use this to send malformed chains.
+    pub fn submit_raw(&mut self, descs: &[Desc], head: u16) -> Result<u32, Error> {
+        // SAFETY: single-threaded guest; the device only reads the ring
+        // during the notify exit below.
+        unsafe {
+            let ring = &mut *addr_of_mut!(RING);
+            ring.desc[..descs.len()].copy_from_slice(descs);
+            let idx = read_volatile(&ring.avail_idx);
+            ring.avail_ring[idx as usize % QUEUE_SIZE] = head;
+            fence(Ordering::SeqCst);
+            write_volatile(&mut ring.avail_idx, idx.wrapping_add(1));
+        }
+        self.notify_and_wait(1)?;
+        // SAFETY: reading the used ring the device wrote.
+        let len = unsafe {
+            let ring = &*addr_of!(RING);
+            read_volatile(&ring.used_ring[self.last_used.wrapping_sub(1) as usize % QUEUE_SIZE]).1
+        };
+        Ok(len)
+    }
+
+    fn notify_and_wait(&mut self, count: u16) -> Result<(), Error> {
+        fence(Ordering::SeqCst);
+        self.set_reg(0x050, 0);
+        let target = self.last_used.wrapping_add(count);
+        for _ in 0..100_000_000u64 {
+            // SAFETY: the device writes used_idx; we only read it.
+            let used = unsafe { read_volatile(addr_of!(RING.used_idx)) };
+            if used == target {
+                self.last_used = target;
+                return Ok(());
+            }
+            core::hint::spin_loop();
+        }
+        Err(Error::Timeout)
+    }
+
+    /// Submits up to `SLOTS` requests at once (one notify) and returns their
+    /// statuses in `status`.
+    pub fn submit(&mut self, reqs: &[Req], status: &mut [u8]) -> Result<(), Error> {
+        for (batch_no, batch) in reqs.chunks(SLOTS).enumerate() {
+            // SAFETY: as in submit_raw.
+            unsafe {
+                let ring = &mut *addr_of_mut!(RING);
+                let slots = &mut *addr_of_mut!(SLOT);
+                let mut idx = read_volatile(&ring.avail_idx);
+                for (i, r) in batch.iter().enumerate() {
+                    let s = &mut slots[i];
+                    s.kind = r.kind;
+                    s.sector = r.sector;
+                    s.status = 0xff;
+                    let d = (i * 3) as u16;
+                    let data_flags = if r.kind == T_OUT { 0 } else { DESC_F_WRITE };
+                    let status_addr = addr_of!(s.status) as u64;
+                    let header = Desc {
+                        addr: s as *const Slot as u64,
+                        len: 16,
+                        flags: DESC_F_NEXT,
+                        next: d + 1,
+                    };
+                    let st = Desc {
+                        addr: status_addr,
+                        len: 1,
+                        flags: DESC_F_WRITE,
+                        next: 0,
+                    };
+                    if r.len == 0 {
+                        ring.desc[d as usize] = Desc {
+                            next: d + 2,
+                            ..header
+                        };
+                    } else {
+                        ring.desc[d as usize] = header;
+                        ring.desc[d as usize + 1] = Desc {
+                            addr: r.buf as u64,
+                            len: r.len,
+                            flags: data_flags | DESC_F_NEXT,
+                            next: d + 2,
+                        };
+                    }
+                    ring.desc[d as usize + 2] = st;
+                    ring.avail_ring[idx as usize % QUEUE_SIZE] = d;
+                    idx = idx.wrapping_add(1);
+                }
+                fence(Ordering::SeqCst);
+                write_volatile(&mut ring.avail_idx, idx);
+            }
+            self.notify_and_wait(batch.len() as u16)?;
+            // SAFETY: reading back the status bytes the device wrote.
+            unsafe {
+                let slots = &*addr_of!(SLOT);
+                for i in 0..batch.len() {
+                    status[batch_no * SLOTS + i] = read_volatile(&slots[i].status);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn one(&mut self, kind: u32, sector: u64, buf: *mut u8, len: u32) -> Result<u8, Error> {
+        let mut status = [0xffu8];
+        self.submit(
+            &[Req {
+                kind,
+                sector,
+                buf,
+                len,
+            }],
+            &mut status,
+        )?;
+        Ok(status[0])
+    }
+
+    pub fn write(&mut self, sector: u64, data: &[u8]) -> Result<u8, Error> {
+        self.one(T_OUT, sector, data.as_ptr() as *mut u8, data.len() as u32)
+    }
+
+    pub fn read(&mut self, sector: u64, data: &mut [u8]) -> Result<u8, Error> {
+        self.one(T_IN, sector, data.as_mut_ptr(), data.len() as u32)
+    }
+
+    pub fn flush(&mut self) -> Result<u8, Error> {
+        self.one(T_FLUSH, 0, core::ptr::null_mut(), 0)
+    }
+}

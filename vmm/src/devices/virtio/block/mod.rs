@@ -1,0 +1,260 @@
+//! virtio-blk: a raw disk image as a virtio block device, with every
+//! completed write and flush handed to a [`WriteTap`] (the recorder).
+//!
+//! Durability contract: a FLUSH completes (status OK reaches the guest) only
+//! after the disk image is fdatasync'ed and the tap has made everything up to
+//! this barrier durable. A crash of the VMM process therefore loses nothing
+//! the guest was told is safe.
+pub mod disk;
+pub mod request;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestMemoryMmap};
+
+use self::disk::{DiskImage, BLOCK_SIZE};
+use self::request::{ParseError, Request, RequestType, ID_BYTES};
+use self::request::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
+use super::{IrqLine, VirtioDevice, INT_VRING};
+
+const VIRTIO_ID_BLOCK: u32 = 2;
+const VIRTIO_BLK_F_RO: u64 = 1 << 5;
+const VIRTIO_BLK_F_BLK_SIZE: u64 = 1 << 6;
+const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+const QUEUE_SIZE: u16 = 256;
+/// Guest misbehaviour is reported this many times, then only counted.
+const MAX_WARNINGS: u64 = 20;
+
+/// Receives the device's completed writes and flushes, in guest order.
+pub trait WriteTap: Send {
+    /// `data` was written at byte `offset`; both are 4 KiB-aligned.
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String>;
+    /// A flush barrier: returns once everything before it is durable.
+    fn flush(&mut self) -> Result<(), String>;
+}
+
+/// Counters a test or benchmark can read after a run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BlockCounters {
+    pub reads: u64,
+    pub writes: u64,
+    pub flushes: u64,
+    pub bytes_written: u64,
+    pub errors: u64,
+}
+
+pub struct Block {
+    disk: DiskImage,
+    tap: Option<Box<dyn WriteTap>>,
+    id: [u8; ID_BYTES],
+    mem: Option<GuestMemoryMmap>,
+    queue: Option<Queue>,
+    counters: BlockCounters,
+}
+
+impl Block {
+    pub fn new(disk: DiskImage, id: &str, tap: Option<Box<dyn WriteTap>>) -> Self {
+        let mut id_bytes = [0u8; ID_BYTES];
+        let n = id.len().min(ID_BYTES);
+        id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+        Self {
+            disk,
+            tap,
+            id: id_bytes,
+            mem: None,
+            queue: None,
+            counters: BlockCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> BlockCounters {
+        self.counters
+    }
+
+    /// Hands the tap back (for a final flush and statistics).
+    pub fn take_tap(&mut self) -> Option<Box<dyn WriteTap>> {
+        self.tap.take()
+    }
+
+    fn warn(&mut self, what: &str) {
+        self.counters.errors += 1;
+        if self.counters.errors <= MAX_WARNINGS {
+            tracing::warn!(disk = %self.disk.path().display(), "guest sent a bad request: {what}");
+        }
+        if self.counters.errors == MAX_WARNINGS {
+            tracing::warn!("further bad requests on this disk are counted, not reported");
+        }
+    }
+
+    /// Executes a checked request; returns (status, bytes written to guest buffers).
+    fn execute(&mut self, mem: &GuestMemoryMmap, req: &Request) -> (u8, u32) {
+        match req.kind {
+            RequestType::In => {
+                let Some((start, end)) = req.disk_range(&self.disk) else {
+                    self.warn("read past the end of the disk or not whole sectors");
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                };
+                let mut buf = vec![0u8; (end - start) as usize];
+                if let Err(e) = self.disk.read_at(&mut buf, start) {
+                    tracing::error!(disk = %self.disk.path().display(), "read failed: {e}");
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                }
+                self.counters.reads += 1;
+                match req.scatter(mem, &buf) {
+                    Some(n) => (VIRTIO_BLK_S_OK, n),
+                    None => (VIRTIO_BLK_S_IOERR, 0),
+                }
+            }
+            RequestType::Out => {
+                if self.disk.read_only() {
+                    self.warn("write to a read-only disk");
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                }
+                let Some((start, end)) = req.disk_range(&self.disk) else {
+                    self.warn("write past the end of the disk or not whole sectors");
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                };
+                let Some(buf) = req.gather(mem) else {
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                };
+                if let Err(e) = self.disk.write_at(&buf, start) {
+                    tracing::error!(disk = %self.disk.path().display(), "write failed: {e}");
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                }
+                self.counters.writes += 1;
+                self.counters.bytes_written += buf.len() as u64;
+                if let Err(e) = self.tap_write(start, end, buf) {
+                    tracing::error!("recording a write failed: {e}");
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                }
+                (VIRTIO_BLK_S_OK, 0)
+            }
+            RequestType::Flush => {
+                self.counters.flushes += 1;
+                let result = self
+                    .disk
+                    .sync()
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| self.tap.as_mut().map_or(Ok(()), |t| t.flush()));
+                match result {
+                    Ok(()) => (VIRTIO_BLK_S_OK, 0),
+                    Err(e) => {
+                        tracing::error!(disk = %self.disk.path().display(), "flush failed: {e}");
+                        (VIRTIO_BLK_S_IOERR, 0)
+                    }
+                }
+            }
+            RequestType::GetId => match req.scatter(mem, &self.id) {
+                Some(n) => (VIRTIO_BLK_S_OK, n),
+                None => (VIRTIO_BLK_S_IOERR, 0),
+            },
+            RequestType::Unsupported(t) => {
+                self.warn(&format!("unsupported request type {t}"));
+                (VIRTIO_BLK_S_UNSUPP, 0)
+            }
+        }
+    }
+
+    /// Hands a completed write to the tap in whole 4 KiB blocks. A write that
+    /// is not block-aligned (the device advertises 4 KiB blocks, but the
+    /// guest may ignore that) is widened by reading its blocks back.
+    fn tap_write(&mut self, start: u64, end: u64, buf: Vec<u8>) -> Result<(), String> {
+        let Some(tap) = self.tap.as_mut() else {
+            return Ok(());
+        };
+        let (a_start, a_end) = (
+            start / BLOCK_SIZE * BLOCK_SIZE,
+            end.div_ceil(BLOCK_SIZE) * BLOCK_SIZE,
+        );
+        if (a_start, a_end) == (start, end) {
+            return tap.write(start, &buf);
+        }
+        let mut whole = vec![0u8; (a_end - a_start) as usize];
+        self.disk
+            .read_at(&mut whole, a_start)
+            .map_err(|e| format!("reading back an unaligned write: {e}"))?;
+        tap.write(a_start, &whole)
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        let ro = if self.disk.read_only() {
+            VIRTIO_BLK_F_RO
+        } else {
+            0
+        };
+        VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_BLK_SIZE | ro
+    }
+
+    /// Config space: capacity (u64, sectors) at 0, blk_size (u32) at 20.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let mut config = [0u8; 24];
+        config[..8].copy_from_slice(&self.disk.sectors().to_le_bytes());
+        config[20..24].copy_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| config.get(o + i))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>, _acked: u64) {
+        self.queue = queues.into_iter().next();
+        self.mem = Some(mem);
+    }
+
+    fn process_queue(&mut self, index: u16, irq: &IrqLine) {
+        let (Some(mem), Some(mut queue)) = (self.mem.clone(), self.queue.take()) else {
+            return;
+        };
+        if index != 0 || !queue.ready() {
+            self.queue = Some(queue);
+            return;
+        }
+        let mut completed = false;
+        while let Some(chain) = queue.pop_descriptor_chain(&mem) {
+            let head = chain.head_index();
+            let used_len = match Request::parse(chain, &mem) {
+                Ok(req) => {
+                    let (status, written) = self.execute(&mem, &req);
+                    // The status address was checked when the request was parsed.
+                    let _ = mem.write_obj(status, req.status_addr);
+                    written + 1
+                }
+                Err(ParseError::Invalid(what, status_addr)) => {
+                    self.warn(what);
+                    let _ = mem.write_obj(VIRTIO_BLK_S_IOERR, status_addr);
+                    1
+                }
+                Err(ParseError::NoStatus(what)) => {
+                    self.warn(what);
+                    0
+                }
+            };
+            if queue.add_used(&mem, head, used_len).is_err() {
+                self.warn("used ring outside guest memory");
+                break;
+            }
+            completed = true;
+        }
+        if completed && queue.needs_notification(&mem).unwrap_or(true) {
+            irq.signal(INT_VRING);
+        }
+        self.queue = Some(queue);
+    }
+
+    fn reset(&mut self) {
+        self.queue = None;
+        self.mem = None;
+    }
+}
