@@ -141,10 +141,8 @@ impl MmioTransport {
                     q.set_ready(v == 1);
                 }
             }
-            0x050 => {
-                if self.activated && (v as usize) < self.queues.len() {
-                    self.device.process_queue(v as u16, &self.irq);
-                }
+            0x050 if self.activated && (v as usize) < self.queues.len() => {
+                self.device.process_queue(v as u16, &self.irq);
             }
             0x064 => self.irq.ack(v),
             0x070 => self.set_status(v),
