@@ -6,3 +6,21 @@
 //!
 //! Does not own: the virtio devices that produce writes (`vmm`), the content
 //! store that keeps block data (`snapshot`), or replay (`replay`).
+//!
+//! What exists so far:
+//! - [`log`]: the change log (segmented, framed, CRC-chained, zstd per
+//!   frame, sparse index): [`LogWriter`], [`LogReader`], [`verify`], and the
+//!   on-disk format documented in the module.
+//! - [`disk_state`]: the per-disk block-hash table and its O(1)-updatable
+//!   state checksum ([`DiskState`]) recorded at every barrier.
+//! - [`hex`]: hex text for 32-byte hashes (and serde helpers for `--json`).
+
+pub mod disk_state;
+pub mod hex;
+pub mod log;
+
+pub use disk_state::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
+pub use log::{
+    verify, verify_with, BarrierKind, LogError, LogOptions, LogReader, LogWriter, OpenReport,
+    Record, RecordKind, VerifyProblem, VerifyReport,
+};

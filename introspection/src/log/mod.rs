@@ -1,0 +1,128 @@
+//! The change log: one per VM, in its own directory (for example
+//! `RECORD_DIR/logs/<vm-id>/`), an append-only sequence of records with a
+//! gap-free, monotonic `seq` (starting at 1) and a host timestamp.
+//!
+//! Write with [`LogWriter`], read with [`LogReader`], check with [`verify`].
+//!
+//! # Durability contract
+//!
+//! [`LogWriter::append`] only buffers a record (it gets its `seq` at once).
+//! [`LogWriter::commit`] writes the buffered records as one frame with one
+//! `write` (visible to readers, not yet durable). [`LogWriter::sync`] commits
+//! and then `fdatasync`s the segment (and `fsync`s the directory when a
+//! segment file was created since the last sync). **A record is durable once
+//! a `sync()` that started after its `append` has returned `Ok`.** After a
+//! crash, everything up to the last completed `sync()` is there; later frames
+//! may be there, whole, or be a torn tail that [`LogWriter::open`] cuts off
+//! (and reports in [`OpenReport`]). A failed `fsync` poisons the writer: it
+//! refuses further work until the log is reopened (the page cache can no
+//! longer be trusted to hold what was written).
+//!
+//! Timestamps (`ts_ns`, host `CLOCK_REALTIME`) never go backwards within a
+//! log: [`LogWriter::append`] clamps a clock that stepped back to the
+//! previous record's time, so time -> seq lookups are well defined.
+//!
+//! # On-disk format, version 1 (all integers little-endian)
+//!
+//! Directory: `NNNNNNNN.seg` segments (8 decimal digits, numbered from 1),
+//! `NNNNNNNN.idx` sparse index beside each, and `LOCK` (held with `flock` by
+//! the one writer). A new segment is started when the next frame would push
+//! the current one past [`LogOptions::segment_max_bytes`]; frames never span
+//! segments.
+//!
+//! Segment header, 96 bytes:
+//!
+//! | off | size | field |
+//! |----:|-----:|-------|
+//! | 0   | 8    | magic `b"VMMCLOG\0"` |
+//! | 8   | 2    | format version (1) |
+//! | 10  | 2    | vm id length (<= 64) |
+//! | 12  | 4    | chain CRC before this segment (crc of the record before `first_seq`, 0 at the start) |
+//! | 16  | 8    | first seq of this segment |
+//! | 24  | 64   | vm id (UTF-8, zero padded) |
+//! | 88  | 4    | reserved (0) |
+//! | 92  | 4    | CRC32 of bytes 0..92 |
+//!
+//! Frames follow back to back. A frame is one batch of records, written with
+//! one `write`. Frame header, 56 bytes:
+//!
+//! | off | size | field |
+//! |----:|-----:|-------|
+//! | 0   | 4    | magic `b"VLFR"` |
+//! | 4   | 1    | flags: bit 0 = stored bytes are zstd-compressed |
+//! | 5   | 3    | reserved (0) |
+//! | 8   | 8    | first seq |
+//! | 16  | 4    | record count (>= 1) |
+//! | 20  | 4    | stored length (bytes after this header) |
+//! | 24  | 4    | raw length (after decompression) |
+//! | 28  | 4    | chain CRC before the first record (its "previous record's crc") |
+//! | 32  | 8    | ts_ns of the first record |
+//! | 40  | 8    | ts_ns of the last record |
+//! | 48  | 4    | CRC32 of the stored bytes |
+//! | 52  | 4    | CRC32 of header bytes 0..52 |
+//!
+//! A frame is compressed (zstd) only when that makes it smaller: block
+//! hashes do not compress, marks and names do. The raw bytes are records,
+//! back to back; record `i` has seq `first_seq + i`:
+//!
+//! ```text
+//! len u32 | crc u32 | type u8 | payload[len]       payload = ts_ns u64 | body
+//! crc = CRC32(previous record's crc as u32 LE || type || payload)
+//! ```
+//!
+//! The chain runs across frames and segments (the frame and segment headers
+//! carry its value at their start, so a reader that seeks can verify from
+//! there). Record bodies by type code ([`record_type`]):
+//!
+//! | code | kind | body |
+//! |-----:|------|------|
+//! | 1 | `BlockWrite` | sector u64, len u32, then len/4096 BLAKE3 hashes of 32 bytes |
+//! | 2 | `Barrier` | kind u8 (0 flush, 1 FUA), disk checksum 32 bytes |
+//! | 3 | `Mark` | name, UTF-8, 1..=256 bytes |
+//! | 4 | `SnapshotTaken` | snapshot id, UTF-8, 1..=256 bytes |
+//! | 5 | reserved: `Hint` | not yet defined; reading it is an error naming the seq |
+//! | 6 | reserved: `SemanticChange` | likewise |
+//!
+//! Sparse index (`.idx`, a cache, never trusted over the segment): 48-byte
+//! header (magic `b"VMMCIDX\0"`, version u16, reserved u16, entry count u32,
+//! segment first seq u64, covered segment length u64, next seq after the
+//! covered frames u64, last ts_ns u64), entries of (frame first seq u64,
+//! frame offset u64, frame first ts_ns u64) for about one frame per
+//! [`LogOptions::index_interval_bytes`], then a CRC32 of everything before.
+//! A missing, damaged or stale index is rebuilt by scanning frame headers;
+//! an entry is used only after the frame at its offset is seen to start at
+//! its seq.
+
+mod cursor;
+mod error;
+mod frame;
+mod index;
+mod open;
+mod reader;
+mod record;
+mod segment;
+mod verify;
+mod writer;
+
+pub use error::LogError;
+pub use open::OpenReport;
+pub use reader::{FrameInfo, LogReader, RecordIter};
+pub use record::{
+    record_type, BarrierKind, Record, RecordKind, BLOCK_SIZE, MAX_NAME_LEN, MAX_WRITE_LEN,
+    SECTOR_SIZE,
+};
+pub use segment::{FORMAT_VERSION, MAX_VM_ID_LEN};
+pub use verify::{verify, verify_with, VerifyProblem, VerifyReport};
+pub use writer::{LogOptions, LogWriter};
+
+pub(crate) fn get_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+
+pub(crate) fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+pub(crate) fn get_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}

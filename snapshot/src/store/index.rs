@@ -1,0 +1,256 @@
+//! A process's view of `index.log`: tailed by remembered offset, without a
+//! lock, stopping at the first record that is incomplete or does not check.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::error::{io_err, Result, StoreError};
+use super::format::{BootId, Loc, Record, HEADER_LEN, RECORD_LEN};
+use super::id::IdHashBuilder;
+use super::ObjectId;
+
+/// Why tailing stopped before the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// Fewer than 64 bytes remain: an append in progress, or torn by a crash.
+    Partial,
+    /// A whole record that does not decode.
+    Bad(String),
+}
+
+/// Where and why tailing stopped before the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stop {
+    /// Byte offset of the first record not taken.
+    pub offset: u64,
+    /// File length seen at the time.
+    pub file_len: u64,
+    pub reason: StopReason,
+}
+
+impl Stop {
+    pub fn describe(&self, path: &Path) -> String {
+        let tail = self.file_len - self.offset;
+        match &self.reason {
+            StopReason::Partial => format!(
+                "{}: ends with a partial record at byte {} ({tail} bytes): a crash during an \
+                 append, or a writer still appending; ignored until a writer truncates it",
+                path.display(),
+                self.offset
+            ),
+            StopReason::Bad(why) => format!(
+                "{}: record at byte {} is invalid ({why}); it and the {tail} bytes from there \
+                 are ignored",
+                path.display(),
+                self.offset
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PackUse {
+    live: u64,
+    last_record: u64,
+}
+
+/// Everything learnt from the index so far.
+#[derive(Default)]
+pub(crate) struct IndexView {
+    map: HashMap<ObjectId, Loc, IdHashBuilder>,
+    /// End of the valid prefix read so far (next record to read).
+    pub pos: u64,
+    /// Highest `covers` of any SYNC record seen.
+    pub vouched: u64,
+    /// End of the last OBJECT or REVOKE record seen (what a sync must
+    /// cover; SYNC and BOOT records need not be durable).
+    pub data_end: u64,
+    /// Boot id of the last SYNC or BOOT record seen.
+    pub last_boot: Option<BootId>,
+    /// Set when the last tail stopped before the end of the file.
+    pub stop: Option<Stop>,
+    /// Per pack: live objects in it and the index offset of its last
+    /// OBJECT record.
+    packs: BTreeMap<u32, PackUse>,
+    objects: u64,
+    stored_bytes: u64,
+    raw_bytes: u64,
+}
+
+/// Bytes read per `pread` when tailing.
+const CHUNK: usize = RECORD_LEN * 16 * 1024;
+
+impl IndexView {
+    pub fn new() -> IndexView {
+        IndexView {
+            pos: HEADER_LEN,
+            vouched: HEADER_LEN,
+            data_end: HEADER_LEN,
+            ..IndexView::default()
+        }
+    }
+
+    pub fn get(&self, id: &ObjectId) -> Option<Loc> {
+        self.map.get(id).copied()
+    }
+
+    /// (objects, stored bytes, raw bytes) of objects with pack bytes.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        (self.objects, self.stored_bytes, self.raw_bytes)
+    }
+
+    /// Highest pack number any OBJECT record (live or not) points into.
+    pub fn max_pack(&self) -> Option<u32> {
+        self.packs.keys().next_back().copied()
+    }
+
+    /// Packs holding live objects whose OBJECT records are at or after
+    /// index byte `from`.
+    pub fn packs_since(&self, from: u64) -> Vec<u32> {
+        self.packs
+            .iter()
+            .filter(|(_, u)| u.live > 0 && u.last_record >= from)
+            .map(|(&p, _)| p)
+            .collect()
+    }
+
+    /// Reads records appended since `pos`, up to the current end of the
+    /// file or the first record that is partial or does not check.
+    pub fn tail(&mut self, file: &File, path: &Path) -> Result<()> {
+        let len = file.metadata().map_err(io_err("stat", path))?.len();
+        if len < self.pos {
+            return Err(StoreError::IndexCorrupt {
+                path: path.to_path_buf(),
+                offset: len,
+                detail: format!(
+                    "the file is {len} bytes but {} were already read from it: it was \
+                     truncated or replaced behind the store's back",
+                    self.pos
+                ),
+            });
+        }
+        self.stop = None;
+        let mut buf = vec![0u8; CHUNK];
+        while self.pos < len {
+            let want = ((len - self.pos) as usize).min(CHUNK);
+            let got = read_upto(file, &mut buf[..want], self.pos).map_err(io_err("read", path))?;
+            let whole = got - got % RECORD_LEN;
+            for rec in buf[..whole].chunks_exact(RECORD_LEN) {
+                let rec: &[u8; RECORD_LEN] = rec.try_into().expect("64 bytes");
+                match Record::decode(rec) {
+                    Ok(r) => {
+                        self.apply(self.pos, r);
+                        self.pos += RECORD_LEN as u64;
+                    }
+                    Err(why) => {
+                        self.stop = Some(Stop {
+                            offset: self.pos,
+                            file_len: len,
+                            reason: StopReason::Bad(why),
+                        });
+                        return Ok(());
+                    }
+                }
+            }
+            if whole < want {
+                // Fewer than 64 bytes left, or the file shrank under us (a
+                // writer truncating a torn tail): stop here either way.
+                if self.pos < len {
+                    self.stop = Some(Stop {
+                        offset: self.pos,
+                        file_len: len.max(self.pos),
+                        reason: StopReason::Partial,
+                    });
+                }
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one record (read from the file, or just appended by us).
+    pub fn apply(&mut self, at: u64, rec: Record) {
+        match rec {
+            Record::Object { id, loc } => {
+                self.data_end = at + RECORD_LEN as u64;
+                self.remove(&id);
+                if !loc.is_zero() {
+                    self.objects += 1;
+                    self.stored_bytes += u64::from(loc.stored_len);
+                    self.raw_bytes += u64::from(loc.raw_len);
+                    let u = self.packs.entry(loc.pack).or_default();
+                    u.live += 1;
+                    u.last_record = at;
+                }
+                self.map.insert(id, loc);
+            }
+            Record::Revoke { id } => {
+                self.data_end = at + RECORD_LEN as u64;
+                self.remove(&id);
+            }
+            Record::Sync { boot, covers } => {
+                self.vouched = self.vouched.max(covers);
+                self.last_boot = Some(boot);
+            }
+            Record::Boot { boot } => self.last_boot = Some(boot),
+        }
+    }
+
+    fn remove(&mut self, id: &ObjectId) {
+        if let Some(old) = self.map.remove(id) {
+            if !old.is_zero() {
+                self.objects -= 1;
+                self.stored_bytes -= u64::from(old.stored_len);
+                self.raw_bytes -= u64::from(old.raw_len);
+                if let Some(u) = self.packs.get_mut(&old.pack) {
+                    u.live -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// `pread` until `buf` is full or end of file; returns bytes read.
+pub(crate) fn read_upto(file: &File, buf: &mut [u8], mut at: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], at) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n;
+                at += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Reads the whole records in index bytes `from..to` (for recovery).
+pub(crate) fn read_records(
+    file: &File,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, Record)>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < to {
+        let want = ((to - at) as usize).min(CHUNK);
+        let got = read_upto(file, &mut buf[..want], at).map_err(io_err("read", path))?;
+        for rec in buf[..got - got % RECORD_LEN].chunks_exact(RECORD_LEN) {
+            if let Ok(r) = Record::decode(rec.try_into().expect("64 bytes")) {
+                out.push((at, r));
+            }
+            at += RECORD_LEN as u64;
+        }
+        if got < want {
+            break;
+        }
+    }
+    Ok(out)
+}
