@@ -13,14 +13,21 @@
 //!   on-disk format documented in the module.
 //! - [`disk_state`]: the per-disk block-hash table and its O(1)-updatable
 //!   state checksum ([`DiskState`]) recorded at every barrier.
+//! - [`tap`]: the block tap: completed guest writes and flushes become
+//!   log records, their blocks go to the content store ([`BlockTap`]).
+//! - [`recording`]: a record directory (store + one log per VM) and its
+//!   full verification ([`recording::verify`]).
 //! - [`hex`]: hex text for 32-byte hashes (and serde helpers for `--json`).
 
 pub mod disk_state;
 pub mod hex;
 pub mod log;
+pub mod recording;
+pub mod tap;
 
 pub use disk_state::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
 pub use log::{
     verify, verify_with, BarrierKind, LogError, LogOptions, LogReader, LogWriter, OpenReport,
     Record, RecordKind, VerifyProblem, VerifyReport,
 };
+pub use tap::{BlockTap, TapError, TapOpenReport, TapStats};

@@ -5,3 +5,10 @@
 //! way, stepping and what-if transformations.
 //!
 //! Does not own: the log format (`introspection`) or the store (`snapshot`).
+//!
+//! What exists so far: [`disk::apply`], which writes a VM's logged blocks
+//! onto a disk image up to a sequence number, verifying every barrier.
+
+pub mod disk;
+
+pub use disk::{apply, ApplyReport, ReplayError};

@@ -57,6 +57,10 @@ pub enum VmmError {
 
     #[error("disk {}: {reason}", .path.display())]
     Disk { path: PathBuf, reason: String },
+    #[error("recording: {0}")]
+    Record(String),
+    #[error("--record records one disk; this VM has {0} (pass a single --disk)")]
+    RecordDisks(usize),
     #[error("too many disks ({0}); at most {max} are supported", max = crate::devices::MAX_VIRTIO_DEVICES)]
     TooManyDisks(usize),
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod machine;
 pub mod memory;
 pub mod microguest;
+pub mod recording;
 pub mod stats;
 pub mod vstate;
 

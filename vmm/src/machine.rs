@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use introspection::TapStats;
 use kvm_ioctls::VcpuExit;
 use vm_memory::GuestMemoryMmap;
 
 use crate::boot;
 use crate::devices::serial::{SerialDevice, SerialOut};
 use crate::devices::virtio::block::disk::DiskImage;
-use crate::devices::virtio::block::Block;
+use crate::devices::virtio::block::{Block, WriteTap};
 use crate::devices::virtio::mmio::{MmioTransport, WINDOW_SIZE};
 use crate::devices::virtio::IrqLine;
 use crate::devices::{
@@ -19,6 +20,7 @@ use crate::devices::{
 };
 use crate::error::{Result, VmmError};
 use crate::memory::{self, START_INFO_ADDR};
+use crate::recording::{DeviceTap, RecordConfig, Recorder};
 use crate::stats::{self, RunStats};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
@@ -61,6 +63,8 @@ pub struct VmConfig {
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
     pub disks: Vec<DiskConfig>,
+    /// Record every write of the (single) disk.
+    pub record: Option<RecordConfig>,
 }
 
 impl Default for VmConfig {
@@ -73,6 +77,7 @@ impl Default for VmConfig {
             serial: SerialOutput::Stdout,
             timeout: None,
             disks: Vec::new(),
+            record: None,
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct RunOutcome {
     /// What the guest wrote to the exit port (capped at 255).
     pub status: u8,
     pub stats: RunStats,
+    /// What the recorder wrote, when recording.
+    pub recording: Option<TapStats>,
 }
 
 pub struct Machine {
@@ -91,6 +98,7 @@ pub struct Machine {
     vcpus: Vec<Vcpu>,
     serial: SerialDevice,
     virtio: Vec<MmioTransport>,
+    recorder: Option<Arc<Recorder>>,
     vm: Vm,
     mem: GuestMemoryMmap,
     timeout: Option<Duration>,
@@ -112,6 +120,11 @@ impl Machine {
             .iter()
             .map(|d| DiskImage::open(&d.path, d.read_only))
             .collect::<Result<Vec<_>>>()?;
+        let recorder = match &config.record {
+            Some(rec) if disks.len() == 1 => Some(Recorder::open(rec, disks[0].path())?),
+            Some(_) => return Err(VmmError::RecordDisks(disks.len())),
+            None => None,
+        };
         let (image, name) = read_kernel(&config.kernel)?;
         let mem = memory::create_guest_memory(config.mem_mib)?;
         let kernel = boot::load_kernel(&mem, &image, &name)?;
@@ -125,7 +138,10 @@ impl Machine {
         let mut virtio = Vec::with_capacity(disks.len());
         for (i, disk) in disks.into_iter().enumerate() {
             let irq = IrqLine::new(vm.fd(), VIRTIO_FIRST_IRQ + i as u32)?;
-            let block = Block::new(disk, &format!("vmm-disk{i}"), None);
+            let tap = recorder
+                .as_ref()
+                .map(|r| Box::new(DeviceTap(r.clone())) as Box<dyn WriteTap>);
+            let block = Block::new(disk, &format!("vmm-disk{i}"), tap);
             virtio.push(MmioTransport::new(Box::new(block), irq, mem.clone()));
         }
         let vcpu = Vcpu::new(&vm, 0)?;
@@ -136,6 +152,7 @@ impl Machine {
             vcpus: vec![vcpu],
             serial,
             virtio,
+            recorder,
             vm,
             mem,
             timeout: config.timeout,
@@ -150,6 +167,10 @@ impl Machine {
 
     pub fn vm(&self) -> &Vm {
         &self.vm
+    }
+
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.as_ref()
     }
 
     /// Runs the boot vCPU until the guest writes the exit port, or fails.
@@ -167,9 +188,19 @@ impl Machine {
         stats.run_us = self.built_at.elapsed().as_micros() as u64;
         stats.serial_bytes = self.serial.bytes_out;
         stats::fill_memory(&mut stats, &self.mem);
+        // The recording ends with the guest, however it ended: what it wrote
+        // is on the image, so the log gets a final barrier for it.
+        let recording = match &self.recorder {
+            Some(r) => r.close()?,
+            None => None,
+        };
         result.map(|status| {
             stats.exit_status = status;
-            RunOutcome { status, stats }
+            RunOutcome {
+                status,
+                stats,
+                recording,
+            }
         })
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use clap::Args;
 use vmm::{Machine, SerialOutput, VmConfig, VmmError};
 
-use super::Cli;
+use super::{Cli, CliError};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -17,7 +17,7 @@ pub struct DemoArgs {
     pub mem_mib: u64,
 }
 
-pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, VmmError> {
+pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
     println!("vmm demo: a tour on the built-in microguest\n");
 
     step(

@@ -2,8 +2,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use vmm::VmmError;
 
 mod demo;
+mod log;
 mod run;
 
 /// A minimal KVM VMM that boots test VMs, records what they write, and
@@ -39,6 +41,45 @@ pub enum Command {
     /// Walk through what the tool does on the built-in microguest, narrating
     /// each step.
     Demo(demo::DemoArgs),
+    /// Inspect and verify change logs recorded with `vmm run --record DIR`.
+    #[command(subcommand)]
+    Log(log::LogCommand),
+    /// The content store of a record directory.
+    #[command(subcommand)]
+    Store(log::StoreCommand),
+}
+
+/// A command's failure: one line for the user, and the exit status.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    status: i32,
+    registers: Option<String>,
+}
+
+impl CliError {
+    /// An error of the tool (bad input, unreadable files): exit status 125.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            status: 125,
+            registers: None,
+        }
+    }
+
+    pub fn from_display(e: impl std::fmt::Display) -> Self {
+        Self::new(e.to_string())
+    }
+}
+
+impl From<VmmError> for CliError {
+    fn from(e: VmmError) -> Self {
+        Self {
+            message: e.to_string(),
+            status: e.exit_status(),
+            registers: e.registers().map(|r| r.to_string()),
+        }
+    }
 }
 
 /// Parses arguments, runs the command, and returns the process exit status.
@@ -46,17 +87,20 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging();
     let result = match &cli.command {
-        Command::Run(args) => run::run(&cli, args),
+        Command::Run(args) => run::run(&cli, args).map_err(CliError::from),
         Command::Demo(args) => demo::run(&cli, args),
+        Command::Log(log::LogCommand::Show(args)) => log::show(args),
+        Command::Log(log::LogCommand::Verify(args)) => log::verify(args),
+        Command::Store(log::StoreCommand::Stats(args)) => log::store_stats(args),
     };
     match result {
         Ok(status) => status,
         Err(err) => {
-            if let Some(regs) = err.registers() {
+            if let Some(regs) = &err.registers {
                 eprintln!("{regs}");
             }
-            eprintln!("error: {err}");
-            err.exit_status()
+            eprintln!("error: {}", err.message);
+            err.status
         }
     }
 }

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use vmm::recording::RecordConfig;
 use vmm::{DiskConfig, KernelSource, Machine, SerialOutput, VmConfig, VmmError};
 
 use super::Cli;
@@ -41,6 +42,17 @@ pub struct RunArgs {
     #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
     pub disks: Vec<DiskConfig>,
 
+    /// Record every write and flush of the disk into DIR: its blocks go to
+    /// the content store DIR/store (shared by all VMs recorded there), the
+    /// change log to DIR/logs/VM-ID (example: --record /var/lib/vmm/rec).
+    /// Needs exactly one --disk.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+
+    /// The VM's name in the record directory (with --record).
+    #[arg(long, value_name = "ID", default_value = "vm0", value_parser = parse_vm_id)]
+    pub vm_id: String,
+
     /// Print run statistics as one JSON line on stderr when the guest exits:
     /// time, VM exits, resident memory and the VMM's own overhead.
     #[arg(long)]
@@ -57,6 +69,10 @@ fn parse_serial(s: &str) -> Result<SerialOutput, String> {
             )),
         },
     }
+}
+
+fn parse_vm_id(s: &str) -> Result<String, String> {
+    vmm::recording::check_vm_id(s).map(|()| s.to_string())
 }
 
 fn parse_disk(s: &str) -> Result<DiskConfig, String> {
@@ -88,6 +104,10 @@ impl RunArgs {
             serial: self.serial.clone(),
             timeout: self.timeout.map(Duration::from_secs),
             disks: self.disks.clone(),
+            record: self.record.clone().map(|dir| RecordConfig {
+                dir,
+                vm_id: self.vm_id.clone(),
+            }),
         }
     }
 }
@@ -96,9 +116,17 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, VmmError> {
     let mut machine = Machine::build(&args.config(cli))?;
     let outcome = machine.run()?;
     if args.stats {
+        let mut stats = serde_json::to_value(&outcome.stats).expect("stats serialize");
+        stats["recording"] = serde_json::to_value(outcome.recording).expect("serialize");
+        eprintln!("{stats}");
+    } else if let (Some(rec), Some(dir)) = (outcome.recording, &args.record) {
         eprintln!(
-            "{}",
-            serde_json::to_string(&outcome.stats).expect("stats serialize")
+            "vmm: recorded {} writes ({} blocks, {} barriers) as {} in {}",
+            rec.writes,
+            rec.blocks,
+            rec.barriers,
+            args.vm_id,
+            dir.display()
         );
     }
     // The console ends with the guest: a reader of our stdout sees EOF now,

@@ -1,0 +1,282 @@
+//! The block tap: every completed guest write becomes a `BlockWrite` record
+//! in the VM's change log, its 4 KiB blocks go to the content store, and
+//! every flush becomes a `Barrier` carrying the disk's state checksum.
+//!
+//! Ordering, which is what makes a crash safe:
+//! 1. blocks are put into the store *before* the log frame that references
+//!    them is written (pending blocks are stored, then the frame committed);
+//! 2. at a barrier the store is synced, then the log (with the barrier
+//!    record) is synced, and only then does the device tell the guest the
+//!    flush is done. After a crash, every record up to the last barrier the
+//!    guest saw complete is durable and every block it names is in the store.
+//!
+//! When a tap opens, the log's recorded disk state (the block hashes of
+//! every write so far) is compared with the image on disk. Blocks that
+//! differ — every non-zero block of a fresh log, or blocks changed outside
+//! the recorder — are written into the log as a base, after a `vmm:base`
+//! mark and followed by a barrier. A log therefore replays onto an all-zero
+//! disk by itself.
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use snapshot::{Store, StoreError};
+use thiserror::Error;
+
+use crate::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
+use crate::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
+use crate::recording::RecordDir;
+
+const BLOCK: usize = 4096;
+/// Pending block data is stored (and its log frame committed) beyond this.
+const PENDING_LIMIT: usize = 16 << 20;
+/// Blocks per base `BlockWrite` record.
+const BASE_RUN_BLOCKS: u64 = 256;
+/// The mark that precedes the base writes of a log.
+pub const BASE_MARK: &str = "vmm:base";
+
+#[derive(Debug, Error)]
+pub enum TapError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("disk image {}: {source}", .path.display())]
+    Image { path: PathBuf, source: DiskStateError },
+    #[error("reading disk image {}: {source}", .path.display())]
+    ImageRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write at byte {offset} of {len} bytes is not whole 4 KiB blocks")]
+    Unaligned { offset: u64, len: usize },
+    #[error("the log in {} names blocks past the end of this {blocks}-block image: use another --vm-id for a different disk", .dir.display())]
+    ImageTooSmall { dir: PathBuf, blocks: u64 },
+}
+
+/// What opening the tap found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TapOpenReport {
+    #[serde(skip)]
+    pub log: OpenReport,
+    /// Blocks written into the log as the base (0 when the image matched).
+    pub base_blocks: u64,
+    /// True when the log already had records and the image no longer
+    /// matched them (changed outside the recorder).
+    pub rebased: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TapStats {
+    pub writes: u64,
+    pub blocks: u64,
+    pub zero_blocks: u64,
+    pub bytes: u64,
+    pub barriers: u64,
+}
+
+pub struct BlockTap {
+    log: LogWriter,
+    store: Store,
+    state: DiskState,
+    pending_data: Vec<u8>,
+    pending_blocks: usize,
+    /// Records were appended since the last barrier.
+    dirty: bool,
+    stats: TapStats,
+}
+
+impl BlockTap {
+    /// Opens (or creates) the log of `vm_id` in `dir` for the disk `image`.
+    pub fn open(dir: &RecordDir, vm_id: &str, image: &Path) -> Result<(Self, TapOpenReport), TapError> {
+        let store = dir.open_store()?;
+        let (log, log_report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
+        let state = DiskState::from_image(image).map_err(|source| TapError::Image {
+            path: image.to_path_buf(),
+            source,
+        })?;
+        let mut tap = Self {
+            log,
+            store,
+            state,
+            pending_data: Vec::new(),
+            pending_blocks: 0,
+            dirty: false,
+            stats: TapStats::default(),
+        };
+        let had_records = log_report.last_seq > 0;
+        let base_blocks = tap.write_base(dir, vm_id, image)?;
+        Ok((
+            tap,
+            TapOpenReport {
+                log: log_report,
+                base_blocks,
+                rebased: had_records && base_blocks > 0,
+            },
+        ))
+    }
+
+    /// Logs every block whose content differs between the log's recorded
+    /// state and the image, then a barrier.
+    fn write_base(&mut self, dir: &RecordDir, vm_id: &str, image: &Path) -> Result<u64, TapError> {
+        let num_blocks = self.state.num_blocks();
+        let logged = dir.logged_state(vm_id, num_blocks).map_err(|e| match e {
+            TapError::Image { .. } => TapError::ImageTooSmall {
+                dir: dir.log_dir(vm_id),
+                blocks: num_blocks,
+            },
+            other => other,
+        })?;
+        let fresh = self.log.last_seq() == 0;
+        if !fresh && logged.checksum() == self.state.checksum() {
+            return Ok(0);
+        }
+        let differs = |b: u64| self.state.block_hash(b) != logged.block_hash(b);
+        let mut changed: Vec<u64> = self
+            .state
+            .iter_nonzero()
+            .map(|(b, _)| b)
+            .chain(logged.iter_nonzero().map(|(b, _)| b))
+            .filter(|&b| differs(b))
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let file = File::open(image).map_err(|source| TapError::ImageRead {
+            path: image.to_path_buf(),
+            source,
+        })?;
+        self.log.append(RecordKind::Mark {
+            name: BASE_MARK.to_string(),
+        })?;
+        let mut i = 0;
+        while i < changed.len() {
+            let start = changed[i];
+            let mut end = start + 1;
+            while i + 1 < changed.len() && changed[i + 1] == end && end - start < BASE_RUN_BLOCKS {
+                i += 1;
+                end += 1;
+            }
+            i += 1;
+            let mut data = vec![0u8; ((end - start) as usize) * BLOCK];
+            file.read_exact_at(&mut data, start * BLOCK as u64)
+                .map_err(|source| TapError::ImageRead {
+                    path: image.to_path_buf(),
+                    source,
+                })?;
+            self.log_write(start * BLOCK as u64, &data, false)?;
+        }
+        self.barrier(BarrierKind::Flush)?;
+        Ok(changed.len() as u64)
+    }
+
+    /// Records a completed write of whole 4 KiB blocks at byte `offset`.
+    pub fn record_write(&mut self, offset: u64, data: &[u8]) -> Result<u64, TapError> {
+        self.log_write(offset, data, true)
+    }
+
+    fn log_write(&mut self, offset: u64, data: &[u8], count: bool) -> Result<u64, TapError> {
+        if offset % BLOCK as u64 != 0 || data.len() % BLOCK != 0 || data.is_empty() {
+            return Err(TapError::Unaligned {
+                offset,
+                len: data.len(),
+            });
+        }
+        let mut hashes = Vec::with_capacity(data.len() / BLOCK);
+        for block in data.chunks_exact(BLOCK) {
+            let h = hash_block(block);
+            if h == ZERO_BLOCK_HASH {
+                if count {
+                    self.stats.zero_blocks += 1;
+                }
+            } else {
+                self.pending_data.extend_from_slice(block);
+                self.pending_blocks += 1;
+            }
+            hashes.push(h);
+        }
+        self.state
+            .apply_block_write(offset / 512, &hashes)
+            .map_err(|source| TapError::Image {
+                path: self.log.dir().to_path_buf(),
+                source,
+            })?;
+        let seq = self.log.append(RecordKind::BlockWrite {
+            sector: offset / 512,
+            len: data.len() as u32,
+            blocks: hashes,
+        })?;
+        self.dirty = true;
+        if count {
+            self.stats.writes += 1;
+            self.stats.blocks += (data.len() / BLOCK) as u64;
+            self.stats.bytes += data.len() as u64;
+        }
+        if self.pending_data.len() >= PENDING_LIMIT {
+            self.store_pending()?;
+            self.log.commit()?;
+        }
+        Ok(seq)
+    }
+
+    /// Puts the pending blocks into the store (not yet durable).
+    fn store_pending(&mut self) -> Result<(), TapError> {
+        if self.pending_blocks == 0 {
+            return Ok(());
+        }
+        let blocks: Vec<&[u8]> = self.pending_data.chunks_exact(BLOCK).collect();
+        self.store.put_batch(&blocks)?;
+        self.pending_data.clear();
+        self.pending_blocks = 0;
+        Ok(())
+    }
+
+    /// A barrier: stores pending blocks, appends the barrier with the disk
+    /// checksum, and makes store and log durable. Returns the barrier's seq.
+    pub fn barrier(&mut self, kind: BarrierKind) -> Result<u64, TapError> {
+        self.store_pending()?;
+        self.store.sync()?;
+        let seq = self.log.append(RecordKind::Barrier {
+            kind,
+            disk_checksum: self.state.checksum(),
+        })?;
+        self.log.sync()?;
+        self.dirty = false;
+        self.stats.barriers += 1;
+        Ok(seq)
+    }
+
+    /// A named mark at the current position (committed, not synced).
+    pub fn mark(&mut self, name: &str) -> Result<u64, TapError> {
+        self.store_pending()?;
+        let seq = self.log.append(RecordKind::Mark {
+            name: name.to_string(),
+        })?;
+        self.log.commit()?;
+        self.dirty = true;
+        Ok(seq)
+    }
+
+    pub fn checksum(&self) -> [u8; 32] {
+        self.state.checksum()
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.log.last_seq()
+    }
+
+    pub fn stats(&self) -> TapStats {
+        self.stats
+    }
+
+    /// Ends recording with a final barrier (unless nothing happened since
+    /// the last one) and closes the log.
+    pub fn close(mut self) -> Result<TapStats, TapError> {
+        if self.dirty {
+            self.barrier(BarrierKind::Flush)?;
+        }
+        let stats = self.stats;
+        self.log.close()?;
+        Ok(stats)
+    }
+}

@@ -1,0 +1,281 @@
+//! Recording: every guest write lands in a verifiable change log and a
+//! deduplicating content store, and the log reproduces the disk.
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use introspection::log::LogReader;
+use introspection::recording::RecordDir;
+
+const WORKLOAD: BlkWrites = BlkWrites {
+    seed: 21,
+    writes: 200,
+    max_blocks: 16,
+    flush_every: 5,
+    dup_every: 4,
+};
+
+fn record(disk: &Path, rec: &Path, vm: &str, w: &BlkWrites) -> std::process::Output {
+    let out = vmm(&[
+        "run",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--record",
+        rec.to_str().unwrap(),
+        "--vm-id",
+        vm,
+        "--cmdline",
+        &w.cmdline(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+fn store_stats(rec: &Path) -> serde_json::Value {
+    let out = vmm(&["store", "stats", rec.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_str(stdout(&out).trim()).unwrap()
+}
+
+#[test]
+fn log_verifies_and_reproduces_the_disk_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), "disk.img", 4);
+    // A non-zero original image, so the base matters.
+    let original: Vec<u8> = (0..4u32 << 20).map(|i| (i / 4096 % 7) as u8).collect();
+    std::fs::write(&disk, &original).unwrap();
+    let rec = dir.path().join("rec");
+    let out = record(&disk, &rec, "vm0", &WORKLOAD);
+    assert!(
+        stderr(&out).contains("recorded 200 writes"),
+        "{}",
+        stderr(&out)
+    );
+
+    let verify = vmm(&["log", "verify", rec.to_str().unwrap()]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+    assert!(stdout(&verify).starts_with("vm0: OK: "));
+
+    let mut expected = original.clone();
+    WORKLOAD.apply(&mut expected);
+    assert!(
+        std::fs::read(&disk).unwrap() == expected,
+        "disk differs from the workload"
+    );
+
+    // The log alone rebuilds the disk from zeros (its base is in the log) ...
+    let from_zero = blank_disk(dir.path(), "from-zero.img", 4);
+    let report = replay::apply(&RecordDir::new(&rec), "vm0", &from_zero, 1, None).unwrap();
+    assert!(report.barriers_verified >= 41, "{report:?}");
+    assert!(std::fs::read(&from_zero).unwrap() == expected);
+
+    // ... and the guest's writes alone turn a copy of the original into it.
+    let copy = dir.path().join("copy.img");
+    std::fs::write(&copy, &original).unwrap();
+    let base_end = LogReader::open(RecordDir::new(&rec).log_dir("vm0"))
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| r.unwrap())
+        .find(|r| matches!(r.kind, introspection::RecordKind::Barrier { .. }))
+        .unwrap()
+        .seq;
+    let report = replay::apply(&RecordDir::new(&rec), "vm0", &copy, base_end + 1, None).unwrap();
+    assert_eq!(report.writes_applied, 200);
+    assert!(std::fs::read(&copy).unwrap() == expected);
+}
+
+#[test]
+fn two_vms_writing_the_same_data_store_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let a = blank_disk(dir.path(), "a.img", 4);
+    let b = blank_disk(dir.path(), "b.img", 4);
+    record(&a, &rec, "a", &WORKLOAD);
+    let one = store_stats(&rec);
+    record(&b, &rec, "b", &WORKLOAD);
+    let two = store_stats(&rec);
+    assert_eq!(
+        one["objects"], two["objects"],
+        "second VM stored new objects"
+    );
+    assert_eq!(one["stored_bytes"], two["stored_bytes"]);
+    let logical = |v: &serde_json::Value| v["logical_bytes"].as_u64().unwrap();
+    assert_eq!(logical(&two), 2 * logical(&one));
+    assert!(two["dedup_ratio"].as_f64().unwrap() > 2.0);
+}
+
+#[test]
+fn four_vms_recording_at_once_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let disk = blank_disk(dir.path(), &format!("d{i}.img"), 4);
+            // Two pairs of VMs run the same workload: half the data is shared.
+            let w = BlkWrites {
+                seed: 100 + i % 2,
+                ..WORKLOAD
+            };
+            let child = Command::new(VMM)
+                .args(["run", "--disk", disk.to_str().unwrap(), "--record"])
+                .arg(&rec)
+                .args(["--vm-id", &format!("vm{i}"), "--cmdline", &w.cmdline()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (disk, w, child)
+        })
+        .collect();
+    for (disk, w, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut expected = vec![0u8; 4 << 20];
+        w.apply(&mut expected);
+        assert!(std::fs::read(&disk).unwrap() == expected);
+    }
+    let verify = vmm(&["log", "verify", rec.to_str().unwrap(), "--json"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+    assert_eq!(stdout(&verify).lines().count(), 4);
+    // Every VM's log rebuilds its disk from the shared store.
+    for i in 0..4 {
+        let img = blank_disk(dir.path(), &format!("r{i}.img"), 4);
+        replay::apply(&RecordDir::new(&rec), &format!("vm{i}"), &img, 1, None).unwrap();
+        assert!(
+            std::fs::read(&img).unwrap()
+                == std::fs::read(dir.path().join(format!("d{i}.img"))).unwrap()
+        );
+    }
+}
+
+/// The segment file of `vm`'s log and its frames (offset, first seq).
+fn frames(rec: &Path, vm: &str) -> (std::path::PathBuf, Vec<(u64, u64)>) {
+    let reader = LogReader::open(RecordDir::new(rec).log_dir(vm)).unwrap();
+    let frames = reader.frames().unwrap();
+    let seg = frames[0].segment.clone();
+    (
+        seg,
+        frames.iter().map(|f| (f.offset, f.first_seq)).collect(),
+    )
+}
+
+#[test]
+fn flipped_bit_is_reported_at_the_right_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let disk = blank_disk(dir.path(), "disk.img", 4);
+    record(&disk, &rec, "vm0", &WORKLOAD);
+    let (seg, frames) = frames(&rec, "vm0");
+    assert!(frames.len() > 4);
+    let (offset, first_seq) = frames[frames.len() / 2];
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[offset as usize + 100] ^= 0x10; // inside that frame's records
+    std::fs::write(&seg, bytes).unwrap();
+    let out = vmm(&["log", "verify", rec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("FAILED at seq {first_seq} ")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("offset {offset}")), "{text}");
+}
+
+#[test]
+fn log_cut_mid_record_opens_with_the_tail_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let disk = blank_disk(dir.path(), "disk.img", 4);
+    record(&disk, &rec, "vm0", &WORKLOAD);
+    let (seg, frames) = frames(&rec, "vm0");
+    // Cut inside the frame before the final barrier's: writes are lost.
+    let (offset, first_seq) = frames[frames.len() - 2];
+    let next = frames[frames.len() - 1].0;
+    let cut = offset + (next - offset) / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+
+    let out = vmm(&["log", "verify", rec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("torn tail"), "{}", stdout(&out));
+
+    // The next recording cuts the tail, says so, and re-bases what was lost.
+    let again = BlkWrites {
+        seed: 5,
+        writes: 20,
+        ..WORKLOAD
+    };
+    let out = record(&disk, &rec, "vm0", &again);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "cut {} bytes after seq {}",
+            cut - offset,
+            first_seq - 1
+        )),
+        "{err}"
+    );
+    assert!(err.contains("as a new base"), "{err}");
+    let out = vmm(&["log", "verify", rec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let img = blank_disk(dir.path(), "replayed.img", 4);
+    replay::apply(&RecordDir::new(&rec), "vm0", &img, 1, None).unwrap();
+    assert!(std::fs::read(&img).unwrap() == std::fs::read(&disk).unwrap());
+}
+
+#[test]
+fn killed_vmm_leaves_a_log_that_verifies_to_its_last_barrier() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let disk = blank_disk(dir.path(), "disk.img", 16);
+    let w = BlkWrites {
+        writes: 1_000_000,
+        ..WORKLOAD
+    };
+    let mut child = Command::new(VMM)
+        .args(["run", "--disk", disk.to_str().unwrap(), "--record"])
+        .arg(&rec)
+        .args(["--cmdline", &w.cmdline()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = vmm(&["log", "verify", rec.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    // Either clean, or only a torn tail: never damage before it.
+    if let Some(p) = report["problem"].as_object() {
+        assert_eq!(p["torn_tail"], true, "{report}");
+    }
+    assert!(report["barriers_checked"].as_u64().unwrap() > 1, "{report}");
+}
+
+#[test]
+fn record_needs_exactly_one_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let out = vmm(&["run", "--record", rec.to_str().unwrap()]);
+    assert_one_line_error(&out, 125, "--record records one disk; this VM has 0");
+    let out = vmm(&["run", "--disk", "x", "--record", "r", "--vm-id", "../etc"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a valid VM id"));
+}

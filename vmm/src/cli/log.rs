@@ -1,0 +1,238 @@
+//! `vmm log show|verify` and `vmm store stats`: reading a record directory.
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use introspection::hex;
+use introspection::log::{LogReader, Record, RecordKind};
+use introspection::recording::{self, RecordDir};
+
+use super::CliError;
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// List the records of the change logs in a record directory.
+    ///
+    /// Example: vmm log show /tmp/rec --vm vm0 --from 100 --limit 20
+    Show(ShowArgs),
+    /// Check logs completely: frame and record CRCs, the CRC chain, that
+    /// every block a write names is in the store, and every barrier's disk
+    /// checksum recomputed from the writes before it. Prints OK per VM, or
+    /// the first bad record and why (exit status 1).
+    ///
+    /// Example: vmm log verify /tmp/rec
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Record directory (as given to `vmm run --record`).
+    pub dir: PathBuf,
+    /// Only this VM's log (default: every VM in DIR).
+    #[arg(long, value_name = "ID")]
+    pub vm: Option<String>,
+    /// Start at this sequence number.
+    #[arg(long, value_name = "SEQ", default_value_t = 1)]
+    pub from: u64,
+    /// Show at most N records per VM.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// One JSON object per record (NDJSON), for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Record directory (as given to `vmm run --record`).
+    pub dir: PathBuf,
+    /// Only this VM's log (default: every VM in DIR).
+    #[arg(long, value_name = "ID")]
+    pub vm: Option<String>,
+    /// Print one JSON report per VM.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Objects, logical bytes (what the logs reference), stored bytes and
+    /// the dedup ratio of a record directory's content store.
+    ///
+    /// Example: vmm store stats /tmp/rec --json
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Record directory (as given to `vmm run --record`).
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn vms(dir: &RecordDir, only: &Option<String>) -> Result<Vec<String>, CliError> {
+    if !dir.root().is_dir() {
+        return Err(CliError::new(format!(
+            "{} is not a record directory (it does not exist); pass the DIR given to `vmm run --record`",
+            dir.root().display()
+        )));
+    }
+    let all = dir
+        .vm_ids()
+        .map_err(|e| CliError::new(format!("{}: {e}", dir.root().display())))?;
+    match only {
+        Some(vm) if all.contains(vm) => Ok(vec![vm.clone()]),
+        Some(vm) => Err(CliError::new(format!(
+            "no log for VM '{vm}' in {} (VMs there: {})",
+            dir.root().display(),
+            if all.is_empty() {
+                "none".into()
+            } else {
+                all.join(", ")
+            }
+        ))),
+        None if all.is_empty() => Err(CliError::new(format!(
+            "{} holds no logs; record one with `vmm run --disk IMG --record {}`",
+            dir.root().display(),
+            dir.root().display()
+        ))),
+        None => Ok(all),
+    }
+}
+
+pub fn show(args: &ShowArgs) -> Result<i32, CliError> {
+    let dir = RecordDir::new(&args.dir);
+    for vm in vms(&dir, &args.vm)? {
+        let reader = LogReader::open(dir.log_dir(&vm)).map_err(CliError::from_display)?;
+        if !args.json {
+            println!(
+                "{vm}: seq {}..{}",
+                reader.first_seq().unwrap_or(0),
+                reader.last_seq()
+            );
+            println!("{:>10}  {:<30}  record", "seq", "time (UTC)");
+        }
+        let records = reader
+            .iter_from(args.from.max(1))
+            .map_err(CliError::from_display)?;
+        for (n, record) in records.enumerate() {
+            if args.limit.is_some_and(|l| n as u64 >= l) {
+                break;
+            }
+            let record = record.map_err(CliError::from_display)?;
+            if args.json {
+                let mut v = serde_json::to_value(&record).expect("records serialize");
+                v["vm"] = vm.clone().into();
+                println!("{v}");
+            } else {
+                println!(
+                    "{:>10}  {:<30}  {}",
+                    record.seq,
+                    time(record.ts_ns),
+                    describe(&record)
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn time(ts_ns: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ts_ns)).to_string()
+}
+
+fn describe(record: &Record) -> String {
+    match &record.kind {
+        RecordKind::BlockWrite { sector, len, .. } => {
+            format!(
+                "write  sector {sector} ({} blocks, {len} bytes)",
+                len / 4096
+            )
+        }
+        RecordKind::Barrier {
+            kind,
+            disk_checksum,
+        } => format!(
+            "{kind:?} barrier, disk checksum {}",
+            &hex::encode(disk_checksum)[..16]
+        )
+        .to_lowercase(),
+        RecordKind::Mark { name } => format!("mark   {name}"),
+        RecordKind::SnapshotTaken { id } => format!("snapshot {id}"),
+    }
+}
+
+pub fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
+    let dir = RecordDir::new(&args.dir);
+    let mut status = 0;
+    for vm in vms(&dir, &args.vm)? {
+        let report = recording::verify(&dir, &vm).map_err(CliError::from_display)?;
+        if !report.is_ok() {
+            status = 1;
+        }
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("reports serialize")
+            );
+            continue;
+        }
+        match &report.log.problem {
+            None => println!(
+                "{vm}: OK: {} records (seq {}..{}) in {} segments, {} barriers verified, {} blocks present in the store",
+                report.log.records,
+                report.log.first_seq.unwrap_or(0),
+                report.log.last_seq,
+                report.log.segments,
+                report.barriers_checked,
+                report.objects_checked
+            ),
+            Some(p) => println!(
+                "{vm}: FAILED at {} ({}, offset {}): {}{}",
+                p.seq.map_or("an unreadable record".to_string(), |s| format!("seq {s}")),
+                p.segment.display(),
+                p.offset,
+                p.reason,
+                if p.torn_tail { " (torn tail: the writer cuts it on next open)" } else { "" }
+            ),
+        }
+    }
+    Ok(status)
+}
+
+pub fn store_stats(args: &StatsArgs) -> Result<i32, CliError> {
+    let dir = RecordDir::new(&args.dir);
+    if !dir.store_dir().is_dir() {
+        return Err(CliError::new(format!(
+            "{} has no content store; pass the DIR given to `vmm run --record`",
+            dir.root().display()
+        )));
+    }
+    let stats = recording::stats(&dir).map_err(CliError::from_display)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&stats).expect("stats serialize")
+        );
+    } else {
+        println!("objects        {}", stats.store.objects);
+        println!(
+            "logical bytes  {} (what the logs reference)",
+            stats.logical_bytes
+        );
+        println!(
+            "raw bytes      {} (distinct objects, uncompressed)",
+            stats.store.raw_bytes
+        );
+        println!(
+            "stored bytes   {} (in {} packs)",
+            stats.store.stored_bytes, stats.store.packs
+        );
+        println!(
+            "dedup ratio    {:.2}x (logical / stored)",
+            stats.dedup_ratio
+        );
+    }
+    Ok(0)
+}
