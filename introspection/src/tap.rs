@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use snapshot::{Store, StoreError};
+use snapshot::{ObjectId, Store, StoreError};
 use thiserror::Error;
 
 use crate::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
@@ -43,7 +43,10 @@ pub enum TapError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("disk image {}: {source}", .path.display())]
-    Image { path: PathBuf, source: DiskStateError },
+    Image {
+        path: PathBuf,
+        source: DiskStateError,
+    },
     #[error("reading disk image {}: {source}", .path.display())]
     ImageRead {
         path: PathBuf,
@@ -81,7 +84,7 @@ pub struct BlockTap {
     store: Store,
     state: DiskState,
     pending_data: Vec<u8>,
-    pending_blocks: usize,
+    pending_ids: Vec<ObjectId>,
     /// Records were appended since the last barrier.
     dirty: bool,
     stats: TapStats,
@@ -89,7 +92,11 @@ pub struct BlockTap {
 
 impl BlockTap {
     /// Opens (or creates) the log of `vm_id` in `dir` for the disk `image`.
-    pub fn open(dir: &RecordDir, vm_id: &str, image: &Path) -> Result<(Self, TapOpenReport), TapError> {
+    pub fn open(
+        dir: &RecordDir,
+        vm_id: &str,
+        image: &Path,
+    ) -> Result<(Self, TapOpenReport), TapError> {
         let store = dir.open_store()?;
         let (log, log_report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
         let state = DiskState::from_image(image).map_err(|source| TapError::Image {
@@ -101,7 +108,7 @@ impl BlockTap {
             store,
             state,
             pending_data: Vec::new(),
-            pending_blocks: 0,
+            pending_ids: Vec::new(),
             dirty: false,
             stats: TapStats::default(),
         };
@@ -191,7 +198,7 @@ impl BlockTap {
                 }
             } else {
                 self.pending_data.extend_from_slice(block);
-                self.pending_blocks += 1;
+                self.pending_ids.push(ObjectId(h));
             }
             hashes.push(h);
         }
@@ -221,13 +228,13 @@ impl BlockTap {
 
     /// Puts the pending blocks into the store (not yet durable).
     fn store_pending(&mut self) -> Result<(), TapError> {
-        if self.pending_blocks == 0 {
+        if self.pending_ids.is_empty() {
             return Ok(());
         }
         let blocks: Vec<&[u8]> = self.pending_data.chunks_exact(BLOCK).collect();
-        self.store.put_batch(&blocks)?;
+        self.store.put_batch_hashed(&blocks, &self.pending_ids)?;
         self.pending_data.clear();
-        self.pending_blocks = 0;
+        self.pending_ids.clear();
         Ok(())
     }
 

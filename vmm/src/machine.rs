@@ -140,7 +140,7 @@ impl Machine {
             let irq = IrqLine::new(vm.fd(), VIRTIO_FIRST_IRQ + i as u32)?;
             let tap = recorder
                 .as_ref()
-                .map(|r| Box::new(DeviceTap(r.clone())) as Box<dyn WriteTap>);
+                .map(|r| Box::new(DeviceTap::new(r.clone())) as Box<dyn WriteTap>);
             let block = Block::new(disk, &format!("vmm-disk{i}"), tap);
             virtio.push(MmioTransport::new(Box::new(block), irq, mem.clone()));
         }
@@ -190,6 +190,9 @@ impl Machine {
         stats::fill_memory(&mut stats, &self.mem);
         // The recording ends with the guest, however it ended: what it wrote
         // is on the image, so the log gets a final barrier for it.
+        for device in &mut self.virtio {
+            device.stop().map_err(VmmError::Record)?;
+        }
         let recording = match &self.recorder {
             Some(r) => r.close()?,
             None => None,

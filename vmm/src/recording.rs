@@ -5,7 +5,9 @@
 //! final barrier when the VM ends.
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use introspection::log::BarrierKind;
 use introspection::recording::RecordDir;
@@ -38,9 +40,28 @@ pub fn check_vm_id(id: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// One recorded disk.
+/// Requests to the recording thread.
+enum Msg {
+    /// Completed writes, in guest order: (byte offset, data).
+    Writes(Vec<(u64, Vec<u8>)>),
+    Barrier(SyncSender<std::result::Result<u64, String>>),
+    Mark(String, SyncSender<std::result::Result<u64, String>>),
+    Close(SyncSender<std::result::Result<TapStats, String>>),
+}
+
+/// Writes in flight to the recording thread (each at most 4 MiB).
+const QUEUE_DEPTH: usize = 16;
+
+/// One recorded disk. The block tap runs on its own thread: the vCPU hands
+/// over each completed write (ownership of its buffer, no copy) and goes
+/// on, while the thread hashes, stores and logs it. A flush waits for the
+/// thread to drain and make everything durable, which keeps the device's
+/// durability contract. If recording fails, every later write and flush
+/// fails with that error, so the guest sees I/O errors instead of silently
+/// unrecorded writes.
 pub struct Recorder {
-    tap: Mutex<Option<BlockTap>>,
+    tx: Mutex<Option<SyncSender<Msg>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
     /// The disk image, to make it durable with the final barrier.
     image: File,
     pub open_report: TapOpenReport,
@@ -76,59 +97,153 @@ impl Recorder {
         }
         let image =
             File::open(image).map_err(|e| VmmError::Record(format!("{}: {e}", image.display())))?;
+        let (tx, rx) = sync_channel(QUEUE_DEPTH);
+        let worker = std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || run_tap(tap, rx))
+            .map_err(|e| VmmError::Record(format!("starting the recording thread: {e}")))?;
         Ok(Arc::new(Self {
-            tap: Mutex::new(Some(tap)),
+            tx: Mutex::new(Some(tx)),
+            worker: Mutex::new(Some(worker)),
             image,
             open_report,
         }))
     }
 
-    fn tap(&self) -> MutexGuard<'_, Option<BlockTap>> {
-        self.tap.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn with_tap<T>(
-        &self,
-        f: impl FnOnce(&mut BlockTap) -> std::result::Result<T, TapError>,
-    ) -> std::result::Result<T, String> {
-        match self.tap().as_mut() {
-            Some(tap) => f(tap).map_err(|e| e.to_string()),
+    fn send(&self, msg: Msg) -> std::result::Result<(), String> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match tx {
+            Some(tx) => tx
+                .send(msg)
+                .map_err(|_| "the recording thread stopped".to_string()),
             None => Err("recording already closed".into()),
         }
     }
 
-    /// Writes a named mark into the log.
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(SyncSender<std::result::Result<T, String>>) -> Msg,
+    ) -> std::result::Result<T, String> {
+        let (reply, answer) = sync_channel(1);
+        self.send(make(reply))?;
+        answer
+            .recv()
+            .map_err(|_| "the recording thread stopped".to_string())?
+    }
+
+    /// Writes a named mark into the log, after every write before it.
     pub fn mark(&self, name: &str) -> std::result::Result<u64, String> {
-        self.with_tap(|t| t.mark(name))
+        self.ask(|reply| Msg::Mark(name.to_string(), reply))
     }
 
     /// Syncs the image, writes a final barrier if anything happened since
-    /// the last one, and closes the log.
+    /// the last one, closes the log and stops the thread.
     pub fn close(&self) -> Result<Option<TapStats>> {
-        let Some(tap) = self.tap().take() else {
+        if self.tx.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Ok(None);
-        };
+        }
         self.image
             .sync_data()
             .map_err(|e| VmmError::Record(format!("syncing the disk image: {e}")))?;
-        tap.close().map(Some).map_err(tap_error)
+        let stats = self.ask(Msg::Close).map_err(VmmError::Record);
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(worker) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = worker.join();
+        }
+        stats.map(Some)
     }
 }
 
+/// The recording thread: applies requests in order; the first failure
+/// sticks and is returned to every later request.
+fn run_tap(mut tap: BlockTap, rx: Receiver<Msg>) {
+    let mut failed: Option<String> = None;
+    for msg in rx {
+        match msg {
+            Msg::Writes(writes) => {
+                for (offset, data) in writes {
+                    if failed.is_some() {
+                        break;
+                    }
+                    if let Err(e) = tap.record_write(offset, &data) {
+                        tracing::error!("recording a write failed: {e}");
+                        failed = Some(e.to_string());
+                    }
+                }
+            }
+            Msg::Barrier(reply) => {
+                let r = match &failed {
+                    Some(e) => Err(e.clone()),
+                    None => tap.barrier(BarrierKind::Flush).map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Msg::Mark(name, reply) => {
+                let r = match &failed {
+                    Some(e) => Err(e.clone()),
+                    None => tap.mark(&name).map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Msg::Close(reply) => {
+                let r = match failed {
+                    Some(e) => Err(e),
+                    None => tap.close().map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(r);
+                return;
+            }
+        }
+    }
+}
+
+/// Writes are handed to the recording thread in batches of about this many
+/// bytes: one wake-up of the thread per batch, not per 4 KiB request.
+const BATCH_BYTES: usize = 1 << 20;
+
 /// The device's view of a recorder.
-pub struct DeviceTap(pub Arc<Recorder>);
+pub struct DeviceTap {
+    recorder: Arc<Recorder>,
+    batch: Vec<(u64, Vec<u8>)>,
+    batch_bytes: usize,
+}
+
+impl DeviceTap {
+    pub fn new(recorder: Arc<Recorder>) -> Self {
+        Self {
+            recorder,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    fn send_batch(&mut self) -> std::result::Result<(), String> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        self.recorder
+            .send(Msg::Writes(std::mem::take(&mut self.batch)))
+    }
+}
 
 impl WriteTap for DeviceTap {
-    fn write(&mut self, offset: u64, data: &[u8]) -> std::result::Result<(), String> {
-        self.0
-            .with_tap(|t| t.record_write(offset, data))
-            .map(|_| ())
+    fn write(&mut self, offset: u64, data: Vec<u8>) -> std::result::Result<(), String> {
+        self.batch_bytes += data.len();
+        self.batch.push((offset, data));
+        if self.batch_bytes >= BATCH_BYTES {
+            self.send_batch()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> std::result::Result<(), String> {
-        self.0
-            .with_tap(|t| t.barrier(BarrierKind::Flush))
-            .map(|_| ())
+        self.send_batch()?;
+        self.recorder.ask(Msg::Barrier).map(|_| ())
+    }
+
+    fn close(&mut self) -> std::result::Result<(), String> {
+        self.send_batch()
     }
 }
 

@@ -37,6 +37,48 @@ impl Store {
     /// records. Not durable until [`Store::sync`].
     pub fn put_batch<T: AsRef<[u8]>>(&self, items: &[T]) -> Result<Vec<ObjectId>> {
         let mut ids = Vec::with_capacity(items.len());
+        for item in items {
+            let data = item.as_ref();
+            ids.push(if is_all_zero(data) {
+                ObjectId::zero(data.len())
+            } else {
+                ObjectId::of(data)
+            });
+        }
+        self.put_with_ids(items, ids)
+    }
+
+    /// Like [`Store::put_batch`] for objects whose BLAKE3 hashes the caller
+    /// has already computed (the block tap hashes every block for its disk
+    /// checksum): `ids[i]` must be `ObjectId::of(items[i])`. The ids are
+    /// trusted here, not rechecked; `get` still verifies every object it
+    /// returns, so a wrong id is caught as corruption on read.
+    pub fn put_batch_hashed<T: AsRef<[u8]>>(
+        &self,
+        items: &[T],
+        ids: &[ObjectId],
+    ) -> Result<Vec<ObjectId>> {
+        assert_eq!(items.len(), ids.len(), "one id per item");
+        let ids = items
+            .iter()
+            .zip(ids)
+            .map(|(item, id)| {
+                let data = item.as_ref();
+                if is_all_zero(data) {
+                    ObjectId::zero(data.len())
+                } else {
+                    *id
+                }
+            })
+            .collect();
+        self.put_with_ids(items, ids)
+    }
+
+    fn put_with_ids<T: AsRef<[u8]>>(
+        &self,
+        items: &[T],
+        ids: Vec<ObjectId>,
+    ) -> Result<Vec<ObjectId>> {
         let mut zero = Vec::with_capacity(items.len());
         let mut todo = Vec::new();
         let mut seen: HashSet<ObjectId, IdHashBuilder> = HashSet::default();
@@ -49,14 +91,8 @@ impl Store {
                 });
             }
             let z = is_all_zero(data);
-            let id = if z {
-                ObjectId::zero(data.len())
-            } else {
-                ObjectId::of(data)
-            };
-            ids.push(id);
             zero.push(z);
-            if (z && is_well_known_zero_len(data.len())) || !seen.insert(id) {
+            if (z && is_well_known_zero_len(data.len())) || !seen.insert(ids[i]) {
                 continue;
             }
             todo.push(i);

@@ -60,6 +60,11 @@ impl MmioTransport {
             .collect()
     }
 
+    /// The VM is ending: the device hands off whatever it still holds.
+    pub fn stop(&mut self) -> Result<(), String> {
+        self.device.stop()
+    }
+
     pub fn gsi(&self) -> u32 {
         self.irq.gsi
     }

@@ -12,7 +12,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::error::{Result, VmmError};
+use crate::error::VmmError;
 
 pub mod block;
 pub mod mmio;
@@ -28,7 +28,7 @@ pub struct IrqLine {
 }
 
 impl IrqLine {
-    pub fn new(vm: &VmFd, gsi: u32) -> Result<Self> {
+    pub fn new(vm: &VmFd, gsi: u32) -> crate::error::Result<Self> {
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Kvm {
             step: "creating a virtio eventfd",
             source: vmm_sys_util::errno::Error::new(e.raw_os_error().unwrap_or(libc::EIO)),
@@ -79,4 +79,8 @@ pub trait VirtioDevice: Send {
     fn process_queue(&mut self, index: u16, irq: &IrqLine);
     /// The driver reset the device; queues are gone.
     fn reset(&mut self);
+    /// The VM is ending: hand off anything still buffered.
+    fn stop(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -26,10 +26,14 @@ const MAX_WARNINGS: u64 = 20;
 
 /// Receives the device's completed writes and flushes, in guest order.
 pub trait WriteTap: Send {
-    /// `data` was written at byte `offset`; both are 4 KiB-aligned.
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String>;
+    /// `data` was written at byte `offset`; both are 4 KiB-aligned. The
+    /// tap may record it later (asynchronously), but in order, and must
+    /// have recorded it durably before `flush` returns.
+    fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<(), String>;
     /// A flush barrier: returns once everything before it is durable.
     fn flush(&mut self) -> Result<(), String>;
+    /// The device is stopping: hand off anything buffered (no barrier).
+    fn close(&mut self) -> Result<(), String>;
 }
 
 /// Counters a test or benchmark can read after a run.
@@ -166,13 +170,13 @@ impl Block {
             end.div_ceil(BLOCK_SIZE) * BLOCK_SIZE,
         );
         if (a_start, a_end) == (start, end) {
-            return tap.write(start, &buf);
+            return tap.write(start, buf);
         }
         let mut whole = vec![0u8; (a_end - a_start) as usize];
         self.disk
             .read_at(&mut whole, a_start)
             .map_err(|e| format!("reading back an unaligned write: {e}"))?;
-        tap.write(a_start, &whole)
+        tap.write(a_start, whole)
     }
 }
 
@@ -256,5 +260,9 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         self.queue = None;
         self.mem = None;
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        self.tap.as_mut().map_or(Ok(()), |t| t.close())
     }
 }
