@@ -112,14 +112,21 @@ impl BlkWrites {
         for i in 0..self.writes {
             let nblocks = 1 + rng.next_u64() % self.max_blocks;
             let start = rng.next_u64() % (span - nblocks + 1);
-            let mut fill = if self.dup_every != 0 && i % self.dup_every == 0 {
-                Rng::new(0xD00D)
+            let fill_seed = if self.dup_every != 0 && i % self.dup_every == 0 {
+                0xD00D
             } else {
-                Rng::new(rng.next_u64())
+                rng.next_u64()
             };
             let at = (start * 4096) as usize;
-            for word in image[at..at + nblocks as usize * 4096].chunks_exact_mut(8) {
-                word.copy_from_slice(&fill.next_u64().to_le_bytes());
+            let data = &mut image[at..at + nblocks as usize * 4096];
+            for (j, block) in data.chunks_exact_mut(4096).enumerate() {
+                let seed = fill_seed.wrapping_add(j as u64);
+                block[..8].copy_from_slice(b"VMMBLK01");
+                block[8..16].copy_from_slice(&seed.to_le_bytes());
+                let mut fill = Rng::new(seed);
+                for word in block[16..].chunks_exact_mut(8) {
+                    word.copy_from_slice(&fill.next_u64().to_le_bytes());
+                }
             }
         }
     }

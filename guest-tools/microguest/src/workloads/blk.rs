@@ -56,14 +56,14 @@ pub fn writes(cmdline: &Cmdline) -> u32 {
     for i in 0..writes {
         let nblocks = 1 + rng.next() % max_blocks;
         let start = rng.next() % (span - nblocks + 1);
-        let mut fill = if dup_every != 0 && i % dup_every == 0 {
-            Rng::new(0xD00D)
+        let fill_seed = if dup_every != 0 && i % dup_every == 0 {
+            0xD00D
         } else {
-            Rng::new(rng.next())
+            rng.next()
         };
         let data = &mut buf[..nblocks as usize * BLOCK];
-        for word in data.chunks_exact_mut(8) {
-            word.copy_from_slice(&fill.next().to_le_bytes());
+        for (j, block) in data.chunks_exact_mut(BLOCK).enumerate() {
+            fill_block(block, fill_seed.wrapping_add(j as u64));
         }
         match dev.write(start * 8, data) {
             Ok(S_OK) => {}
@@ -90,6 +90,64 @@ pub fn writes(cmdline: &Cmdline) -> u32 {
         flushes + 1
     );
     0
+}
+
+/// Marks a self-checking block (`blk-writes` content).
+const BLOCK_MAGIC: &[u8; 8] = b"VMMBLK01";
+
+/// A self-checking block: magic, its seed, then xorshift64 words from the
+/// seed. `blk-verify` recognises any such block without knowing the history.
+fn fill_block(block: &mut [u8], seed: u64) {
+    block[..8].copy_from_slice(BLOCK_MAGIC);
+    block[8..16].copy_from_slice(&seed.to_le_bytes());
+    let mut fill = Rng::new(seed);
+    for word in block[16..].chunks_exact_mut(8) {
+        word.copy_from_slice(&fill.next().to_le_bytes());
+    }
+}
+
+fn block_is_valid(block: &[u8]) -> bool {
+    if &block[..8] != BLOCK_MAGIC {
+        return false;
+    }
+    let mut fill = Rng::new(u64::from_le_bytes(block[8..16].try_into().unwrap()));
+    block[16..]
+        .chunks_exact(8)
+        .all(|w| w == fill.next().to_le_bytes())
+}
+
+/// Checks every block of the disk: all zero (never written) or a whole,
+/// self-consistent `blk-writes` block. Exit 0 when no block is damaged.
+pub fn verify(cmdline: &Cmdline) -> u32 {
+    let Some(mut dev) = open(cmdline) else {
+        return crate::EXIT_GUEST_ERROR;
+    };
+    let buf = buffer();
+    let (mut written, mut zero, mut bad) = (0u64, 0u64, 0u64);
+    let mut sector = 0;
+    while sector < dev.capacity_sectors {
+        let n = (dev.capacity_sectors - sector).min((MAX_BLOCKS * BLOCK / 512) as u64);
+        let data = &mut buf[..n as usize * 512];
+        if dev.read(sector, data).ok() != Some(S_OK) {
+            say!("blk-verify: read at sector {sector} failed\n");
+            return 1;
+        }
+        for (i, block) in data.chunks(BLOCK).enumerate() {
+            if block.iter().all(|b| *b == 0) {
+                zero += 1;
+            } else if block.len() == BLOCK && block_is_valid(block) {
+                written += 1;
+            } else {
+                if bad < 5 {
+                    say!("blk-verify: block {} is damaged\n", sector / 8 + i as u64);
+                }
+                bad += 1;
+            }
+        }
+        sector += n;
+    }
+    say!("blk-verify: written={written} zero={zero} bad={bad}\n");
+    u32::from(bad != 0)
 }
 
 /// Reads the whole disk and prints its FNV-1a 64 checksum.

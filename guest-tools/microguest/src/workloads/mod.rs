@@ -16,10 +16,11 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "spin" => spin(),
         "blk-writes" => blk::writes(cmdline),
         "blk-checksum" => blk::checksum(cmdline),
+        "blk-verify" => blk::verify(cmdline),
         "blk-bench" => blk::bench(cmdline),
         "evil-blk" => evil::blk(cmdline),
         other => {
-            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-checksum blk-bench evil-blk)\n");
+            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-checksum blk-bench evil-blk)\n");
             crate::EXIT_GUEST_ERROR
         }
     }
