@@ -22,6 +22,17 @@ fn main() {
         .unwrap_or_else(|| out_dir.clone());
     let guest_target_dir = target_root.join("microguest");
 
+    let embedded = out_dir.join("microguest.elf");
+    // A prebuilt microguest (for developers iterating on the VMM while the
+    // guest is being changed): used as is.
+    println!("cargo:rerun-if-env-changed=VMM_MICROGUEST_ELF");
+    if let Ok(prebuilt) = std::env::var("VMM_MICROGUEST_ELF") {
+        println!("cargo:rerun-if-changed={prebuilt}");
+        std::fs::copy(&prebuilt, &embedded)
+            .unwrap_or_else(|e| panic!("VMM_MICROGUEST_ELF={prebuilt}: {e}"));
+        return;
+    }
+
     for watched in [
         "src",
         "Cargo.toml",
@@ -68,7 +79,6 @@ fn main() {
     let elf = guest_target_dir
         .join(GUEST_TARGET)
         .join("release/microguest");
-    let embedded = out_dir.join("microguest.elf");
     std::fs::copy(&elf, &embedded).unwrap_or_else(|e| {
         panic!(
             "cannot copy {} to {}: {e}",

@@ -33,8 +33,18 @@ const BLOCK: usize = 4096;
 const PENDING_LIMIT: usize = 16 << 20;
 /// Blocks per base `BlockWrite` record.
 const BASE_RUN_BLOCKS: u64 = 256;
-/// The mark that precedes the base writes of a log.
+/// The mark that precedes the base writes of a log: `vmm:base bytes=N`,
+/// N being the disk's size (replay from an empty disk needs it).
 pub const BASE_MARK: &str = "vmm:base";
+
+/// The disk size a base mark names, if `name` is one.
+pub fn parse_base_mark(name: &str) -> Option<u64> {
+    name.strip_prefix(BASE_MARK)?
+        .trim()
+        .strip_prefix("bytes=")?
+        .parse()
+        .ok()
+}
 
 #[derive(Debug, Error)]
 pub enum TapError {
@@ -154,7 +164,7 @@ impl BlockTap {
             source,
         })?;
         self.log.append(RecordKind::Mark {
-            name: BASE_MARK.to_string(),
+            name: format!("{BASE_MARK} bytes={}", num_blocks * BLOCK as u64),
         })?;
         let mut i = 0;
         while i < changed.len() {

@@ -1,14 +1,124 @@
 //! Rebuilding past state.
 //!
-//! Owns: restoring a base (snapshot or disk image), reapplying a change log to
-//! a sequence number, time or mark, verifying every barrier checksum on the
-//! way, stepping and what-if transformations.
+//! Owns: restoring a base (an empty disk, a disk image; VM snapshots to
+//! come), reapplying a change log to a sequence number, time or mark,
+//! verifying every barrier checksum on the way, stepping, speed-controlled
+//! playback and what-if transformations.
 //!
 //! Does not own: the log format (`introspection`) or the store (`snapshot`).
 //!
-//! What exists so far: [`disk::apply`], which writes a VM's logged blocks
-//! onto a disk image up to a sequence number, verifying every barrier.
+//! - [`point`]: where to stop (`seq=`, `time=`, `mark=`).
+//! - [`base`]: where to start, and checking that a base image is a state
+//!   the log passed through.
+//! - [`engine`]: the replay loop itself.
+//! - [`filter`]: what-if transformations.
+//! - [`replay_to_file`]: all of it, writing a new image atomically.
+use std::path::{Path, PathBuf};
 
-pub mod disk;
+use introspection::log::LogError;
+use introspection::recording::RecordDir;
+use snapshot::StoreError;
+use thiserror::Error;
 
-pub use disk::{apply, ApplyReport, ReplayError};
+pub mod base;
+pub mod engine;
+pub mod filter;
+pub mod point;
+mod progress;
+
+pub use base::Base;
+pub use engine::{replay, Control, Options, ReplayReport, Step};
+pub use filter::{Filter, WhatIf};
+pub use point::Point;
+
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("image {}: {source}", .path.display())]
+    Image {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image {}: {reason}", .path.display())]
+    ImageState { path: PathBuf, reason: String },
+    #[error("{0}")]
+    PointNotInLog(String),
+    #[error("base image {} matches no barrier of the log before the target: it is not a state this VM's disk passed through (use --base empty to replay from the log alone)", .0.display())]
+    BaseNotInLog(PathBuf),
+    #[error("the log has no base mark recording the disk size; pass --base IMAGE")]
+    NoBaseSize,
+    #[error("replay stopped: {reason}; {}", match .last_verified_barrier {
+        Some(seq) => format!("the last verified barrier is seq {seq} (--until seq={seq} rebuilds that state)"),
+        None => "no barrier was verified before it".to_string(),
+    })]
+    Interrupted {
+        reason: String,
+        last_verified_barrier: Option<u64>,
+    },
+}
+
+/// Replays from `base` to `point` into a new file `out`. The result is
+/// built under a temporary name beside `out` and renamed only when the
+/// replay succeeded, so `out` never holds a partial or unverified result.
+pub fn replay_to_file(
+    dir: &RecordDir,
+    vm_id: &str,
+    base: &Base,
+    point: &Point,
+    out: &Path,
+    mut opts: Options<'_>,
+) -> Result<ReplayReport, ReplayError> {
+    let reader = introspection::log::LogReader::open(dir.log_dir(vm_id))?;
+    let until = point.resolve(&reader)?;
+    let tmp = temp_path(out);
+    let result = (|| {
+        let from = base::prepare(&reader, base, until, &tmp)?;
+        opts.from_seq = from;
+        opts.until_seq = until;
+        let report = replay(dir, vm_id, &tmp, opts)?;
+        std::fs::rename(&tmp, out).map_err(|source| ReplayError::Image {
+            path: out.to_path_buf(),
+            source,
+        })?;
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+        }
+        Ok(report)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "replay".into());
+    out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Applies every write of `vm_id`'s log with `from_seq <= seq <= until_seq`
+/// to an existing image, verifying barriers (a convenience over [`replay`]).
+pub fn apply(
+    dir: &RecordDir,
+    vm_id: &str,
+    image: &Path,
+    from_seq: u64,
+    until_seq: Option<u64>,
+) -> Result<ReplayReport, ReplayError> {
+    replay(
+        dir,
+        vm_id,
+        image,
+        Options {
+            from_seq,
+            until_seq: until_seq.unwrap_or(u64::MAX),
+            ..Options::default()
+        },
+    )
+}

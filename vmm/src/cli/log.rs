@@ -4,7 +4,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use introspection::hex;
-use introspection::log::{LogReader, Record, RecordKind};
+use introspection::log::{LogReader, LogWriter, Record, RecordKind};
 use introspection::recording::{self, RecordDir};
 
 use super::CliError;
@@ -22,6 +22,22 @@ pub enum LogCommand {
     ///
     /// Example: vmm log verify /tmp/rec
     Verify(VerifyArgs),
+    /// Append a named mark to a VM's log while the VM is not running (a
+    /// running VM takes marks through its control socket). Replay and
+    /// drills can then target `mark=NAME`.
+    ///
+    /// Example: vmm log mark /tmp/rec --vm vm0 before-upgrade
+    Mark(MarkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MarkArgs {
+    /// Record directory (as given to `vmm run --record`).
+    pub dir: PathBuf,
+    #[arg(long, value_name = "ID", default_value = "vm0")]
+    pub vm: String,
+    /// The mark's name (1-256 bytes).
+    pub name: String,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +215,22 @@ pub fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
         }
     }
     Ok(status)
+}
+
+pub fn mark(args: &MarkArgs) -> Result<i32, CliError> {
+    let dir = RecordDir::new(&args.dir);
+    vms(&dir, &Some(args.vm.clone()))?;
+    let (mut log, _) =
+        LogWriter::open(dir.log_dir(&args.vm), &args.vm).map_err(CliError::from_display)?;
+    let seq = log
+        .append(RecordKind::Mark {
+            name: args.name.clone(),
+        })
+        .map_err(CliError::from_display)?;
+    log.sync().map_err(CliError::from_display)?;
+    log.close().map_err(CliError::from_display)?;
+    println!("{}: mark '{}' at seq {seq}", args.vm, args.name);
+    Ok(0)
 }
 
 pub fn store_stats(args: &StatsArgs) -> Result<i32, CliError> {

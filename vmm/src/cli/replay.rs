@@ -1,0 +1,316 @@
+//! `vmm replay` and `vmm drill`: rebuild a disk at a point of its recorded
+//! history; for a drill, also boot a VM on it and let the guest check it.
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use introspection::recording::RecordDir;
+use replay::{Base, Control, Filter, Options, Point, ReplayReport, Step, WhatIf};
+use serde::Serialize;
+use vmm::{DiskConfig, Machine, SerialOutput, VmConfig};
+
+use super::{Cli, CliError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StepBy {
+    /// Stop after every record.
+    Record,
+    /// Stop after every barrier (a consistent state).
+    Barrier,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Record directory (as given to `vmm run --record`).
+    #[arg(long, value_name = "DIR")]
+    pub log: PathBuf,
+    /// Whose log to replay.
+    #[arg(long, value_name = "ID", default_value = "vm0")]
+    pub vm: String,
+    /// Where to start: `empty` (the log's own base: it holds the disk as it
+    /// was when recording began) or a disk image that the log passed
+    /// through, e.g. the original image or an earlier replay output.
+    #[arg(long, value_name = "IMAGE|empty", default_value = "empty")]
+    pub base: Base,
+    /// Where to stop: seq=N, time=RFC3339, mark=NAME, or end
+    /// (example: --until time=2026-11-21T06:01:42Z).
+    #[arg(long, value_name = "POINT", default_value = "end")]
+    pub until: Point,
+    /// The disk image to write. Built under a temporary name and renamed
+    /// only once the replay succeeded.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// Step through the replay, showing what each record or barrier
+    /// changed; on a terminal, Enter goes on and q stops there.
+    #[arg(long, value_name = "UNIT")]
+    pub step: Option<StepBy>,
+    /// Play the records back at their recorded pace times X, printing each
+    /// as a JSON line on stdout (example: --speed 10).
+    #[arg(long, value_name = "X")]
+    pub speed: Option<f64>,
+    /// What-if: leave out writes matching FILTER (seq=N, seq=A..B, sector=N,
+    /// sector=A..B); repeatable. The result is not the recorded history.
+    #[arg(long = "drop", value_name = "FILTER")]
+    pub drop: Vec<Filter>,
+    /// What-if: stop just before record SEQ.
+    #[arg(long, value_name = "SEQ")]
+    pub stop_before: Option<u64>,
+    /// Do not check barrier checksums (the result is marked unverified).
+    #[arg(long)]
+    pub allow_unverified: bool,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::Write {
+            seq,
+            sector,
+            blocks,
+            dropped,
+            ..
+        } => format!(
+            "seq {seq}: {} sectors {sector}..{} ({blocks} blocks)",
+            if *dropped { "DROPPED write" } else { "write" },
+            sector + blocks * 8 - 1
+        ),
+        Step::Barrier {
+            seq,
+            verified,
+            checksum,
+            ..
+        } => format!(
+            "seq {seq}: barrier {} (disk checksum {})",
+            if *verified {
+                "verified"
+            } else {
+                "NOT verified"
+            },
+            &checksum[..16]
+        ),
+        Step::Mark { seq, name, .. } => format!("seq {seq}: mark {name}"),
+        Step::Snapshot { seq, id, .. } => format!("seq {seq}: snapshot {id}"),
+    }
+}
+
+pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let mut pending = Vec::new();
+    let mut stepper = |step: &Step| -> Control {
+        if args.speed.is_some() {
+            println!("{}", serde_json::to_string(step).expect("steps serialize"));
+            return Control::Continue;
+        }
+        pending.push(describe(step));
+        let pause = match args.step {
+            Some(StepBy::Record) => true,
+            Some(StepBy::Barrier) => matches!(step, Step::Barrier { .. }),
+            None => false,
+        };
+        if !pause {
+            return Control::Continue;
+        }
+        for line in pending.drain(..) {
+            println!("{line}");
+        }
+        if interactive {
+            print!("[Enter: next, q: stop here] ");
+            let _ = std::io::stdout().flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut answer);
+            if answer.trim() == "q" {
+                return Control::Stop;
+            }
+        }
+        Control::Continue
+    };
+    let observe = args.step.is_some() || args.speed.is_some();
+    let opts = Options {
+        verify: !args.allow_unverified,
+        what_if: WhatIf {
+            drop: args.drop.clone(),
+            stop_before: args.stop_before,
+        },
+        observer: if observe { Some(&mut stepper) } else { None },
+        speed: args.speed,
+        progress: !observe,
+        ..Options::default()
+    };
+    let dir = RecordDir::new(&args.log);
+    let report = replay::replay_to_file(&dir, &args.vm, &args.base, &args.until, &args.out, opts)
+        .map_err(CliError::from_display)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("reports serialize")
+        );
+    } else if args.speed.is_none() {
+        print_report(args, &report);
+    }
+    Ok(0)
+}
+
+fn print_report(args: &ReplayArgs, r: &ReplayReport) {
+    println!(
+        "replayed {} from seq {} to seq {}{}: {} records, {} writes ({} blocks), {} barriers verified",
+        args.vm,
+        r.from_seq,
+        r.last_seq,
+        if r.stopped_early { " (stopped by you)" } else { "" },
+        r.records_read,
+        r.writes_applied,
+        r.blocks_written,
+        r.barriers_verified,
+    );
+    println!("disk checksum {}", r.checksum);
+    if r.what_if {
+        println!(
+            "WHAT-IF: this is NOT the recorded history: {} writes dropped; barriers after the first dropped write are not verified",
+            r.writes_dropped
+        );
+    } else if !r.verified {
+        println!("UNVERIFIED: barrier checks were off (--allow-unverified)");
+    } else if r.last_verified_barrier != Some(r.last_seq) {
+        println!(
+            "verified up to the barrier at seq {}; the {} later records are what the log says, not yet confirmed by a barrier",
+            r.last_verified_barrier.map_or("(none)".into(), |s| s.to_string()),
+            r.last_seq - r.last_verified_barrier.unwrap_or(r.from_seq.saturating_sub(1))
+        );
+    }
+    println!("wrote {}", args.out.display());
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Record directory (as given to `vmm run --record`).
+    #[arg(long, value_name = "DIR")]
+    pub log: PathBuf,
+    #[arg(long, value_name = "ID", default_value = "vm0")]
+    pub vm: String,
+    /// Where to start (see `vmm replay --base`).
+    #[arg(long, value_name = "IMAGE|empty", default_value = "empty")]
+    pub base: Base,
+    /// The point to restore to: seq=N, time=RFC3339, mark=NAME or end.
+    #[arg(long, value_name = "POINT")]
+    pub at: Point,
+    /// The microguest workload that checks the restored disk.
+    #[arg(long, value_name = "CMDLINE", default_value = "workload=blk-verify")]
+    pub check: String,
+    /// Keep the restored disk at PATH (default: removed after the drill).
+    #[arg(long, value_name = "PATH")]
+    pub keep: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct DrillReport {
+    vm: String,
+    at: String,
+    restored_to_seq: u64,
+    last_verified_barrier: Option<u64>,
+    replay_verified: bool,
+    restore_ms: f64,
+    boot_and_check_ms: f64,
+    guest_status: Option<u8>,
+    guest_output: String,
+    error: Option<String>,
+    pass: bool,
+}
+
+pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
+    let disk = match &args.keep {
+        Some(path) => path.clone(),
+        None => std::env::temp_dir().join(format!("vmm-drill-{}.img", std::process::id())),
+    };
+    let started = Instant::now();
+    let dir = RecordDir::new(&args.log);
+    let replayed = replay::replay_to_file(
+        &dir,
+        &args.vm,
+        &args.base,
+        &args.at,
+        &disk,
+        Options::default(),
+    );
+    let restore_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut report = DrillReport {
+        vm: args.vm.clone(),
+        at: args.at.to_string(),
+        restored_to_seq: 0,
+        last_verified_barrier: None,
+        replay_verified: false,
+        restore_ms,
+        boot_and_check_ms: 0.0,
+        guest_status: None,
+        guest_output: String::new(),
+        error: None,
+        pass: false,
+    };
+    match replayed {
+        Err(e) => report.error = Some(format!("restore failed: {e}")),
+        Ok(r) => {
+            report.restored_to_seq = r.last_seq;
+            report.last_verified_barrier = r.last_verified_barrier;
+            report.replay_verified = r.verified;
+            let console = Arc::new(Mutex::new(Vec::new()));
+            let config = VmConfig {
+                kvm_path: cli.kvm.clone(),
+                cmdline: args.check.clone(),
+                serial: SerialOutput::Capture(console.clone()),
+                timeout: Some(std::time::Duration::from_secs(120)),
+                disks: vec![DiskConfig {
+                    path: disk.clone(),
+                    read_only: true,
+                }],
+                ..VmConfig::default()
+            };
+            let booted = Instant::now();
+            let outcome = Machine::build(&config).and_then(|mut m| m.run());
+            report.boot_and_check_ms = booted.elapsed().as_secs_f64() * 1e3;
+            report.guest_output =
+                String::from_utf8_lossy(&console.lock().unwrap_or_else(|e| e.into_inner()))
+                    .into_owned();
+            match outcome {
+                Ok(o) => report.guest_status = Some(o.status),
+                Err(e) => report.error = Some(format!("the check VM failed: {e}")),
+            }
+            report.pass = r.verified && report.guest_status == Some(0);
+        }
+    }
+    if args.keep.is_none() {
+        let _ = std::fs::remove_file(&disk);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("reports serialize")
+        );
+    } else {
+        println!("disaster-recovery drill: {} at {}", report.vm, report.at);
+        println!(
+            "  restore     {:>8.1} ms  to seq {} (last verified barrier: {})",
+            report.restore_ms,
+            report.restored_to_seq,
+            report
+                .last_verified_barrier
+                .map_or("none".into(), |s| s.to_string())
+        );
+        println!(
+            "  boot+check  {:>8.1} ms  `{}`",
+            report.boot_and_check_ms, args.check
+        );
+        for line in report.guest_output.lines() {
+            println!("    guest> {line}");
+        }
+        if let Some(e) = &report.error {
+            println!("  error: {e}");
+        }
+        println!("  result: {}", if report.pass { "PASS" } else { "FAIL" });
+    }
+    Ok(if report.pass { 0 } else { 1 })
+}
