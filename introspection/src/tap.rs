@@ -274,6 +274,17 @@ impl BlockTap {
         Ok(seq)
     }
 
+    /// Records that snapshot `id` was taken here (after a barrier the caller
+    /// made): committed, not synced.
+    pub fn snapshot_taken(&mut self, id: &str) -> Result<u64, TapError> {
+        let seq = self
+            .log
+            .append(RecordKind::SnapshotTaken { id: id.to_string() })?;
+        self.log.commit()?;
+        self.dirty = true;
+        Ok(seq)
+    }
+
     pub fn checksum(&self) -> [u8; 32] {
         self.state.checksum()
     }

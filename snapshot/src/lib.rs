@@ -2,11 +2,30 @@
 //!
 //! Owns: the content-addressed store ([`store`]: BLAKE3 keys, zstd values,
 //! the zero page never stored, packs and an index log shared by many VMM
-//! processes; refcount GC to come) and VM state capture/restore, full and
-//! incremental.
+//! processes, compaction), guest memory as page lists in it ([`pages`]:
+//! capture full or incremental, restore), snapshot manifests and their
+//! directory ([`manifest`]: versioned file, check, chain merge) and
+//! mark-and-sweep collection of the store ([`gc`]).
 //!
 //! Does not own: running a VM (`vmm`) or reapplying change logs (`replay`).
 
+pub mod gc;
+pub mod manifest;
+pub mod pages;
 pub mod store;
 
-pub use store::{ObjectId, OpenReport, Store, StoreError, StoreOptions, StoreStats};
+#[cfg(test)]
+mod testutil;
+
+pub use manifest::{
+    check, merge, new_snapshot_id, DiskPosition, Manifest, ManifestError, MemoryRegion,
+    SharedRegion, SnapshotDir, SnapshotKind, SnapshotStats, StateBlob,
+};
+pub use pages::{
+    capture, restore, restore_filtered, restore_over, restore_page, set_max_threads, CaptureStats,
+    PageList, PagesError, PagesRef, RestoreStats, PAGE_SIZE,
+};
+pub use store::{
+    GcLock, GcReport, ObjectId, OpenReport, Pin, PutReport, Store, StoreError, StoreOptions,
+    StoreStats,
+};

@@ -7,6 +7,7 @@
 //! an e820-style memory map. `vstate::vcpu` sets up that register state.
 use std::io::Cursor;
 
+use crate::memory::GuestMemory;
 use linux_loader::cmdline::Cmdline;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
@@ -14,7 +15,7 @@ use linux_loader::elf::{Elf64_Ehdr, Elf64_Phdr, ET_EXEC, PT_LOAD};
 use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_start_info};
 use linux_loader::loader::elf::{Elf, Error as ElfError, PvhBootCapability};
 use linux_loader::loader::{Error as LoaderError, KernelLoader};
-use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::error::{Result, VmmError};
 use crate::memory::{
@@ -35,7 +36,7 @@ pub struct LoadedKernel {
 }
 
 /// Loads the ELF `image` (named `name` in errors) into `mem`.
-pub fn load_kernel(mem: &GuestMemoryMmap, image: &[u8], name: &str) -> Result<LoadedKernel> {
+pub fn load_kernel(mem: &GuestMemory, image: &[u8], name: &str) -> Result<LoadedKernel> {
     let end = check_segments(mem, image, name)?;
     let result = Elf::load(mem, None, &mut Cursor::new(image), None).map_err(|e| match e {
         LoaderError::Elf(ElfError::InvalidElfMagicNumber | ElfError::ReadElfHeader) => {
@@ -54,7 +55,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, image: &[u8], name: &str) -> Result<Lo
 
 /// Checks, before anything is copied, that every loadable segment lies in
 /// RAM above the boot data; returns the end of the highest segment.
-fn check_segments(mem: &GuestMemoryMmap, image: &[u8], name: &str) -> Result<u64> {
+fn check_segments(mem: &GuestMemory, image: &[u8], name: &str) -> Result<u64> {
     let bad = |reason: String| VmmError::KernelBad {
         name: name.to_string(),
         reason,
@@ -140,7 +141,7 @@ pub fn build_cmdline(line: &str) -> Result<Cmdline> {
 }
 
 /// Writes the command line, the memory map and `hvm_start_info`.
-pub fn write_boot_data(mem: &GuestMemoryMmap, cmdline: &Cmdline) -> Result<()> {
+pub fn write_boot_data(mem: &GuestMemory, cmdline: &Cmdline) -> Result<()> {
     let setup = |e: String| VmmError::BootSetup(e);
     linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_ADDR), cmdline)
         .map_err(|e| setup(e.to_string()))?;
@@ -157,12 +158,12 @@ pub fn write_boot_data(mem: &GuestMemoryMmap, cmdline: &Cmdline) -> Result<()> {
     start_info.nr_modules = 0;
     let mut params = BootParams::new(&start_info, GuestAddress(START_INFO_ADDR));
     params.set_sections(&memmap, GuestAddress(MEMMAP_ADDR));
-    PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&params, mem)
+    PvhBootConfigurator::write_bootparams::<GuestMemory>(&params, mem)
         .map_err(|e| setup(e.to_string()))
 }
 
 /// RAM below the EBDA, then RAM from 1 MiB in every region.
-fn memory_map(mem: &GuestMemoryMmap) -> Vec<hvm_memmap_table_entry> {
+fn memory_map(mem: &GuestMemory) -> Vec<hvm_memmap_table_entry> {
     let ram = |addr: u64, size: u64| hvm_memmap_table_entry {
         addr,
         size,

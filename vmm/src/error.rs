@@ -57,6 +57,10 @@ pub enum VmmError {
 
     #[error("disk {}: {reason}", .path.display())]
     Disk { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Snapshot(String),
+    #[error("snapshot state: {0}")]
+    SnapshotState(String),
     #[error("recording: {0}")]
     Record(String),
     #[error("--record records one disk; this VM has {0} (pass a single --disk)")]

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::memory::GuestMemory;
+use ::snapshot::SnapshotKind;
 use introspection::TapStats;
 use kvm_ioctls::VcpuExit;
-use vm_memory::GuestMemoryMmap;
 
 use crate::boot;
 use crate::devices::serial::{SerialDevice, SerialOut};
@@ -16,7 +17,8 @@ use crate::devices::virtio::block::{Block, WriteTap};
 use crate::devices::virtio::mmio::{MmioTransport, WINDOW_SIZE};
 use crate::devices::virtio::IrqLine;
 use crate::devices::{
-    exit_status_from_guest, EXIT_PORT, MAX_VIRTIO_DEVICES, VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE,
+    exit_status_from_guest, EXIT_PORT, MAX_VIRTIO_DEVICES, SNAPSHOT_PORT, VIRTIO_FIRST_IRQ,
+    VIRTIO_MMIO_BASE,
 };
 use crate::error::{Result, VmmError};
 use crate::memory::{self, START_INFO_ADDR};
@@ -25,7 +27,12 @@ use crate::stats::{self, RunStats};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
 
+mod restore;
+mod snapshot;
 mod watchdog;
+pub use restore::RestoreConfig;
+use snapshot::SnapshotChain;
+pub use snapshot::{SnapshotConfig, SnapshotInfo};
 use watchdog::Watchdog;
 
 /// The kernel to boot.
@@ -65,6 +72,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// Record every write of the (single) disk.
     pub record: Option<RecordConfig>,
+    /// Where snapshots go (turns on dirty-page tracking).
+    pub snapshot: Option<SnapshotConfig>,
 }
 
 impl Default for VmConfig {
@@ -78,6 +87,7 @@ impl Default for VmConfig {
             timeout: None,
             disks: Vec::new(),
             record: None,
+            snapshot: None,
         }
     }
 }
@@ -90,6 +100,8 @@ pub struct RunOutcome {
     pub stats: RunStats,
     /// What the recorder wrote, when recording.
     pub recording: Option<TapStats>,
+    /// Snapshots the guest asked for during the run.
+    pub snapshots: Vec<SnapshotInfo>,
 }
 
 pub struct Machine {
@@ -99,8 +111,11 @@ pub struct Machine {
     serial: SerialDevice,
     virtio: Vec<MmioTransport>,
     recorder: Option<Arc<Recorder>>,
+    snapshots: Option<SnapshotChain>,
+    mem_mib: u64,
+    disk_configs: Vec<DiskConfig>,
     vm: Vm,
-    mem: GuestMemoryMmap,
+    mem: GuestMemory,
     timeout: Option<Duration>,
     built_at: Instant,
     build_time: Duration,
@@ -132,18 +147,10 @@ impl Machine {
         let serial_out = open_serial(&config.serial)?;
 
         let vm = Vm::new(&config.kvm_path)?;
-        vm.register_memory(&mem)?;
+        vm.register_memory(&mem, config.snapshot.is_some())?;
         vm.setup_irqchip()?;
         let serial = SerialDevice::new(vm.fd(), serial_out)?;
-        let mut virtio = Vec::with_capacity(disks.len());
-        for (i, disk) in disks.into_iter().enumerate() {
-            let irq = IrqLine::new(vm.fd(), VIRTIO_FIRST_IRQ + i as u32)?;
-            let tap = recorder
-                .as_ref()
-                .map(|r| Box::new(DeviceTap::new(r.clone())) as Box<dyn WriteTap>);
-            let block = Block::new(disk, &format!("vmm-disk{i}"), tap);
-            virtio.push(MmioTransport::new(Box::new(block), irq, mem.clone()));
-        }
+        let virtio = attach_disks(&vm, &mem, disks, recorder.as_ref())?;
         let vcpu = Vcpu::new(&vm, 0)?;
         vcpu.set_cpuid(&vm)?;
         vcpu.set_lint()?;
@@ -153,6 +160,12 @@ impl Machine {
             serial,
             virtio,
             recorder,
+            snapshots: config
+                .snapshot
+                .clone()
+                .map(|config| SnapshotChain { config, last: None }),
+            mem_mib: config.mem_mib,
+            disk_configs: config.disks.clone(),
             vm,
             mem,
             timeout: config.timeout,
@@ -161,7 +174,7 @@ impl Machine {
         })
     }
 
-    pub fn memory(&self) -> &GuestMemoryMmap {
+    pub fn memory(&self) -> &GuestMemory {
         &self.mem
     }
 
@@ -180,7 +193,17 @@ impl Machine {
             build_us: self.build_time.as_micros() as u64,
             ..Default::default()
         };
-        let result = self.run_loop(&mut stats, watchdog.as_ref());
+        let mut snapshots = Vec::new();
+        let result = loop {
+            match self.run_loop(&mut stats, watchdog.as_ref()) {
+                Ok(Exit::Guest(status)) => break Ok(status),
+                Ok(Exit::Snapshot(kind)) => match self.snapshot(kind) {
+                    Ok(info) => snapshots.push(info),
+                    Err(e) => break Err(e),
+                },
+                Err(e) => break Err(e),
+            }
+        };
         if let Some(w) = watchdog {
             w.disarm();
         }
@@ -203,11 +226,13 @@ impl Machine {
                 status,
                 stats,
                 recording,
+                snapshots,
             }
         })
     }
 
-    fn run_loop(&mut self, stats: &mut RunStats, watchdog: Option<&Watchdog>) -> Result<u8> {
+    fn run_loop(&mut self, stats: &mut RunStats, watchdog: Option<&Watchdog>) -> Result<Exit> {
+        let snapshots_on = self.snapshots.is_some();
         let serial = &mut self.serial;
         let virtio = &mut self.virtio;
         let vcpu = &mut self.vcpus[0];
@@ -222,7 +247,17 @@ impl Machine {
                                 let mut word = [0u8; 4];
                                 let n = data.len().min(4);
                                 word[..n].copy_from_slice(&data[..n]);
-                                return Ok(exit_status_from_guest(u32::from_le_bytes(word)));
+                                return Ok(Exit::Guest(exit_status_from_guest(
+                                    u32::from_le_bytes(word),
+                                )));
+                            }
+                            if port == SNAPSHOT_PORT && snapshots_on {
+                                let kind = if data.first() == Some(&2) {
+                                    SnapshotKind::Incremental
+                                } else {
+                                    SnapshotKind::Full
+                                };
+                                return Ok(Exit::Snapshot(kind));
                             }
                             if SerialDevice::contains(port) {
                                 serial.pio_write(port, data[0]);
@@ -283,6 +318,32 @@ impl Machine {
             }
         }
     }
+}
+
+/// Why the run loop handed control back.
+enum Exit {
+    /// The guest wrote its exit status.
+    Guest(u8),
+    /// The guest asked to be snapshotted here.
+    Snapshot(SnapshotKind),
+}
+
+/// Builds a virtio-blk device on virtio-mmio for each disk, wiring the
+/// recorder's tap into them.
+fn attach_disks(
+    vm: &Vm,
+    mem: &GuestMemory,
+    disks: Vec<DiskImage>,
+    recorder: Option<&Arc<Recorder>>,
+) -> Result<Vec<MmioTransport>> {
+    let mut virtio = Vec::with_capacity(disks.len());
+    for (i, disk) in disks.into_iter().enumerate() {
+        let irq = IrqLine::new(vm.fd(), VIRTIO_FIRST_IRQ + i as u32)?;
+        let tap = recorder.map(|r| Box::new(DeviceTap::new(r.clone())) as Box<dyn WriteTap>);
+        let block = Block::new(disk, &format!("vmm-disk{i}"), tap);
+        virtio.push(MmioTransport::new(Box::new(block), irq, mem.clone()));
+    }
+    Ok(virtio)
 }
 
 /// Why the vCPU cannot go on; turned into an error once the exit's borrow of

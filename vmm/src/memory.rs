@@ -13,7 +13,13 @@
 //! ```
 //! Memory is an anonymous private mapping with MAP_NORESERVE: pages the guest
 //! never touches cost the host nothing.
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::bitmap::AtomicBitmap;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+/// Guest memory with a dirty bitmap: every write the VMM itself makes
+/// (virtio DMA, boot data) marks its page, which KVM's dirty log cannot
+/// see. Incremental snapshots OR it with KVM's log.
+pub type GuestMemory = vm_memory::GuestMemoryMmap<AtomicBitmap>;
 
 use crate::error::{Result, VmmError};
 
@@ -57,7 +63,7 @@ pub fn host_mem_mib() -> Option<u64> {
 }
 
 /// Checks `mem_mib` against our limits and the host, then maps guest memory.
-pub fn create_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap> {
+pub fn create_guest_memory(mem_mib: u64) -> Result<GuestMemory> {
     if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&mem_mib) {
         return Err(VmmError::MemoryOutOfRange(mem_mib));
     }
@@ -66,7 +72,7 @@ pub fn create_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap> {
             return Err(VmmError::MemoryTooLarge { mem_mib, host_mib });
         }
     }
-    GuestMemoryMmap::from_ranges(&ram_ranges(mem_mib)).map_err(|e| VmmError::MemoryAlloc {
+    GuestMemory::from_ranges(&ram_ranges(mem_mib)).map_err(|e| VmmError::MemoryAlloc {
         mem_mib,
         reason: e.to_string(),
     })
@@ -74,7 +80,7 @@ pub fn create_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap> {
 
 /// Bytes of guest memory resident in host RAM (pages the guest touched), by
 /// `mincore(2)` over every region.
-pub fn resident_bytes(mem: &GuestMemoryMmap) -> u64 {
+pub fn resident_bytes(mem: &GuestMemory) -> u64 {
     let page = page_size();
     let mut total = 0u64;
     for region in mem.iter() {

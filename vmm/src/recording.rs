@@ -46,6 +46,11 @@ enum Msg {
     Writes(Vec<(u64, Vec<u8>)>),
     Barrier(SyncSender<std::result::Result<u64, String>>),
     Mark(String, SyncSender<std::result::Result<u64, String>>),
+    /// A barrier, then a SnapshotTaken record: (barrier seq, checksum).
+    Snapshot(
+        String,
+        SyncSender<std::result::Result<(u64, [u8; 32]), String>>,
+    ),
     Close(SyncSender<std::result::Result<TapStats, String>>),
 }
 
@@ -64,6 +69,7 @@ pub struct Recorder {
     worker: Mutex<Option<JoinHandle<()>>>,
     /// The disk image, to make it durable with the final barrier.
     image: File,
+    vm_id: String,
     pub open_report: TapOpenReport,
 }
 
@@ -106,6 +112,7 @@ impl Recorder {
             tx: Mutex::new(Some(tx)),
             worker: Mutex::new(Some(worker)),
             image,
+            vm_id: config.vm_id.clone(),
             open_report,
         }))
     }
@@ -129,6 +136,20 @@ impl Recorder {
         answer
             .recv()
             .map_err(|_| "the recording thread stopped".to_string())?
+    }
+
+    pub fn vm_id(&self) -> &str {
+        &self.vm_id
+    }
+
+    /// A consistent point for a snapshot: the image made durable, a
+    /// barrier, then a SnapshotTaken record. Returns the barrier's seq and
+    /// the disk checksum there.
+    pub fn snapshot_point(&self, id: &str) -> std::result::Result<(u64, [u8; 32]), String> {
+        self.image
+            .sync_data()
+            .map_err(|e| format!("syncing the disk image: {e}"))?;
+        self.ask(|reply| Msg::Snapshot(id.to_string(), reply))
     }
 
     /// Writes a named mark into the log, after every write before it.
@@ -182,6 +203,19 @@ fn run_tap(mut tap: BlockTap, rx: Receiver<Msg>) {
                 let r = match &failed {
                     Some(e) => Err(e.clone()),
                     None => tap.mark(&name).map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Msg::Snapshot(id, reply) => {
+                let r = match &failed {
+                    Some(e) => Err(e.clone()),
+                    None => tap
+                        .barrier(BarrierKind::Flush)
+                        .and_then(|seq| {
+                            let checksum = tap.checksum();
+                            tap.snapshot_taken(&id).map(|_| (seq, checksum))
+                        })
+                        .map_err(|e| e.to_string()),
                 };
                 let _ = reply.send(r);
             }

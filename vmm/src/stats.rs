@@ -1,6 +1,6 @@
 //! What one run cost: exits, time, and the VMM's own memory overhead.
+use crate::memory::GuestMemory;
 use serde::Serialize;
-use vm_memory::GuestMemoryMmap;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunStats {
@@ -22,7 +22,7 @@ pub struct RunStats {
 }
 
 /// Fills the memory fields from /proc/self/status and mincore(2).
-pub fn fill_memory(stats: &mut RunStats, mem: &GuestMemoryMmap) {
+pub fn fill_memory(stats: &mut RunStats, mem: &GuestMemory) {
     stats.rss_kib = self_rss_kib().unwrap_or(0);
     stats.guest_resident_kib = crate::memory::resident_bytes(mem) / 1024;
     stats.vmm_overhead_kib = stats.rss_kib.saturating_sub(stats.guest_resident_kib);

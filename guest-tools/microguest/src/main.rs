@@ -7,11 +7,18 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod boot;
 mod cmdline;
+mod disk;
+mod heap;
 mod io;
+mod layout;
+mod libc;
 mod mem;
 mod rng;
+mod sqlite;
 mod virtio_blk;
 mod workloads;
 
@@ -43,6 +50,8 @@ extern "C" fn microguest_main(start_info: u64) -> ! {
         io::print("microguest: bad hvm_start_info magic\n");
         io::exit(EXIT_GUEST_ERROR);
     }
+    // SAFETY: checked above that start_info is hvm_start_info; once.
+    unsafe { heap::init(start_info) };
     // SAFETY: the VMM wrote a NUL-terminated command line at cmdline_paddr.
     let line = unsafe { cmdline::from_paddr(info.cmdline_paddr) };
     let cmdline = Cmdline::new(line);

@@ -96,6 +96,11 @@ impl IndexView {
         self.map.get(id).copied()
     }
 
+    /// Every live entry (zero objects with an index record included).
+    pub fn entries(&self) -> impl Iterator<Item = (ObjectId, Loc)> + '_ {
+        self.map.iter().map(|(id, loc)| (*id, *loc))
+    }
+
     /// (objects, stored bytes, raw bytes) of objects with pack bytes.
     pub fn totals(&self) -> (u64, u64, u64) {
         (self.objects, self.stored_bytes, self.raw_bytes)

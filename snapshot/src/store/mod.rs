@@ -15,6 +15,12 @@
 //! record that is incomplete or fails its CRC. One [`Store`] may be shared
 //! by threads (`&self` methods, `Send + Sync`).
 //!
+//! # Compaction
+//! [`Store::compact`] rewrites the store keeping only the objects a caller
+//! marks live (the sweep of [`crate::gc`]): new packs and a new index,
+//! renamed over the old one; every handle reloads when it sees the new
+//! index. Protocol, pins and the crash-safety argument are in `gc.rs`.
+//!
 //! # Zero objects
 //! All-zero data is never written to a pack. `put` returns
 //! [`ObjectId::zero`]`(len)`. For the well-known lengths (0 and powers of
@@ -37,6 +43,7 @@
 
 mod error;
 mod format;
+mod gc;
 mod id;
 mod index;
 mod lock;
@@ -62,8 +69,10 @@ pub use id::{
 
 use error::io_err;
 use format::{decode_header, encode_header, BootId, HEADER_LEN, INDEX_MAGIC, RECORD_LEN};
+pub use gc::{GcLock, GcReport, Pin};
 use index::IndexView;
 use pack::PackFiles;
+pub use write::PutReport;
 
 /// Largest object `put` accepts (64 MiB).
 pub const MAX_OBJECT_LEN: usize = 64 << 20;
@@ -142,6 +151,9 @@ pub struct Store {
 pub(crate) struct Inner {
     view: IndexView,
     index: File,
+    /// (device, inode) of `index`: a compaction replaces `index.log` by
+    /// rename, and every handle reloads when the name's inode changes.
+    generation: (u64, u64),
     lock: File,
     packs: PackFiles,
     warnings: Vec<String>,
@@ -211,6 +223,7 @@ impl Store {
         }
         let inner = Inner {
             view,
+            generation: file_identity(&index, &index_path)?,
             index,
             lock,
             packs: PackFiles::new(packs_dir),
@@ -250,7 +263,8 @@ impl Store {
 
     /// Returns object `id`, checked against its BLAKE3.
     pub fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
-        let (loc, file, path) = {
+        let mut attempt = 0;
+        let (loc, file, path) = loop {
             let mut g = self.inner();
             let loc = match g.view.get(id) {
                 Some(loc) => loc,
@@ -268,9 +282,30 @@ impl Store {
             if loc.is_zero() {
                 return Ok(vec![0; loc.raw_len as usize]);
             }
-            (loc, g.packs.reader(loc.pack)?, g.packs.path(loc.pack))
+            match g.packs.reader(loc.pack) {
+                Ok(file) => break (loc, file, g.packs.path(loc.pack)),
+                // A compaction by another handle removed the pack this
+                // (older) view points into: reload the index and retry.
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && attempt < 3
+                        && g.reload_if_replaced(&self.index_path)? =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         };
         pack::read_object(&file, &path, id, loc)
+    }
+
+    /// Brings this handle's view up to date: reloads the index if a
+    /// compaction replaced it, then reads records appended since. (`get`
+    /// and `put` do this when they need to; `contains` answers from the
+    /// view when it knows the id, so call this first when another process
+    /// may have run [`Store::compact`].)
+    pub fn refresh(&self) -> Result<()> {
+        self.inner().refresh(&self.index_path)
     }
 
     /// Whether object `id` is in the store (zero objects always are). Reads
@@ -306,10 +341,46 @@ impl Store {
 }
 
 impl Inner {
-    /// Reads index records appended since the last look.
+    /// Reads index records appended since the last look (reloading the
+    /// index first if a compaction replaced it).
     fn refresh(&mut self, index_path: &Path) -> Result<()> {
+        self.reload_if_replaced(index_path)?;
         self.view.tail(&self.index, index_path)
     }
+
+    /// If `index.log` is no longer the file this handle has open (a
+    /// compaction renamed a new one over it), opens the new one and
+    /// rebuilds the view from it. Returns whether it did.
+    fn reload_if_replaced(&mut self, index_path: &Path) -> Result<bool> {
+        let now = match std::fs::metadata(index_path) {
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            }
+            Err(e) => return Err(io_err("stat", index_path)(e)),
+        };
+        if now == self.generation {
+            return Ok(false);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(index_path)
+            .map_err(io_err("open", index_path))?;
+        let mut view = IndexView::new();
+        view.tail(&file, index_path)?;
+        self.generation = file_identity(&file, index_path)?;
+        self.index = file;
+        self.view = view;
+        Ok(true)
+    }
+}
+
+/// (device, inode) of an open file.
+fn file_identity(f: &File, path: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().map_err(io_err("stat", path))?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// Opens `index.log`, creating it (header, fsync) under the writers' lock

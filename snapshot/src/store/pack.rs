@@ -36,6 +36,26 @@ impl PackFiles {
         self.dir.join(pack_file_name(n))
     }
 
+    /// Numbers of the pack files in the directory, sorted.
+    pub fn on_disk(&self) -> Result<Vec<u32>> {
+        let rd = std::fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))?;
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.map_err(io_err("list", &self.dir))?;
+            let name = e.file_name();
+            let n = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".pack"))
+                .filter(|n| n.len() == 8)
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(n) = n {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// A read handle on pack `n`, its header checked on first open.
     pub fn reader(&mut self, n: u32) -> Result<Arc<File>> {
         if let Some(f) = self.readers.get(&n) {

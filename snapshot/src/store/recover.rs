@@ -31,6 +31,7 @@ impl Inner {
     /// end clean, so that `view.pos` is the file's length and appends may
     /// start there.
     pub(super) fn prepare_write(&mut self, index_path: &Path, boot: BootId) -> Result<()> {
+        self.reload_if_replaced(index_path)?;
         self.view.tail(&self.index, index_path)?;
         let rebooted = self.view.last_boot != Some(boot);
         if let Some(stop) = self.view.stop.clone() {

@@ -9,6 +9,17 @@ use super::lock::lock_exclusive;
 use super::pack::append_stored;
 use super::{fsync_dir, is_all_zero, ObjectId, Store, MAX_OBJECT_LEN};
 
+/// What one put call added to the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PutReport {
+    /// Objects written to a pack by this call (zero objects excluded).
+    pub new_objects: u64,
+    /// Their own length.
+    pub new_raw_bytes: u64,
+    /// Bytes they take in packs (after compression).
+    pub new_stored_bytes: u64,
+}
+
 /// An object prepared outside the lock: its stored bytes are
 /// `buf[start..start + len]` (nothing for a zero object).
 struct Staged {
@@ -45,7 +56,7 @@ impl Store {
                 ObjectId::of(data)
             });
         }
-        self.put_with_ids(items, ids)
+        Ok(self.put_with_ids(items, ids)?.0)
     }
 
     /// Like [`Store::put_batch`] for objects whose BLAKE3 hashes the caller
@@ -58,6 +69,16 @@ impl Store {
         items: &[T],
         ids: &[ObjectId],
     ) -> Result<Vec<ObjectId>> {
+        Ok(self.put_batch_hashed_report(items, ids)?.0)
+    }
+
+    /// [`Store::put_batch_hashed`] that also says what this call added to
+    /// the store (objects already present, put by anyone, are not counted).
+    pub fn put_batch_hashed_report<T: AsRef<[u8]>>(
+        &self,
+        items: &[T],
+        ids: &[ObjectId],
+    ) -> Result<(Vec<ObjectId>, PutReport)> {
         assert_eq!(items.len(), ids.len(), "one id per item");
         let ids = items
             .iter()
@@ -78,7 +99,7 @@ impl Store {
         &self,
         items: &[T],
         ids: Vec<ObjectId>,
-    ) -> Result<Vec<ObjectId>> {
+    ) -> Result<(Vec<ObjectId>, PutReport)> {
         let mut zero = Vec::with_capacity(items.len());
         let mut todo = Vec::new();
         let mut seen: HashSet<ObjectId, IdHashBuilder> = HashSet::default();
@@ -98,19 +119,42 @@ impl Store {
             todo.push(i);
         }
         if todo.is_empty() {
-            return Ok(ids);
+            return Ok((ids, PutReport::default()));
         }
-        {
-            let g = self.inner();
+        loop {
+            if let Some(report) = self.try_put(items, &ids, &zero, todo.clone())? {
+                return Ok((ids, report));
+            }
+        }
+    }
+
+    /// One attempt at storing `items[i]` for `i` in `todo`. Returns `None`
+    /// when a compaction replaced the index between the unlocked dedup
+    /// check and taking the lock (objects skipped as present may be gone):
+    /// the caller tries again.
+    fn try_put<T: AsRef<[u8]>>(
+        &self,
+        items: &[T],
+        ids: &[ObjectId],
+        zero: &[bool],
+        mut todo: Vec<usize>,
+    ) -> Result<Option<PutReport>> {
+        let generation = {
+            let mut g = self.inner();
+            // A view from before a compaction may list objects it dropped
+            // (one stat per batch; a compaction after this point is caught
+            // under the lock below).
+            g.reload_if_replaced(&self.index_path)?;
             // The view is only trusted for dedup once this boot's BOOT
             // record is in it (objects lost in a crash are revoked by then).
             if g.view.last_boot == Some(self.boot) {
                 todo.retain(|&i| g.view.get(&ids[i]).is_none());
                 if todo.is_empty() {
-                    return Ok(ids);
+                    return Ok(Some(PutReport::default()));
                 }
             }
-        }
+            g.generation
+        };
 
         let mut buf = Vec::new();
         let mut staged = Vec::with_capacity(todo.len());
@@ -133,9 +177,12 @@ impl Store {
         let mut g = self.inner();
         let _locked = lock_exclusive(&g.lock, &self.lock_path)?;
         g.prepare_write(&self.index_path, self.boot)?;
+        if g.generation != generation {
+            return Ok(None);
+        }
         staged.retain(|s| g.view.get(&ids[s.item]).is_none());
         if staged.is_empty() {
-            return Ok(ids);
+            return Ok(Some(PutReport::default()));
         }
 
         let limit = self.opts.pack_target_size;
@@ -159,7 +206,13 @@ impl Store {
             let (mut pack, mut len) = match cur {
                 Some(c) => c,
                 None => {
-                    let n = g.view.max_pack().unwrap_or(0);
+                    // An index with no packs (new, or compacted to nothing)
+                    // goes on after the highest pack file there: pack
+                    // numbers are never reused (see `gc.rs`).
+                    let n = match g.view.max_pack() {
+                        Some(n) => n,
+                        None => g.packs.on_disk()?.last().copied().unwrap_or(0),
+                    };
                     (n, g.packs.open_writer(n)?)
                 }
             };
@@ -205,7 +258,15 @@ impl Store {
                 .write_at(r.pack, &buf[r.start..r.end], r.pack_offset)?;
         }
         g.append(&self.index_path, &records)?;
-        Ok(ids)
+        let mut report = PutReport::default();
+        for s in &staged {
+            if s.flags & FLAG_ZERO == 0 {
+                report.new_objects += 1;
+                report.new_raw_bytes += items[s.item].as_ref().len() as u64;
+                report.new_stored_bytes += u64::from(s.len);
+            }
+        }
+        Ok(Some(report))
     }
 
     /// Makes every object put so far durable.

@@ -236,6 +236,7 @@ pub fn mark(args: &MarkArgs) -> Result<i32, CliError> {
 pub fn store_stats(args: &StatsArgs) -> Result<i32, CliError> {
     let dir = RecordDir::new(&args.dir);
     if !dir.store_dir().is_dir() {
+        // A record directory always has its store; anything else is a typo.
         return Err(CliError::new(format!(
             "{} has no content store; pass the DIR given to `vmm run --record`",
             dir.root().display()

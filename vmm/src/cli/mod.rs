@@ -8,6 +8,7 @@ mod demo;
 mod log;
 mod replay;
 mod run;
+mod snapshot;
 
 /// A minimal KVM VMM that boots test VMs, records what they write, and
 /// snapshots and replays them.
@@ -65,6 +66,16 @@ pub enum Command {
     /// Example: vmm drill --log rec/ --vm web1 --at mark=nightly --json
     #[command(verbatim_doc_comment)]
     Drill(replay::DrillArgs),
+    /// Bring a VM back from a snapshot and run it on from there.
+    ///
+    /// Examples:
+    ///   vmm restore rec/snapshots/ID.snap
+    ///   vmm restore rec/snapshots/ID.snap --disk clone1.img --vm-id clone1
+    #[command(verbatim_doc_comment)]
+    Restore(snapshot::RestoreArgs),
+    /// List and merge snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 /// A command's failure: one line for the user, and the exit status.
@@ -113,6 +124,9 @@ pub fn main() -> i32 {
         Command::Store(log::StoreCommand::Stats(args)) => log::store_stats(args),
         Command::Replay(args) => replay::replay(args),
         Command::Drill(args) => replay::drill(&cli, args),
+        Command::Restore(args) => snapshot::restore(&cli, args),
+        Command::Snapshot(snapshot::SnapshotCommand::List(args)) => snapshot::list(args),
+        Command::Snapshot(snapshot::SnapshotCommand::Merge(args)) => snapshot::merge_cmd(args),
     };
     match result {
         Ok(status) => status,

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use vmm::machine::SnapshotConfig;
 use vmm::recording::RecordConfig;
 use vmm::{DiskConfig, KernelSource, Machine, SerialOutput, VmConfig, VmmError};
 
@@ -53,13 +54,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID", default_value = "vm0", value_parser = parse_vm_id)]
     pub vm_id: String,
 
+    /// Keep snapshots in DIR (DIR/snapshots, pages in DIR/store); default:
+    /// the --record directory. Turns on dirty-page tracking, so that the
+    /// guest (port 0xf5) or `vmm snapshot create` can take full and
+    /// incremental snapshots.
+    #[arg(long, value_name = "DIR")]
+    pub snapshots: Option<PathBuf>,
+
     /// Print run statistics as one JSON line on stderr when the guest exits:
     /// time, VM exits, resident memory and the VMM's own overhead.
     #[arg(long)]
     pub stats: bool,
 }
 
-fn parse_serial(s: &str) -> Result<SerialOutput, String> {
+pub fn parse_serial(s: &str) -> Result<SerialOutput, String> {
     match s {
         "stdout" => Ok(SerialOutput::Stdout),
         _ => match s.strip_prefix("file:") {
@@ -71,11 +79,11 @@ fn parse_serial(s: &str) -> Result<SerialOutput, String> {
     }
 }
 
-fn parse_vm_id(s: &str) -> Result<String, String> {
+pub fn parse_vm_id(s: &str) -> Result<String, String> {
     vmm::recording::check_vm_id(s).map(|()| s.to_string())
 }
 
-fn parse_disk(s: &str) -> Result<DiskConfig, String> {
+pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {
     let (path, read_only) = match s.rsplit_once(',') {
         Some((path, "ro")) => (path, true),
         Some((path, "rw")) => (path, false),
@@ -108,24 +116,53 @@ impl RunArgs {
                 dir,
                 vm_id: self.vm_id.clone(),
             }),
+            snapshot: self
+                .snapshots
+                .clone()
+                .or_else(|| self.record.clone())
+                .map(|dir| SnapshotConfig {
+                    dir,
+                    vm_id: self.vm_id.clone(),
+                }),
         }
     }
 }
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, VmmError> {
-    let mut machine = Machine::build(&args.config(cli))?;
+    let machine = Machine::build(&args.config(cli))?;
+    finish(machine, args.stats, args.record.as_deref(), &args.vm_id)
+}
+
+/// Runs a built or restored machine to its end and reports.
+pub fn finish(
+    mut machine: Machine,
+    print_stats: bool,
+    record: Option<&std::path::Path>,
+    vm_id: &str,
+) -> Result<i32, VmmError> {
     let outcome = machine.run()?;
-    if args.stats {
+    for snap in &outcome.snapshots {
+        eprintln!(
+            "vmm: snapshot {} ({:?}, {} of {} pages hashed, {} new objects, VM paused {:.1} ms)",
+            snap.id,
+            snap.kind,
+            snap.stats.hashed_pages,
+            snap.stats.pages,
+            snap.stats.new_objects,
+            snap.pause_us as f64 / 1e3
+        );
+    }
+    if print_stats {
         let mut stats = serde_json::to_value(&outcome.stats).expect("stats serialize");
         stats["recording"] = serde_json::to_value(outcome.recording).expect("serialize");
         eprintln!("{stats}");
-    } else if let (Some(rec), Some(dir)) = (outcome.recording, &args.record) {
+    } else if let (Some(rec), Some(dir)) = (outcome.recording, record) {
         eprintln!(
             "vmm: recorded {} writes ({} blocks, {} barriers) as {} in {}",
             rec.writes,
             rec.blocks,
             rec.barriers,
-            args.vm_id,
+            vm_id,
             dir.display()
         );
     }

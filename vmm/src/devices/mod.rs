@@ -1,5 +1,6 @@
 //! Emulated devices. Each device is a small state machine driven by the
 //! machine's run loop on port I/O or MMIO exits.
+pub mod persist;
 pub mod serial;
 pub mod virtio;
 
@@ -15,6 +16,12 @@ pub const MAX_VIRTIO_DEVICES: usize = 11;
 /// exits with `min(status, 255)`. (QEMU's isa-debug-exit lives at the same
 /// port; ours passes the value through unchanged.)
 pub const EXIT_PORT: u16 = 0xf4;
+
+/// The snapshot-request port: a guest that writes 1 (full) or 2
+/// (incremental) here is snapshotted at that instruction and then goes on.
+/// Tests use it to snapshot at an exact point of a workload; admins use the
+/// control socket instead.
+pub const SNAPSHOT_PORT: u16 = 0xf5;
 
 /// Exit status the VMM uses for a guest-written status above 255, so that a
 /// failure never wraps around to success.

@@ -3,7 +3,10 @@
 use std::io::Write;
 
 use kvm_ioctls::VmFd;
+use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
+
+use super::persist::SerialSnap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::{Result, VmmError};
@@ -27,7 +30,7 @@ impl Trigger for EventFdTrigger {
 pub type SerialOut = Box<dyn Write + Send>;
 
 pub struct SerialDevice {
-    uart: Serial<EventFdTrigger, vm_superio::serial::NoEvents, SerialOut>,
+    uart: Serial<EventFdTrigger, NoEvents, SerialOut>,
     /// Bytes the guest has written, for run statistics.
     pub bytes_out: u64,
 }
@@ -35,6 +38,15 @@ pub struct SerialDevice {
 impl SerialDevice {
     /// A UART on COM1 wired to IRQ 4 of `vm`, writing to `out`.
     pub fn new(vm: &VmFd, out: SerialOut) -> Result<Self> {
+        Self::with_state(vm, out, None)
+    }
+
+    /// The same, with the registers of a snapshot.
+    pub fn restore(vm: &VmFd, out: SerialOut, state: &SerialSnap) -> Result<Self> {
+        Self::with_state(vm, out, Some(state))
+    }
+
+    fn with_state(vm: &VmFd, out: SerialOut, state: Option<&SerialSnap>) -> Result<Self> {
         let kvm = |step| move |source| VmmError::Kvm { step, source };
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Kvm {
             step: "creating the serial eventfd",
@@ -42,10 +54,13 @@ impl SerialDevice {
         })?;
         vm.register_irqfd(&evt, COM1_IRQ)
             .map_err(kvm("registering the serial irqfd"))?;
-        Ok(Self {
-            uart: Serial::new(EventFdTrigger(evt), out),
-            bytes_out: 0,
-        })
+        let trigger = EventFdTrigger(evt);
+        let uart = match state {
+            None => Serial::new(trigger, out),
+            Some(s) => Serial::from_state(&s.into(), trigger, NoEvents, out)
+                .map_err(|e| VmmError::SnapshotState(format!("serial: {e:?}")))?,
+        };
+        Ok(Self { uart, bytes_out: 0 })
     }
 
     pub fn contains(port: u16) -> bool {
@@ -64,6 +79,10 @@ impl SerialDevice {
 
     pub fn pio_read(&mut self, port: u16) -> u8 {
         self.uart.read((port - COM1_BASE) as u8)
+    }
+
+    pub fn save_state(&self) -> SerialSnap {
+        SerialSnap::from(&self.uart.state())
     }
 
     pub fn flush(&mut self) {

@@ -3,9 +3,12 @@ use std::ffi::CString;
 use std::io;
 use std::path::Path;
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use crate::memory::GuestMemory;
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Cap, Kvm, VmFd};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
 use crate::error::{Result, VmmError};
 
@@ -53,15 +56,20 @@ impl Vm {
         &self.fd
     }
 
-    /// Registers every guest memory region as a KVM memory slot.
-    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<()> {
+    /// Registers every guest memory region as a KVM memory slot, with
+    /// KVM's dirty-page log on when `dirty_log` (for incremental snapshots).
+    pub fn register_memory(&self, mem: &GuestMemory, dirty_log: bool) -> Result<()> {
         for (slot, region) in mem.iter().enumerate() {
             let host = region
                 .get_host_address(MemoryRegionAddress(0))
                 .map_err(|e| VmmError::BootSetup(e.to_string()))?;
             let desc = kvm_userspace_memory_region {
                 slot: slot as u32,
-                flags: 0,
+                flags: if dirty_log {
+                    KVM_MEM_LOG_DIRTY_PAGES
+                } else {
+                    0
+                },
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),
                 userspace_addr: host as u64,

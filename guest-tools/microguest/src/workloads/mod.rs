@@ -6,6 +6,11 @@ use crate::{io, say};
 
 mod blk;
 mod evil;
+mod json;
+mod kv;
+mod memtest;
+pub mod spec;
+mod sqlite;
 
 pub fn run(cmdline: &Cmdline) -> u32 {
     match cmdline.get("workload").unwrap_or("hello") {
@@ -19,8 +24,13 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "blk-verify" => blk::verify(cmdline),
         "blk-bench" => blk::bench(cmdline),
         "evil-blk" => evil::blk(cmdline),
+        "memtest" => memtest::run(cmdline),
+        "sqlite" => sqlite::run(cmdline),
+        "sqlite-summary" => sqlite::summary(cmdline),
+        "json" => json::run(cmdline),
+        "kv" => kv::run(cmdline),
         other => {
-            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-checksum blk-bench evil-blk)\n");
+            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-checksum blk-bench evil-blk memtest)\n");
             crate::EXIT_GUEST_ERROR
         }
     }

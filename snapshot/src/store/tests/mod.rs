@@ -2,6 +2,7 @@
 
 mod basic;
 mod crash;
+mod gc;
 mod multiproc;
 
 use super::ObjectId;

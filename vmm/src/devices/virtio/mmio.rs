@@ -5,14 +5,15 @@
 //! Every value the driver writes is untrusted: queue sizes are checked
 //! against the maximum, queues are validated against guest memory before the
 //! device is activated, and unknown registers are ignored.
+use crate::memory::GuestMemory;
 use virtio_bindings::bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
     VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1,
 };
-use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use virtio_queue::{Queue, QueueState, QueueT};
 
 use super::{IrqLine, VirtioDevice};
+use crate::devices::persist::{QueueSnap, TransportSnap};
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
 const VERSION: u32 = 2;
@@ -23,7 +24,7 @@ const CONFIG_SPACE: u64 = 0x100;
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
     irq: IrqLine,
-    mem: GuestMemoryMmap,
+    mem: GuestMemory,
     queues: Vec<Queue>,
     queue_sel: u32,
     device_features_sel: u32,
@@ -35,7 +36,7 @@ pub struct MmioTransport {
 }
 
 impl MmioTransport {
-    pub fn new(device: Box<dyn VirtioDevice>, irq: IrqLine, mem: GuestMemoryMmap) -> Self {
+    pub fn new(device: Box<dyn VirtioDevice>, irq: IrqLine, mem: GuestMemory) -> Self {
         let queues = Self::fresh_queues(device.as_ref());
         Self {
             device,
@@ -167,6 +168,74 @@ impl MmioTransport {
             }
             _ => {}
         }
+    }
+
+    pub fn save_state(&self) -> TransportSnap {
+        let queues = if self.activated {
+            self.device.active_queues()
+        } else {
+            self.queues.iter().map(|q| q.state()).collect()
+        };
+        TransportSnap {
+            device_type: self.device.device_type(),
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            status: self.status,
+            config_generation: self.config_generation,
+            activated: self.activated,
+            interrupt_status: self.irq.status(),
+            queues: queues.into_iter().map(QueueSnap::from).collect(),
+        }
+    }
+
+    /// Puts a freshly built transport into a saved state; an activated
+    /// device gets its queues back, checked against guest memory.
+    pub fn restore_state(&mut self, s: &TransportSnap) -> Result<(), String> {
+        if s.device_type != self.device.device_type() {
+            return Err(format!(
+                "virtio device type {} in the snapshot, {} here",
+                s.device_type,
+                self.device.device_type()
+            ));
+        }
+        if s.queues.len() != self.device.queue_max_sizes().len() {
+            return Err(format!(
+                "{} queues in the snapshot, the device has {}",
+                s.queues.len(),
+                self.device.queue_max_sizes().len()
+            ));
+        }
+        let queues = s
+            .queues
+            .iter()
+            .map(|q| {
+                Queue::try_from(QueueState::from(*q)).map_err(|e| format!("queue state: {e:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.device_features_sel = s.device_features_sel;
+        self.driver_features_sel = s.driver_features_sel;
+        self.driver_features = s.driver_features & self.offered_features();
+        self.queue_sel = s.queue_sel;
+        self.status = s.status;
+        self.config_generation = s.config_generation;
+        self.irq.set_status(s.interrupt_status);
+        if s.activated {
+            if queues.iter().any(|q| q.ready() && !q.is_valid(&self.mem)) {
+                return Err("a saved queue lies outside guest memory".into());
+            }
+            self.queues = Self::fresh_queues(self.device.as_ref());
+            for (mine, theirs) in self.queues.iter_mut().zip(&queues) {
+                mine.set_ready(theirs.ready());
+            }
+            self.device
+                .activate(self.mem.clone(), queues, self.driver_features);
+            self.activated = true;
+        } else {
+            self.queues = queues;
+        }
+        Ok(())
     }
 
     fn set_status(&mut self, status: u32) {

@@ -7,9 +7,9 @@
 //! costs one exit either way.
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::memory::GuestMemory;
 use kvm_ioctls::VmFd;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::VmmError;
@@ -56,6 +56,11 @@ impl IrqLine {
         self.status.load(Ordering::SeqCst)
     }
 
+    /// Restores InterruptStatus from a snapshot (without raising anything).
+    pub fn set_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
+    }
+
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
@@ -74,11 +79,13 @@ pub trait VirtioDevice: Send {
     /// Driver writes to config space; most devices ignore them.
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// The driver finished setup: queues are valid, features acknowledged.
-    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>, acked_features: u64);
+    fn activate(&mut self, mem: GuestMemory, queues: Vec<Queue>, acked_features: u64);
     /// The driver notified queue `index`.
     fn process_queue(&mut self, index: u16, irq: &IrqLine);
     /// The driver reset the device; queues are gone.
     fn reset(&mut self);
+    /// The state of the queues the device runs (after `activate`).
+    fn active_queues(&self) -> Vec<virtio_queue::QueueState>;
     /// The VM is ending: hand off anything still buffered.
     fn stop(&mut self) -> Result<(), String> {
         Ok(())

@@ -8,8 +8,9 @@
 pub mod disk;
 pub mod request;
 
+use crate::memory::GuestMemory;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::Bytes;
 
 use self::disk::{DiskImage, BLOCK_SIZE};
 use self::request::{ParseError, Request, RequestType, ID_BYTES};
@@ -50,7 +51,7 @@ pub struct Block {
     disk: DiskImage,
     tap: Option<Box<dyn WriteTap>>,
     id: [u8; ID_BYTES],
-    mem: Option<GuestMemoryMmap>,
+    mem: Option<GuestMemory>,
     queue: Option<Queue>,
     counters: BlockCounters,
 }
@@ -90,7 +91,7 @@ impl Block {
     }
 
     /// Executes a checked request; returns (status, bytes written to guest buffers).
-    fn execute(&mut self, mem: &GuestMemoryMmap, req: &Request) -> (u8, u32) {
+    fn execute(&mut self, mem: &GuestMemory, req: &Request) -> (u8, u32) {
         match req.kind {
             RequestType::In => {
                 let Some((start, end)) = req.disk_range(&self.disk) else {
@@ -212,7 +213,7 @@ impl VirtioDevice for Block {
         }
     }
 
-    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>, _acked: u64) {
+    fn activate(&mut self, mem: GuestMemory, queues: Vec<Queue>, _acked: u64) {
         self.queue = queues.into_iter().next();
         self.mem = Some(mem);
     }
@@ -260,6 +261,10 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         self.queue = None;
         self.mem = None;
+    }
+
+    fn active_queues(&self) -> Vec<virtio_queue::QueueState> {
+        self.queue.iter().map(|q| q.state()).collect()
     }
 
     fn stop(&mut self) -> Result<(), String> {

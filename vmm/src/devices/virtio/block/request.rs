@@ -7,8 +7,9 @@
 //! here: directions, lengths, sector ranges, and that every buffer lies in
 //! guest memory. A request that fails a check completes with IOERR (or
 //! UNSUPP), never with a host error.
+use crate::memory::GuestMemory;
 use virtio_queue::DescriptorChain;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::disk::{DiskImage, SECTOR_SIZE};
 
@@ -55,8 +56,8 @@ pub enum ParseError {
 
 impl Request {
     pub fn parse(
-        chain: DescriptorChain<&GuestMemoryMmap>,
-        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemory>,
+        mem: &GuestMemory,
     ) -> Result<Self, ParseError> {
         let mut descs = Vec::new();
         let mut chain_cut = false;
@@ -155,7 +156,7 @@ impl Request {
     }
 
     /// Gathers the data buffers into one host buffer.
-    pub fn gather(&self, mem: &GuestMemoryMmap) -> Option<Vec<u8>> {
+    pub fn gather(&self, mem: &GuestMemory) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; self.data_len as usize];
         let mut at = 0;
         for &(addr, len) in &self.data {
@@ -166,7 +167,7 @@ impl Request {
     }
 
     /// Scatters `bytes` into the data buffers; returns how many were written.
-    pub fn scatter(&self, mem: &GuestMemoryMmap, bytes: &[u8]) -> Option<u32> {
+    pub fn scatter(&self, mem: &GuestMemory, bytes: &[u8]) -> Option<u32> {
         let mut at = 0usize;
         for &(addr, len) in &self.data {
             let n = (len as usize).min(bytes.len() - at);
@@ -180,6 +181,6 @@ impl Request {
     }
 }
 
-fn in_memory(mem: &GuestMemoryMmap, addr: GuestAddress, len: u32) -> bool {
+fn in_memory(mem: &GuestMemory, addr: GuestAddress, len: u32) -> bool {
     len == 0 || GuestMemoryBackend::check_range(mem, addr, len as usize)
 }

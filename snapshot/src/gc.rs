@@ -1,0 +1,201 @@
+//! Garbage collection of the content store: mark every object a snapshot
+//! or change log refers to, then compact the store to those
+//! ([`Store::compact`], whose doc gives the protocol and the crash-safety
+//! argument).
+//!
+//! Writers that put objects and then record references to them (a
+//! snapshot: capture, save the page lists, write the manifest; a change-log
+//! batch) hold a [`Store::pin`] across both steps, so that a collection
+//! never runs between them.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::manifest::{live_objects, ManifestError, SnapshotDir};
+use crate::store::{GcReport, IdHashBuilder, ObjectId, Store, StoreError};
+
+/// The set of objects a collection keeps.
+pub type LiveSet = HashSet<ObjectId, IdHashBuilder>;
+
+/// Error from the caller's part of the mark (its change logs).
+pub type ExtraError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a collection did not run or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// A snapshot could not be read or its page lists loaded: collecting
+    /// without it would delete its pages, so nothing is collected.
+    #[error("gc: nothing was collected: {0}; fix or remove that snapshot first")]
+    Snapshot(#[from] ManifestError),
+    /// The store failed.
+    #[error("gc: {0}")]
+    Store(#[from] StoreError),
+    /// The caller's marking (change logs) failed; nothing was collected.
+    #[error("gc: nothing was collected: marking the change logs' objects failed: {0}")]
+    Extra(ExtraError),
+}
+
+/// What [`collect`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CollectReport {
+    /// Snapshots marked.
+    pub snapshots: u64,
+    /// Objects marked live (snapshots' and the caller's).
+    pub live_objects: u64,
+    /// What the compaction did.
+    pub store: GcReport,
+}
+
+/// Collects `store`: takes the collection lock (waiting for pins), marks
+/// the chunks and pages of every snapshot in `dir`, lets `extra` add the
+/// objects its change logs refer to, then compacts the store to that set.
+/// Any snapshot that cannot be read stops the collection before anything
+/// is deleted.
+pub fn collect(
+    dir: &SnapshotDir,
+    store: &Store,
+    extra: impl FnOnce(&mut LiveSet) -> Result<(), ExtraError>,
+) -> Result<CollectReport, GcError> {
+    let lock = store.gc_lock()?;
+    store.refresh()?;
+    let mut live = LiveSet::default();
+    let ids = dir.ids()?;
+    for id in &ids {
+        let m = dir.read(id)?;
+        live_objects(store, &m, &mut live)?;
+    }
+    extra(&mut live).map_err(GcError::Extra)?;
+    let report = store.compact(&lock, |id| live.contains(id))?;
+    Ok(CollectReport {
+        snapshots: ids.len() as u64,
+        live_objects: live.len() as u64,
+        store: report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{merge, Manifest, MemoryRegion, SnapshotKind};
+    use crate::pages::{capture, restore, PageList, PAGE_SIZE};
+    use crate::testutil::{memory, mutate, Rng};
+
+    fn snap(dir: &SnapshotDir, store: &Store, mem: &[u8], parent: Option<&Manifest>) -> Manifest {
+        let _pin = store.pin().unwrap();
+        let kind = if parent.is_some() {
+            SnapshotKind::Incremental
+        } else {
+            SnapshotKind::Full
+        };
+        let mut m = Manifest::new("vm", kind, parent.map(|p| p.id.clone()));
+        let (list, st) = capture(store, mem, None, None).unwrap();
+        m.memory.push(MemoryRegion {
+            guest_addr: 0,
+            size: mem.len() as u64,
+            pages: list.save(store).unwrap(),
+        });
+        m.stats.add_capture(&st);
+        dir.write(&m).unwrap();
+        m
+    }
+
+    fn restored(store: &Store, m: &Manifest) -> Vec<u8> {
+        let list = PageList::load(store, &m.memory[0].pages).unwrap();
+        let mut out = vec![0u8; m.memory[0].size as usize];
+        restore(store, &list, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn collect_frees_removed_snapshots_and_keeps_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(tmp.path()).unwrap();
+        let store = dir.open_store().unwrap();
+        let mut mem = memory(1, 1024);
+        let a = snap(&dir, &store, &mem, None);
+        let mem_a = mem.clone();
+        let mut bitmap = vec![0u64; 16];
+        mutate(&mut mem, &mut bitmap, &mut Rng(3), 200, 1);
+        let b = snap(&dir, &store, &mem, Some(&a));
+        let merged = merge(&dir, &store, &b.id).unwrap();
+        // Objects only a caller's log knows about.
+        let logged = store.put(&[42u8; 4096]).unwrap();
+        let stray = store.put(&[43u8; 4096]).unwrap();
+        // A second handle (as another process) with a view from before.
+        let other = crate::store::Store::open(store.dir()).unwrap();
+        assert!(other.contains(&stray));
+        let before = store.stats();
+
+        // Nothing removed: only the stray object goes.
+        let r = collect(&dir, &store, |live| {
+            live.insert(logged);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(r.snapshots, 3);
+        assert_eq!(r.store.objects_kept, before.objects - 1);
+        assert!(!store.contains(&stray));
+        assert_eq!(store.get(&logged).unwrap(), vec![42u8; 4096]);
+        for m in [&a, &b, &merged] {
+            crate::manifest::check(&store, m).unwrap();
+        }
+        assert!(restored(&store, &a) == mem_a);
+
+        // Remove a and b (b first: a is its parent); the merged copy of b
+        // still restores, a's own pages are freed.
+        assert!(matches!(
+            dir.remove(&a.id),
+            Err(ManifestError::HasChildren { .. })
+        ));
+        dir.remove(&b.id).unwrap();
+        dir.remove(&a.id).unwrap();
+        let r = collect(&dir, &store, |_| Ok(())).unwrap();
+        assert_eq!(r.snapshots, 1);
+        assert!(r.store.objects_kept < r.store.objects_before);
+        assert!(r.store.bytes_freed > 0, "{r:?}");
+        assert!(restored(&store, &merged) == mem);
+        assert!(store.get(&logged).is_err());
+
+        // The older handle reloads and reads the compacted store.
+        assert!(restored(&other, &merged) == mem);
+        other.refresh().unwrap();
+        assert!(!other.contains(&stray));
+        // And writes into it without reusing a pack number.
+        let id = other.put(&[44u8; PAGE_SIZE]).unwrap();
+        assert_eq!(store.get(&id).unwrap(), vec![44u8; PAGE_SIZE]);
+        let reopened = crate::store::Store::open(store.dir()).unwrap();
+        assert!(reopened.open_report().warnings.is_empty());
+        assert!(restored(&reopened, &merged) == mem);
+    }
+
+    #[test]
+    fn collect_refuses_when_a_snapshot_is_unreadable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(tmp.path()).unwrap();
+        let store = dir.open_store().unwrap();
+        let a = snap(&dir, &store, &memory(2, 64), None);
+        std::fs::write(dir.path(&a.id).unwrap(), b"VMMSNAP\0junk").unwrap();
+        let before = store.stats();
+        let e = collect(&dir, &store, |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(e, GcError::Snapshot(ManifestError::Truncated { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("nothing was collected"), "{e}");
+        let e = collect(&dir, &store, |_| Err("log unreadable".into())).unwrap_err();
+        assert!(matches!(e, GcError::Snapshot(_)), "{e}");
+        std::fs::remove_file(dir.path(&a.id).unwrap()).unwrap();
+        let e = collect(&dir, &store, |_| Err("log unreadable".into())).unwrap_err();
+        assert!(matches!(e, GcError::Extra(_)), "{e}");
+        assert_eq!(store.stats(), before);
+
+        // Everything unreferenced: the store empties, and new writes go on
+        // in a fresh pack number.
+        let r = collect(&dir, &store, |_| Ok(())).unwrap();
+        assert_eq!((r.store.objects_kept, store.stats().objects), (0, 0));
+        let id = store.put(&[5u8; 4096]).unwrap();
+        assert_eq!(store.get(&id).unwrap(), vec![5u8; 4096]);
+        assert!(store.stats().packs == 1);
+    }
+}

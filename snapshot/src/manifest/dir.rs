@@ -1,0 +1,285 @@
+//! The snapshots directory.
+//!
+//! ```text
+//! DIR/snapshots/<id>.snap     one manifest per snapshot (format.rs)
+//! DIR/snapshots/.tmp-*        a write in progress, or left by a crash
+//! DIR/store/                  the content store the page lists live in
+//! DIR/logs/                   change logs (introspection)
+//! ```
+//!
+//! A manifest is written to a temporary file, fsynced, hard-linked to its
+//! final name (which fails if that name exists: a snapshot is never
+//! overwritten), then the temporary name is removed and the directory
+//! fsynced. A reader therefore sees either no `<id>.snap` or a whole one;
+//! a crash can leave only a `.tmp-*` file, which readers ignore.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::error::io_err;
+use super::{decode, encode, validate_id, Manifest, ManifestError, Result, SnapshotKind};
+use crate::store::{Store, StoreError};
+
+/// Suffix of manifest files.
+const SUFFIX: &str = ".snap";
+
+/// A record directory's snapshots (see the module doc for the layout).
+#[derive(Debug, Clone)]
+pub struct SnapshotDir {
+    root: PathBuf,
+    snaps: PathBuf,
+}
+
+/// One line of [`SnapshotDir::list`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotSummary {
+    /// Snapshot id.
+    pub id: String,
+    /// Its parent, if any.
+    pub parent: Option<String>,
+    /// Full or incremental.
+    pub kind: &'static str,
+    /// The VM it was taken from.
+    pub vm_id: String,
+    /// Creation time, ns since the Unix epoch.
+    pub created_ns: u64,
+    /// Bytes of memory and shared regions.
+    pub memory_bytes: u64,
+    /// Pages that differed from the parent.
+    pub changed_pages: u64,
+    /// Size of the manifest file.
+    pub file_bytes: u64,
+}
+
+impl SnapshotDir {
+    /// Opens the record directory `root`, creating `root/snapshots`.
+    pub fn open(root: impl AsRef<Path>) -> Result<SnapshotDir> {
+        let root = root.as_ref().to_path_buf();
+        let snaps = root.join("snapshots");
+        if !snaps.is_dir() {
+            std::fs::create_dir_all(&snaps).map_err(io_err("create directory", &snaps))?;
+            fsync_dir(&root)?;
+        }
+        Ok(SnapshotDir { root, snaps })
+    }
+
+    /// The record directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `DIR/snapshots`.
+    pub fn snapshots_dir(&self) -> &Path {
+        &self.snaps
+    }
+
+    /// `DIR/store`, the content store of this record directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
+    /// Opens (creating if needed) the content store at [`Self::store_dir`].
+    pub fn open_store(&self) -> Result<Store, StoreError> {
+        Store::open(self.store_dir())
+    }
+
+    /// The manifest file of snapshot `id`.
+    pub fn path(&self, id: &str) -> Result<PathBuf> {
+        validate_id(id)?;
+        Ok(self.snaps.join(format!("{id}{SUFFIX}")))
+    }
+
+    /// Whether snapshot `id` exists.
+    pub fn exists(&self, id: &str) -> bool {
+        self.path(id).is_ok_and(|p| p.is_file())
+    }
+
+    /// Writes `m` as a new snapshot, atomically and durably (see the module
+    /// doc). Refuses an invalid manifest, an id that exists, and a parent
+    /// that does not.
+    pub fn write(&self, m: &Manifest) -> Result<PathBuf> {
+        m.validate()?;
+        let path = self.path(&m.id)?;
+        if path.exists() {
+            return Err(ManifestError::AlreadyExists {
+                id: m.id.clone(),
+                path,
+            });
+        }
+        if let Some(parent) = &m.parent {
+            if !self.exists(parent) {
+                return Err(ManifestError::MissingParent {
+                    id: m.id.clone(),
+                    parent: parent.clone(),
+                    dir: self.snaps.clone(),
+                });
+            }
+        }
+        let bytes = encode(m)?;
+        let tmp = self
+            .snaps
+            .join(format!(".tmp-{}-{}", m.id, std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io_err("create", &tmp))?;
+            f.write_all(&bytes).map_err(io_err("write", &tmp))?;
+            f.sync_all().map_err(io_err("fsync", &tmp))?;
+            std::fs::hard_link(&tmp, &path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    ManifestError::AlreadyExists {
+                        id: m.id.clone(),
+                        path: path.clone(),
+                    }
+                } else {
+                    io_err("link", &path)(e)
+                }
+            })
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        result?;
+        fsync_dir(&self.snaps)?;
+        Ok(path)
+    }
+
+    /// Reads snapshot `id`.
+    pub fn read(&self, id: &str) -> Result<Manifest> {
+        let path = self.path(id)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ManifestError::UnknownId {
+                    id: id.to_string(),
+                    dir: self.snaps.clone(),
+                })
+            }
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let m = decode(&bytes, &path)?;
+        if m.id != id {
+            return Err(ManifestError::Corrupt {
+                path,
+                detail: format!("the manifest inside has id {:?}", m.id),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Ids of all snapshots, sorted (= by creation time for generated ids).
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let rd = std::fs::read_dir(&self.snaps).map_err(io_err("list", &self.snaps))?;
+        let mut ids = Vec::new();
+        for e in rd {
+            let e = e.map_err(io_err("list", &self.snaps))?;
+            let name = e.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else {
+                continue;
+            };
+            if validate_id(id).is_ok() {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// A summary of every snapshot, sorted by id; a manifest that cannot be
+    /// read is listed as its error.
+    pub fn list(&self) -> Result<Vec<Result<SnapshotSummary>>> {
+        let mut out = Vec::new();
+        for id in self.ids()? {
+            out.push(self.read(&id).map(|m| {
+                let file_bytes = self
+                    .path(&id)
+                    .ok()
+                    .and_then(|p| p.metadata().ok())
+                    .map_or(0, |md| md.len());
+                summary(&m, file_bytes)
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Deletes snapshot `id`'s manifest (its objects stay in the store
+    /// until a collection, see [`crate::gc`]). Refuses while other
+    /// snapshots name it as their parent: merge those first.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let path = self.path(id)?;
+        if !path.is_file() {
+            return Err(ManifestError::UnknownId {
+                id: id.to_string(),
+                dir: self.snaps.clone(),
+            });
+        }
+        let mut children = Vec::new();
+        for other in self.ids()? {
+            if other != id && self.read(&other)?.parent.as_deref() == Some(id) {
+                children.push(other);
+            }
+        }
+        if !children.is_empty() {
+            return Err(ManifestError::HasChildren {
+                id: id.to_string(),
+                children,
+            });
+        }
+        std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        fsync_dir(&self.snaps)
+    }
+
+    /// Snapshot `id` and its ancestors: `id` first, the root (no parent)
+    /// last. Fails on a missing parent or a cycle.
+    pub fn chain(&self, id: &str) -> Result<Vec<Manifest>> {
+        let mut chain: Vec<Manifest> = vec![self.read(id)?];
+        while let Some(parent) = chain.last().and_then(|m| m.parent.clone()) {
+            if chain.iter().any(|m| m.id == parent) {
+                return Err(ManifestError::ChainCycle {
+                    id: id.to_string(),
+                    repeated: parent,
+                });
+            }
+            let child = chain.last().map(|m| m.id.clone()).unwrap_or_default();
+            match self.read(&parent) {
+                Ok(m) => chain.push(m),
+                Err(ManifestError::UnknownId { .. }) => {
+                    return Err(ManifestError::MissingParent {
+                        id: child,
+                        parent,
+                        dir: self.snaps.clone(),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(chain)
+    }
+}
+
+fn summary(m: &Manifest, file_bytes: u64) -> SnapshotSummary {
+    SnapshotSummary {
+        id: m.id.clone(),
+        parent: m.parent.clone(),
+        kind: match m.kind {
+            SnapshotKind::Full => "full",
+            SnapshotKind::Incremental => "incremental",
+        },
+        vm_id: m.vm_id.clone(),
+        created_ns: m.created_ns,
+        memory_bytes: m.regions().iter().map(|(_, p)| p.bytes()).sum(),
+        changed_pages: m.stats.changed_pages,
+        file_bytes,
+    }
+}
+
+/// fsyncs a directory so that entries made in it survive a crash.
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}

@@ -1,0 +1,154 @@
+//! `vmm restore` and `vmm snapshot list|merge`.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use snapshot::{merge, SnapshotDir};
+use vmm::machine::{RestoreConfig, SnapshotConfig};
+use vmm::recording::RecordConfig;
+use vmm::{DiskConfig, Machine, SerialOutput};
+
+use super::run::{finish, parse_disk, parse_serial, parse_vm_id};
+use super::{Cli, CliError};
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot: its file, DIR/snapshots/ID.snap (as `vmm snapshot
+    /// list` prints it).
+    pub snapshot: PathBuf,
+    /// Disks to attach instead of the snapshot's own (a clone needs its own
+    /// copy); as in `vmm run --disk`.
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
+    pub disks: Vec<DiskConfig>,
+    #[arg(long, value_name = "stdout|file:PATH", default_value = "stdout", value_parser = parse_serial)]
+    pub serial: SerialOutput,
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Go on recording the disk into DIR (see `vmm run --record`).
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// The restored VM's name for its log and further snapshots (a clone
+    /// should get its own).
+    #[arg(long, value_name = "ID", default_value = "vm0", value_parser = parse_vm_id)]
+    pub vm_id: String,
+    /// Keep taking snapshots (default: into the snapshot's own directory).
+    #[arg(long, value_name = "DIR")]
+    pub snapshots: Option<PathBuf>,
+    #[arg(long)]
+    pub stats: bool,
+}
+
+/// `DIR/snapshots/ID.snap` -> (DIR, ID).
+fn split_snapshot_path(path: &Path) -> Result<(PathBuf, String), CliError> {
+    let bad = || {
+        CliError::new(format!(
+            "{} is not a snapshot file path: expected DIR/snapshots/ID.snap (see `vmm snapshot list DIR`)",
+            path.display()
+        ))
+    };
+    let id = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".snap"))
+        .ok_or_else(bad)?;
+    let snapshots = path.parent().ok_or_else(bad)?;
+    if snapshots.file_name().and_then(|n| n.to_str()) != Some("snapshots") {
+        return Err(bad());
+    }
+    let dir = snapshots
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    Ok((dir, id.to_string()))
+}
+
+pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
+    let (dir, id) = split_snapshot_path(&args.snapshot)?;
+    let config = RestoreConfig {
+        kvm_path: cli.kvm.clone(),
+        dir: dir.clone(),
+        id,
+        disks: (!args.disks.is_empty()).then(|| args.disks.clone()),
+        serial: args.serial.clone(),
+        timeout: args.timeout.map(Duration::from_secs),
+        record: args.record.clone().map(|dir| RecordConfig {
+            dir,
+            vm_id: args.vm_id.clone(),
+        }),
+        snapshot: Some(SnapshotConfig {
+            dir: args.snapshots.clone().unwrap_or(dir),
+            vm_id: args.vm_id.clone(),
+        }),
+    };
+    let machine = Machine::restore(&config)?;
+    Ok(finish(
+        machine,
+        args.stats,
+        args.record.as_deref(),
+        &args.vm_id,
+    )?)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// List the snapshots in a directory: id, kind, parent, VM, time.
+    ///
+    /// Example: vmm snapshot list /tmp/rec --json
+    List(ListArgs),
+    /// Fold an incremental snapshot and its chain of parents into one new
+    /// full snapshot (the chain stays; the new id is printed).
+    ///
+    /// Example: vmm snapshot merge /tmp/rec/snapshots/ID.snap
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    pub snapshot: PathBuf,
+}
+
+pub fn list(args: &ListArgs) -> Result<i32, CliError> {
+    let dir = SnapshotDir::open(&args.dir).map_err(CliError::from_display)?;
+    for entry in dir.list().map_err(CliError::from_display)? {
+        match entry {
+            Ok(s) if args.json => println!("{}", serde_json::to_string(&s).expect("serialize")),
+            Ok(s) => println!(
+                "{}  {}  vm {}  parent {}",
+                dir.path(&s.id)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                s.kind,
+                s.vm_id,
+                s.parent.as_deref().unwrap_or("-")
+            ),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    Ok(0)
+}
+
+pub fn merge_cmd(args: &MergeArgs) -> Result<i32, CliError> {
+    let (dir, id) = split_snapshot_path(&args.snapshot)?;
+    let dir = SnapshotDir::open(&dir).map_err(CliError::from_display)?;
+    let store = dir.open_store().map_err(CliError::from_display)?;
+    let merged = merge(&dir, &store, &id).map_err(CliError::from_display)?;
+    println!(
+        "{}",
+        dir.path(&merged.id)
+            .map_err(CliError::from_display)?
+            .display()
+    );
+    Ok(0)
+}

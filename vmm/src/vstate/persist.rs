@@ -1,0 +1,245 @@
+//! Saving and restoring KVM state: every vCPU's registers and the VM's
+//! interrupt controllers, PIT and clock.
+//!
+//! The lists follow Firecracker's (src/vmm/src/vstate, arch/x86_64/vcpu.rs):
+//! CPUID, MSRs, regs, sregs, FPU/XSAVE, XCRs, LAPIC, vCPU events and MP
+//! state per vCPU; PIC master/slave, IOAPIC, PIT and kvmclock per VM. Parts
+//! a KVM may lack (XSAVE, XCRs on PVM) are optional: saved as `None` and
+//! skipped on restore. Restore order matters and is the one KVM documents:
+//! CPUID before MSRs, LAPIC before vCPU events.
+use kvm_bindings::{
+    kvm_clock_data, kvm_cpuid_entry2, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
+    kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+    CpuId, Msrs, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+    KVM_MAX_CPUID_ENTRIES,
+};
+use serde::{Deserialize, Serialize};
+
+use super::vcpu::Vcpu;
+use super::vm::Vm;
+use crate::error::{Result, VmmError};
+
+/// Version of the layout of [`VcpuState`] and [`VmState`] blobs.
+pub const STATE_VERSION: u32 = 1;
+/// MSRs read per KVM_GET_MSRS call.
+const MSR_BATCH: usize = 64;
+
+fn kvm(step: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> VmmError {
+    move |source| VmmError::Kvm { step, source }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct VcpuState {
+    pub cpuid: Vec<kvm_cpuid_entry2>,
+    pub msrs: Vec<kvm_msr_entry>,
+    pub regs: kvm_regs,
+    pub sregs: kvm_sregs,
+    /// Legacy FPU state, as raw bytes (kvm_fpu has no serde form); used
+    /// when XSAVE is not available.
+    pub fpu: Vec<u8>,
+    pub xsave: Option<kvm_xsave>,
+    pub xcrs: Option<kvm_xcrs>,
+    pub lapic: kvm_lapic_state,
+    pub events: kvm_vcpu_events,
+    pub mp_state: kvm_mp_state,
+}
+
+fn fpu_bytes(fpu: &kvm_fpu) -> Vec<u8> {
+    // SAFETY: kvm_fpu is a plain C struct of integers and arrays; every
+    // byte of it is initialized and may be read.
+    unsafe {
+        std::slice::from_raw_parts(
+            (fpu as *const kvm_fpu).cast::<u8>(),
+            std::mem::size_of::<kvm_fpu>(),
+        )
+    }
+    .to_vec()
+}
+
+fn fpu_from_bytes(bytes: &[u8]) -> Option<kvm_fpu> {
+    if bytes.len() != std::mem::size_of::<kvm_fpu>() {
+        return None;
+    }
+    let mut fpu = kvm_fpu::default();
+    // SAFETY: the length matches and any byte pattern is a valid kvm_fpu.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (&mut fpu as *mut kvm_fpu).cast::<u8>(),
+            bytes.len(),
+        )
+    };
+    Some(fpu)
+}
+
+impl Vcpu {
+    /// Every MSR in `indices` that KVM will read back (KVM_GET_MSRS stops
+    /// at the first MSR it cannot read; those are skipped).
+    fn read_msrs(&self, indices: &[u32]) -> Result<Vec<kvm_msr_entry>> {
+        let mut out = Vec::with_capacity(indices.len());
+        let mut rest = indices;
+        while !rest.is_empty() {
+            let batch = &rest[..rest.len().min(MSR_BATCH)];
+            let entries: Vec<kvm_msr_entry> = batch
+                .iter()
+                .map(|&index| kvm_msr_entry {
+                    index,
+                    ..Default::default()
+                })
+                .collect();
+            let mut msrs = Msrs::from_entries(&entries).expect("batch within the FAM limit");
+            let n = self.fd.get_msrs(&mut msrs).map_err(kvm("reading MSRs"))?;
+            out.extend_from_slice(&msrs.as_slice()[..n]);
+            // Skip the MSR that stopped the read, if any.
+            rest = &rest[(n + usize::from(n < batch.len())).min(rest.len())..];
+        }
+        Ok(out)
+    }
+
+    pub fn save_state(&self, msr_indices: &[u32]) -> Result<VcpuState> {
+        let cpuid = self
+            .fd
+            .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm("reading CPUID"))?;
+        Ok(VcpuState {
+            cpuid: cpuid.as_slice().to_vec(),
+            msrs: self.read_msrs(msr_indices)?,
+            regs: self.fd.get_regs().map_err(kvm("reading registers"))?,
+            sregs: self.fd.get_sregs().map_err(kvm("reading sregs"))?,
+            fpu: fpu_bytes(&self.fd.get_fpu().map_err(kvm("reading FPU state"))?),
+            xsave: self.fd.get_xsave().ok(),
+            xcrs: self.fd.get_xcrs().ok(),
+            lapic: self.fd.get_lapic().map_err(kvm("reading the LAPIC"))?,
+            events: self
+                .fd
+                .get_vcpu_events()
+                .map_err(kvm("reading vCPU events"))?,
+            mp_state: self
+                .fd
+                .get_mp_state()
+                .map_err(kvm("reading the MP state"))?,
+        })
+    }
+
+    pub fn restore_state(&self, s: &VcpuState) -> Result<()> {
+        let cpuid = CpuId::from_entries(&s.cpuid).map_err(|_| {
+            VmmError::SnapshotState(format!(
+                "{} CPUID entries is more than KVM takes",
+                s.cpuid.len()
+            ))
+        })?;
+        self.fd.set_cpuid2(&cpuid).map_err(kvm("restoring CPUID"))?;
+        self.fd
+            .set_mp_state(s.mp_state)
+            .map_err(kvm("restoring the MP state"))?;
+        self.fd
+            .set_regs(&s.regs)
+            .map_err(kvm("restoring registers"))?;
+        self.fd
+            .set_sregs(&s.sregs)
+            .map_err(kvm("restoring sregs"))?;
+        match &s.xsave {
+            // SAFETY: the xsave area was produced by KVM_GET_XSAVE on a vCPU
+            // with the same CPUID, which KVM checks it against.
+            Some(xsave) => {
+                unsafe { self.fd.set_xsave(xsave) }.map_err(kvm("restoring XSAVE state"))?
+            }
+            None => {
+                let fpu = fpu_from_bytes(&s.fpu).ok_or_else(|| {
+                    VmmError::SnapshotState("FPU state has the wrong size".into())
+                })?;
+                self.fd.set_fpu(&fpu).map_err(kvm("restoring FPU state"))?
+            }
+        }
+        if let Some(xcrs) = &s.xcrs {
+            self.fd.set_xcrs(xcrs).map_err(kvm("restoring XCRs"))?;
+        }
+        self.fd
+            .set_lapic(&s.lapic)
+            .map_err(kvm("restoring the LAPIC"))?;
+        for chunk in s.msrs.chunks(MSR_BATCH) {
+            let msrs = Msrs::from_entries(chunk).expect("batch within the FAM limit");
+            let n = self.fd.set_msrs(&msrs).map_err(kvm("restoring MSRs"))?;
+            if n != chunk.len() {
+                return Err(VmmError::SnapshotState(format!(
+                    "KVM refused MSR {:#x} on restore",
+                    chunk[n].index
+                )));
+            }
+        }
+        self.fd
+            .set_vcpu_events(&s.events)
+            .map_err(kvm("restoring vCPU events"))
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct VmState {
+    pub pic_master: kvm_irqchip,
+    pub pic_slave: kvm_irqchip,
+    pub ioapic: kvm_irqchip,
+    pub pit: kvm_pit_state2,
+    pub clock: kvm_clock_data,
+}
+
+fn irqchip(id: u32) -> kvm_irqchip {
+    kvm_irqchip {
+        chip_id: id,
+        ..Default::default()
+    }
+}
+
+impl Vm {
+    /// The MSRs this KVM can save (KVM_GET_MSR_INDEX_LIST).
+    pub fn msr_indices(&self) -> Result<Vec<u32>> {
+        Ok(self
+            .kvm()
+            .get_msr_index_list()
+            .map_err(kvm("listing MSRs"))?
+            .as_slice()
+            .to_vec())
+    }
+
+    pub fn save_state(&self) -> Result<VmState> {
+        let fd = self.fd();
+        let mut chips = [
+            irqchip(KVM_IRQCHIP_PIC_MASTER),
+            irqchip(KVM_IRQCHIP_PIC_SLAVE),
+            irqchip(KVM_IRQCHIP_IOAPIC),
+        ];
+        for chip in &mut chips {
+            fd.get_irqchip(chip).map_err(kvm("reading the irqchip"))?;
+        }
+        let [pic_master, pic_slave, ioapic] = chips;
+        Ok(VmState {
+            pic_master,
+            pic_slave,
+            ioapic,
+            pit: fd.get_pit2().map_err(kvm("reading the PIT"))?,
+            clock: fd.get_clock().map_err(kvm("reading the KVM clock"))?,
+        })
+    }
+
+    pub fn restore_state(&self, s: &VmState) -> Result<()> {
+        let fd = self.fd();
+        for chip in [&s.pic_master, &s.pic_slave, &s.ioapic] {
+            fd.set_irqchip(chip).map_err(kvm("restoring the irqchip"))?;
+        }
+        fd.set_pit2(&s.pit).map_err(kvm("restoring the PIT"))?;
+        let clock = kvm_clock_data {
+            clock: s.clock.clock,
+            ..Default::default()
+        };
+        fd.set_clock(&clock).map_err(kvm("restoring the KVM clock"))
+    }
+}
+
+/// Encodes a state blob (postcard, the manifest body's format too).
+pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {
+    postcard::to_allocvec(state).expect("state structs serialize")
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(name: &str, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| VmmError::SnapshotState(format!("state blob '{name}' does not decode: {e}")))
+}
