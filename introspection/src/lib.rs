@@ -18,11 +18,17 @@
 //! - [`recording`]: a record directory (store + one log per VM) and its
 //!   full verification ([`recording::verify`]).
 //! - [`hex`]: hex text for 32-byte hashes (and serde helpers for `--json`).
+//! - [`decode`]: semantic decoders (sqlite incl. WAL, json, kv): two
+//!   versions of a file in, row/key-level [`Change`]s out.
+//! - [`semantic`]: the semantic change event ([`SemanticChange`]) and the
+//!   decode-error event ([`DecodeErrorEvent`]).
 
+pub mod decode;
 pub mod disk_state;
 pub mod hex;
 pub mod log;
 pub mod recording;
+pub mod semantic;
 pub mod tap;
 
 pub use disk_state::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
@@ -30,4 +36,5 @@ pub use log::{
     verify, verify_with, BarrierKind, LogError, LogOptions, LogReader, LogWriter, OpenReport,
     Record, RecordKind, VerifyProblem, VerifyReport,
 };
+pub use semantic::{Change, DecodeErrorEvent, Format, Op, SemanticChange};
 pub use tap::{BlockTap, TapError, TapOpenReport, TapStats};
