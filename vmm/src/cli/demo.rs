@@ -187,7 +187,10 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
     }
     println!("   PASS: the guest finds every block whole on the restored disk");
 
-    step(6, "Snapshot a guest mid-workload (full, then incremental), restore and compare");
+    step(
+        6,
+        "Snapshot a guest mid-workload (full, then incremental), restore and compare",
+    );
     let memtest = "workload=memtest pages=2048 iters=60 seed=5";
     let plain = run_captured(cli, args, memtest, None)?;
     let snaps = work.join("snaps");
@@ -220,9 +223,15 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
         let restore_ms = started.elapsed().as_secs_f64() * 1e3;
         machine.run()?;
         let text = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
-        println!("   restored {:?} ({restore_ms:.1} ms to ready)> {}", s.kind, text.trim_end());
+        println!(
+            "   restored {:?} ({restore_ms:.1} ms to ready)> {}",
+            s.kind,
+            text.trim_end()
+        );
         if text != plain.0 {
-            return Ok(fail("a restored guest ended differently from the uninterrupted one"));
+            return Ok(fail(
+                "a restored guest ended differently from the uninterrupted one",
+            ));
         }
     }
     println!("   identical: the restored guests carried on exactly where they were");

@@ -54,15 +54,12 @@ fn snap_err(e: impl std::fmt::Display) -> VmmError {
     VmmError::Snapshot(e.to_string())
 }
 
-/// The host view of a memory region (the vCPU is stopped while it is used).
-pub(super) fn region_bytes(region: &<GuestMemory as GuestMemoryBackend>::R) -> &mut [u8] {
+/// The host mapping of a memory region: its address and length.
+fn region_mapping(region: &<GuestMemory as GuestMemoryBackend>::R) -> (*mut u8, usize) {
     let host = region
         .get_host_address(MemoryRegionAddress(0))
         .expect("regions map from offset 0");
-    // SAFETY: the region's mapping is live for as long as the memory object
-    // and exactly `len` bytes long; the only other writer, the vCPU, is not
-    // running while the caller holds this slice.
-    unsafe { std::slice::from_raw_parts_mut(host, region.len() as usize) }
+    (host, region.len() as usize)
 }
 
 impl Machine {
@@ -75,6 +72,9 @@ impl Machine {
         })?;
         let dir = SnapshotDir::open(&chain.config.dir).map_err(snap_err)?;
         let store = dir.open_store().map_err(snap_err)?;
+        // Keeps a concurrent `gc` from freeing pages between their capture
+        // and the manifest that references them.
+        let _pin = store.pin().map_err(snap_err)?;
         let parent = match (kind, &chain.last) {
             (SnapshotKind::Incremental, Some(last)) => Some(last.clone()),
             _ => None,
@@ -118,7 +118,11 @@ impl Machine {
         let mut memory = Vec::new();
         let mut lists = Vec::new();
         for (slot, region) in self.mem.iter().enumerate() {
-            let bytes = region_bytes(region);
+            let (host, len) = region_mapping(region);
+            // SAFETY: the mapping is live for as long as `self.mem` and
+            // exactly `len` bytes long; the vCPU, its only other writer, is
+            // stopped (we are on its thread, between two KVM_RUNs).
+            let bytes = unsafe { std::slice::from_raw_parts(host, len) };
             // Pages dirtied since the last snapshot, by the guest (KVM) and
             // by the VMM (the memory's bitmap); reading both clears them.
             let kvm_dirty = self
@@ -169,7 +173,7 @@ impl Machine {
             memory,
             shared: Vec::new(),
             disk,
-            stats: stats.clone(),
+            stats,
             annotations: self.annotations(),
         };
         dir.write(&manifest).map_err(snap_err)?;
@@ -227,7 +231,11 @@ pub(super) fn restore_memory(
             )));
         }
         let list = PageList::load(store, &saved.pages).map_err(snap_err)?;
-        restore_pages(store, &list, region_bytes(region)).map_err(snap_err)?;
+        let (host, len) = region_mapping(region);
+        // SAFETY: fresh guest memory that no vCPU runs on yet; the mapping
+        // lives as long as `mem` and is `len` bytes long.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(host, len) };
+        restore_pages(store, &list, bytes).map_err(snap_err)?;
         lists.push(list);
     }
     Ok(lists)
