@@ -26,6 +26,7 @@
 pub mod decode;
 pub mod disk_state;
 pub mod hex;
+pub mod lift;
 pub mod log;
 pub mod recording;
 pub mod semantic;

@@ -230,6 +230,40 @@ impl fmt::Display for DecodeErrorEvent {
     }
 }
 
+/// One line describing a hint-proto wire message (for `vmm log show`).
+pub fn describe_hint(message: &[u8]) -> String {
+    match hint_proto::decode(message) {
+        Ok((hint, _)) => match hint {
+            hint_proto::Hint::File {
+                file_id,
+                main_id,
+                format,
+                role,
+                path,
+            } => {
+                format!("file {file_id} {path} ({format:?}, {role:?} of {main_id})")
+            }
+            hint_proto::Hint::Extents { file_id, extents } => {
+                let bytes: u64 = extents.iter().map(|e| e.len).sum();
+                format!("file {file_id}: {} extents, {bytes} bytes", extents.len())
+            }
+            hint_proto::Hint::Size {
+                file_id,
+                size,
+                exists,
+            } => {
+                format!(
+                    "file {file_id}: size {size}{}",
+                    if exists { "" } else { " (absent)" }
+                )
+            }
+            hint_proto::Hint::Schema { file_id, text } => format!("file {file_id}: schema {text}"),
+            hint_proto::Hint::Forget { file_id } => format!("file {file_id}: forgotten"),
+        },
+        Err(e) => format!("undecodable hint ({e})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

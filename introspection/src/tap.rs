@@ -16,6 +16,7 @@
 //! the recorder — are written into the log as a base, after a `vmm:base`
 //! mark and followed by a barrier. A log therefore replays onto an all-zero
 //! disk by itself.
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -25,8 +26,10 @@ use snapshot::{ObjectId, Store, StoreError};
 use thiserror::Error;
 
 use crate::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
+use crate::lift::{Lifted, Lifter, SemanticEvent};
 use crate::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
 use crate::recording::RecordDir;
+use crate::semantic::{DecodeErrorEvent, SemanticChange};
 
 const BLOCK: usize = 4096;
 /// Pending block data is stored (and its log frame committed) beyond this.
@@ -87,6 +90,10 @@ pub struct TapStats {
     pub zero_blocks: u64,
     pub bytes: u64,
     pub barriers: u64,
+    pub hints: u64,
+    pub bad_hints: u64,
+    pub semantic_changes: u64,
+    pub decode_errors: u64,
 }
 
 pub struct BlockTap {
@@ -98,6 +105,14 @@ pub struct BlockTap {
     /// Records were appended since the last barrier.
     dirty: bool,
     stats: TapStats,
+    vm_id: String,
+    /// The disk image, read at barriers to lift hinted files.
+    image: File,
+    lifter: Lifter,
+    /// Blocks written and files hinted since the last barrier (tracked only
+    /// once the guest hinted a file).
+    written_since: BTreeSet<u64>,
+    hinted_since: BTreeSet<u32>,
 }
 
 impl BlockTap {
@@ -113,10 +128,20 @@ impl BlockTap {
             path: image.to_path_buf(),
             source,
         })?;
+        let image_file = File::open(image).map_err(|source| TapError::ImageRead {
+            path: image.to_path_buf(),
+            source,
+        })?;
+        let disk_bytes = state.num_blocks() * BLOCK as u64;
         let mut tap = Self {
             log,
             store,
             state,
+            vm_id: vm_id.to_string(),
+            image: image_file,
+            lifter: Lifter::new(disk_bytes),
+            written_since: BTreeSet::new(),
+            hinted_since: BTreeSet::new(),
             pending_data: Vec::new(),
             pending_ids: Vec::new(),
             dirty: false,
@@ -212,6 +237,11 @@ impl BlockTap {
             }
             hashes.push(h);
         }
+        if count && self.lifter.table.files().next().is_some() {
+            let first = offset / BLOCK as u64;
+            self.written_since
+                .extend(first..first + hashes.len() as u64);
+        }
         self.state
             .apply_block_write(offset / 512, &hashes)
             .map_err(|source| TapError::Image {
@@ -257,10 +287,116 @@ impl BlockTap {
             kind,
             disk_checksum: self.state.checksum(),
         })?;
+        self.lift(seq)?;
         self.log.sync()?;
         self.dirty = false;
         self.stats.barriers += 1;
         Ok(seq)
+    }
+
+    /// Records a hint the guest sent (one hint-proto message) and applies it
+    /// to the file table. A hint that does not decode or does not fit the
+    /// disk is kept in the log, counted and reported, and changes nothing.
+    pub fn record_hint(&mut self, message: &[u8]) -> Result<u64, TapError> {
+        let message = &message[..message.len().min(crate::log::MAX_HINT_LEN)];
+        let seq = self.log.append(RecordKind::Hint {
+            message: message.to_vec(),
+        })?;
+        self.dirty = true;
+        self.stats.hints += 1;
+        let applied = match hint_proto::decode(message) {
+            Ok((hint, used)) if used == message.len() => {
+                let id = hint_file_id(&hint);
+                self.lifter.table.apply(&hint).map(|()| id)
+            }
+            Ok(_) => Err("trailing bytes after the hint message".into()),
+            Err(e) => Err(e.to_string()),
+        };
+        match applied {
+            Ok(id) => {
+                self.hinted_since.insert(id);
+            }
+            Err(reason) => {
+                self.stats.bad_hints += 1;
+                tracing::warn!(vm = %self.vm_id, "guest sent a bad hint (seq {seq}): {reason}");
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Lifts the hinted files touched since the last barrier and appends
+    /// their semantic changes after the barrier `seq`.
+    fn lift(&mut self, seq: u64) -> Result<(), TapError> {
+        if self.written_since.is_empty() && self.hinted_since.is_empty() {
+            return Ok(());
+        }
+        let image = &self.image;
+        let mut read = |offset: u64, len: usize| {
+            let mut buf = vec![0u8; len];
+            image.read_exact_at(&mut buf, offset).map(|()| buf)
+        };
+        let lifted = self
+            .lifter
+            .lift(&self.written_since, &self.hinted_since, &mut read);
+        self.written_since.clear();
+        self.hinted_since.clear();
+        let ts_ns = crate::log::now_ns();
+        for item in lifted {
+            let events: Vec<SemanticEvent> = match item {
+                Lifted::Changes {
+                    file,
+                    format,
+                    changes,
+                } => {
+                    self.stats.semantic_changes += changes.len() as u64;
+                    changes
+                        .into_iter()
+                        .map(|c| {
+                            SemanticEvent::Change(SemanticChange::from_change(
+                                &self.vm_id,
+                                seq,
+                                ts_ns,
+                                &file,
+                                format,
+                                c,
+                            ))
+                        })
+                        .collect()
+                }
+                Lifted::Error {
+                    file,
+                    format,
+                    reason,
+                } => {
+                    self.stats.decode_errors += 1;
+                    tracing::warn!(vm = %self.vm_id, "{file}: cannot decode at seq {seq}: {reason}");
+                    vec![SemanticEvent::DecodeError(DecodeErrorEvent {
+                        vm: self.vm_id.clone(),
+                        seq,
+                        ts_ns,
+                        file,
+                        format,
+                        reason,
+                    })]
+                }
+            };
+            for event in events {
+                let mut json = serde_json::to_string(&event).expect("events serialize");
+                if json.len() > crate::log::MAX_SEMANTIC_LEN {
+                    json.truncate(0);
+                    json.push_str(
+                        &serde_json::to_string(&serde_json::json!({
+                            "event": "decode_error", "vm": self.vm_id, "seq": seq, "ts_ns": ts_ns,
+                            "file": "(oversized change)", "format": "sqlite",
+                            "reason": "a single change exceeded the record size limit"
+                        }))
+                        .expect("serialize"),
+                    );
+                }
+                self.log.append(RecordKind::Semantic { json })?;
+            }
+        }
+        Ok(())
     }
 
     /// A named mark at the current position (committed, not synced).
@@ -306,5 +442,16 @@ impl BlockTap {
         let stats = self.stats;
         self.log.close()?;
         Ok(stats)
+    }
+}
+
+fn hint_file_id(hint: &hint_proto::Hint<'_>) -> u32 {
+    use hint_proto::Hint;
+    match *hint {
+        Hint::File { file_id, .. }
+        | Hint::Extents { file_id, .. }
+        | Hint::Size { file_id, .. }
+        | Hint::Schema { file_id, .. }
+        | Hint::Forget { file_id } => file_id,
     }
 }

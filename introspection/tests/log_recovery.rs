@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::*;
-use introspection::log::{record_type, FrameInfo};
+use introspection::log::FrameInfo;
 use introspection::{LogError, LogOptions, LogReader, LogWriter, RecordKind};
 
 /// A log of `frames` frames of 5 records each (seq = 5 * frame + 1 ..).
@@ -277,16 +277,18 @@ fn documented_format_and_unknown_record_types() {
         }
         off += 56 + stored;
     }
-    // Append a frame with one Hint record (seq 11) built by hand.
+    // Append a frame with one record of a type this version does not know
+    // (seq 11), built by hand.
+    const UNKNOWN_TYPE: u8 = 77;
     let mut payload = ts(11).to_le_bytes().to_vec();
     payload.extend_from_slice(b"hint body");
     let mut h = crc32fast::Hasher::new();
     h.update(&chain.to_le_bytes());
-    h.update(&[record_type::HINT]);
+    h.update(&[UNKNOWN_TYPE]);
     h.update(&payload);
     let mut raw = (payload.len() as u32).to_le_bytes().to_vec();
     raw.extend_from_slice(&h.finalize().to_le_bytes());
-    raw.push(record_type::HINT);
+    raw.push(UNKNOWN_TYPE);
     raw.extend_from_slice(&payload);
     let mut hdr = vec![0u8; 56];
     hdr[0..4].copy_from_slice(b"VLFR");
@@ -317,7 +319,7 @@ fn documented_format_and_unknown_record_types() {
     match &got[2] {
         Err(
             e @ LogError::UnknownRecordType {
-                seq: 11, code: 5, ..
+                seq: 11, code: 77, ..
             },
         ) => {
             assert!(e.to_string().contains("seq 11"), "{e}")

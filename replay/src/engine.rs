@@ -59,6 +59,17 @@ pub enum Step {
         ts_ns: u64,
         id: String,
     },
+    /// A guest hint (file extents): no disk change.
+    Hint {
+        seq: u64,
+        ts_ns: u64,
+    },
+    /// A semantic change lifted at the barrier before it (JSON).
+    Change {
+        seq: u64,
+        ts_ns: u64,
+        json: String,
+    },
 }
 
 /// What an observer wants after a step.
@@ -233,6 +244,8 @@ pub fn replay(
             }
             RecordKind::Mark { name } => Step::Mark { seq, ts_ns, name },
             RecordKind::SnapshotTaken { id } => Step::Snapshot { seq, ts_ns, id },
+            RecordKind::Hint { .. } => Step::Hint { seq, ts_ns },
+            RecordKind::Semantic { json } => Step::Change { seq, ts_ns, json },
         };
         report.last_seq = seq;
         report.last_ts_ns = ts_ns;

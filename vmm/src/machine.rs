@@ -14,15 +14,16 @@ use crate::boot;
 use crate::devices::serial::{SerialDevice, SerialOut};
 use crate::devices::virtio::block::disk::DiskImage;
 use crate::devices::virtio::block::{Block, WriteTap};
+use crate::devices::virtio::console::{Console, HintSink};
 use crate::devices::virtio::mmio::{MmioTransport, WINDOW_SIZE};
-use crate::devices::virtio::IrqLine;
+use crate::devices::virtio::{IrqLine, VirtioDevice};
 use crate::devices::{
     exit_status_from_guest, EXIT_PORT, MAX_VIRTIO_DEVICES, SNAPSHOT_PORT, VIRTIO_FIRST_IRQ,
     VIRTIO_MMIO_BASE,
 };
 use crate::error::{Result, VmmError};
 use crate::memory::{self, START_INFO_ADDR};
-use crate::recording::{DeviceTap, RecordConfig, Recorder};
+use crate::recording::{DeviceTap, RecordConfig, Recorder, RecorderHints};
 use crate::stats::{self, RunStats};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
@@ -114,6 +115,7 @@ pub struct Machine {
     snapshots: Option<SnapshotChain>,
     mem_mib: u64,
     disk_configs: Vec<DiskConfig>,
+    hint_channel: bool,
     vm: Vm,
     mem: GuestMemory,
     timeout: Option<Duration>,
@@ -129,7 +131,10 @@ impl Machine {
         if config.disks.len() > MAX_VIRTIO_DEVICES {
             return Err(VmmError::TooManyDisks(config.disks.len()));
         }
-        let cmdline = boot::build_cmdline(&with_device_args(&config.cmdline, config.disks.len()))?;
+        // A recorded disk gets a hint channel (virtio-console) beside it.
+        let hint_channel = config.record.as_ref().is_some_and(|r| r.decode);
+        let devices = config.disks.len() + usize::from(hint_channel);
+        let cmdline = boot::build_cmdline(&with_device_args(&config.cmdline, devices))?;
         let disks = config
             .disks
             .iter()
@@ -150,7 +155,7 @@ impl Machine {
         vm.register_memory(&mem, config.snapshot.is_some())?;
         vm.setup_irqchip()?;
         let serial = SerialDevice::new(vm.fd(), serial_out)?;
-        let virtio = attach_disks(&vm, &mem, disks, recorder.as_ref())?;
+        let virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), hint_channel)?;
         let vcpu = Vcpu::new(&vm, 0)?;
         vcpu.set_cpuid(&vm)?;
         vcpu.set_lint()?;
@@ -166,6 +171,7 @@ impl Machine {
                 .map(|config| SnapshotChain { config, last: None }),
             mem_mib: config.mem_mib,
             disk_configs: config.disks.clone(),
+            hint_channel,
             vm,
             mem,
             timeout: config.timeout,
@@ -328,22 +334,32 @@ enum Exit {
     Snapshot(SnapshotKind),
 }
 
-/// Builds a virtio-blk device on virtio-mmio for each disk, wiring the
-/// recorder's tap into them.
-fn attach_disks(
+/// Builds a virtio-blk device on virtio-mmio for each disk, then the hint
+/// channel (virtio-console) when asked, wiring the recorder into them.
+fn attach_devices(
     vm: &Vm,
     mem: &GuestMemory,
     disks: Vec<DiskImage>,
     recorder: Option<&Arc<Recorder>>,
+    hint_channel: bool,
 ) -> Result<Vec<MmioTransport>> {
-    let mut virtio = Vec::with_capacity(disks.len());
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::with_capacity(disks.len() + 1);
     for (i, disk) in disks.into_iter().enumerate() {
-        let irq = IrqLine::new(vm.fd(), VIRTIO_FIRST_IRQ + i as u32)?;
-        let tap = recorder.map(|r| Box::new(DeviceTap::new(r.clone())) as Box<dyn WriteTap>);
-        let block = Block::new(disk, &format!("vmm-disk{i}"), tap);
-        virtio.push(MmioTransport::new(Box::new(block), irq, mem.clone()));
+        let tap = recorder.map(|r| Box::new(DeviceTap(r.clone())) as Box<dyn WriteTap>);
+        devices.push(Box::new(Block::new(disk, &format!("vmm-disk{i}"), tap)));
     }
-    Ok(virtio)
+    if hint_channel {
+        let sink = recorder.map(|r| Box::new(RecorderHints(r.clone())) as Box<dyn HintSink>);
+        devices.push(Box::new(Console::new(sink)));
+    }
+    devices
+        .into_iter()
+        .enumerate()
+        .map(|(i, device)| {
+            let irq = IrqLine::new(vm.fd(), VIRTIO_FIRST_IRQ + i as u32)?;
+            Ok(MmioTransport::new(device, irq, mem.clone()))
+        })
+        .collect()
 }
 
 /// Why the vCPU cannot go on; turned into an error once the exit's borrow of

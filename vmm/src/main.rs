@@ -4,5 +4,8 @@
 mod cli;
 
 fn main() {
+    // Die quietly on a closed pipe (`vmm log show | head`), as Unix tools do.
+    // SAFETY: setting a signal's disposition to its default is always sound.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     std::process::exit(cli::main());
 }

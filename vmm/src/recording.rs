@@ -14,6 +14,7 @@ use introspection::recording::RecordDir;
 use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
 
 use crate::devices::virtio::block::WriteTap;
+use crate::devices::virtio::console::HintSink;
 use crate::error::{Result, VmmError};
 
 /// Where and as whom to record.
@@ -21,6 +22,9 @@ use crate::error::{Result, VmmError};
 pub struct RecordConfig {
     pub dir: PathBuf,
     pub vm_id: String,
+    /// Offer the guest the hint channel, so that hinted files are decoded
+    /// into semantic changes at every barrier.
+    pub decode: bool,
 }
 
 /// A VM id names a log directory: keep it a plain, short file name.
@@ -46,6 +50,8 @@ enum Msg {
     Writes(Vec<(u64, Vec<u8>)>),
     Barrier(SyncSender<std::result::Result<u64, String>>),
     Mark(String, SyncSender<std::result::Result<u64, String>>),
+    /// A hint message from the guest (after the writes before it).
+    Hint(Vec<u8>),
     /// A barrier, then a SnapshotTaken record: (barrier seq, checksum).
     Snapshot(
         String,
@@ -53,6 +59,9 @@ enum Msg {
     ),
     Close(SyncSender<std::result::Result<TapStats, String>>),
 }
+
+/// Completed writes (byte offset, data) and their total size.
+type WriteBatch = (Vec<(u64, Vec<u8>)>, usize);
 
 /// Writes in flight to the recording thread (each at most 4 MiB).
 const QUEUE_DEPTH: usize = 16;
@@ -66,6 +75,8 @@ const QUEUE_DEPTH: usize = 16;
 /// unrecorded writes.
 pub struct Recorder {
     tx: Mutex<Option<SyncSender<Msg>>>,
+    /// Completed writes not yet handed to the thread, and their bytes.
+    batch: Mutex<WriteBatch>,
     worker: Mutex<Option<JoinHandle<()>>>,
     /// The disk image, to make it durable with the final barrier.
     image: File,
@@ -110,6 +121,7 @@ impl Recorder {
             .map_err(|e| VmmError::Record(format!("starting the recording thread: {e}")))?;
         Ok(Arc::new(Self {
             tx: Mutex::new(Some(tx)),
+            batch: Mutex::new((Vec::new(), 0)),
             worker: Mutex::new(Some(worker)),
             image,
             vm_id: config.vm_id.clone(),
@@ -146,14 +158,55 @@ impl Recorder {
     /// barrier, then a SnapshotTaken record. Returns the barrier's seq and
     /// the disk checksum there.
     pub fn snapshot_point(&self, id: &str) -> std::result::Result<(u64, [u8; 32]), String> {
+        self.send_writes()?;
         self.image
             .sync_data()
             .map_err(|e| format!("syncing the disk image: {e}"))?;
         self.ask(|reply| Msg::Snapshot(id.to_string(), reply))
     }
 
+    /// Queues a completed write; hands the batch over once it is large.
+    pub fn write(&self, offset: u64, data: Vec<u8>) -> std::result::Result<(), String> {
+        let full = {
+            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+            batch.1 += data.len();
+            batch.0.push((offset, data));
+            batch.1 >= BATCH_BYTES
+        };
+        if full {
+            self.send_writes()?;
+        }
+        Ok(())
+    }
+
+    /// Hands every queued write to the recording thread.
+    pub fn send_writes(&self) -> std::result::Result<(), String> {
+        let writes = {
+            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+            batch.1 = 0;
+            std::mem::take(&mut batch.0)
+        };
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.send(Msg::Writes(writes))
+    }
+
+    /// Records a guest hint, after every write before it.
+    pub fn hint(&self, message: Vec<u8>) -> std::result::Result<(), String> {
+        self.send_writes()?;
+        self.send(Msg::Hint(message))
+    }
+
+    /// A flush barrier: returns once everything before it is durable.
+    pub fn barrier(&self) -> std::result::Result<u64, String> {
+        self.send_writes()?;
+        self.ask(Msg::Barrier)
+    }
+
     /// Writes a named mark into the log, after every write before it.
     pub fn mark(&self, name: &str) -> std::result::Result<u64, String> {
+        self.send_writes()?;
         self.ask(|reply| Msg::Mark(name.to_string(), reply))
     }
 
@@ -163,6 +216,7 @@ impl Recorder {
         if self.tx.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Ok(None);
         }
+        self.send_writes().map_err(VmmError::Record)?;
         self.image
             .sync_data()
             .map_err(|e| VmmError::Record(format!("syncing the disk image: {e}")))?;
@@ -188,6 +242,14 @@ fn run_tap(mut tap: BlockTap, rx: Receiver<Msg>) {
                     }
                     if let Err(e) = tap.record_write(offset, &data) {
                         tracing::error!("recording a write failed: {e}");
+                        failed = Some(e.to_string());
+                    }
+                }
+            }
+            Msg::Hint(message) => {
+                if failed.is_none() {
+                    if let Err(e) = tap.record_hint(&message) {
+                        tracing::error!("recording a hint failed: {e}");
                         failed = Some(e.to_string());
                     }
                 }
@@ -235,49 +297,30 @@ fn run_tap(mut tap: BlockTap, rx: Receiver<Msg>) {
 /// bytes: one wake-up of the thread per batch, not per 4 KiB request.
 const BATCH_BYTES: usize = 1 << 20;
 
-/// The device's view of a recorder.
-pub struct DeviceTap {
-    recorder: Arc<Recorder>,
-    batch: Vec<(u64, Vec<u8>)>,
-    batch_bytes: usize,
-}
-
-impl DeviceTap {
-    pub fn new(recorder: Arc<Recorder>) -> Self {
-        Self {
-            recorder,
-            batch: Vec::new(),
-            batch_bytes: 0,
-        }
-    }
-
-    fn send_batch(&mut self) -> std::result::Result<(), String> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        self.batch_bytes = 0;
-        self.recorder
-            .send(Msg::Writes(std::mem::take(&mut self.batch)))
-    }
-}
+/// The block device's view of a recorder.
+pub struct DeviceTap(pub Arc<Recorder>);
 
 impl WriteTap for DeviceTap {
     fn write(&mut self, offset: u64, data: Vec<u8>) -> std::result::Result<(), String> {
-        self.batch_bytes += data.len();
-        self.batch.push((offset, data));
-        if self.batch_bytes >= BATCH_BYTES {
-            self.send_batch()?;
-        }
-        Ok(())
+        self.0.write(offset, data)
     }
 
     fn flush(&mut self) -> std::result::Result<(), String> {
-        self.send_batch()?;
-        self.recorder.ask(Msg::Barrier).map(|_| ())
+        self.0.barrier().map(|_| ())
     }
 
     fn close(&mut self) -> std::result::Result<(), String> {
-        self.send_batch()
+        self.0.send_writes()
+    }
+}
+
+/// The console device's view of a recorder: hints go into the same log,
+/// in order with the disk's writes.
+pub struct RecorderHints(pub Arc<Recorder>);
+
+impl HintSink for RecorderHints {
+    fn hint(&mut self, message: Vec<u8>) -> std::result::Result<(), String> {
+        self.0.hint(message)
     }
 }
 

@@ -43,6 +43,18 @@ impl<'a> Cmdline<'a> {
             .next()
     }
 
+    /// Every value given for `key`, in order.
+    pub fn get_all<'k>(&self, key: &'k str) -> impl Iterator<Item = &'a str> + 'k
+    where
+        'a: 'k,
+    {
+        self.line
+            .split_ascii_whitespace()
+            .filter_map(|word| word.split_once('='))
+            .filter(move |(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
     /// A numeric value (decimal or 0x-prefixed hex), or `default`.
     pub fn get_u64(&self, key: &str, default: u64) -> u64 {
         self.get(key).and_then(parse_u64).unwrap_or(default)

@@ -104,8 +104,31 @@ impl Extent {
         self.offset() + self.len
     }
 
-    /// Prints this extent's `layout:` line.
+    /// The hint identity of this file: (file id, main file id, format, role).
+    pub fn hint_id(&self) -> Option<(u32, u32, hint_proto::Format, hint_proto::Role)> {
+        use hint_proto::{Format, Role};
+        Some(match self.format {
+            "sqlite" => (1, 1, Format::Sqlite, Role::Main),
+            "sqlite-journal" => (2, 1, Format::Sqlite, Role::Journal),
+            "sqlite-wal" => (3, 1, Format::Sqlite, Role::Wal),
+            "json" => (4, 4, Format::Json, Role::Main),
+            "kv" => (5, 5, Format::Kv, Role::Main),
+            _ => return None,
+        })
+    }
+
+    /// Prints this extent's `layout:` line and tells the host by a hint.
     pub fn announce(&self) {
+        if let Some((id, main, format, role)) = self.hint_id() {
+            crate::hints::file(id, main, format, role, self.name, self.sector, self.len);
+            if role == hint_proto::Role::Main && format != hint_proto::Format::Sqlite {
+                // JSON and KV files are zero-padded to their extent.
+                crate::hints::size(id, self.len, true);
+            }
+            if format == hint_proto::Format::Json {
+                crate::hints::schema(id, "/records:id");
+            }
+        }
         say!(
             "layout: file={} format={} sector={} len={}\n",
             self.name,

@@ -13,13 +13,16 @@ mod boot;
 mod cmdline;
 mod disk;
 mod heap;
+mod hints;
 mod io;
 mod layout;
 mod libc;
 mod mem;
 mod rng;
 mod sqlite;
+mod virtio;
 mod virtio_blk;
+mod virtio_console;
 mod workloads;
 
 use cmdline::Cmdline;
@@ -55,6 +58,7 @@ extern "C" fn microguest_main(start_info: u64) -> ! {
     // SAFETY: the VMM wrote a NUL-terminated command line at cmdline_paddr.
     let line = unsafe { cmdline::from_paddr(info.cmdline_paddr) };
     let cmdline = Cmdline::new(line);
+    hints::init(&cmdline);
     let status = workloads::run(&cmdline);
     io::exit(status)
 }

@@ -7,7 +7,7 @@
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{fence, Ordering};
 
-use crate::cmdline::{parse_u64, Cmdline};
+use crate::cmdline::Cmdline;
 
 pub const QUEUE_SIZE: usize = 64;
 pub const BLOCK: usize = 4096;
@@ -109,13 +109,6 @@ pub enum Error {
     Timeout,
 }
 
-fn parse_device_arg(cmdline: &Cmdline) -> Option<usize> {
-    // virtio_mmio.device=4K@0xd0000000:5
-    let spec = cmdline.get("virtio_mmio.device")?;
-    let addr = spec.split_once('@')?.1.split_once(':')?.0;
-    parse_u64(addr).map(|a| a as usize)
-}
-
 impl VirtioBlk {
     fn reg(&self, off: usize) -> u32 {
         // SAFETY: the device window is identity-mapped MMIO.
@@ -129,7 +122,8 @@ impl VirtioBlk {
 
     /// Finds the first virtio-mmio device on the command line and sets it up.
     pub fn init(cmdline: &Cmdline) -> Result<Self, Error> {
-        let base = parse_device_arg(cmdline).ok_or(Error::NoDevice)?;
+        let base = crate::virtio::find_device(cmdline, crate::virtio::DEVICE_BLOCK)
+            .ok_or(Error::NoDevice)?;
         let mut dev = Self {
             base,
             capacity_sectors: 0,

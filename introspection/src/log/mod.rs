@@ -108,9 +108,16 @@ pub use error::LogError;
 pub use open::OpenReport;
 pub use reader::{FrameInfo, LogReader, RecordIter};
 pub use record::{
-    record_type, BarrierKind, Record, RecordKind, BLOCK_SIZE, MAX_NAME_LEN, MAX_WRITE_LEN,
-    SECTOR_SIZE,
+    record_type, BarrierKind, Record, RecordKind, BLOCK_SIZE, MAX_HINT_LEN, MAX_NAME_LEN,
+    MAX_SEMANTIC_LEN, MAX_WRITE_LEN, SECTOR_SIZE,
 };
+
+/// Host `CLOCK_REALTIME` in ns (what records are stamped with).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 pub use segment::{FORMAT_VERSION, MAX_VM_ID_LEN};
 pub use verify::{verify, verify_with, VerifyProblem, VerifyReport};
 pub use writer::{LogOptions, LogWriter};

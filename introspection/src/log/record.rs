@@ -21,9 +21,9 @@ pub mod record_type {
     pub const BARRIER: u8 = 2;
     pub const MARK: u8 = 3;
     pub const SNAPSHOT_TAKEN: u8 = 4;
-    /// Reserved for guest hints (not defined yet: reading one is an error).
+    /// A guest hint, as its wire message (hint-proto).
     pub const HINT: u8 = 5;
-    /// Reserved for semantic changes (not defined yet: reading one is an error).
+    /// A semantic change lifted from the disk at a barrier, as JSON.
     pub const SEMANTIC_CHANGE: u8 = 6;
 }
 
@@ -60,7 +60,22 @@ pub enum RecordKind {
     Mark { name: String },
     /// A snapshot was taken here (its id, 1..=256 bytes of UTF-8).
     SnapshotTaken { id: String },
+    /// A hint the guest sent, kept verbatim (one hint-proto wire message,
+    /// at most `MAX_HINT_LEN` bytes); hex in JSON.
+    Hint {
+        #[serde(with = "crate::hex::bytes")]
+        message: Vec<u8>,
+    },
+    /// A semantic change (`crate::semantic::SemanticChange` or a decode-error
+    /// event) as JSON text, at most `MAX_SEMANTIC_LEN` bytes. It follows
+    /// the barrier whose disk state it was lifted from.
+    Semantic { json: String },
 }
+
+/// Longest hint message kept in a record.
+pub const MAX_HINT_LEN: usize = 64 << 10;
+/// Longest semantic change record.
+pub const MAX_SEMANTIC_LEN: usize = 4 << 20;
 
 /// One record as read back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +102,8 @@ impl RecordKind {
             RecordKind::Barrier { .. } => record_type::BARRIER,
             RecordKind::Mark { .. } => record_type::MARK,
             RecordKind::SnapshotTaken { .. } => record_type::SNAPSHOT_TAKEN,
+            RecordKind::Hint { .. } => record_type::HINT,
+            RecordKind::Semantic { .. } => record_type::SEMANTIC_CHANGE,
         }
     }
 
@@ -101,6 +118,10 @@ impl RecordKind {
             RecordKind::Barrier { .. } => Ok(()),
             RecordKind::Mark { name } => check_name("mark name", name),
             RecordKind::SnapshotTaken { id } => check_name("snapshot id", id),
+            RecordKind::Hint { message } => check_len("hint", message.len(), MAX_HINT_LEN),
+            RecordKind::Semantic { json } => {
+                check_len("semantic change", json.len(), MAX_SEMANTIC_LEN)
+            }
         }
     }
 
@@ -130,6 +151,8 @@ impl RecordKind {
             }
             RecordKind::Mark { name } => out.extend_from_slice(name.as_bytes()),
             RecordKind::SnapshotTaken { id } => out.extend_from_slice(id.as_bytes()),
+            RecordKind::Hint { message } => out.extend_from_slice(message),
+            RecordKind::Semantic { json } => out.extend_from_slice(json.as_bytes()),
         }
     }
 
@@ -184,6 +207,12 @@ impl RecordKind {
             record_type::SNAPSHOT_TAKEN => RecordKind::SnapshotTaken {
                 id: utf8("snapshot id", body)?,
             },
+            record_type::HINT => RecordKind::Hint {
+                message: body.to_vec(),
+            },
+            record_type::SEMANTIC_CHANGE => RecordKind::Semantic {
+                json: utf8("semantic change", body)?,
+            },
             other => return Err(BodyError::UnknownType(other)),
         };
         kind.validate().map_err(BodyError::Bad)?;
@@ -222,6 +251,13 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_len(what: &str, len: usize, max: usize) -> Result<(), String> {
+    if len == 0 || len > max {
+        return Err(format!("{what} record is {len} bytes: must be 1..={max}"));
+    }
+    Ok(())
+}
+
 fn utf8(what: &str, body: &[u8]) -> Result<String, BodyError> {
     String::from_utf8(body.to_vec()).map_err(|_| BodyError::Bad(format!("{what} is not UTF-8")))
 }
@@ -249,6 +285,12 @@ mod tests {
         });
         roundtrip(RecordKind::Mark { name: "m".into() });
         roundtrip(RecordKind::SnapshotTaken { id: "s-1".into() });
+        roundtrip(RecordKind::Hint {
+            message: b"VH\x01\x05".to_vec(),
+        });
+        roundtrip(RecordKind::Semantic {
+            json: "{\"op\":\"insert\"}".into(),
+        });
     }
 
     #[test]
@@ -272,7 +314,7 @@ mod tests {
 
     #[test]
     fn reserved_and_unknown_codes_do_not_decode() {
-        for code in [record_type::HINT, record_type::SEMANTIC_CHANGE, 0, 200] {
+        for code in [0, 7, 200] {
             assert_eq!(
                 RecordKind::decode_body(code, b"x"),
                 Err(BodyError::UnknownType(code))

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use introspection::hex;
 use introspection::log::{LogReader, LogWriter, Record, RecordKind};
 use introspection::recording::{self, RecordDir};
+use introspection::semantic::{describe_hint, SemanticChange};
 
 use super::CliError;
 
@@ -176,6 +177,11 @@ fn describe(record: &Record) -> String {
         .to_lowercase(),
         RecordKind::Mark { name } => format!("mark   {name}"),
         RecordKind::SnapshotTaken { id } => format!("snapshot {id}"),
+        RecordKind::Hint { message } => format!("hint   {}", describe_hint(message)),
+        RecordKind::Semantic { json } => match serde_json::from_str::<SemanticChange>(json) {
+            Ok(change) => format!("change {change}"),
+            Err(_) => format!("change {json}"),
+        },
     }
 }
 

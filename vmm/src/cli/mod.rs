@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use vmm::VmmError;
 
+mod changes;
 mod demo;
 mod log;
 mod replay;
@@ -76,6 +77,22 @@ pub enum Command {
     /// List and merge snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// What changed inside the guests' applications: row/key-level changes
+    /// lifted from recorded disk writes and the guests' file hints.
+    ///
+    /// Examples:
+    ///   vmm changes rec/ --file app.db --table customers
+    ///   vmm changes rec/ --key 123 --since 2026-11-21T06:00:00Z --json
+    #[command(verbatim_doc_comment)]
+    Changes(changes::ChangesArgs),
+    /// Every version of one row or key, with VM and time.
+    ///
+    /// Example: vmm history rec/ --file app.db --table customers --key 123
+    History(changes::HistoryArgs),
+    /// Decode two versions of a file offline and show what changed.
+    ///
+    /// Example: vmm diff --format sqlite old.db new.db --json
+    Diff(changes::DiffArgs),
 }
 
 /// A command's failure: one line for the user, and the exit status.
@@ -125,6 +142,9 @@ pub fn main() -> i32 {
         Command::Replay(args) => replay::replay(args),
         Command::Drill(args) => replay::drill(&cli, args),
         Command::Restore(args) => snapshot::restore(&cli, args),
+        Command::Changes(args) => changes::changes(args),
+        Command::History(args) => changes::history(args),
+        Command::Diff(args) => changes::diff(args),
         Command::Snapshot(snapshot::SnapshotCommand::List(args)) => snapshot::list(args),
         Command::Snapshot(snapshot::SnapshotCommand::Merge(args)) => snapshot::merge_cmd(args),
     };

@@ -94,6 +94,13 @@ fn describe(step: &Step) -> String {
         ),
         Step::Mark { seq, name, .. } => format!("seq {seq}: mark {name}"),
         Step::Snapshot { seq, id, .. } => format!("seq {seq}: snapshot {id}"),
+        Step::Hint { seq, .. } => format!("seq {seq}: guest hint"),
+        Step::Change { seq, json, .. } => {
+            match serde_json::from_str::<introspection::semantic::SemanticChange>(json) {
+                Ok(c) => format!("seq {seq}: change {c}"),
+                Err(_) => format!("seq {seq}: change {json}"),
+            }
+        }
     }
 }
 

@@ -50,6 +50,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
 
+    /// With --record: do not offer the guest the hint channel, so nothing
+    /// is decoded into semantic changes (block recording only).
+    #[arg(long)]
+    pub no_decode: bool,
+
     /// The VM's name in the record directory (with --record).
     #[arg(long, value_name = "ID", default_value = "vm0", value_parser = parse_vm_id)]
     pub vm_id: String,
@@ -115,6 +120,7 @@ impl RunArgs {
             record: self.record.clone().map(|dir| RecordConfig {
                 dir,
                 vm_id: self.vm_id.clone(),
+                decode: !self.no_decode,
             }),
             snapshot: self
                 .snapshots

@@ -79,6 +79,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
         record: args.record.clone().map(|dir| RecordConfig {
             dir,
             vm_id: args.vm_id.clone(),
+            decode: true,
         }),
         snapshot: Some(SnapshotConfig {
             dir: args.snapshots.clone().unwrap_or(dir),

@@ -13,7 +13,7 @@ use introspection::hex;
 use snapshot::{check, Manifest, SnapshotDir};
 
 use super::snapshot::{restore_memory, SnapshotChain, SnapshotConfig};
-use super::{attach_disks, open_serial, DiskConfig, Machine, SerialOutput};
+use super::{attach_devices, open_serial, DiskConfig, Machine, SerialOutput};
 use crate::devices::persist::{SerialSnap, TransportSnap};
 use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::block::disk::DiskImage;
@@ -101,8 +101,12 @@ impl Machine {
                 disk_configs.len()
             )));
         }
+        let hint_channel = manifest
+            .annotations
+            .get("hint_channel")
+            .is_some_and(|v| v == "true");
         let mut transports = Vec::new();
-        for i in 0..disk_configs.len() {
+        for i in 0..disk_configs.len() + usize::from(hint_channel) {
             let t: TransportSnap = decode(
                 &format!("virtio{i}"),
                 blob(&manifest, &format!("virtio{i}"))?,
@@ -146,7 +150,7 @@ impl Machine {
         vm.register_memory(&mem, config.snapshot.is_some())?;
         vm.setup_irqchip()?;
         let serial = SerialDevice::restore(vm.fd(), open_serial(&config.serial)?, &serial_state)?;
-        let mut virtio = attach_disks(&vm, &mem, disks, recorder.as_ref())?;
+        let mut virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), hint_channel)?;
         for (t, state) in virtio.iter_mut().zip(&transports) {
             t.restore_state(state).map_err(VmmError::SnapshotState)?;
         }
@@ -171,6 +175,7 @@ impl Machine {
             snapshots,
             mem_mib,
             disk_configs,
+            hint_channel,
             vm,
             mem,
             timeout: config.timeout,

@@ -193,6 +193,7 @@ impl Machine {
         let mut a = BTreeMap::new();
         a.insert("mem_mib".into(), self.mem_mib.to_string());
         a.insert("disks".into(), self.disk_configs.len().to_string());
+        a.insert("hint_channel".into(), self.hint_channel.to_string());
         for (i, d) in self.disk_configs.iter().enumerate() {
             a.insert(format!("disk{i}.path"), d.path.display().to_string());
             a.insert(format!("disk{i}.ro"), d.read_only.to_string());

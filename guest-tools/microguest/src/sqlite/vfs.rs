@@ -269,7 +269,15 @@ impl State {
         }
         let crc = crc32fast::hash(&dir[..BLOCK - 4]);
         dir[BLOCK - 4..].copy_from_slice(&crc.to_le_bytes());
-        self.disk.write_at(VFS_DIR.offset(), &dir)
+        self.disk.write_at(VFS_DIR.offset(), &dir)?;
+        // The host learns sizes and existence from hints, in order with
+        // the writes, before the flush that follows makes them consistent.
+        for f in &self.files {
+            if let Some((id, ..)) = f.extent.hint_id() {
+                crate::hints::size(id, f.dir_size, f.dir_exists);
+            }
+        }
+        Ok(())
     }
 
     /// Records (and prints, the first time) an I/O error.

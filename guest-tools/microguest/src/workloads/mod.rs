@@ -6,6 +6,7 @@ use crate::{io, say};
 
 mod blk;
 mod evil;
+mod evil_hints;
 mod json;
 mod kv;
 mod memtest;
@@ -25,12 +26,13 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "blk-bench" => blk::bench(cmdline),
         "evil-blk" => evil::blk(cmdline),
         "memtest" => memtest::run(cmdline),
+        "evil-hints" => evil_hints::run(cmdline),
         "sqlite" => sqlite::run(cmdline),
         "sqlite-summary" => sqlite::summary(cmdline),
         "json" => json::run(cmdline),
         "kv" => kv::run(cmdline),
         other => {
-            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-checksum blk-bench evil-blk memtest)\n");
+            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-checksum blk-bench evil-blk evil-hints memtest sqlite sqlite-summary json kv)\n");
             crate::EXIT_GUEST_ERROR
         }
     }

@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::error::VmmError;
 
 pub mod block;
+pub mod console;
 pub mod mmio;
 
 /// The interrupt status bit for "a used buffer was added".

@@ -1,0 +1,364 @@
+//! Lifting raw disk writes into semantic changes, from guest hints.
+//!
+//! The guest says (hint-proto) which disk extents hold which file, in
+//! which format, and when files appear, grow or vanish. [`FileTable`] keeps
+//! that map, validating every hint against the disk (extents inside it, no
+//! two files sharing a block). At each barrier the tap asks the [`Lifter`]
+//! for the changes of every file whose blocks were written since the last
+//! barrier: it reads the file's bytes as they are on the disk at that
+//! barrier, decodes the previous and the current version
+//! (`crate::decode`), and returns row/key-level changes — or a decode-error
+//! event for that file, after which it goes on with the others.
+//!
+//! Consistency: an SQLite database in rollback-journal mode is lifted only
+//! at barriers where its journal is not hot (absent, empty, or without a
+//! valid header); a WAL database is lifted as the main file plus the
+//! committed frames of its WAL. JSON and KV files are lifted at every
+//! barrier after they were written.
+use std::collections::{BTreeMap, BTreeSet};
+
+use hint_proto::{Extent, Format as WireFormat, Hint, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{self, sqlite::apply_wal, SchemaHints};
+use crate::semantic::{Change, DecodeErrorEvent, Format, SemanticChange};
+
+const BLOCK: u64 = 4096;
+/// Largest file the lifter reads (a hostile guest cannot make it read more).
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+/// Most files tracked at once.
+pub const MAX_FILES: usize = 256;
+const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+
+/// One event of the semantic change log (what a `Semantic` record holds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SemanticEvent {
+    Change(SemanticChange),
+    DecodeError(DecodeErrorEvent),
+}
+
+#[derive(Clone, Debug)]
+pub struct FileInfo {
+    pub path: String,
+    pub format: Format,
+    pub role: Role,
+    pub main_id: u32,
+    pub extents: Vec<Extent>,
+    pub size: Option<u64>,
+    pub exists: bool,
+    pub schema: SchemaHints,
+}
+
+impl FileInfo {
+    fn capacity(&self) -> u64 {
+        self.extents.iter().map(|e| e.len).sum()
+    }
+
+    /// The file's byte length to read: its hinted size, bounded by its
+    /// extents and by `MAX_FILE_BYTES`.
+    fn read_len(&self) -> u64 {
+        self.size
+            .unwrap_or(u64::MAX)
+            .min(self.capacity())
+            .min(MAX_FILE_BYTES)
+    }
+
+    fn touches(&self, written: &BTreeSet<u64>) -> bool {
+        self.extents.iter().any(|e| {
+            let first = e.sector * 512 / BLOCK;
+            let last = (e.sector * 512 + e.len - 1) / BLOCK;
+            written.range(first..=last).next().is_some()
+        })
+    }
+}
+
+/// The guest's files as its hints describe them.
+#[derive(Default)]
+pub struct FileTable {
+    files: BTreeMap<u32, FileInfo>,
+    disk_bytes: u64,
+}
+
+fn format_of(f: WireFormat) -> Format {
+    match f {
+        WireFormat::Sqlite => Format::Sqlite,
+        WireFormat::Json => Format::Json,
+        WireFormat::Kv => Format::Kv,
+    }
+}
+
+/// `table=col1,col2;table2=col` or `/json/pointer:keyfield`.
+pub fn parse_schema(format: Format, text: &str) -> SchemaHints {
+    let mut hints = SchemaHints::default();
+    match format {
+        Format::Sqlite => {
+            for part in text.split(';').filter(|p| !p.is_empty()) {
+                if let Some((table, cols)) = part.split_once('=') {
+                    hints.key_columns.insert(
+                        table.to_string(),
+                        cols.split(',')
+                            .filter(|c| !c.is_empty())
+                            .map(String::from)
+                            .collect(),
+                    );
+                }
+            }
+        }
+        Format::Json => {
+            let (path, key) = text.split_once(':').unwrap_or((text, "id"));
+            hints.json_record_path = Some(path.to_string());
+            hints.json_record_key = Some(key.to_string());
+        }
+        Format::Kv => {}
+    }
+    hints
+}
+
+impl FileTable {
+    pub fn new(disk_bytes: u64) -> Self {
+        Self {
+            files: BTreeMap::new(),
+            disk_bytes,
+        }
+    }
+
+    pub fn get(&self, id: u32) -> Option<&FileInfo> {
+        self.files.get(&id)
+    }
+
+    pub fn files(&self) -> impl Iterator<Item = (&u32, &FileInfo)> {
+        self.files.iter()
+    }
+
+    /// Applies one hint; an invalid one changes nothing and says why.
+    pub fn apply(&mut self, hint: &Hint<'_>) -> Result<(), String> {
+        match *hint {
+            Hint::File {
+                file_id,
+                main_id,
+                format,
+                role,
+                path,
+            } => {
+                if !self.files.contains_key(&file_id) && self.files.len() >= MAX_FILES {
+                    return Err(format!("more than {MAX_FILES} files hinted"));
+                }
+                let format = format_of(format);
+                self.files.insert(
+                    file_id,
+                    FileInfo {
+                        path: path.to_string(),
+                        format,
+                        role,
+                        main_id,
+                        extents: Vec::new(),
+                        size: None,
+                        exists: true,
+                        schema: SchemaHints::default(),
+                    },
+                );
+            }
+            Hint::Extents { file_id, extents } => {
+                let new: Vec<Extent> = extents.iter().collect();
+                for e in &new {
+                    let end = e.sector.checked_mul(512).and_then(|s| s.checked_add(e.len));
+                    if end.is_none_or(|end| end > self.disk_bytes) {
+                        return Err(format!(
+                            "file {file_id}: extent at sector {} of {} bytes lies outside the {}-byte disk",
+                            e.sector, e.len, self.disk_bytes
+                        ));
+                    }
+                }
+                for (other_id, other) in &self.files {
+                    if *other_id == file_id {
+                        continue;
+                    }
+                    for a in &new {
+                        for b in &other.extents {
+                            let (a0, a1) = (a.sector * 512, a.sector * 512 + a.len);
+                            let (b0, b1) = (b.sector * 512, b.sector * 512 + b.len);
+                            if a0 < b1 && b0 < a1 {
+                                return Err(format!(
+                                    "file {file_id}: extent at sector {} overlaps file {other_id} ({})",
+                                    a.sector, other.path
+                                ));
+                            }
+                        }
+                    }
+                }
+                let file = self.file_mut(file_id)?;
+                file.extents = new;
+            }
+            Hint::Size {
+                file_id,
+                size,
+                exists,
+            } => {
+                let file = self.file_mut(file_id)?;
+                file.size = Some(size);
+                file.exists = exists;
+            }
+            Hint::Schema { file_id, text } => {
+                let file = self.file_mut(file_id)?;
+                file.schema = parse_schema(file.format, text);
+            }
+            Hint::Forget { file_id } => {
+                self.files.remove(&file_id);
+            }
+        }
+        Ok(())
+    }
+
+    fn file_mut(&mut self, id: u32) -> Result<&mut FileInfo, String> {
+        self.files
+            .get_mut(&id)
+            .ok_or_else(|| format!("hint for file {id}, which no File hint declared"))
+    }
+}
+
+/// Reads `len` bytes of the disk at byte `offset`.
+pub type ReadDisk<'a> = &'a mut dyn FnMut(u64, usize) -> std::io::Result<Vec<u8>>;
+
+fn read_file(file: &FileInfo, read: ReadDisk<'_>) -> std::io::Result<Vec<u8>> {
+    let want = file.read_len();
+    let mut out = Vec::with_capacity(want as usize);
+    for e in &file.extents {
+        let left = want - out.len() as u64;
+        if left == 0 {
+            break;
+        }
+        let n = e.len.min(left) as usize;
+        out.extend_from_slice(&read(e.sector * 512, n)?);
+    }
+    Ok(out)
+}
+
+/// Diffs each hinted main file against its last lifted version.
+#[derive(Default)]
+pub struct Lifter {
+    pub table: FileTable,
+    /// The bytes each main file had at its last lift.
+    last: BTreeMap<u32, Vec<u8>>,
+}
+
+/// What one file yielded at a barrier.
+pub enum Lifted {
+    Changes {
+        file: String,
+        format: Format,
+        changes: Vec<Change>,
+    },
+    Error {
+        file: String,
+        format: Format,
+        reason: String,
+    },
+}
+
+impl Lifter {
+    pub fn new(disk_bytes: u64) -> Self {
+        Self {
+            table: FileTable::new(disk_bytes),
+            last: BTreeMap::new(),
+        }
+    }
+
+    /// Lifts every main file touched by `written` (block numbers) or by a
+    /// hint since the last lift (`hinted`).
+    pub fn lift(
+        &mut self,
+        written: &BTreeSet<u64>,
+        hinted: &BTreeSet<u32>,
+        read: ReadDisk<'_>,
+    ) -> Vec<Lifted> {
+        let mut mains: BTreeSet<u32> = BTreeSet::new();
+        for (id, f) in self.table.files() {
+            if f.touches(written) || hinted.contains(id) {
+                mains.insert(if f.role == Role::Main { *id } else { f.main_id });
+            }
+        }
+        let mut out = Vec::new();
+        for id in mains {
+            let Some(main) = self.table.get(id).cloned() else {
+                continue;
+            };
+            if main.role != Role::Main || main.extents.is_empty() || !main.exists {
+                continue;
+            }
+            match self.current_version(id, &main, read) {
+                Ok(None) => {} // not at a consistent point for this file
+                Ok(Some(new)) => {
+                    let old = self.last.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+                    match decode::diff(main.format, old, &new, &main.schema) {
+                        Ok(changes) => {
+                            self.last.insert(id, new);
+                            if !changes.is_empty() {
+                                out.push(Lifted::Changes {
+                                    file: main.path.clone(),
+                                    format: main.format,
+                                    changes,
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            // Keep the last good version: the next consistent
+                            // state is diffed against it.
+                            out.push(Lifted::Error {
+                                file: main.path.clone(),
+                                format: main.format,
+                                reason: e.to_string(),
+                            })
+                        }
+                    }
+                }
+                Err(e) => out.push(Lifted::Error {
+                    file: main.path.clone(),
+                    format: main.format,
+                    reason: format!("reading the file from the disk: {e}"),
+                }),
+            }
+        }
+        out
+    }
+
+    /// The main file's consistent bytes now, or None when a hot journal
+    /// says a transaction is half-written.
+    fn current_version(
+        &self,
+        id: u32,
+        main: &FileInfo,
+        read: ReadDisk<'_>,
+    ) -> std::io::Result<Option<Vec<u8>>> {
+        let siblings: Vec<&FileInfo> = self
+            .table
+            .files()
+            .filter(|(fid, f)| **fid != id && f.main_id == id)
+            .map(|(_, f)| f)
+            .collect();
+        for j in siblings
+            .iter()
+            .filter(|f| f.role == Role::Journal && f.exists)
+        {
+            if j.size.unwrap_or(0) >= 28 && !j.extents.is_empty() {
+                let header = read(j.extents[0].sector * 512, 28)?;
+                let records = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+                if header[..8] == JOURNAL_MAGIC && records != 0 {
+                    return Ok(None);
+                }
+            }
+        }
+        let mut bytes = read_file(main, read)?;
+        if main.format == Format::Sqlite {
+            if let Some(wal) = siblings
+                .iter()
+                .find(|f| f.role == Role::Wal && f.exists && f.size.unwrap_or(0) > 0)
+            {
+                let wal_bytes = read_file(wal, read)?;
+                bytes = apply_wal(&bytes, &wal_bytes)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+            }
+        }
+        Ok(Some(bytes))
+    }
+}
