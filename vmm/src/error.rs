@@ -59,6 +59,8 @@ pub enum VmmError {
     Disk { path: PathBuf, reason: String },
     #[error("{0}")]
     Snapshot(String),
+    #[error("control socket {0}")]
+    Api(String),
     #[error("snapshot state: {0}")]
     SnapshotState(String),
     #[error("recording: {0}")]

@@ -9,6 +9,7 @@
 //! content store and snapshots (`snapshot`), or replay (`replay`). The `vmm`
 //! command-line tool lives in `main.rs` and `cli/`.
 
+pub mod api;
 pub mod boot;
 pub mod devices;
 pub mod error;

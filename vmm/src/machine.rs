@@ -10,6 +10,7 @@ use ::snapshot::SnapshotKind;
 use introspection::TapStats;
 use kvm_ioctls::VcpuExit;
 
+use crate::api::{self, Api};
 use crate::boot;
 use crate::devices::serial::{SerialDevice, SerialOut};
 use crate::devices::virtio::block::disk::DiskImage;
@@ -28,6 +29,7 @@ use crate::stats::{self, RunStats};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
 
+mod control;
 mod restore;
 mod snapshot;
 mod watchdog;
@@ -75,6 +77,8 @@ pub struct VmConfig {
     pub record: Option<RecordConfig>,
     /// Where snapshots go (turns on dirty-page tracking).
     pub snapshot: Option<SnapshotConfig>,
+    /// Serve the control socket here while the VM runs.
+    pub api_sock: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -89,6 +93,7 @@ impl Default for VmConfig {
             disks: Vec::new(),
             record: None,
             snapshot: None,
+            api_sock: None,
         }
     }
 }
@@ -118,6 +123,7 @@ pub struct Machine {
     hint_channel: bool,
     vm: Vm,
     mem: GuestMemory,
+    api_sock: Option<PathBuf>,
     timeout: Option<Duration>,
     built_at: Instant,
     build_time: Duration,
@@ -174,6 +180,7 @@ impl Machine {
             hint_channel,
             vm,
             mem,
+            api_sock: config.api_sock.clone(),
             timeout: config.timeout,
             built_at: Instant::now(),
             build_time: started.elapsed(),
@@ -200,16 +207,22 @@ impl Machine {
             ..Default::default()
         };
         let mut snapshots = Vec::new();
+        let api = match &self.api_sock {
+            Some(path) => Some(Api::start(path)?),
+            None => None,
+        };
         let result = loop {
-            match self.run_loop(&mut stats, watchdog.as_ref()) {
+            match self.run_loop(&mut stats, watchdog.as_ref(), api.as_ref()) {
                 Ok(Exit::Guest(status)) => break Ok(status),
                 Ok(Exit::Snapshot(kind)) => match self.snapshot(kind) {
                     Ok(info) => snapshots.push(info),
                     Err(e) => break Err(e),
                 },
+                Ok(Exit::Api(request)) => self.serve(request, api.as_ref(), &mut snapshots),
                 Err(e) => break Err(e),
             }
         };
+        drop(api);
         if let Some(w) = watchdog {
             w.disarm();
         }
@@ -237,7 +250,12 @@ impl Machine {
         })
     }
 
-    fn run_loop(&mut self, stats: &mut RunStats, watchdog: Option<&Watchdog>) -> Result<Exit> {
+    fn run_loop(
+        &mut self,
+        stats: &mut RunStats,
+        watchdog: Option<&Watchdog>,
+        api: Option<&Api>,
+    ) -> Result<Exit> {
         let snapshots_on = self.snapshots.is_some();
         let serial = &mut self.serial;
         let virtio = &mut self.virtio;
@@ -322,6 +340,9 @@ impl Machine {
             if let Some(stop) = stop {
                 return Err(stop.into_error(vcpu));
             }
+            if let Some(request) = api.and_then(|a| a.requests.try_recv().ok()) {
+                return Ok(Exit::Api(request));
+            }
         }
     }
 }
@@ -332,6 +353,8 @@ enum Exit {
     Guest(u8),
     /// The guest asked to be snapshotted here.
     Snapshot(SnapshotKind),
+    /// The control socket asked for something.
+    Api(api::Request),
 }
 
 /// Builds a virtio-blk device on virtio-mmio for each disk, then the hint

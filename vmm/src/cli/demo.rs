@@ -218,6 +218,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             timeout: Some(std::time::Duration::from_secs(60)),
             record: None,
             snapshot: None,
+            api_sock: None,
         };
         let started = std::time::Instant::now();
         let mut machine = Machine::restore(&config)?;

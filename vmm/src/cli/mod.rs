@@ -89,6 +89,14 @@ pub enum Command {
     ///
     /// Example: vmm history rec/ --file app.db --table customers --key 123
     History(changes::HistoryArgs),
+    /// Pause a running VM (its control socket: `vmm run --api-sock`).
+    Pause(snapshot::SocketArgs),
+    /// Resume a paused VM.
+    Resume(snapshot::SocketArgs),
+    /// Write a named mark into a running VM's change log.
+    ///
+    /// Example: vmm mark --api-sock /tmp/vm0.sock before-upgrade
+    Mark(snapshot::MarkArgs),
     /// Decode two versions of a file offline and show what changed.
     ///
     /// Example: vmm diff --format sqlite old.db new.db --json
@@ -147,6 +155,10 @@ pub fn main() -> i32 {
         Command::Diff(args) => changes::diff(args),
         Command::Snapshot(snapshot::SnapshotCommand::List(args)) => snapshot::list(args),
         Command::Snapshot(snapshot::SnapshotCommand::Merge(args)) => snapshot::merge_cmd(args),
+        Command::Snapshot(snapshot::SnapshotCommand::Create(args)) => snapshot::create(args),
+        Command::Pause(args) => snapshot::pause(args),
+        Command::Resume(args) => snapshot::resume(args),
+        Command::Mark(args) => snapshot::mark(args),
     };
     match result {
         Ok(status) => status,

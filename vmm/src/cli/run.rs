@@ -66,6 +66,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub snapshots: Option<PathBuf>,
 
+    /// Serve the control socket at PATH while the VM runs: `vmm pause`,
+    /// `vmm resume`, `vmm snapshot create`, `vmm mark` talk to it
+    /// (example: --api-sock /tmp/vm0.sock). Snapshots need --snapshots or
+    /// --record.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+
     /// Print run statistics as one JSON line on stderr when the guest exits:
     /// time, VM exits, resident memory and the VMM's own overhead.
     #[arg(long)]
@@ -130,6 +137,7 @@ impl RunArgs {
                     dir,
                     vm_id: self.vm_id.clone(),
                 }),
+            api_sock: self.api_sock.clone(),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use snapshot::{merge, SnapshotDir};
+use vmm::api::Command;
 use vmm::machine::{RestoreConfig, SnapshotConfig};
 use vmm::recording::RecordConfig;
 use vmm::{DiskConfig, Machine, SerialOutput};
@@ -34,6 +35,9 @@ pub struct RestoreArgs {
     /// Keep taking snapshots (default: into the snapshot's own directory).
     #[arg(long, value_name = "DIR")]
     pub snapshots: Option<PathBuf>,
+    /// Serve the control socket at PATH (see `vmm run --api-sock`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
     #[arg(long)]
     pub stats: bool,
 }
@@ -85,6 +89,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
             dir: args.snapshots.clone().unwrap_or(dir),
             vm_id: args.vm_id.clone(),
         }),
+        api_sock: args.api_sock.clone(),
     };
     let machine = Machine::restore(&config)?;
     Ok(finish(
@@ -101,11 +106,88 @@ pub enum SnapshotCommand {
     ///
     /// Example: vmm snapshot list /tmp/rec --json
     List(ListArgs),
+    /// Snapshot a running VM through its control socket (`vmm run
+    /// --api-sock`). Prints the new snapshot's path.
+    ///
+    /// Example: vmm snapshot create --api-sock /tmp/vm0.sock --incremental
+    Create(CreateArgs),
     /// Fold an incremental snapshot and its chain of parents into one new
     /// full snapshot (the chain stays; the new id is printed).
     ///
     /// Example: vmm snapshot merge /tmp/rec/snapshots/ID.snap
     Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// Only the pages dirtied since the VM's last snapshot.
+    #[arg(long)]
+    pub incremental: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A running VM's control socket (for pause, resume and mark).
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MarkArgs {
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// The mark's name (1-256 bytes); replay and drills can target it.
+    pub name: String,
+}
+
+fn ask(socket: &Path, command: Command) -> Result<serde_json::Value, CliError> {
+    vmm::api::client::request(socket, &command).map_err(CliError::new)
+}
+
+pub fn create(args: &CreateArgs) -> Result<i32, CliError> {
+    let kind = if args.incremental {
+        "incremental"
+    } else {
+        "full"
+    };
+    let answer = ask(&args.api_sock, Command::Snapshot { kind: kind.into() })?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        println!("{}", answer["path"].as_str().unwrap_or_default());
+        eprintln!(
+            "{} snapshot: {} of {} pages hashed, {} new objects, VM paused {:.1} ms",
+            answer["kind"].as_str().unwrap_or(kind),
+            answer["hashed_pages"],
+            answer["pages"],
+            answer["new_objects"],
+            answer["pause_us"].as_f64().unwrap_or(0.0) / 1e3
+        );
+    }
+    Ok(0)
+}
+
+pub fn pause(args: &SocketArgs) -> Result<i32, CliError> {
+    ask(&args.api_sock, Command::Pause).map(|_| 0)
+}
+
+pub fn resume(args: &SocketArgs) -> Result<i32, CliError> {
+    ask(&args.api_sock, Command::Resume).map(|_| 0)
+}
+
+pub fn mark(args: &MarkArgs) -> Result<i32, CliError> {
+    let answer = ask(
+        &args.api_sock,
+        Command::Mark {
+            name: args.name.clone(),
+        },
+    )?;
+    println!("mark '{}' at seq {}", args.name, answer["seq"]);
+    Ok(0)
 }
 
 #[derive(Debug, Args)]

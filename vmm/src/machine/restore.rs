@@ -38,6 +38,8 @@ pub struct RestoreConfig {
     pub record: Option<RecordConfig>,
     /// Where further snapshots of the restored VM go.
     pub snapshot: Option<SnapshotConfig>,
+    /// Serve the control socket here.
+    pub api_sock: Option<PathBuf>,
 }
 
 fn snap_err(e: impl std::fmt::Display) -> VmmError {
@@ -178,6 +180,7 @@ impl Machine {
             hint_channel,
             vm,
             mem,
+            api_sock: config.api_sock.clone(),
             timeout: config.timeout,
             built_at: Instant::now(),
             build_time: started.elapsed(),

@@ -1,0 +1,165 @@
+//! The control socket of a running VMM (`vmm run --api-sock PATH`).
+//!
+//! Protocol: newline-delimited JSON over a Unix stream socket. Each request
+//! is one object with a `cmd`; each answer is one object with `ok` and
+//! either the result or `error`:
+//! ```text
+//! {"cmd":"status"}                        {"ok":true,"state":"running",...}
+//! {"cmd":"pause"}                         {"ok":true,"state":"paused"}
+//! {"cmd":"resume"}                        {"ok":true,"state":"running"}
+//! {"cmd":"snapshot","kind":"full"}        {"ok":true,"id":"...","path":"...",...}
+//! {"cmd":"snapshot","kind":"incremental"}
+//! {"cmd":"mark","name":"before-upgrade"}  {"ok":true,"seq":4711}
+//! ```
+//! The server (a tokio runtime on its own thread) hands each request to the
+//! vCPU thread, which owns the machine, and kicks it out of KVM_RUN with a
+//! signal until it answers. Requests are bounded (one line, 4 KiB).
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
+
+use crate::error::{Result, VmmError};
+
+pub mod client;
+
+const MAX_REQUEST: usize = 4096;
+const KICK_INTERVAL: Duration = Duration::from_millis(2);
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    Status,
+    Pause,
+    Resume,
+    Snapshot {
+        #[serde(default = "full")]
+        kind: String,
+    },
+    Mark {
+        name: String,
+    },
+}
+
+fn full() -> String {
+    "full".into()
+}
+
+/// A request waiting for the vCPU thread's answer.
+pub struct Request {
+    pub command: Command,
+    pub reply: Sender<Value>,
+}
+
+/// The server side, as the vCPU thread sees it.
+pub struct Api {
+    pub requests: Receiver<Request>,
+    path: PathBuf,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The answer for a failed request.
+pub fn error(message: impl Into<String>) -> Value {
+    serde_json::json!({ "ok": false, "error": message.into() })
+}
+
+impl Api {
+    /// Listens on `path` (which must not exist) for the calling thread,
+    /// which must be the vCPU thread.
+    pub fn start(path: &Path) -> Result<Self> {
+        let bad = |e: std::io::Error| VmmError::Api(format!("{}: {e}", path.display()));
+        if path.exists() {
+            return Err(VmmError::Api(format!(
+                "{} already exists (another VMM, or a stale socket: remove it)",
+                path.display()
+            )));
+        }
+        let _ = register_signal_handler(SIGRTMIN(), on_kick);
+        // SAFETY: pthread_self has no preconditions.
+        let vcpu = unsafe { libc::pthread_self() } as usize;
+        let std_listener = std::os::unix::net::UnixListener::bind(path).map_err(bad)?;
+        std_listener.set_nonblocking(true).map_err(bad)?;
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime");
+                rt.block_on(serve(std_listener, tx, vcpu));
+            })
+            .map_err(bad)?;
+        Ok(Self {
+            requests: rx,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+async fn serve(listener: std::os::unix::net::UnixListener, tx: Sender<Request>, vcpu: usize) {
+    let Ok(listener) = UnixListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read.take(1 << 20)).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = if line.len() > MAX_REQUEST {
+                    error(format!("request longer than {MAX_REQUEST} bytes"))
+                } else {
+                    match serde_json::from_str::<Command>(&line) {
+                        Ok(command) => ask(&tx, command, vcpu).await,
+                        Err(e) => error(format!(
+                            "not a request ({e}); send one JSON object per line with a cmd of status, pause, resume, snapshot or mark"
+                        )),
+                    }
+                };
+                let mut out = answer.to_string();
+                out.push('\n');
+                if write.write_all(out.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Hands `command` to the vCPU thread and waits for its answer, kicking
+/// the vCPU out of guest mode until it looks.
+async fn ask(tx: &Sender<Request>, command: Command, vcpu: usize) -> Value {
+    let (reply, answer) = mpsc::channel();
+    if tx.send(Request { command, reply }).is_err() {
+        return error("the VM has stopped");
+    }
+    loop {
+        match answer.try_recv() {
+            Ok(v) => return v,
+            Err(mpsc::TryRecvError::Disconnected) => return error("the VM has stopped"),
+            Err(mpsc::TryRecvError::Empty) => {
+                // SAFETY: the vCPU thread lives as long as the machine; a
+                // signal to an exited thread id is what the Disconnected
+                // check above prevents.
+                unsafe { libc::pthread_kill(vcpu as libc::pthread_t, SIGRTMIN()) };
+                tokio::time::sleep(KICK_INTERVAL).await;
+            }
+        }
+    }
+}
