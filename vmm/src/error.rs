@@ -59,6 +59,8 @@ pub enum VmmError {
     Disk { path: PathBuf, reason: String },
     #[error("{0}")]
     Snapshot(String),
+    #[error("shared memory {0}")]
+    SharedMem(String),
     #[error("control socket {0}")]
     Api(String),
     #[error("snapshot state: {0}")]

@@ -17,6 +17,7 @@ pub mod machine;
 pub mod memory;
 pub mod microguest;
 pub mod recording;
+pub mod shared;
 pub mod stats;
 pub mod vstate;
 

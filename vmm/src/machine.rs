@@ -25,6 +25,7 @@ use crate::devices::{
 use crate::error::{Result, VmmError};
 use crate::memory::{self, START_INFO_ADDR};
 use crate::recording::{DeviceTap, RecordConfig, Recorder, RecorderHints};
+use crate::shared::{SharedMem, SharedMemConfig, SHARED_MEM_BASE};
 use crate::stats::{self, RunStats};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
@@ -79,6 +80,8 @@ pub struct VmConfig {
     pub snapshot: Option<SnapshotConfig>,
     /// Serve the control socket here while the VM runs.
     pub api_sock: Option<PathBuf>,
+    /// A memory region shared with other VMs.
+    pub shared_mem: Option<SharedMemConfig>,
 }
 
 impl Default for VmConfig {
@@ -94,6 +97,7 @@ impl Default for VmConfig {
             record: None,
             snapshot: None,
             api_sock: None,
+            shared_mem: None,
         }
     }
 }
@@ -122,6 +126,7 @@ pub struct Machine {
     disk_configs: Vec<DiskConfig>,
     hint_channel: bool,
     vm: Vm,
+    shared: Option<SharedMem>,
     mem: GuestMemory,
     api_sock: Option<PathBuf>,
     timeout: Option<Duration>,
@@ -140,7 +145,12 @@ impl Machine {
         // A recorded disk gets a hint channel (virtio-console) beside it.
         let hint_channel = config.record.as_ref().is_some_and(|r| r.decode);
         let devices = config.disks.len() + usize::from(hint_channel);
-        let cmdline = boot::build_cmdline(&with_device_args(&config.cmdline, devices))?;
+        let mut line = with_device_args(&config.cmdline, devices);
+        if let Some(shm) = &config.shared_mem {
+            line.push(' ');
+            line.push_str(&SharedMem::cmdline_arg(shm));
+        }
+        let cmdline = boot::build_cmdline(&line)?;
         let disks = config
             .disks
             .iter()
@@ -159,6 +169,10 @@ impl Machine {
 
         let vm = Vm::new(&config.kvm_path)?;
         vm.register_memory(&mem, config.snapshot.is_some())?;
+        let shared = match &config.shared_mem {
+            Some(c) => Some(map_shared(&vm, &mem, c, config.snapshot.is_some())?),
+            None => None,
+        };
         vm.setup_irqchip()?;
         let serial = SerialDevice::new(vm.fd(), serial_out)?;
         let virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), hint_channel)?;
@@ -179,6 +193,7 @@ impl Machine {
             disk_configs: config.disks.clone(),
             hint_channel,
             vm,
+            shared,
             mem,
             api_sock: config.api_sock.clone(),
             timeout: config.timeout,
@@ -345,6 +360,25 @@ impl Machine {
             }
         }
     }
+}
+
+/// Maps a shared region and registers it as the KVM slot after guest RAM.
+fn map_shared(
+    vm: &Vm,
+    mem: &GuestMemory,
+    config: &SharedMemConfig,
+    dirty_log: bool,
+) -> Result<SharedMem> {
+    use vm_memory::GuestMemoryBackend;
+    let shared = SharedMem::open(config)?;
+    vm.register_region(
+        mem.num_regions() as u32,
+        SHARED_MEM_BASE,
+        shared.host(),
+        shared.len(),
+        dirty_log,
+    )?;
+    Ok(shared)
 }
 
 /// Why the run loop handed control back.

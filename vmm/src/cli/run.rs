@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 use vmm::machine::SnapshotConfig;
 use vmm::recording::RecordConfig;
+use vmm::shared::SharedMemConfig;
 use vmm::{DiskConfig, KernelSource, Machine, SerialOutput, VmConfig, VmmError};
 
 use super::Cli;
@@ -65,6 +66,14 @@ pub struct RunArgs {
     /// incremental snapshots.
     #[arg(long, value_name = "DIR")]
     pub snapshots: Option<PathBuf>,
+
+    /// Map a memory region shared with other VMs into the guest at
+    /// 0xe0000000: NAME,SIZE_MIB[,PATH]. VMs given the same PATH share it;
+    /// without PATH it is this VM's own (example: --shared-mem
+    /// mailbox,4,/dev/shm/mailbox). The guest finds it on its command line
+    /// (`shmem=NAME@ADDR:SIZE`); snapshots capture it.
+    #[arg(long, value_name = "NAME,MIB[,PATH]")]
+    pub shared_mem: Option<SharedMemConfig>,
 
     /// Serve the control socket at PATH while the VM runs: `vmm pause`,
     /// `vmm resume`, `vmm snapshot create`, `vmm mark` talk to it
@@ -138,6 +147,7 @@ impl RunArgs {
                     vm_id: self.vm_id.clone(),
                 }),
             api_sock: self.api_sock.clone(),
+            shared_mem: self.shared_mem.clone(),
         }
     }
 }

@@ -12,14 +12,15 @@ use introspection::disk_state::DiskState;
 use introspection::hex;
 use snapshot::{check, Manifest, SnapshotDir};
 
-use super::snapshot::{restore_memory, SnapshotChain, SnapshotConfig};
-use super::{attach_devices, open_serial, DiskConfig, Machine, SerialOutput};
+use super::snapshot::{restore_memory, restore_shared, SnapshotChain, SnapshotConfig};
+use super::{attach_devices, map_shared, open_serial, DiskConfig, Machine, SerialOutput};
 use crate::devices::persist::{SerialSnap, TransportSnap};
 use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::block::disk::DiskImage;
 use crate::error::{Result, VmmError};
 use crate::memory;
 use crate::recording::{RecordConfig, Recorder};
+use crate::shared::SharedMemConfig;
 use crate::vstate::persist::{decode, VcpuState, VmState, STATE_VERSION};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
@@ -147,9 +148,23 @@ impl Machine {
         };
 
         let mem = memory::create_guest_memory(mem_mib)?;
-        let lists = restore_memory(&store, &manifest, &mem)?;
+        let mut lists = restore_memory(&store, &manifest, &mem)?;
         let vm = Vm::new(&config.kvm_path)?;
         vm.register_memory(&mem, config.snapshot.is_some())?;
+        let shared = match shared_config(&manifest)? {
+            Some(c) => {
+                let shm = map_shared(&vm, &mem, &c, config.snapshot.is_some())?;
+                // A file region is live, shared with other VMs: it is used
+                // as it is now. A memfd was this VM's alone: it comes back.
+                if c.path.is_none() {
+                    if let Some(saved) = manifest.shared.first() {
+                        lists.push(restore_shared(&store, saved, &shm)?);
+                    }
+                }
+                Some(shm)
+            }
+            None => None,
+        };
         vm.setup_irqchip()?;
         let serial = SerialDevice::restore(vm.fd(), open_serial(&config.serial)?, &serial_state)?;
         let mut virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), hint_channel)?;
@@ -179,6 +194,7 @@ impl Machine {
             disk_configs,
             hint_channel,
             vm,
+            shared,
             mem,
             api_sock: config.api_sock.clone(),
             timeout: config.timeout,
@@ -186,6 +202,22 @@ impl Machine {
             build_time: started.elapsed(),
         })
     }
+}
+
+/// The shared region recorded in a manifest's annotations.
+fn shared_config(m: &Manifest) -> Result<Option<SharedMemConfig>> {
+    let Some(name) = m.annotations.get("shared.name") else {
+        return Ok(None);
+    };
+    let size_mib = annotation(m, "shared.size_mib")?
+        .parse()
+        .map_err(|_| VmmError::Snapshot("bad shared.size_mib annotation".into()))?;
+    let path = m.annotations.get("shared.path").map(PathBuf::from);
+    Ok(Some(SharedMemConfig {
+        name: name.clone(),
+        size_mib,
+        path,
+    }))
 }
 
 /// The disks recorded in a manifest's annotations.

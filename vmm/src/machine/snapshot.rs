@@ -16,8 +16,8 @@ use std::ops::Deref;
 use std::path::PathBuf;
 
 use snapshot::{
-    capture, restore as restore_pages, DiskPosition, Manifest, MemoryRegion, PageList, SnapshotDir,
-    SnapshotKind, SnapshotStats, StateBlob,
+    capture, restore as restore_pages, DiskPosition, Manifest, MemoryRegion, PageList, PagesRef,
+    SharedRegion, SnapshotDir, SnapshotKind, SnapshotStats, StateBlob,
 };
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
@@ -37,7 +37,9 @@ pub struct SnapshotConfig {
 /// What the last snapshot left behind for the next incremental one.
 pub(super) struct SnapshotChain {
     pub config: SnapshotConfig,
-    pub last: Option<(String, Vec<PageList>)>,
+    /// The last snapshot's id and, per memory region, its page list and
+    /// where that list is stored (unchanged chunks are reused).
+    pub last: Option<(String, Vec<(PageList, PagesRef)>)>,
 }
 
 /// What a snapshot did.
@@ -114,6 +116,7 @@ impl Machine {
             None => None,
         };
 
+        tracing::debug!("snapshot: state saved after {:?}", started.elapsed());
         let mut stats = SnapshotStats::default();
         let mut memory = Vec::new();
         let mut lists = Vec::new();
@@ -134,6 +137,7 @@ impl Machine {
                     source,
                 })?;
             let own_dirty = region.deref().bitmap().get_and_reset();
+            tracing::debug!("snapshot: dirty logs read after {:?}", started.elapsed());
             let dirty: Vec<u64> = kvm_dirty
                 .iter()
                 .zip(own_dirty.iter().chain(std::iter::repeat(&0)))
@@ -143,7 +147,7 @@ impl Machine {
                 &store,
                 bytes,
                 parent.as_ref().map(|_| dirty.as_slice()),
-                parent.as_ref().map(|(_, l)| &l[slot]),
+                parent.as_ref().map(|(_, l)| &l[slot].0),
             )
             .map_err(snap_err)?;
             stats.pages += s.pages;
@@ -152,15 +156,61 @@ impl Machine {
             stats.changed_pages += s.changed_pages;
             stats.new_objects += s.new_objects;
             stats.new_bytes += s.new_objects_bytes;
-            let pages = list.save(&store).map_err(snap_err)?;
+            let pages = match &parent {
+                Some((_, l)) => list.save_over(&store, &l[slot].0, &l[slot].1),
+                None => list.save(&store),
+            }
+            .map_err(snap_err)?;
             memory.push(MemoryRegion {
                 guest_addr: region.start_addr().0,
                 size: region.len(),
-                pages,
+                pages: pages.clone(),
             });
-            lists.push(list);
+            lists.push((list, pages));
         }
+        let mut shared = Vec::new();
+        if let Some(shm) = &self.shared {
+            let slot = lists.len();
+            // SAFETY: the shared mapping lives as long as `self.shared`; the
+            // vCPU is stopped. Other VMs may write it meanwhile: a shared
+            // region is captured as it is at this instant.
+            let bytes = unsafe { std::slice::from_raw_parts(shm.host(), shm.len()) };
+            let dirty = self
+                .vm
+                .fd()
+                .get_dirty_log(slot as u32, bytes.len())
+                .map_err(|source| VmmError::Kvm {
+                    step: "reading the dirty log",
+                    source,
+                })?;
+            // Other VMs' writes are invisible to our dirty log: re-hash the
+            // whole region each time (it is small) unless this is the only
+            // user (a memfd).
+            let own_only = shm.config.path.is_none();
+            let parent_list = parent.as_ref().and_then(|(_, l)| l.get(slot));
+            let (list, s) = capture(
+                &store,
+                bytes,
+                parent_list.filter(|_| own_only).map(|_| dirty.as_slice()),
+                parent_list.filter(|_| own_only).map(|(l, _)| l),
+            )
+            .map_err(snap_err)?;
+            stats.pages += s.pages;
+            stats.hashed_pages += s.hashed_pages;
+            stats.changed_pages += s.changed_pages;
+            stats.new_objects += s.new_objects;
+            stats.new_bytes += s.new_objects_bytes;
+            let pages = list.save(&store).map_err(snap_err)?;
+            shared.push(SharedRegion {
+                name: shm.config.name.clone(),
+                size: shm.len() as u64,
+                pages: pages.clone(),
+            });
+            lists.push((list, pages));
+        }
+        tracing::debug!("snapshot: memory captured after {:?}", started.elapsed());
         store.sync().map_err(snap_err)?;
+        tracing::debug!("snapshot: store synced after {:?}", started.elapsed());
         let pause_us = started.elapsed().as_micros() as u64;
 
         let manifest = Manifest {
@@ -171,7 +221,7 @@ impl Machine {
             kind,
             state,
             memory,
-            shared: Vec::new(),
+            shared,
             disk,
             stats,
             annotations: self.annotations(),
@@ -194,6 +244,13 @@ impl Machine {
         a.insert("mem_mib".into(), self.mem_mib.to_string());
         a.insert("disks".into(), self.disk_configs.len().to_string());
         a.insert("hint_channel".into(), self.hint_channel.to_string());
+        if let Some(shm) = &self.shared {
+            a.insert("shared.name".into(), shm.config.name.clone());
+            a.insert("shared.size_mib".into(), shm.config.size_mib.to_string());
+            if let Some(path) = &shm.config.path {
+                a.insert("shared.path".into(), path.display().to_string());
+            }
+        }
         for (i, d) in self.disk_configs.iter().enumerate() {
             a.insert(format!("disk{i}.path"), d.path.display().to_string());
             a.insert(format!("disk{i}.ro"), d.read_only.to_string());
@@ -222,7 +279,7 @@ pub(super) fn restore_memory(
     store: &snapshot::Store,
     manifest: &Manifest,
     mem: &GuestMemory,
-) -> Result<Vec<PageList>> {
+) -> Result<Vec<(PageList, PagesRef)>> {
     let mut lists = Vec::new();
     for (region, saved) in mem.iter().zip(&manifest.memory) {
         if region.start_addr().0 != saved.guest_addr || region.len() != saved.size {
@@ -237,7 +294,28 @@ pub(super) fn restore_memory(
         // lives as long as `mem` and is `len` bytes long.
         let bytes = unsafe { std::slice::from_raw_parts_mut(host, len) };
         restore_pages(store, &list, bytes).map_err(snap_err)?;
-        lists.push(list);
+        lists.push((list, saved.pages.clone()));
     }
     Ok(lists)
+}
+
+/// Fills a fresh shared region (a memfd) from the snapshot.
+pub(super) fn restore_shared(
+    store: &snapshot::Store,
+    saved: &SharedRegion,
+    shm: &crate::shared::SharedMem,
+) -> Result<(PageList, PagesRef)> {
+    if saved.size != shm.len() as u64 {
+        return Err(VmmError::Snapshot(format!(
+            "shared region {} is {} bytes in the snapshot, {} here",
+            saved.name,
+            saved.size,
+            shm.len()
+        )));
+    }
+    let list = PageList::load(store, &saved.pages).map_err(snap_err)?;
+    // SAFETY: a fresh mapping no vCPU runs on yet, `len` bytes long.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(shm.host(), shm.len()) };
+    restore_pages(store, &list, bytes).map_err(snap_err)?;
+    Ok((list, saved.pages.clone()))
 }

@@ -84,6 +84,33 @@ impl Vm {
         Ok(())
     }
 
+    /// Registers a host mapping as KVM slot `slot` at `guest_addr`.
+    pub fn register_region(
+        &self,
+        slot: u32,
+        guest_addr: u64,
+        host: *mut u8,
+        len: usize,
+        dirty_log: bool,
+    ) -> Result<()> {
+        let desc = kvm_userspace_memory_region {
+            slot,
+            flags: if dirty_log {
+                KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
+            guest_phys_addr: guest_addr,
+            memory_size: len as u64,
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the caller keeps the mapping alive longer than the VM.
+        unsafe { self.fd.set_user_memory_region(desc) }.map_err(|source| VmmError::Kvm {
+            step: "registering shared memory",
+            source,
+        })
+    }
+
     /// In-kernel PIC + IOAPIC + LAPICs and a PIT, as a PC has them.
     pub fn setup_irqchip(&self) -> Result<()> {
         let kvm = |step| move |source| VmmError::Kvm { step, source };

@@ -10,6 +10,7 @@ mod evil_hints;
 mod json;
 mod kv;
 mod memtest;
+mod shm;
 pub mod spec;
 mod sqlite;
 
@@ -27,12 +28,14 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "evil-blk" => evil::blk(cmdline),
         "memtest" => memtest::run(cmdline),
         "evil-hints" => evil_hints::run(cmdline),
+        "shm-write" => shm::write(cmdline),
+        "shm-read" => shm::read(cmdline),
         "sqlite" => sqlite::run(cmdline),
         "sqlite-summary" => sqlite::summary(cmdline),
         "json" => json::run(cmdline),
         "kv" => kv::run(cmdline),
         other => {
-            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-checksum blk-bench evil-blk evil-hints memtest sqlite sqlite-summary json kv)\n");
+            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-checksum blk-bench evil-blk evil-hints memtest shm-write shm-read sqlite sqlite-summary json kv)\n");
             crate::EXIT_GUEST_ERROR
         }
     }

@@ -1,0 +1,182 @@
+//! Snapshot benchmark, ratios against baselines measured in the same run:
+//! `cargo bench -p vmm --bench snapshot`.
+//!
+//! - full snapshot of a 1 GiB guest (pause time) vs a memcpy of its memory;
+//! - incremental snapshot at ~1 % dirty vs the full one;
+//! - restore to ready-to-run of a 256 MiB guest with ~100 MiB in use, vs a
+//!   memcpy of 256 MiB;
+//! - store bytes for 16 VMs snapshotted from one image vs one VM.
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use snapshot::SnapshotKind;
+use vmm::machine::{RestoreConfig, SnapshotConfig};
+use vmm::{Machine, SerialOutput, VmConfig};
+
+fn memcpy_ms(bytes: usize) -> f64 {
+    let src = vec![1u8; bytes];
+    let mut dst = vec![0u8; bytes];
+    dst.copy_from_slice(&src); // fault the pages in first: time the copy only
+    let t = Instant::now();
+    dst.copy_from_slice(&src);
+    black_box(&dst);
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn run(dir: &std::path::Path, mem_mib: u64, cmdline: &str, vm: &str) -> vmm::RunOutcome {
+    let config = VmConfig {
+        cmdline: cmdline.into(),
+        mem_mib,
+        serial: SerialOutput::Capture(Arc::new(Mutex::new(Vec::new()))),
+        timeout: Some(Duration::from_secs(300)),
+        snapshot: Some(SnapshotConfig {
+            dir: dir.to_path_buf(),
+            vm_id: vm.into(),
+        }),
+        ..VmConfig::default()
+    };
+    Machine::build(&config)
+        .and_then(|mut m| m.run())
+        .expect("the VM runs")
+}
+
+fn store_bytes(dir: &std::path::Path) -> u64 {
+    snapshot::Store::open(dir.join("store"))
+        .unwrap()
+        .stats()
+        .stored_bytes
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    println!("snapshot benchmark (one run; VM pause = capture time on the vCPU thread)");
+
+    // 1 GiB guest; memtest touches 20968 pages (82 MiB), then 1/8 of them
+    // (2621 pages = 1 % of the guest) between the two snapshots.
+    let dir = tmp.path().join("big");
+    let out = run(
+        &dir,
+        1024,
+        "workload=memtest pages=20968 iters=3 snap_every=1 seed=1",
+        "big",
+    );
+    let copy = memcpy_ms(1 << 30);
+    let full = out
+        .snapshots
+        .iter()
+        .find(|s| s.kind == SnapshotKind::Full)
+        .unwrap();
+    let inc = out
+        .snapshots
+        .iter()
+        .find(|s| s.kind == SnapshotKind::Incremental)
+        .unwrap();
+    let (full_ms, inc_ms) = (full.pause_us as f64 / 1e3, inc.pause_us as f64 / 1e3);
+    println!("{:<46} {:>9} {:>10}", "", "ms", "ratio");
+    println!(
+        "{:<46} {:>9.1} {:>10}",
+        "memcpy of 1 GiB (baseline)", copy, "1.00"
+    );
+    println!(
+        "{:<46} {:>9.1} {:>9.2}x",
+        "full snapshot, 1 GiB guest (pause)",
+        full_ms,
+        full_ms / copy
+    );
+    println!(
+        "{:<46} {:>9.1} {:>9.3}x",
+        format!(
+            "incremental, {} dirty pages ({:.1} %)",
+            inc.stats.hashed_pages,
+            100.0 * inc.stats.hashed_pages as f64 / inc.stats.pages as f64
+        ),
+        inc_ms,
+        inc_ms / full_ms
+    );
+    println!(
+        "goal: incremental at most 5 % of full: {}; pause at most 10 ms: {}",
+        if inc_ms / full_ms <= 0.05 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        if inc_ms <= 10.0 { "met" } else { "NOT met" }
+    );
+
+    // Restore of a 256 MiB guest with ~100 MiB of non-zero pages.
+    let dir = tmp.path().join("mid");
+    let out = run(
+        &dir,
+        256,
+        "workload=memtest pages=25600 iters=9 snap_every=8 seed=2",
+        "mid",
+    );
+    let id = out.snapshots[0].id.clone();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let config = RestoreConfig {
+            kvm_path: "/dev/kvm".into(),
+            dir: dir.clone(),
+            id: id.clone(),
+            disks: None,
+            serial: SerialOutput::Capture(Arc::new(Mutex::new(Vec::new()))),
+            timeout: Some(Duration::from_secs(60)),
+            record: None,
+            snapshot: None,
+            api_sock: None,
+        };
+        let t = Instant::now();
+        let machine = Machine::restore(&config).expect("restores");
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        drop(machine);
+    }
+    let copy256 = memcpy_ms(256 << 20);
+    println!(
+        "{:<46} {:>9.1} {:>10}",
+        "memcpy of 256 MiB (baseline)", copy256, "1.00"
+    );
+    println!(
+        "{:<46} {:>9.1} {:>9.2}x",
+        "restore 256 MiB guest to ready (best of 3)",
+        best,
+        best / copy256
+    );
+    println!(
+        "goal: restore at most 10 ms: {}",
+        if best <= 10.0 { "met" } else { "NOT met" }
+    );
+
+    // 16 VMs from one image, one store.
+    let dir = tmp.path().join("clones");
+    run(
+        &dir,
+        128,
+        "workload=memtest pages=4096 iters=9 snap_every=8 seed=3",
+        "vm0",
+    );
+    let one = store_bytes(&dir);
+    for i in 1..16 {
+        run(
+            &dir,
+            128,
+            "workload=memtest pages=4096 iters=9 snap_every=8 seed=3",
+            &format!("vm{i}"),
+        );
+    }
+    let sixteen = store_bytes(&dir);
+    println!(
+        "store for 16 VMs vs 1: {} vs {} bytes = {:.3}x (goal at most 1.2x: {})",
+        sixteen,
+        one,
+        sixteen as f64 / one as f64,
+        if sixteen as f64 / one as f64 <= 1.2 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}
