@@ -16,6 +16,7 @@
 //! committed frames of its WAL. JSON and KV files are lifted at every
 //! barrier after they were written.
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use hint_proto::{Extent, Format as WireFormat, Hint, Role};
 use serde::{Deserialize, Serialize};
@@ -234,12 +235,32 @@ fn read_file(file: &FileInfo, read: ReadDisk<'_>) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Diffs each hinted main file against its last lifted version.
-#[derive(Default)]
+/// Finds, at a barrier, the hinted files to lift and reads their bytes.
+///
+/// Each file's bytes are cached between barriers and only the blocks
+/// written since are read again, so a barrier costs the size of what
+/// changed, not of the file. The cache is shared (`Arc`) with the decoding
+/// thread and copied only if that thread still holds the previous version.
 pub struct Lifter {
     pub table: FileTable,
-    /// The bytes each main file had at its last lift.
-    last: BTreeMap<u32, Vec<u8>>,
+    cache: BTreeMap<u32, Arc<Vec<u8>>>,
+}
+
+/// A main file's bytes at a consistency point, to be diffed by a [`Differ`].
+pub struct Version {
+    pub id: u32,
+    pub file: String,
+    pub format: Format,
+    pub schema: SchemaHints,
+    /// The bytes, or why they could not be read.
+    pub bytes: Result<FileBytes, String>,
+}
+
+/// A file's bytes and, for an SQLite database in WAL mode, its WAL (whose
+/// committed frames the decoding thread applies).
+pub struct FileBytes {
+    pub bytes: Arc<Vec<u8>>,
+    pub wal: Option<Arc<Vec<u8>>>,
 }
 
 /// What one file yielded at a barrier.
@@ -260,18 +281,65 @@ impl Lifter {
     pub fn new(disk_bytes: u64) -> Self {
         Self {
             table: FileTable::new(disk_bytes),
-            last: BTreeMap::new(),
+            cache: BTreeMap::new(),
         }
     }
 
-    /// Lifts every main file touched by `written` (block numbers) or by a
-    /// hint since the last lift (`hinted`).
-    pub fn lift(
+    /// File `id`'s bytes now: from the cache plus the blocks in `written`,
+    /// or read whole when the cache cannot be trusted (first use, a hint
+    /// changed the file, its length changed).
+    fn cached(
+        &mut self,
+        id: u32,
+        written: &BTreeSet<u64>,
+        hinted: &BTreeSet<u32>,
+        read: ReadDisk<'_>,
+    ) -> std::io::Result<Arc<Vec<u8>>> {
+        let Some(file) = self.table.get(id) else {
+            return Ok(Arc::new(Vec::new()));
+        };
+        let want = file.read_len();
+        let reuse =
+            !hinted.contains(&id) && self.cache.get(&id).is_some_and(|c| c.len() as u64 == want);
+        if !reuse {
+            let bytes = Arc::new(read_file(file, read)?);
+            self.cache.insert(id, bytes.clone());
+            return Ok(bytes);
+        }
+        let extents = file.extents.clone();
+        let entry = self.cache.get_mut(&id).expect("checked above");
+        let mut file_offset = 0u64;
+        for e in &extents {
+            let disk = e.sector * 512;
+            let first = disk / BLOCK;
+            let last = (disk + e.len - 1) / BLOCK;
+            for &b in written.range(first..=last) {
+                // The part of block b inside this extent and inside the file.
+                let start = (b * BLOCK).max(disk);
+                let end = ((b + 1) * BLOCK).min(disk + e.len);
+                let f0 = file_offset + (start - disk);
+                let f1 = (file_offset + (end - disk)).min(want);
+                if f0 >= f1 {
+                    continue;
+                }
+                let fresh = read(start, (f1 - f0) as usize)?;
+                Arc::make_mut(entry)[f0 as usize..f1 as usize].copy_from_slice(&fresh);
+            }
+            file_offset += e.len;
+        }
+        Ok(entry.clone())
+    }
+
+    /// The current versions of every main file touched by `written` (block
+    /// numbers) or by a hint since the last barrier (`hinted`) that is at a
+    /// consistent point. Only reads; decoding is the [`Differ`]'s job, so
+    /// that it can run off the barrier's critical path.
+    pub fn versions(
         &mut self,
         written: &BTreeSet<u64>,
         hinted: &BTreeSet<u32>,
         read: ReadDisk<'_>,
-    ) -> Vec<Lifted> {
+    ) -> Vec<Version> {
         let mut mains: BTreeSet<u32> = BTreeSet::new();
         for (id, f) in self.table.files() {
             if f.touches(written) || hinted.contains(id) {
@@ -286,38 +354,18 @@ impl Lifter {
             if main.role != Role::Main || main.extents.is_empty() || !main.exists {
                 continue;
             }
-            match self.current_version(id, &main, read) {
-                Ok(None) => {} // not at a consistent point for this file
-                Ok(Some(new)) => {
-                    let old = self.last.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-                    match decode::diff(main.format, old, &new, &main.schema) {
-                        Ok(changes) => {
-                            self.last.insert(id, new);
-                            if !changes.is_empty() {
-                                out.push(Lifted::Changes {
-                                    file: main.path.clone(),
-                                    format: main.format,
-                                    changes,
-                                });
-                            }
-                        }
-                        Err(e) => {
-                            // Keep the last good version: the next consistent
-                            // state is diffed against it.
-                            out.push(Lifted::Error {
-                                file: main.path.clone(),
-                                format: main.format,
-                                reason: e.to_string(),
-                            })
-                        }
-                    }
-                }
-                Err(e) => out.push(Lifted::Error {
-                    file: main.path.clone(),
-                    format: main.format,
-                    reason: format!("reading the file from the disk: {e}"),
-                }),
-            }
+            let bytes = match self.current_version(id, &main, written, hinted, read) {
+                Ok(None) => continue, // not at a consistent point for this file
+                Ok(Some(bytes)) => Ok(bytes),
+                Err(e) => Err(format!("reading the file from the disk: {e}")),
+            };
+            out.push(Version {
+                id,
+                file: main.path.clone(),
+                format: main.format,
+                schema: main.schema.clone(),
+                bytes,
+            });
         }
         out
     }
@@ -325,20 +373,22 @@ impl Lifter {
     /// The main file's consistent bytes now, or None when a hot journal
     /// says a transaction is half-written.
     fn current_version(
-        &self,
+        &mut self,
         id: u32,
         main: &FileInfo,
+        written: &BTreeSet<u64>,
+        hinted: &BTreeSet<u32>,
         read: ReadDisk<'_>,
-    ) -> std::io::Result<Option<Vec<u8>>> {
-        let siblings: Vec<&FileInfo> = self
+    ) -> std::io::Result<Option<FileBytes>> {
+        let siblings: Vec<(u32, FileInfo)> = self
             .table
             .files()
             .filter(|(fid, f)| **fid != id && f.main_id == id)
-            .map(|(_, f)| f)
+            .map(|(fid, f)| (*fid, f.clone()))
             .collect();
-        for j in siblings
+        for (_, j) in siblings
             .iter()
-            .filter(|f| f.role == Role::Journal && f.exists)
+            .filter(|(_, f)| f.role == Role::Journal && f.exists)
         {
             if j.size.unwrap_or(0) >= 28 && !j.extents.is_empty() {
                 let header = read(j.extents[0].sector * 512, 28)?;
@@ -348,17 +398,77 @@ impl Lifter {
                 }
             }
         }
-        let mut bytes = read_file(main, read)?;
+        let bytes = self.cached(id, written, hinted, read)?;
+        let mut wal = None;
         if main.format == Format::Sqlite {
-            if let Some(wal) = siblings
+            if let Some((wal_id, _)) = siblings
                 .iter()
-                .find(|f| f.role == Role::Wal && f.exists && f.size.unwrap_or(0) > 0)
+                .find(|(_, f)| f.role == Role::Wal && f.exists && f.size.unwrap_or(0) > 0)
             {
-                let wal_bytes = read_file(wal, read)?;
-                bytes = apply_wal(&bytes, &wal_bytes)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                wal = Some(self.cached(*wal_id, written, hinted, read)?);
             }
         }
-        Ok(Some(bytes))
+        Ok(Some(FileBytes { bytes, wal }))
+    }
+}
+
+/// Diffs each file's versions against the previous one it saw.
+#[derive(Default)]
+pub struct Differ {
+    /// The bytes each main file had at its last good lift.
+    last: BTreeMap<u32, Arc<Vec<u8>>>,
+}
+
+impl Differ {
+    pub fn diff(&mut self, versions: Vec<Version>) -> Vec<Lifted> {
+        let mut out = Vec::new();
+        for v in versions {
+            let new = match v.bytes {
+                Ok(FileBytes { bytes, wal: None }) => bytes,
+                Ok(FileBytes {
+                    bytes,
+                    wal: Some(wal),
+                }) => match apply_wal(&bytes, &wal) {
+                    Ok(image) => Arc::new(image),
+                    Err(e) => {
+                        out.push(Lifted::Error {
+                            file: v.file,
+                            format: v.format,
+                            reason: format!("WAL: {e}"),
+                        });
+                        continue;
+                    }
+                },
+                Err(reason) => {
+                    out.push(Lifted::Error {
+                        file: v.file,
+                        format: v.format,
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let old = self.last.get(&v.id).map(|b| b.as_slice()).unwrap_or(&[]);
+            match decode::diff(v.format, old, &new, &v.schema) {
+                Ok(changes) => {
+                    self.last.insert(v.id, new);
+                    if !changes.is_empty() {
+                        out.push(Lifted::Changes {
+                            file: v.file,
+                            format: v.format,
+                            changes,
+                        });
+                    }
+                }
+                // Keep the last good version: the next consistent state is
+                // diffed against it.
+                Err(e) => out.push(Lifted::Error {
+                    file: v.file,
+                    format: v.format,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        out
     }
 }

@@ -20,13 +20,15 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::thread::JoinHandle;
 
 use serde::Serialize;
 use snapshot::{ObjectId, Store, StoreError};
 use thiserror::Error;
 
 use crate::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
-use crate::lift::{Lifted, Lifter, SemanticEvent};
+use crate::lift::{Differ, Lifted, Lifter, SemanticEvent};
 use crate::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
 use crate::recording::RecordDir;
 use crate::semantic::{DecodeErrorEvent, SemanticChange};
@@ -109,6 +111,12 @@ pub struct BlockTap {
     /// The disk image, read at barriers to lift hinted files.
     image: File,
     lifter: Lifter,
+    /// Decoding runs on its own thread, off the barrier's path: jobs go
+    /// out with the file versions read at a barrier, events come back and
+    /// are appended to the log as they arrive (each names its barrier).
+    lift_jobs: Option<SyncSender<LiftJob>>,
+    lift_events: Receiver<Vec<SemanticEvent>>,
+    lift_worker: Option<JoinHandle<()>>,
     /// Blocks written and files hinted since the last barrier (tracked only
     /// once the guest hinted a file).
     written_since: BTreeSet<u64>,
@@ -133,6 +141,15 @@ impl BlockTap {
             source,
         })?;
         let disk_bytes = state.num_blocks() * BLOCK as u64;
+        let (lift_jobs, jobs) = sync_channel::<LiftJob>(LIFT_QUEUE);
+        let (events_tx, lift_events) = channel();
+        let lift_worker = std::thread::Builder::new()
+            .name("lifter".into())
+            .spawn(move || run_differ(jobs, events_tx))
+            .map_err(|source| TapError::ImageRead {
+                path: image.to_path_buf(),
+                source,
+            })?;
         let mut tap = Self {
             log,
             store,
@@ -140,6 +157,9 @@ impl BlockTap {
             vm_id: vm_id.to_string(),
             image: image_file,
             lifter: Lifter::new(disk_bytes),
+            lift_jobs: Some(lift_jobs),
+            lift_events,
+            lift_worker: Some(lift_worker),
             written_since: BTreeSet::new(),
             hinted_since: BTreeSet::new(),
             pending_data: Vec::new(),
@@ -324,77 +344,78 @@ impl BlockTap {
         Ok(seq)
     }
 
-    /// Lifts the hinted files touched since the last barrier and appends
-    /// their semantic changes after the barrier `seq`.
+    /// Reads the versions of the hinted files touched since the last
+    /// barrier `seq` and hands them to the decoding thread; appends the
+    /// events that thread has finished so far.
     fn lift(&mut self, seq: u64) -> Result<(), TapError> {
-        if self.written_since.is_empty() && self.hinted_since.is_empty() {
-            return Ok(());
-        }
-        let image = &self.image;
-        let mut read = |offset: u64, len: usize| {
-            let mut buf = vec![0u8; len];
-            image.read_exact_at(&mut buf, offset).map(|()| buf)
-        };
-        let lifted = self
-            .lifter
-            .lift(&self.written_since, &self.hinted_since, &mut read);
-        self.written_since.clear();
-        self.hinted_since.clear();
-        let ts_ns = crate::log::now_ns();
-        for item in lifted {
-            let events: Vec<SemanticEvent> = match item {
-                Lifted::Changes {
-                    file,
-                    format,
-                    changes,
-                } => {
-                    self.stats.semantic_changes += changes.len() as u64;
-                    changes
-                        .into_iter()
-                        .map(|c| {
-                            SemanticEvent::Change(SemanticChange::from_change(
-                                &self.vm_id,
-                                seq,
-                                ts_ns,
-                                &file,
-                                format,
-                                c,
-                            ))
-                        })
-                        .collect()
-                }
-                Lifted::Error {
-                    file,
-                    format,
-                    reason,
-                } => {
-                    self.stats.decode_errors += 1;
-                    tracing::warn!(vm = %self.vm_id, "{file}: cannot decode at seq {seq}: {reason}");
-                    vec![SemanticEvent::DecodeError(DecodeErrorEvent {
-                        vm: self.vm_id.clone(),
-                        seq,
-                        ts_ns,
-                        file,
-                        format,
-                        reason,
-                    })]
-                }
+        if !self.written_since.is_empty() || !self.hinted_since.is_empty() {
+            let image = &self.image;
+            let mut read = |offset: u64, len: usize| {
+                let mut buf = vec![0u8; len];
+                image.read_exact_at(&mut buf, offset).map(|()| buf)
             };
-            for event in events {
-                let mut json = serde_json::to_string(&event).expect("events serialize");
-                if json.len() > crate::log::MAX_SEMANTIC_LEN {
-                    json.truncate(0);
-                    json.push_str(
-                        &serde_json::to_string(&serde_json::json!({
-                            "event": "decode_error", "vm": self.vm_id, "seq": seq, "ts_ns": ts_ns,
-                            "file": "(oversized change)", "format": "sqlite",
-                            "reason": "a single change exceeded the record size limit"
-                        }))
-                        .expect("serialize"),
-                    );
+            let versions = self
+                .lifter
+                .versions(&self.written_since, &self.hinted_since, &mut read);
+            self.written_since.clear();
+            self.hinted_since.clear();
+            if !versions.is_empty() {
+                let job = LiftJob {
+                    vm: self.vm_id.clone(),
+                    seq,
+                    ts_ns: crate::log::now_ns(),
+                    versions,
+                };
+                if let Some(jobs) = &self.lift_jobs {
+                    let _ = jobs.send(job);
                 }
-                self.log.append(RecordKind::Semantic { json })?;
             }
+        }
+        while let Ok(events) = self.lift_events.try_recv() {
+            self.append_events(events)?;
+        }
+        Ok(())
+    }
+
+    fn append_events(&mut self, events: Vec<SemanticEvent>) -> Result<(), TapError> {
+        for event in events {
+            match &event {
+                SemanticEvent::Change(_) => self.stats.semantic_changes += 1,
+                SemanticEvent::DecodeError(e) => {
+                    self.stats.decode_errors += 1;
+                    tracing::warn!(vm = %self.vm_id, "{}: cannot decode at seq {}: {}", e.file, e.seq, e.reason);
+                }
+            }
+            let mut json = serde_json::to_string(&event).expect("events serialize");
+            if json.len() > crate::log::MAX_SEMANTIC_LEN {
+                let (seq, ts_ns) = match &event {
+                    SemanticEvent::Change(c) => (c.seq, c.ts_ns),
+                    SemanticEvent::DecodeError(e) => (e.seq, e.ts_ns),
+                };
+                json = serde_json::to_string(&SemanticEvent::DecodeError(DecodeErrorEvent {
+                    vm: self.vm_id.clone(),
+                    seq,
+                    ts_ns,
+                    file: "(oversized change)".into(),
+                    format: crate::semantic::Format::Sqlite,
+                    reason: "a single change exceeded the record size limit".into(),
+                }))
+                .expect("events serialize");
+            }
+            self.log.append(RecordKind::Semantic { json })?;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Waits for the decoding thread to finish and appends what it found.
+    fn finish_lifting(&mut self) -> Result<(), TapError> {
+        self.lift_jobs.take();
+        if let Some(worker) = self.lift_worker.take() {
+            let _ = worker.join();
+        }
+        while let Ok(events) = self.lift_events.try_recv() {
+            self.append_events(events)?;
         }
         Ok(())
     }
@@ -439,9 +460,60 @@ impl BlockTap {
         if self.dirty {
             self.barrier(BarrierKind::Flush)?;
         }
+        self.finish_lifting()?;
         let stats = self.stats;
         self.log.close()?;
         Ok(stats)
+    }
+}
+
+/// Versions read at one barrier, for the decoding thread.
+struct LiftJob {
+    vm: String,
+    seq: u64,
+    ts_ns: u64,
+    versions: Vec<crate::lift::Version>,
+}
+
+/// Barriers' worth of file versions queued for decoding.
+const LIFT_QUEUE: usize = 8;
+
+/// The decoding thread: diffs each job's versions against the previous
+/// ones, in barrier order.
+fn run_differ(jobs: Receiver<LiftJob>, events: Sender<Vec<SemanticEvent>>) {
+    let mut differ = Differ::default();
+    for job in jobs {
+        let mut out = Vec::new();
+        for item in differ.diff(job.versions) {
+            match item {
+                Lifted::Changes {
+                    file,
+                    format,
+                    changes,
+                } => {
+                    out.extend(changes.into_iter().map(|c| {
+                        SemanticEvent::Change(SemanticChange::from_change(
+                            &job.vm, job.seq, job.ts_ns, &file, format, c,
+                        ))
+                    }));
+                }
+                Lifted::Error {
+                    file,
+                    format,
+                    reason,
+                } => out.push(SemanticEvent::DecodeError(DecodeErrorEvent {
+                    vm: job.vm.clone(),
+                    seq: job.seq,
+                    ts_ns: job.ts_ns,
+                    file,
+                    format,
+                    reason,
+                })),
+            }
+        }
+        if !out.is_empty() && events.send(out).is_err() {
+            return;
+        }
     }
 }
 
