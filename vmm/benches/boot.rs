@@ -118,7 +118,7 @@ fn main() {
     };
     println!("goal: first byte under 5 ms: {goal}");
 
-    let mut overheads: Vec<u64> = (0..5)
+    let mut runs: Vec<(u64, u64)> = (0..5)
         .map(|_| {
             let out = Command::new(VMM)
                 .args(["run", "--stats"])
@@ -126,11 +126,14 @@ fn main() {
                 .expect("vmm runs");
             let stats: serde_json::Value =
                 serde_json::from_slice(out.stderr.trim_ascii()).expect("stats JSON");
-            stats["vmm_overhead_kib"].as_u64().unwrap()
+            (
+                stats["vmm_overhead_kib"].as_u64().unwrap(),
+                stats["vmm_private_kib"].as_u64().unwrap(),
+            )
         })
         .collect();
-    overheads.sort();
-    let overhead = overheads[overheads.len() / 2];
+    runs.sort();
+    let (overhead, private) = runs[runs.len() / 2];
     let goal = if overhead <= 5 * 1024 {
         "met"
     } else {
@@ -138,5 +141,8 @@ fn main() {
     };
     println!(
         "VMM memory overhead (RSS minus resident guest pages): {overhead} KiB; goal at most 5 MiB: {goal}"
+    );
+    println!(
+        "  of which private (anonymous, not the binary's pages shared by all VMMs): {private} KiB"
     );
 }

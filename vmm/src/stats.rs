@@ -19,17 +19,24 @@ pub struct RunStats {
     pub guest_resident_kib: u64,
     /// `rss_kib - guest_resident_kib`: what the VMM itself costs.
     pub vmm_overhead_kib: u64,
+    /// The VMM's private memory: anonymous resident memory minus the
+    /// guest's (guest memory is anonymous too). The rest of the overhead
+    /// is the binary's own pages, shared by every VMM process on the host.
+    pub vmm_private_kib: u64,
 }
 
 /// Fills the memory fields from /proc/self/status and mincore(2).
 pub fn fill_memory(stats: &mut RunStats, mem: &GuestMemory) {
-    stats.rss_kib = self_rss_kib().unwrap_or(0);
+    stats.rss_kib = self_status_kib("VmRSS:").unwrap_or(0);
     stats.guest_resident_kib = crate::memory::resident_bytes(mem) / 1024;
     stats.vmm_overhead_kib = stats.rss_kib.saturating_sub(stats.guest_resident_kib);
+    stats.vmm_private_kib = self_status_kib("RssAnon:")
+        .unwrap_or(0)
+        .saturating_sub(stats.guest_resident_kib);
 }
 
-fn self_rss_kib() -> Option<u64> {
+fn self_status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
