@@ -101,6 +101,10 @@ pub struct TapStats {
 pub struct BlockTap {
     log: LogWriter,
     store: Store,
+    /// Keeps `vmm store gc` away while this log may still be about to
+    /// reference objects it has put (they are stored before the log frame
+    /// naming them is written).
+    _pin: snapshot::Pin,
     state: DiskState,
     pending_data: Vec<u8>,
     pending_ids: Vec<ObjectId>,
@@ -131,6 +135,7 @@ impl BlockTap {
         image: &Path,
     ) -> Result<(Self, TapOpenReport), TapError> {
         let store = dir.open_store()?;
+        let pin = store.pin()?;
         let (log, log_report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
         let state = DiskState::from_image(image).map_err(|source| TapError::Image {
             path: image.to_path_buf(),
@@ -153,6 +158,7 @@ impl BlockTap {
         let mut tap = Self {
             log,
             store,
+            _pin: pin,
             state,
             vm_id: vm_id.to_string(),
             image: image_file,

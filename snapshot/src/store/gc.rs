@@ -112,6 +112,20 @@ impl Store {
         })
     }
 
+    /// Whether a collection could start now: false while any handle holds
+    /// a pin (a recording or snapshotting VMM) or another collection runs.
+    pub fn gc_possible(&self) -> Result<bool> {
+        match self.gc_lock_file(libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(_file) => Ok(true),
+            Err(StoreError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::EWOULDBLOCK) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn gc_lock_file(&self, op: libc::c_int) -> Result<File> {
         let path = self.dir.join("gc.lock");
         let f = OpenOptions::new()

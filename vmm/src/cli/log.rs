@@ -78,6 +78,12 @@ pub enum StoreCommand {
     ///
     /// Example: vmm store stats /tmp/rec --json
     Stats(StatsArgs),
+    /// Free store objects that no snapshot and no change log references
+    /// (mark and sweep; the packs are rewritten). Refuses while a VMM is
+    /// recording or snapshotting into the store.
+    ///
+    /// Example: vmm store gc /tmp/rec
+    Gc(StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +277,55 @@ pub fn store_stats(args: &StatsArgs) -> Result<i32, CliError> {
         println!(
             "dedup ratio    {:.2}x (logical / stored)",
             stats.dedup_ratio
+        );
+    }
+    Ok(0)
+}
+
+pub fn store_gc(args: &StatsArgs) -> Result<i32, CliError> {
+    let dir = RecordDir::new(&args.dir);
+    if !dir.store_dir().is_dir() {
+        return Err(CliError::new(format!(
+            "{} has no content store; pass the DIR given to `vmm run --record`",
+            dir.root().display()
+        )));
+    }
+    let snaps = snapshot::SnapshotDir::open(dir.root()).map_err(CliError::from_display)?;
+    let store = dir.open_store().map_err(CliError::from_display)?;
+    if !store.gc_possible().map_err(CliError::from_display)? {
+        return Err(CliError::new(format!(
+            "the store {} is in use by a running VMM (recording or snapshotting); run gc once it has stopped",
+            dir.store_dir().display()
+        )));
+    }
+    let vms = dir.vm_ids().map_err(|e| CliError::new(e.to_string()))?;
+    let report = snapshot::gc::collect(&snaps, &store, |live| {
+        for vm in &vms {
+            let reader = LogReader::open(dir.log_dir(vm))?;
+            for record in reader.iter()? {
+                if let RecordKind::BlockWrite { blocks, .. } = record?.kind {
+                    live.extend(blocks.into_iter().map(snapshot::ObjectId));
+                }
+            }
+        }
+        Ok(())
+    })
+    .map_err(CliError::from_display)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).expect("serialize"));
+    } else {
+        let st = &report.store;
+        println!(
+            "kept {} of {} objects ({} live: {} snapshots, {} logs); stored bytes {} -> {}; packs {} -> {}",
+            st.objects_kept,
+            st.objects_before,
+            report.live_objects,
+            report.snapshots,
+            vms.len(),
+            st.stored_bytes_before,
+            st.stored_bytes_after,
+            st.pack_files_before,
+            st.pack_files_after
         );
     }
     Ok(0)

@@ -147,6 +147,7 @@ pub fn main() -> i32 {
         Command::Log(log::LogCommand::Verify(args)) => log::verify(args),
         Command::Log(log::LogCommand::Mark(args)) => log::mark(args),
         Command::Store(log::StoreCommand::Stats(args)) => log::store_stats(args),
+        Command::Store(log::StoreCommand::Gc(args)) => log::store_gc(args),
         Command::Replay(args) => replay::replay(args),
         Command::Drill(args) => replay::drill(&cli, args),
         Command::Restore(args) => snapshot::restore(&cli, args),
