@@ -18,7 +18,6 @@ mod io;
 mod layout;
 mod libc;
 mod mem;
-mod rng;
 mod sqlite;
 mod virtio;
 mod virtio_blk;

@@ -8,6 +8,7 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{fence, Ordering};
 
 use crate::cmdline::Cmdline;
+use crate::virtio::{Mmio, SetupError};
 
 pub const QUEUE_SIZE: usize = 64;
 pub const BLOCK: usize = 4096;
@@ -21,10 +22,6 @@ pub const S_OK: u8 = 0;
 pub const DESC_F_NEXT: u16 = 1;
 pub const DESC_F_WRITE: u16 = 2;
 
-const STATUS_ACK: u32 = 1;
-const STATUS_DRIVER: u32 = 2;
-const STATUS_DRIVER_OK: u32 = 4;
-const STATUS_FEATURES_OK: u32 = 8;
 const F_RO: u32 = 1 << 5;
 const F_BLK_SIZE: u32 = 1 << 6;
 const F_FLUSH: u32 = 1 << 9;
@@ -103,7 +100,6 @@ pub struct VirtioBlk {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Error {
     NoDevice,
-    NotBlock(u32),
     FeaturesRejected,
     QueueTooSmall(u32),
     Timeout,
@@ -130,49 +126,27 @@ impl VirtioBlk {
             read_only: false,
             last_used: 0,
         };
-        if dev.reg(0x000) != 0x7472_6976 || dev.reg(0x004) != 2 {
-            return Err(Error::NoDevice);
-        }
-        let id = dev.reg(0x008);
-        if id != 2 {
-            return Err(Error::NotBlock(id));
-        }
-        dev.set_reg(0x070, 0);
-        dev.set_reg(0x070, STATUS_ACK | STATUS_DRIVER);
-        dev.set_reg(0x014, 0);
-        let offered = dev.reg(0x010);
-        dev.read_only = offered & F_RO != 0;
-        dev.set_reg(0x024, 0);
-        dev.set_reg(0x020, offered & (F_RO | F_BLK_SIZE | F_FLUSH));
-        dev.set_reg(0x024, 1);
-        dev.set_reg(0x020, 1); // VIRTIO_F_VERSION_1
-        dev.set_reg(0x070, STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK);
-        if dev.reg(0x070) & STATUS_FEATURES_OK == 0 {
-            return Err(Error::FeaturesRejected);
-        }
-        dev.set_reg(0x030, 0);
-        let max = dev.reg(0x034);
-        if (max as usize) < QUEUE_SIZE {
-            return Err(Error::QueueTooSmall(max));
-        }
-        dev.set_reg(0x038, QUEUE_SIZE as u32);
         // SAFETY: only taking addresses of the static ring.
-        let (desc, avail, used) = unsafe {
-            (
+        let rings = unsafe {
+            [
                 addr_of!(RING.desc) as u64,
                 addr_of!(RING.avail_flags) as u64,
                 addr_of!(RING.used_flags) as u64,
-            )
+            ]
         };
-        for (off, addr) in [(0x080, desc), (0x090, avail), (0x0a0, used)] {
-            dev.set_reg(off, addr as u32);
-            dev.set_reg(off + 4, (addr >> 32) as u32);
-        }
-        dev.set_reg(0x044, 1);
-        dev.set_reg(
-            0x070,
-            STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
-        );
+        let mmio = Mmio { base };
+        let offered = mmio
+            .setup(
+                |offered| offered & (F_RO | F_BLK_SIZE | F_FLUSH),
+                0,
+                QUEUE_SIZE,
+                rings,
+            )
+            .map_err(|e| match e {
+                SetupError::FeaturesRejected => Error::FeaturesRejected,
+                SetupError::QueueTooSmall(n) => Error::QueueTooSmall(n),
+            })?;
+        dev.read_only = offered & F_RO != 0;
         dev.capacity_sectors = u64::from(dev.reg(0x100)) | (u64::from(dev.reg(0x104)) << 32);
         Ok(dev)
     }

@@ -5,7 +5,7 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{fence, Ordering};
 
 use crate::cmdline::Cmdline;
-use crate::virtio::{find_device, DEVICE_CONSOLE};
+use crate::virtio::{find_device, Mmio, DEVICE_CONSOLE};
 
 const QUEUE_SIZE: usize = 8;
 const TRANSMITQ: u32 = 1;
@@ -60,44 +60,21 @@ impl HintPort {
         unsafe { write_volatile((self.base + off) as *mut u32, v) }
     }
 
-    fn reg(&self, off: usize) -> u32 {
-        // SAFETY: as above.
-        unsafe { read_volatile((self.base + off) as *const u32) }
-    }
-
     /// The hint channel, if the VMM offers one (it does when recording).
     pub fn open(cmdline: &Cmdline) -> Option<Self> {
         let base = find_device(cmdline, DEVICE_CONSOLE)?;
         let port = Self { base, last_used: 0 };
-        port.set_reg(0x070, 0);
-        port.set_reg(0x070, 1 | 2); // ACKNOWLEDGE | DRIVER
-        port.set_reg(0x024, 1);
-        port.set_reg(0x020, 1); // VIRTIO_F_VERSION_1
-        port.set_reg(0x024, 0);
-        port.set_reg(0x020, 0);
-        port.set_reg(0x070, 1 | 2 | 8); // + FEATURES_OK
-        if port.reg(0x070) & 8 == 0 {
-            return None;
-        }
-        port.set_reg(0x030, TRANSMITQ);
-        if (port.reg(0x034) as usize) < QUEUE_SIZE {
-            return None;
-        }
-        port.set_reg(0x038, QUEUE_SIZE as u32);
         // SAFETY: only addresses of the static ring are taken.
-        let (desc, avail, used) = unsafe {
-            (
+        let rings = unsafe {
+            [
                 addr_of!(RING.desc) as u64,
                 addr_of!(RING.avail_flags) as u64,
                 addr_of!(RING.used_flags) as u64,
-            )
+            ]
         };
-        for (off, addr) in [(0x080, desc), (0x090, avail), (0x0a0, used)] {
-            port.set_reg(off, addr as u32);
-            port.set_reg(off + 4, (addr >> 32) as u32);
-        }
-        port.set_reg(0x044, 1);
-        port.set_reg(0x070, 1 | 2 | 8 | 4); // + DRIVER_OK
+        Mmio { base }
+            .setup(|_| 0, TRANSMITQ, QUEUE_SIZE, rings)
+            .ok()?;
         Some(port)
     }
 

@@ -150,12 +150,7 @@ impl Machine {
                 parent.as_ref().map(|(_, l)| &l[slot].0),
             )
             .map_err(snap_err)?;
-            stats.pages += s.pages;
-            stats.zero_pages += s.zero_pages;
-            stats.hashed_pages += s.hashed_pages;
-            stats.changed_pages += s.changed_pages;
-            stats.new_objects += s.new_objects;
-            stats.new_bytes += s.new_objects_bytes;
+            add_stats(&mut stats, &s);
             let pages = match &parent {
                 Some((_, l)) => list.save_over(&store, &l[slot].0, &l[slot].1),
                 None => list.save(&store),
@@ -195,11 +190,7 @@ impl Machine {
                 parent_list.filter(|_| own_only).map(|(l, _)| l),
             )
             .map_err(snap_err)?;
-            stats.pages += s.pages;
-            stats.hashed_pages += s.hashed_pages;
-            stats.changed_pages += s.changed_pages;
-            stats.new_objects += s.new_objects;
-            stats.new_bytes += s.new_objects_bytes;
+            add_stats(&mut stats, &s);
             let pages = list.save(&store).map_err(snap_err)?;
             shared.push(SharedRegion {
                 name: shm.config.name.clone(),
@@ -257,6 +248,15 @@ impl Machine {
         }
         a
     }
+}
+
+fn add_stats(total: &mut SnapshotStats, s: &snapshot::CaptureStats) {
+    total.pages += s.pages;
+    total.zero_pages += s.zero_pages;
+    total.hashed_pages += s.hashed_pages;
+    total.changed_pages += s.changed_pages;
+    total.new_objects += s.new_objects;
+    total.new_bytes += s.new_objects_bytes;
 }
 
 fn blob(name: &str, bytes: Vec<u8>) -> StateBlob {

@@ -2,9 +2,9 @@
 use core::ptr::addr_of_mut;
 
 use crate::cmdline::Cmdline;
-use crate::rng::Rng;
 use crate::say;
 use crate::virtio_blk::{Req, VirtioBlk, BLOCK, S_OK, T_OUT};
+use crate::workloads::spec::Rng;
 
 /// Largest single write: 64 blocks.
 pub const MAX_BLOCKS: usize = 64;

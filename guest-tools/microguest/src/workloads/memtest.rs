@@ -9,8 +9,8 @@
 //! value written, `mem` the whole region as it ends up.
 use crate::cmdline::Cmdline;
 use crate::io::outb;
-use crate::rng::Rng;
 use crate::say;
+use crate::workloads::spec::Rng;
 
 const REGION: usize = 16 << 20;
 const SNAPSHOT_PORT: u16 = 0xf5;

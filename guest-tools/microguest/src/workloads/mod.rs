@@ -52,7 +52,7 @@ fn hello(cmdline: &Cmdline) -> u32 {
 /// at native speed whose result a test can recompute on the host.
 fn count(cmdline: &Cmdline) -> u32 {
     let n = cmdline.get_u64("n", 1_000_000);
-    let mut rng = crate::rng::Rng::new(cmdline.get_u64("seed", 1));
+    let mut rng = crate::workloads::spec::Rng::new(cmdline.get_u64("seed", 1));
     let mut sum = 0u64;
     for _ in 0..n {
         sum = sum.wrapping_add(rng.next());
