@@ -185,10 +185,11 @@ impl Machine {
             serial,
             virtio,
             recorder,
-            snapshots: config
-                .snapshot
-                .clone()
-                .map(|config| SnapshotChain { config, last: None }),
+            snapshots: config.snapshot.clone().map(|config| SnapshotChain {
+                config,
+                last: None,
+                pending: None,
+            }),
             mem_mib: config.mem_mib,
             disk_configs: config.disks.clone(),
             hint_channel,
@@ -238,6 +239,8 @@ impl Machine {
             }
         };
         drop(api);
+        // A snapshot still being written must land before the VM is gone.
+        let settled = self.settle_snapshot();
         if let Some(w) = watchdog {
             w.disarm();
         }
@@ -254,6 +257,7 @@ impl Machine {
             Some(r) => r.close()?,
             None => None,
         };
+        let result = result.and_then(|status| settled.map(|()| status));
         result.map(|status| {
             stats.exit_status = status;
             RunOutcome {

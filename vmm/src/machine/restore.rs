@@ -182,6 +182,7 @@ impl Machine {
             // A restored VM's next incremental snapshot builds on this one,
             // when it goes to the same directory (a chain lives in one).
             last: same_dir(&c).then(|| (manifest.id.clone(), lists)),
+            pending: None,
             config: c,
         });
         Ok(Self {

@@ -14,10 +14,11 @@
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use snapshot::{
-    capture, restore as restore_pages, DiskPosition, Manifest, MemoryRegion, PageList, PagesRef,
-    SharedRegion, SnapshotDir, SnapshotKind, SnapshotStats, StateBlob,
+    capture, restore as restore_pages, DiskPosition, Manifest, MemoryRegion, ObjectId, PageList,
+    PagesRef, SharedRegion, SnapshotDir, SnapshotKind, SnapshotStats, StateBlob, PAGE_SIZE,
 };
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
@@ -37,6 +38,8 @@ pub struct SnapshotConfig {
 /// What the last snapshot left behind for the next incremental one.
 pub(super) struct SnapshotChain {
     pub config: SnapshotConfig,
+    /// An incremental snapshot still being written in the background.
+    pub pending: Option<std::thread::JoinHandle<Result<(PagesList, SnapshotStats)>>>,
     /// The last snapshot's id and, per memory region, its page list and
     /// where that list is stored (unchanged chunks are reused).
     pub last: Option<(String, Vec<(PageList, PagesRef)>)>,
@@ -67,25 +70,33 @@ fn region_mapping(region: &<GuestMemory as GuestMemoryBackend>::R) -> (*mut u8, 
 impl Machine {
     /// Captures the machine. `kind` Incremental falls back to a full
     /// snapshot when there is no parent yet.
+    ///
+    /// A full snapshot hashes and stores memory while the VM is stopped. An
+    /// incremental one only copies the dirty pages out while stopped; they
+    /// are hashed, stored and the manifest written on a background thread
+    /// while the guest runs on (the next snapshot, or the end of the run,
+    /// waits for it). The returned pause is the time the VM was stopped.
     pub fn snapshot(&mut self, kind: SnapshotKind) -> Result<SnapshotInfo> {
+        self.settle_snapshot()?;
         let started = std::time::Instant::now();
-        let chain = self.snapshots.as_ref().ok_or_else(|| {
+        let chain = self.snapshots.as_mut().ok_or_else(|| {
             VmmError::Snapshot("this VM was started without a snapshot directory".into())
         })?;
-        let dir = SnapshotDir::open(&chain.config.dir).map_err(snap_err)?;
-        let store = dir.open_store().map_err(snap_err)?;
-        // Keeps a concurrent `gc` from freeing pages between their capture
-        // and the manifest that references them.
-        let _pin = store.pin().map_err(snap_err)?;
-        let parent = match (kind, &chain.last) {
-            (SnapshotKind::Incremental, Some(last)) => Some(last.clone()),
-            _ => None,
+        let config = chain.config.clone();
+        let parent = match kind {
+            SnapshotKind::Incremental => chain.last.take(),
+            SnapshotKind::Full => None,
         };
         let kind = if parent.is_some() {
             SnapshotKind::Incremental
         } else {
             SnapshotKind::Full
         };
+        let dir = SnapshotDir::open(&config.dir).map_err(snap_err)?;
+        let store = Arc::new(dir.open_store().map_err(snap_err)?);
+        // Keeps a concurrent `gc` from freeing pages between their capture
+        // and the manifest that references them.
+        let pin = store.pin().map_err(snap_err)?;
 
         let mut state = vec![blob("vm", encode(&self.vm.save_state()?))];
         let msrs = self.vm.msr_indices()?;
@@ -99,7 +110,6 @@ impl Machine {
         for (i, t) in self.virtio.iter().enumerate() {
             state.push(blob(&format!("virtio{i}"), encode(&t.save_state())));
         }
-
         let id = snapshot::new_snapshot_id();
         for t in &mut self.virtio {
             t.stop().map_err(VmmError::Record)?; // writes the device still holds
@@ -115,111 +125,84 @@ impl Machine {
             }
             None => None,
         };
-
         tracing::debug!("snapshot: state saved after {:?}", started.elapsed());
-        let mut stats = SnapshotStats::default();
-        let mut memory = Vec::new();
-        let mut lists = Vec::new();
-        for (slot, region) in self.mem.iter().enumerate() {
-            let (host, len) = region_mapping(region);
-            // SAFETY: the mapping is live for as long as `self.mem` and
-            // exactly `len` bytes long; the vCPU, its only other writer, is
-            // stopped (we are on its thread, between two KVM_RUNs).
+
+        let mut parents = parent.as_ref().map(|(_, l)| l.clone().into_iter());
+        let mut captures = Vec::new();
+        for (slot, (host, len)) in self.memory_slots().into_iter().enumerate() {
+            // SAFETY: the mapping lives as long as the machine and is `len`
+            // bytes long; the vCPU, its only writer here, is stopped (we are
+            // on its thread). A shared file region may be written by other
+            // VMs meanwhile: it is captured as it is at this instant.
             let bytes = unsafe { std::slice::from_raw_parts(host, len) };
-            // Pages dirtied since the last snapshot, by the guest (KVM) and
-            // by the VMM (the memory's bitmap); reading both clears them.
-            let kvm_dirty = self
-                .vm
-                .fd()
-                .get_dirty_log(slot as u32, bytes.len())
-                .map_err(|source| VmmError::Kvm {
-                    step: "reading the dirty log",
-                    source,
-                })?;
-            let own_dirty = region.deref().bitmap().get_and_reset();
-            tracing::debug!("snapshot: dirty logs read after {:?}", started.elapsed());
-            let dirty: Vec<u64> = kvm_dirty
-                .iter()
-                .zip(own_dirty.iter().chain(std::iter::repeat(&0)))
-                .map(|(a, b)| a | b)
-                .collect();
-            let (list, s) = capture(
-                &store,
-                bytes,
-                parent.as_ref().map(|_| dirty.as_slice()),
-                parent.as_ref().map(|(_, l)| &l[slot].0),
-            )
-            .map_err(snap_err)?;
-            add_stats(&mut stats, &s);
-            let pages = match &parent {
-                Some((_, l)) => list.save_over(&store, &l[slot].0, &l[slot].1),
-                None => list.save(&store),
-            }
-            .map_err(snap_err)?;
-            memory.push(MemoryRegion {
-                guest_addr: region.start_addr().0,
-                size: region.len(),
-                pages: pages.clone(),
+            let dirty = self.dirty_pages(slot, len)?;
+            let shared_file = slot >= self.mem.num_regions()
+                && self
+                    .shared
+                    .as_ref()
+                    .is_some_and(|s| s.config.path.is_some());
+            let parent_region = parents.as_mut().and_then(|p| p.next());
+            captures.push(match parent_region {
+                // Other VMs' writes to a shared file are not in our dirty
+                // log: it is re-hashed whole (it is small).
+                Some(parent) if !shared_file => Capture::copy_dirty(bytes, &dirty, parent),
+                _ => {
+                    let (list, s) = capture(&store, bytes, None, None).map_err(snap_err)?;
+                    Capture::Done(list, s)
+                }
             });
-            lists.push((list, pages));
         }
-        let mut shared = Vec::new();
-        if let Some(shm) = &self.shared {
-            let slot = lists.len();
-            // SAFETY: the shared mapping lives as long as `self.shared`; the
-            // vCPU is stopped. Other VMs may write it meanwhile: a shared
-            // region is captured as it is at this instant.
-            let bytes = unsafe { std::slice::from_raw_parts(shm.host(), shm.len()) };
-            let dirty = self
-                .vm
-                .fd()
-                .get_dirty_log(slot as u32, bytes.len())
-                .map_err(|source| VmmError::Kvm {
-                    step: "reading the dirty log",
-                    source,
-                })?;
-            // Other VMs' writes are invisible to our dirty log: re-hash the
-            // whole region each time (it is small) unless this is the only
-            // user (a memfd).
-            let own_only = shm.config.path.is_none();
-            let parent_list = parent.as_ref().and_then(|(_, l)| l.get(slot));
-            let (list, s) = capture(
-                &store,
-                bytes,
-                parent_list.filter(|_| own_only).map(|_| dirty.as_slice()),
-                parent_list.filter(|_| own_only).map(|(l, _)| l),
-            )
-            .map_err(snap_err)?;
-            add_stats(&mut stats, &s);
-            let pages = list.save(&store).map_err(snap_err)?;
-            shared.push(SharedRegion {
-                name: shm.config.name.clone(),
-                size: shm.len() as u64,
-                pages: pages.clone(),
-            });
-            lists.push((list, pages));
-        }
-        tracing::debug!("snapshot: memory captured after {:?}", started.elapsed());
-        store.sync().map_err(snap_err)?;
-        tracing::debug!("snapshot: store synced after {:?}", started.elapsed());
         let pause_us = started.elapsed().as_micros() as u64;
+        tracing::debug!("snapshot: VM resumes after {:?}", started.elapsed());
 
         let manifest = Manifest {
             id: id.clone(),
             parent: parent.as_ref().map(|(p, _)| p.clone()),
             created_ns: now_ns(),
-            vm_id: chain.config.vm_id.clone(),
+            vm_id: config.vm_id.clone(),
             kind,
             state,
-            memory,
-            shared,
+            memory: Vec::new(),
+            shared: Vec::new(),
             disk,
-            stats,
+            stats: SnapshotStats::default(),
             annotations: self.annotations(),
         };
-        dir.write(&manifest).map_err(snap_err)?;
+        let layout = self.region_layout();
+        let hashed: u64 = captures.iter().map(Capture::hashed_pages).sum();
+        let total_pages: u64 = self
+            .memory_slots()
+            .iter()
+            .map(|(_, len)| (*len / PAGE_SIZE) as u64)
+            .sum();
+        let finish = move || {
+            let _pin = pin;
+            finish_snapshot(&dir, &store, manifest, captures, &layout)
+        };
+        if kind == SnapshotKind::Incremental {
+            let worker = std::thread::Builder::new()
+                .name("snapshot".into())
+                .spawn(finish)
+                .map_err(|e| VmmError::Snapshot(format!("starting the snapshot thread: {e}")))?;
+            if let Some(chain) = self.snapshots.as_mut() {
+                chain.pending = Some(worker);
+            }
+            // What is known now; the manifest gets the rest.
+            let stats = SnapshotStats {
+                pages: total_pages,
+                hashed_pages: hashed,
+                ..SnapshotStats::default()
+            };
+            return Ok(SnapshotInfo {
+                id,
+                kind,
+                stats,
+                pause_us,
+            });
+        }
+        let (last, stats) = finish()?;
         if let Some(chain) = self.snapshots.as_mut() {
-            chain.last = Some((id.clone(), lists));
+            chain.last = Some(last);
         }
         Ok(SnapshotInfo {
             id,
@@ -227,6 +210,71 @@ impl Machine {
             stats,
             pause_us,
         })
+    }
+
+    /// Waits for a snapshot still being written in the background.
+    pub(super) fn settle_snapshot(&mut self) -> Result<()> {
+        let Some(chain) = self.snapshots.as_mut() else {
+            return Ok(());
+        };
+        let Some(worker) = chain.pending.take() else {
+            return Ok(());
+        };
+        let (id, lists) = match worker.join() {
+            Ok(Ok((lists, stats))) => {
+                tracing::debug!("snapshot written: {} new objects", stats.new_objects);
+                lists
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(VmmError::Snapshot("the snapshot thread panicked".into())),
+        };
+        chain.last = Some((id, lists));
+        Ok(())
+    }
+
+    /// Every memory slot's host mapping: guest RAM regions, then the shared
+    /// region.
+    fn memory_slots(&self) -> Vec<(*mut u8, usize)> {
+        let mut slots: Vec<(*mut u8, usize)> = self.mem.iter().map(region_mapping).collect();
+        if let Some(shm) = &self.shared {
+            slots.push((shm.host(), shm.len()));
+        }
+        slots
+    }
+
+    /// Where each slot is, for the manifest: (guest address, size), and the
+    /// shared region's name for the last slot when there is one.
+    fn region_layout(&self) -> Layout {
+        Layout {
+            ram: self
+                .mem
+                .iter()
+                .map(|r| (r.start_addr().0, r.len()))
+                .collect(),
+            shared: self.shared.as_ref().map(|s| s.config.name.clone()),
+        }
+    }
+
+    /// Pages of `slot` dirtied since the last snapshot, by the guest (KVM's
+    /// log) and by the VMM (guest memory's own bitmap); reading clears both.
+    fn dirty_pages(&self, slot: usize, len: usize) -> Result<Vec<u64>> {
+        let mut dirty = self
+            .vm
+            .fd()
+            .get_dirty_log(slot as u32, len)
+            .map_err(|source| VmmError::Kvm {
+                step: "reading the dirty log",
+                source,
+            })?;
+        if let Some(region) = self.mem.iter().nth(slot) {
+            for (a, b) in dirty
+                .iter_mut()
+                .zip(region.deref().bitmap().get_and_reset())
+            {
+                *a |= b;
+            }
+        }
+        Ok(dirty)
     }
 
     /// What a restore needs to rebuild the machine around its state.
@@ -249,6 +297,134 @@ impl Machine {
         a
     }
 }
+
+/// Where the memory slots of a snapshot live.
+struct Layout {
+    ram: Vec<(u64, u64)>,
+    shared: Option<String>,
+}
+
+/// One memory slot's capture: done while the VM was stopped, or its dirty
+/// pages copied out to be hashed and stored afterwards.
+enum Capture {
+    Done(PageList, snapshot::CaptureStats),
+    Copied {
+        parent: (PageList, PagesRef),
+        pages: Vec<usize>,
+        data: Vec<u8>,
+    },
+}
+
+impl Capture {
+    fn copy_dirty(mem: &[u8], dirty: &[u64], parent: (PageList, PagesRef)) -> Capture {
+        let mut pages = Vec::new();
+        for (w, word) in dirty.iter().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let p = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if (p + 1) * PAGE_SIZE <= mem.len() {
+                    pages.push(p);
+                }
+            }
+        }
+        let mut data = Vec::with_capacity(pages.len() * PAGE_SIZE);
+        for &p in &pages {
+            data.extend_from_slice(&mem[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
+        }
+        Capture::Copied {
+            parent,
+            pages,
+            data,
+        }
+    }
+
+    fn hashed_pages(&self) -> u64 {
+        match self {
+            Capture::Done(_, s) => s.hashed_pages,
+            Capture::Copied { pages, .. } => pages.len() as u64,
+        }
+    }
+}
+
+/// Stores what the captures still need, saves the page lists and writes the
+/// manifest. Returns the lists (the next incremental's parent) and stats.
+fn finish_snapshot(
+    dir: &SnapshotDir,
+    store: &snapshot::Store,
+    mut manifest: Manifest,
+    captures: Vec<Capture>,
+    layout: &Layout,
+) -> Result<(PagesList, SnapshotStats)> {
+    let mut stats = SnapshotStats::default();
+    let mut lists = Vec::new();
+    for (slot, cap) in captures.into_iter().enumerate() {
+        let (list, pages) = match cap {
+            Capture::Done(list, s) => {
+                add_stats(&mut stats, &s);
+                let pages = list.save(store).map_err(snap_err)?;
+                (list, pages)
+            }
+            Capture::Copied {
+                parent,
+                pages,
+                data,
+            } => {
+                let mut ids = parent.0.ids().to_vec();
+                let mut blocks = Vec::new();
+                let mut block_ids = Vec::new();
+                for (i, &p) in pages.iter().enumerate() {
+                    let page = &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
+                    let id = if snapshot::store::is_all_zero(page) {
+                        ObjectId::ZERO_BLOCK
+                    } else {
+                        let id = ObjectId::of(page);
+                        blocks.push(page);
+                        block_ids.push(id);
+                        id
+                    };
+                    if ids[p] != id {
+                        stats.changed_pages += 1;
+                    }
+                    ids[p] = id;
+                }
+                let (_, report) = store
+                    .put_batch_hashed_report(&blocks, &block_ids)
+                    .map_err(snap_err)?;
+                stats.new_objects += report.new_objects;
+                stats.new_bytes += report.new_stored_bytes;
+                stats.hashed_pages += pages.len() as u64;
+                let list = PageList::from_ids(ids);
+                stats.pages += list.len() as u64;
+                stats.zero_pages += list.zero_pages() as u64;
+                let saved = list
+                    .save_over(store, &parent.0, &parent.1)
+                    .map_err(snap_err)?;
+                (list, saved)
+            }
+        };
+        match layout.ram.get(slot) {
+            Some(&(guest_addr, size)) => manifest.memory.push(MemoryRegion {
+                guest_addr,
+                size,
+                pages: pages.clone(),
+            }),
+            None => manifest.shared.push(SharedRegion {
+                name: layout.shared.clone().unwrap_or_default(),
+                size: list.bytes(),
+                pages: pages.clone(),
+            }),
+        }
+        lists.push((list, pages));
+    }
+    store.sync().map_err(snap_err)?;
+    manifest.stats = stats;
+    dir.write(&manifest).map_err(snap_err)?;
+    Ok(((manifest.id.clone(), lists), stats))
+}
+
+/// A snapshot's id and, per memory slot, its page list and stored root.
+type PagesList = (String, Vec<(PageList, PagesRef)>);
 
 fn add_stats(total: &mut SnapshotStats, s: &snapshot::CaptureStats) {
     total.pages += s.pages;
