@@ -16,6 +16,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
 use introspection::disk_state::{DiskState, ZERO_BLOCK_HASH};
@@ -167,12 +168,42 @@ pub fn replay(
     let mut verifying = opts.verify;
     let progress = crate::progress::bar(opts.progress, until.saturating_sub(opts.from_seq) + 1);
     let mut prev_ts = None;
-    let mut buf = Vec::new();
-    for record in reader.iter_from(opts.from_seq.max(1))? {
-        let record = record.map_err(|e| report.interrupted(e.to_string()))?;
-        if record.seq > until || record.seq >= stop_before {
-            break;
+    let from = opts.from_seq.max(1);
+    let what_if = opts.what_if.clone();
+    let iter = reader.iter_from(from)?;
+    // A second thread reads the log ahead and fetches (and BLAKE3-checks)
+    // each write's blocks from the store while this one writes the image.
+    std::thread::scope(|scope| -> Result<ReplayReport, ReplayError> {
+    let (tx, rx) = sync_channel::<Fetched>(PREFETCH);
+    let store = &store;
+    scope.spawn(move || {
+        for record in iter {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Fetched { record: Err(e.to_string()), data: None });
+                    return;
+                }
+            };
+            if record.seq > until || record.seq >= stop_before {
+                return;
+            }
+            let data = match &record.kind {
+                RecordKind::BlockWrite { sector, blocks, .. }
+                    if !what_if.drops(record.seq, *sector, blocks.len() as u64) =>
+                {
+                    Some(fetch(store, blocks).map_err(|e| format!("seq {}: {e}", record.seq)))
+                }
+                _ => None,
+            };
+            let last = record.seq >= until || record.seq + 1 >= stop_before;
+            if tx.send(Fetched { record: Ok(record), data }).is_err() || last {
+                return;
+            }
         }
+    });
+    for fetched in rx {
+        let record = fetched.record.map_err(|e| report.interrupted(e))?;
         if let (Some(speed), Some(prev)) = (opts.speed, prev_ts) {
             let gap = Duration::from_nanos(record.ts_ns.saturating_sub(prev));
             std::thread::sleep(gap.div_f64(speed.max(1e-6)).min(MAX_GAP));
@@ -193,17 +224,10 @@ pub fn replay(
                     report.writes_dropped += 1;
                     verifying = false;
                 } else {
-                    buf.clear();
-                    for h in &blocks {
-                        if *h == ZERO_BLOCK_HASH {
-                            buf.resize(buf.len() + BLOCK as usize, 0);
-                        } else {
-                            let data = store
-                                .get(&ObjectId(*h))
-                                .map_err(|e| report.interrupted(format!("seq {seq}: {e}")))?;
-                            buf.extend_from_slice(&data);
-                        }
-                    }
+                    let buf = fetched
+                        .data
+                        .unwrap_or_else(|| Err(format!("seq {seq}: blocks were not fetched")))
+                        .map_err(|e| report.interrupted(e))?;
                     file.write_all_at(&buf, first * BLOCK).map_err(io)?;
                     state
                         .apply_block_write(sector, &blocks)
@@ -262,11 +286,39 @@ pub fn replay(
             break;
         }
     }
+    Ok(report.clone())
+    })
+    .map(|r| {
+        report = r;
+    })?;
     progress.finish_and_clear();
     file.sync_data().map_err(io)?;
     report.verified = opts.verify && report.barriers_unverified == 0 && !report.what_if;
     report.checksum = hex::encode(&state.checksum());
     Ok(report)
+}
+
+/// Records read ahead of the writer.
+const PREFETCH: usize = 64;
+
+/// A record and, for a write to apply, its blocks from the store.
+struct Fetched {
+    record: Result<introspection::Record, String>,
+    data: Option<Result<Vec<u8>, String>>,
+}
+
+/// A write's blocks, concatenated (each checked against its BLAKE3 by the
+/// store; zero blocks are not stored).
+fn fetch(store: &snapshot::Store, blocks: &[[u8; 32]]) -> Result<Vec<u8>, snapshot::StoreError> {
+    let mut buf = Vec::with_capacity(blocks.len() * BLOCK as usize);
+    for h in blocks {
+        if *h == ZERO_BLOCK_HASH {
+            buf.resize(buf.len() + BLOCK as usize, 0);
+        } else {
+            buf.extend_from_slice(&store.get(&ObjectId(*h))?);
+        }
+    }
+    Ok(buf)
 }
 
 impl ReplayReport {
