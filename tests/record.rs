@@ -18,25 +18,7 @@ const WORKLOAD: BlkWrites = BlkWrites {
 };
 
 fn record(disk: &Path, rec: &Path, vm: &str, w: &BlkWrites) -> std::process::Output {
-    let out = vmm(&[
-        "run",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--record",
-        rec.to_str().unwrap(),
-        "--vm-id",
-        vm,
-        "--cmdline",
-        &w.cmdline(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    out
+    run_recorded(disk, rec, vm, &w.cmdline(), &[])
 }
 
 fn store_stats(rec: &Path) -> serde_json::Value {

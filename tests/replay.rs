@@ -20,16 +20,7 @@ const W: BlkWrites = BlkWrites {
 fn recorded(dir: &Path) -> (PathBuf, PathBuf) {
     let disk = blank_disk(dir, "disk.img", 4);
     let rec = dir.join("rec");
-    let out = vmm(&[
-        "run",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--record",
-        rec.to_str().unwrap(),
-        "--cmdline",
-        &W.cmdline(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    run_recorded(&disk, &rec, "vm0", &W.cmdline(), &[]);
     (disk, rec)
 }
 

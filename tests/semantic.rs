@@ -11,24 +11,12 @@ use serde_json::Value;
 /// Runs a workload on a fresh 64 MiB recorded disk; returns (stdout, image).
 fn recorded(dir: &Path, cmdline: &str) -> (String, Vec<u8>) {
     let disk = blank_disk(dir, "disk.img", 64);
-    let rec = dir.join("rec");
-    let out = vmm(&[
-        "run",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--record",
-        rec.to_str().unwrap(),
-        "--cmdline",
+    let out = run_recorded(
+        &disk,
+        &dir.join("rec"),
+        "vm0",
         cmdline,
-        "--timeout",
-        "120",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
+        &["--timeout", "120"],
     );
     (stdout(&out), std::fs::read(&disk).unwrap())
 }

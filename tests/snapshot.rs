@@ -230,30 +230,9 @@ fn restore_checks_the_disk_against_the_snapshot() {
         dup_every: 0,
     };
     // blk-writes has no snapshot request: memtest on a recorded disk does.
-    let cmd = format!(
-        "workload=memtest pages=64 iters=20 seed=1 snap_every=10 {}",
-        ""
-    );
-    let out = vmm(&[
-        "run",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--record",
-        rec.to_str().unwrap(),
-        "--cmdline",
-        &w.cmdline(),
-    ]);
-    assert_eq!(out.status.code(), Some(0));
-    let out = vmm(&[
-        "run",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--record",
-        rec.to_str().unwrap(),
-        "--cmdline",
-        &cmd,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    run_recorded(&disk, &rec, "vm0", &w.cmdline(), &[]);
+    let memtest = "workload=memtest pages=64 iters=20 seed=1 snap_every=10";
+    run_recorded(&disk, &rec, "vm0", memtest, &[]);
     let snap = snapshots(&rec)[0].clone();
     // The log says where the disk was: it is still there, restore works.
     let out = vmm(&["restore", snap.to_str().unwrap(), "--timeout", "20"]);

@@ -139,3 +139,35 @@ pub fn blank_disk(dir: &std::path::Path, name: &str, mib: u64) -> PathBuf {
     f.set_len(mib << 20).unwrap();
     path
 }
+
+/// `vmm run --disk DISK --record REC --vm-id VM --cmdline CMDLINE` (plus
+/// `extra`), which must succeed.
+pub fn run_recorded(
+    disk: &std::path::Path,
+    rec: &std::path::Path,
+    vm: &str,
+    cmdline: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "run",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--record",
+        rec.to_str().unwrap(),
+        "--vm-id",
+        vm,
+        "--cmdline",
+        cmdline,
+    ];
+    args.extend_from_slice(extra);
+    let out = vmm(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
