@@ -165,24 +165,7 @@ pub fn capture(
         threads: slices.len().max(1) as u64,
         ..CaptureStats::default()
     };
-    let results: Vec<Result<CaptureStats>> = std::thread::scope(|s| {
-        let mut slices = slices.into_iter();
-        let first = slices.next();
-        let handles: Vec<_> = slices
-            .map(|(start, out)| s.spawn(move || run(start, out)))
-            .collect();
-        let mut results = Vec::with_capacity(handles.len() + 1);
-        if let Some((start, out)) = first {
-            results.push(run(start, out));
-        }
-        for h in handles {
-            results.push(
-                h.join()
-                    .unwrap_or(Err(PagesError::WorkerPanicked("capture"))),
-            );
-        }
-        results
-    });
+    let results = super::run_parts(slices, "capture", |(start, out)| run(start, out));
     for r in results {
         stats.add(&r?);
     }

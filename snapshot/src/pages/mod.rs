@@ -380,6 +380,29 @@ static MAX_THREADS: AtomicUsize = AtomicUsize::new(0);
 /// Caps the threads one capture or restore uses, for the whole process
 /// (0 = the default: the machine's cores, at most 8). A VMM that keeps
 /// vCPUs running during a capture can leave them a core this way.
+/// Runs `work` on every part: the first on this thread, the others on
+/// scoped threads. A worker that panics yields `WorkerPanicked(what)`.
+pub(crate) fn run_parts<I: Send, T: Send>(
+    parts: Vec<I>,
+    what: &'static str,
+    work: impl Fn(I) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let mut parts = parts.into_iter();
+        let first = parts.next();
+        let handles: Vec<_> = parts.map(|p| s.spawn(move || work(p))).collect();
+        let mut results = Vec::with_capacity(handles.len() + 1);
+        if let Some(p) = first {
+            results.push(work(p));
+        }
+        for h in handles {
+            results.push(h.join().unwrap_or(Err(PagesError::WorkerPanicked(what))));
+        }
+        results
+    })
+}
+
 pub fn set_max_threads(n: usize) {
     MAX_THREADS.store(n, Ordering::Relaxed);
 }
