@@ -7,7 +7,7 @@
 //! Does not own: the virtio devices that produce writes (`vmm`), the content
 //! store that keeps block data (`snapshot`), or replay (`replay`).
 //!
-//! What exists so far:
+//! The modules:
 //! - [`log`]: the change log (segmented, framed, CRC-chained, zstd per
 //!   frame, sparse index): [`LogWriter`], [`LogReader`], [`verify`], and the
 //!   on-disk format documented in the module.
@@ -22,6 +22,8 @@
 //!   versions of a file in, row/key-level [`Change`]s out.
 //! - [`semantic`]: the semantic change event ([`SemanticChange`]) and the
 //!   decode-error event ([`DecodeErrorEvent`]).
+//! - [`lift`]: the guest's file table from its hints, and lifting hinted
+//!   files into semantic changes at barriers.
 
 pub mod decode;
 pub mod disk_state;

@@ -1,9 +1,13 @@
 //! The KVM machine.
 //!
-//! Owns: guest memory (`memory`), booting a PVH ELF kernel (`boot`), the KVM
-//! VM and its vCPUs (`vstate`), the emulated devices (`devices`), and the
-//! machine that ties them together and runs until the guest ends (`machine`).
-//! The built-in test VM, the microguest, is embedded by `microguest`.
+//! Owns: guest memory (`memory`) and the region shared between VMs
+//! (`shared`), booting a PVH ELF kernel (`boot`), the KVM VM and its vCPUs
+//! with their saved state (`vstate`), the emulated devices (`devices`:
+//! serial, virtio-mmio, virtio-blk, the virtio-console hint channel), the
+//! machine that ties them together, runs, snapshots and restores
+//! (`machine`), the glue that feeds the recorder (`recording`), the control
+//! socket (`api`) and run statistics (`stats`). The built-in test VM, the
+//! microguest, is embedded by `microguest`.
 //!
 //! Does not own: what is recorded about the guest (`introspection`), the
 //! content store and snapshots (`snapshot`), or replay (`replay`). The `vmm`
