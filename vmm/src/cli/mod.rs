@@ -17,7 +17,12 @@ mod snapshot;
 /// Without --kernel, `vmm run` boots the built-in microguest, a tiny test VM
 /// whose workload is chosen on its command line (e.g. `workload=hello`).
 #[derive(Debug, Parser)]
-#[command(name = "vmm", version, propagate_version = true)]
+#[command(
+    name = "vmm",
+    version,
+    propagate_version = true,
+    after_help = "A first session:\n  vmm demo\n  truncate -s 64M disk.img\n  vmm run --disk disk.img --record rec --cmdline \"workload=sqlite rows=200\"\n  vmm log verify rec\n  vmm changes rec --file app.db --table customers\n  vmm replay --log rec --until seq=100 --out then.img"
+)]
 pub struct Cli {
     /// KVM device to use.
     #[arg(long, global = true, value_name = "PATH", default_value = "/dev/kvm")]
@@ -50,8 +55,10 @@ pub enum Command {
     /// The content store of a record directory.
     #[command(subcommand)]
     Store(log::StoreCommand),
-    /// Rebuild a recorded disk as it was at a sequence number, time or
-    /// mark, verifying every barrier on the way.
+    /// Rebuild a recorded disk at a sequence number, time or mark, verified.
+    ///
+    /// Every barrier passed on the way is checked against its recorded disk
+    /// checksum; the result is renamed into place only on success.
     ///
     /// Examples:
     ///   vmm replay --log rec/ --vm web1 --until mark=before-upgrade --out web1.img
@@ -60,9 +67,10 @@ pub enum Command {
     ///   vmm replay --log rec/ --until seq=50 --step barrier --out x.img
     #[command(verbatim_doc_comment)]
     Replay(replay::ReplayArgs),
-    /// Disaster-recovery drill: restore a recorded disk to a point, boot a
-    /// VM on it whose workload checks the data, and report pass/fail with
-    /// timings (exit status 0 only on PASS).
+    /// Disaster-recovery drill: restore, boot, check; PASS/FAIL with timings.
+    ///
+    /// Restores a recorded disk to a point, boots a VM on it whose workload
+    /// checks the data, and reports (exit status 0 only on PASS).
     ///
     /// Example: vmm drill --log rec/ --vm web1 --at mark=nightly --json
     #[command(verbatim_doc_comment)]
@@ -74,11 +82,13 @@ pub enum Command {
     ///   vmm restore rec/snapshots/ID.snap --disk clone1.img --vm-id clone1
     #[command(verbatim_doc_comment)]
     Restore(snapshot::RestoreArgs),
-    /// List and merge snapshots.
+    /// Create (on a running VM), list and merge snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
-    /// What changed inside the guests' applications: row/key-level changes
-    /// lifted from recorded disk writes and the guests' file hints.
+    /// What changed inside the guests' applications, row by row.
+    ///
+    /// Row/key-level changes lifted from recorded disk writes and the
+    /// guests' file hints (SQLite, JSON, key-value).
     ///
     /// Examples:
     ///   vmm changes rec/ --file app.db --table customers
