@@ -59,7 +59,7 @@ fn fold(events: &[Value]) -> BTreeMap<String, BTreeMap<String, Value>> {
 }
 
 /// The database the guest left: app.db at sector 4096, its size in the VFS
-/// directory at sector 2048 (guest-tools/microguest/src/sqlite/vfs.rs).
+/// directory at sector 2048 (guest-tools/microguest/src/sqlite/vfs/mod.rs).
 fn guest_database(image: &[u8], dir: &Path) -> rusqlite::Connection {
     let entry = 2048 * 512 + 32;
     let size = u64::from_le_bytes(image[entry + 48..entry + 56].try_into().unwrap()) as usize;

@@ -2,17 +2,17 @@
 //! read back on the host from the raw disk image through the layout the
 //! guest announces, and compared with the same seeded workloads run on the
 //! host (SQLite via rusqlite; JSON and KV via models written here from the
-//! format descriptions in guest-tools/microguest/src/{sqlite/vfs.rs,
+//! format descriptions in guest-tools/microguest/src/{sqlite/vfs/mod.rs,
 //! workloads/json.rs, workloads/kv.rs}).
 //!
 //! The workloads themselves (which statements, which records, which keys)
-//! come from the guest's `spec.rs`, included here as source, so both sides
+//! come from the guest's `spec/`, included here as source, so both sides
 //! run exactly the same steps.
 extern crate alloc;
 
 mod common;
 
-#[path = "../guest-tools/microguest/src/workloads/spec.rs"]
+#[path = "../guest-tools/microguest/src/workloads/spec/mod.rs"]
 mod spec;
 
 use std::collections::{BTreeMap, HashMap};
@@ -96,7 +96,7 @@ struct DirEntry {
     exists: bool,
 }
 
-/// Parses the VFS directory block (format "MGVFSDIR" v1, vfs.rs).
+/// Parses the VFS directory block (format "MGVFSDIR" v1, vfs/mod.rs).
 fn vfs_dir(image: &[u8], layout: &HashMap<String, (usize, usize)>) -> Vec<DirEntry> {
     let (off, len) = layout["vfs.dir"];
     let d = &image[off..off + len];

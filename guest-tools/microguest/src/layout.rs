@@ -11,7 +11,7 @@
 //! 0x0000_0000           0    (unused)           1 MiB
 //! 0x0010_0000        2048    vfs.dir            4 KiB  sqlite VFS directory: the sizes
 //!                                                      of the three files below
-//!                                                      (sqlite/vfs.rs documents it)
+//!                                                      (sqlite/vfs/mod.rs documents it)
 //! 0x0020_0000        4096    app.db            32 MiB  SQLite database
 //! 0x0220_0000       69632    app.db-journal    12 MiB  SQLite rollback journal
 //! 0x02e0_0000       94208    app.db-wal        12 MiB  SQLite write-ahead log

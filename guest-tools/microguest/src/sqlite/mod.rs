@@ -2,7 +2,7 @@
 //! freestanding: see `.cargo/config.toml`) and a small safe wrapper.
 //!
 //! SQLite needs only `libc.rs`, `mem.rs` and the allocator of `heap.rs`
-//! from us, plus `sqlite3_os_init` registering the VFS of `vfs.rs`.
+//! from us, plus `sqlite3_os_init` registering the VFS of `vfs/mod.rs`.
 pub mod vfs;
 
 use alloc::string::String;
@@ -37,7 +37,7 @@ pub struct Stmt<'db> {
 }
 
 impl Db {
-    /// Opens (creating if needed) `name` on the VFS of `vfs.rs`.
+    /// Opens (creating if needed) `name` on the VFS of `vfs/mod.rs`.
     pub fn open(name: &CStr) -> Result<Self, Error> {
         let mut raw = null_mut();
         // SAFETY: valid C strings; `raw` receives the handle.
