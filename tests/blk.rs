@@ -118,3 +118,28 @@ fn bad_disk_inputs_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown disk option 'rx'"));
 }
+
+#[test]
+fn write_zeroes_and_discard_zero_exactly_their_ranges_and_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), "disk.img", 4);
+    let rec = dir.path().join("rec");
+    let out = run_recorded(&disk, &rec, "vm0", "workload=blk-zero", &[]);
+    assert!(
+        stdout(&out).contains("blk-zero: zeroed=24 kept=40 bad=0"),
+        "{}",
+        stdout(&out)
+    );
+    let verify = vmm(&["log", "verify", rec.to_str().unwrap()]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+    let replayed = dir.path().join("replayed.img");
+    let o = vmm(&[
+        "replay",
+        "--log",
+        rec.to_str().unwrap(),
+        "--out",
+        replayed.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(std::fs::read(&replayed).unwrap() == std::fs::read(&disk).unwrap());
+}

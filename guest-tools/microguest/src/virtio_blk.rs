@@ -17,6 +17,8 @@ pub const T_IN: u32 = 0;
 pub const T_OUT: u32 = 1;
 pub const T_FLUSH: u32 = 4;
 pub const T_GET_ID: u32 = 8;
+pub const T_DISCARD: u32 = 11;
+pub const T_WRITE_ZEROES: u32 = 13;
 pub const S_OK: u8 = 0;
 
 pub const DESC_F_NEXT: u16 = 1;
@@ -25,6 +27,8 @@ pub const DESC_F_WRITE: u16 = 2;
 const F_RO: u32 = 1 << 5;
 const F_BLK_SIZE: u32 = 1 << 6;
 const F_FLUSH: u32 = 1 << 9;
+const F_DISCARD: u32 = 1 << 13;
+const F_WRITE_ZEROES: u32 = 1 << 14;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -137,7 +141,7 @@ impl VirtioBlk {
         let mmio = Mmio { base };
         let offered = mmio
             .setup(
-                |offered| offered & (F_RO | F_BLK_SIZE | F_FLUSH),
+                |offered| offered & (F_RO | F_BLK_SIZE | F_FLUSH | F_DISCARD | F_WRITE_ZEROES),
                 0,
                 QUEUE_SIZE,
                 rings,
@@ -205,7 +209,11 @@ impl VirtioBlk {
                     s.sector = r.sector;
                     s.status = 0xff;
                     let d = (i * 3) as u16;
-                    let data_flags = if r.kind == T_OUT { 0 } else { DESC_F_WRITE };
+                    let data_flags = if matches!(r.kind, T_OUT | T_DISCARD | T_WRITE_ZEROES) {
+                        0
+                    } else {
+                        DESC_F_WRITE
+                    };
                     let status_addr = addr_of!(s.status) as u64;
                     let header = Desc {
                         addr: s as *const Slot as u64,
@@ -272,6 +280,14 @@ impl VirtioBlk {
 
     pub fn read(&mut self, sector: u64, data: &mut [u8]) -> Result<u8, Error> {
         self.one(T_IN, sector, data.as_mut_ptr(), data.len() as u32)
+    }
+
+    /// DISCARD or WRITE_ZEROES of `sectors` sectors from `sector`.
+    pub fn zero(&mut self, kind: u32, sector: u64, sectors: u32) -> Result<u8, Error> {
+        let mut seg = [0u8; 16];
+        seg[..8].copy_from_slice(&sector.to_le_bytes());
+        seg[8..12].copy_from_slice(&sectors.to_le_bytes());
+        self.one(kind, 0, seg.as_mut_ptr(), 16)
     }
 
     pub fn flush(&mut self) -> Result<u8, Error> {

@@ -3,7 +3,7 @@ use core::ptr::addr_of_mut;
 
 use crate::cmdline::Cmdline;
 use crate::say;
-use crate::virtio_blk::{Req, VirtioBlk, BLOCK, S_OK, T_OUT};
+use crate::virtio_blk::{Req, VirtioBlk, BLOCK, S_OK, T_DISCARD, T_OUT, T_WRITE_ZEROES};
 use crate::workloads::spec::Rng;
 
 /// Largest single write: 64 blocks.
@@ -238,4 +238,44 @@ pub fn bench(cmdline: &Cmdline) -> u32 {
     }
     say!("blk-bench: bytes={written} req={req} batch={batch}\n");
     0
+}
+
+/// `workload=blk-zero`: writes 64 self-checking blocks, zeroes blocks 8..24
+/// with WRITE_ZEROES and 32..40 with DISCARD, flushes, and checks that
+/// exactly those ranges read back as zeros.
+pub fn zero(cmdline: &Cmdline) -> u32 {
+    let Some(mut dev) = open(cmdline) else {
+        return crate::EXIT_GUEST_ERROR;
+    };
+    let buf = buffer();
+    for (b, block) in buf[..64 * BLOCK].chunks_exact_mut(BLOCK).enumerate() {
+        fill_block(block, 0xfeed + b as u64);
+    }
+    let ok = dev.write(0, &buf[..64 * BLOCK]).ok() == Some(S_OK)
+        && dev.zero(T_WRITE_ZEROES, 8 * 8, 16 * 8).ok() == Some(S_OK)
+        && dev.zero(T_DISCARD, 32 * 8, 8 * 8).ok() == Some(S_OK)
+        && dev.flush().ok() == Some(S_OK);
+    if !ok {
+        say!("blk-zero: a request failed\n");
+        return 1;
+    }
+    let data = &mut buf[..64 * BLOCK];
+    data.fill(0xaa);
+    if dev.read(0, data).ok() != Some(S_OK) {
+        return 1;
+    }
+    let mut bad = 0;
+    for (b, block) in data.chunks_exact(BLOCK).enumerate() {
+        let zeroed = (8..24).contains(&b) || (32..40).contains(&b);
+        let good = if zeroed {
+            block.iter().all(|x| *x == 0)
+        } else {
+            block_is_valid(block)
+        };
+        if !good {
+            bad += 1;
+        }
+    }
+    say!("blk-zero: zeroed=24 kept=40 bad={bad}\n");
+    u32::from(bad != 0)
 }

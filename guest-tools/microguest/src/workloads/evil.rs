@@ -6,7 +6,9 @@ use core::ptr::addr_of_mut;
 
 use crate::cmdline::Cmdline;
 use crate::say;
-use crate::virtio_blk::{Desc, DESC_F_NEXT, DESC_F_WRITE, S_OK, T_GET_ID, T_IN, T_OUT};
+use crate::virtio_blk::{
+    Desc, DESC_F_NEXT, DESC_F_WRITE, S_OK, T_DISCARD, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES,
+};
 
 use super::blk;
 
@@ -171,6 +173,13 @@ pub fn blk(cmdline: &Cmdline) -> u32 {
         "GET_ID names the disk",
         r == Ok(S_OK) && id.starts_with(b"vmm-disk0"),
     );
+
+    let r = dev.zero(T_WRITE_ZEROES, end, 8);
+    check("write-zeroes past the end of the disk", r == Ok(S_IOERR));
+    let r = dev.zero(T_DISCARD, 0, 0);
+    check("discard of zero sectors", r == Ok(S_IOERR));
+    let r = dev.zero(T_DISCARD, 0, 1 << 30);
+    check("discard larger than the device allows", r == Ok(S_IOERR));
 
     // A read-only disk refuses writes; a writable one takes this one.
     let payload = &mut buf[..4096];

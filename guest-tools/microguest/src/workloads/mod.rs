@@ -24,6 +24,7 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "blk-writes" => blk::writes(cmdline),
         "blk-checksum" => blk::checksum(cmdline),
         "blk-verify" => blk::verify(cmdline),
+        "blk-zero" => blk::zero(cmdline),
         "blk-bench" => blk::bench(cmdline),
         "evil-blk" => evil::blk(cmdline),
         "memtest" => memtest::run(cmdline),
@@ -35,7 +36,7 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "json" => json::run(cmdline),
         "kv" => kv::run(cmdline),
         other => {
-            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-checksum blk-bench evil-blk evil-hints memtest shm-write shm-read sqlite sqlite-summary json kv)\n");
+            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-zero blk-checksum blk-bench evil-blk evil-hints memtest shm-write shm-read sqlite sqlite-summary json kv)\n");
             crate::EXIT_GUEST_ERROR
         }
     }

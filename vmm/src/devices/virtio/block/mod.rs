@@ -21,6 +21,8 @@ const VIRTIO_ID_BLOCK: u32 = 2;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_BLK_SIZE: u64 = 1 << 6;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+const VIRTIO_BLK_F_DISCARD: u64 = 1 << 13;
+const VIRTIO_BLK_F_WRITE_ZEROES: u64 = 1 << 14;
 const QUEUE_SIZE: u16 = 256;
 /// Guest misbehaviour is reported this many times, then only counted.
 const MAX_WARNINGS: u64 = 20;
@@ -133,6 +135,33 @@ impl Block {
                 }
                 (VIRTIO_BLK_S_OK, 0)
             }
+            RequestType::Discard | RequestType::WriteZeroes => {
+                if self.disk.read_only() {
+                    self.warn("zeroing a read-only disk");
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                }
+                let ranges = match req.zero_ranges(mem, &self.disk) {
+                    Ok(r) => r,
+                    Err(what) => {
+                        self.warn(what);
+                        return (VIRTIO_BLK_S_IOERR, 0);
+                    }
+                };
+                for (start, end) in ranges {
+                    let zeros = vec![0u8; (end - start) as usize];
+                    if let Err(e) = self.disk.write_at(&zeros, start) {
+                        tracing::error!(disk = %self.disk.path().display(), "zeroing failed: {e}");
+                        return (VIRTIO_BLK_S_IOERR, 0);
+                    }
+                    self.counters.writes += 1;
+                    self.counters.bytes_written += zeros.len() as u64;
+                    if let Err(e) = self.tap_write(start, end, zeros) {
+                        tracing::error!("recording a write failed: {e}");
+                        return (VIRTIO_BLK_S_IOERR, 0);
+                    }
+                }
+                (VIRTIO_BLK_S_OK, 0)
+            }
             RequestType::Flush => {
                 self.counters.flushes += 1;
                 let result = self
@@ -191,19 +220,28 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
-        let ro = if self.disk.read_only() {
+        let writable = if self.disk.read_only() {
             VIRTIO_BLK_F_RO
         } else {
-            0
+            VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES
         };
-        VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_BLK_SIZE | ro
+        VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_BLK_SIZE | writable
     }
 
-    /// Config space: capacity (u64, sectors) at 0, blk_size (u32) at 20.
+    /// Config space (virtio 1.x, 5.2.4): capacity (u64, sectors) at 0,
+    /// blk_size at 20, and the DISCARD / WRITE_ZEROES limits at 36..60.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let mut config = [0u8; 24];
+        let mut config = [0u8; 60];
         config[..8].copy_from_slice(&self.disk.sectors().to_le_bytes());
         config[20..24].copy_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
+        let put =
+            |c: &mut [u8; 60], at: usize, v: u32| c[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put(&mut config, 36, request::MAX_ZERO_SECTORS); // max_discard_sectors
+        put(&mut config, 40, request::MAX_ZERO_SEGMENTS); // max_discard_seg
+        put(&mut config, 44, (BLOCK_SIZE / 512) as u32); // discard_sector_alignment
+        put(&mut config, 48, request::MAX_ZERO_SECTORS); // max_write_zeroes_sectors
+        put(&mut config, 52, request::MAX_ZERO_SEGMENTS); // max_write_zeroes_seg
+        config[56] = 1; // write_zeroes_may_unmap
         for (i, b) in data.iter_mut().enumerate() {
             *b = usize::try_from(offset)
                 .ok()

@@ -17,6 +17,12 @@ pub const VIRTIO_BLK_T_IN: u32 = 0;
 pub const VIRTIO_BLK_T_OUT: u32 = 1;
 pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
 pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+pub const VIRTIO_BLK_T_DISCARD: u32 = 11;
+pub const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
+/// Most sectors one DISCARD or WRITE_ZEROES segment may cover (4 MiB).
+pub const MAX_ZERO_SECTORS: u32 = 8192;
+/// Most segments in one DISCARD or WRITE_ZEROES request.
+pub const MAX_ZERO_SEGMENTS: u32 = 16;
 pub const VIRTIO_BLK_S_OK: u8 = 0;
 pub const VIRTIO_BLK_S_IOERR: u8 = 1;
 pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
@@ -33,6 +39,9 @@ pub enum RequestType {
     Out,
     Flush,
     GetId,
+    /// Both zero the range here: a discarded range reads back as zeros.
+    Discard,
+    WriteZeroes,
     Unsupported(u32),
 }
 
@@ -109,6 +118,8 @@ impl Request {
             VIRTIO_BLK_T_OUT => RequestType::Out,
             VIRTIO_BLK_T_FLUSH => RequestType::Flush,
             VIRTIO_BLK_T_GET_ID => RequestType::GetId,
+            VIRTIO_BLK_T_DISCARD => RequestType::Discard,
+            VIRTIO_BLK_T_WRITE_ZEROES => RequestType::WriteZeroes,
             other => RequestType::Unsupported(other),
         };
         let device_writes = matches!(kind, RequestType::In | RequestType::GetId);
@@ -153,6 +164,43 @@ impl Request {
         let start = self.sector.checked_mul(SECTOR_SIZE)?;
         let end = start.checked_add(u64::from(self.data_len))?;
         (end <= disk.len()).then_some((start, end))
+    }
+
+    /// The byte ranges a DISCARD or WRITE_ZEROES request names: its data is
+    /// 16-byte segments `{sector u64, num_sectors u32, flags u32}`, each
+    /// checked against the disk and the limits the device advertises.
+    pub fn zero_ranges(
+        &self,
+        mem: &GuestMemory,
+        disk: &DiskImage,
+    ) -> Result<Vec<(u64, u64)>, &'static str> {
+        if self.data_len == 0
+            || !self.data_len.is_multiple_of(16)
+            || self.data_len > MAX_ZERO_SEGMENTS * 16
+        {
+            return Err("zeroing request with a bad segment list");
+        }
+        let data = self
+            .gather(mem)
+            .ok_or("zeroing segments outside guest memory")?;
+        data.chunks_exact(16)
+            .map(|seg| {
+                let sector = u64::from_le_bytes(seg[..8].try_into().expect("8 bytes"));
+                let sectors = u32::from_le_bytes(seg[8..12].try_into().expect("4 bytes"));
+                let flags = u32::from_le_bytes(seg[12..16].try_into().expect("4 bytes"));
+                if sectors == 0 || sectors > MAX_ZERO_SECTORS || flags & !1 != 0 {
+                    return Err("zeroing segment of a bad size or with unknown flags");
+                }
+                let start = sector
+                    .checked_mul(SECTOR_SIZE)
+                    .ok_or("zeroing past the end of the disk")?;
+                let end = start + u64::from(sectors) * SECTOR_SIZE;
+                if end > disk.len() {
+                    return Err("zeroing past the end of the disk");
+                }
+                Ok((start, end))
+            })
+            .collect()
     }
 
     /// Gathers the data buffers into one host buffer.
