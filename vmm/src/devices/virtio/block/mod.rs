@@ -77,11 +77,6 @@ impl Block {
         self.counters
     }
 
-    /// Hands the tap back (for a final flush and statistics).
-    pub fn take_tap(&mut self) -> Option<Box<dyn WriteTap>> {
-        self.tap.take()
-    }
-
     fn warn(&mut self, what: &str) {
         self.counters.errors += 1;
         if self.counters.errors <= MAX_WARNINGS {
