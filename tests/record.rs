@@ -261,3 +261,57 @@ fn record_needs_exactly_one_disk() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("not a valid VM id"));
 }
+
+#[test]
+fn reopening_uses_a_checkpoint_and_survives_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let disk = blank_disk(dir.path(), "disk.img", 4);
+    record(&disk, &rec, "vm0", &WORKLOAD);
+    let ckpt = RecordDir::new(&rec).log_dir("vm0").join("state.ckpt");
+    assert!(ckpt.exists(), "no checkpoint after a clean close");
+    // A second run on the unchanged disk needs no new base.
+    let again = BlkWrites {
+        seed: 8,
+        writes: 30,
+        ..WORKLOAD
+    };
+    let out = record(&disk, &rec, "vm0", &again);
+    assert!(!stderr(&out).contains("new base"), "{}", stderr(&out));
+    // A damaged checkpoint is ignored (the log is scanned instead).
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&ckpt, bytes).unwrap();
+    let third = BlkWrites {
+        seed: 9,
+        writes: 30,
+        ..WORKLOAD
+    };
+    let out = record(&disk, &rec, "vm0", &third);
+    assert!(!stderr(&out).contains("new base"), "{}", stderr(&out));
+    // Changed outside the recorder: re-based from the checkpoint's state.
+    let mut image = std::fs::read(&disk).unwrap();
+    image[..4096].fill(0x77);
+    std::fs::write(&disk, &image).unwrap();
+    let out = record(
+        &disk,
+        &rec,
+        "vm0",
+        &BlkWrites {
+            seed: 10,
+            writes: 5,
+            ..WORKLOAD
+        },
+    );
+    assert!(
+        stderr(&out).contains("logged 1 differing blocks as a new base"),
+        "{}",
+        stderr(&out)
+    );
+    let verify = vmm(&["log", "verify", rec.to_str().unwrap()]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+    let img = blank_disk(dir.path(), "replayed.img", 4);
+    replay::apply(&RecordDir::new(&rec), "vm0", &img, 1, None).unwrap();
+    assert!(std::fs::read(&img).unwrap() == std::fs::read(&disk).unwrap());
+}

@@ -15,6 +15,8 @@
 //!   state checksum ([`DiskState`]) recorded at every barrier.
 //! - [`tap`]: the block tap: completed guest writes and flushes become
 //!   log records, their blocks go to the content store ([`BlockTap`]).
+//! - [`checkpoint`]: the disk state saved when a log closes, so that the
+//!   next open need not scan the whole log.
 //! - [`recording`]: a record directory (store + one log per VM) and its
 //!   full verification ([`recording::verify`]).
 //! - [`hex`]: hex text for 32-byte hashes (and serde helpers for `--json`).
@@ -25,6 +27,7 @@
 //! - [`lift`]: the guest's file table from its hints, and lifting hinted
 //!   files into semantic changes at barriers.
 
+pub mod checkpoint;
 pub mod decode;
 pub mod disk_state;
 pub mod hex;

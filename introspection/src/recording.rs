@@ -72,7 +72,16 @@ impl RecordDir {
             return Ok(state);
         }
         let reader = LogReader::open(&dir)?;
-        for record in reader.iter()? {
+        // From the checkpoint the last close left, when it is valid.
+        let mut from = 1;
+        if let Some((seq, saved)) = crate::checkpoint::load(&dir, &reader, num_blocks) {
+            state = saved;
+            from = seq + 1;
+        }
+        if from > reader.last_seq() {
+            return Ok(state);
+        }
+        for record in reader.iter_from(from)? {
             if let RecordKind::BlockWrite { sector, blocks, .. } = record?.kind {
                 state
                     .apply_block_write(sector, &blocks)

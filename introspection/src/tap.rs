@@ -110,6 +110,8 @@ pub struct BlockTap {
     pending_ids: Vec<ObjectId>,
     /// Records were appended since the last barrier.
     dirty: bool,
+    /// Seq of the last barrier written (for the state checkpoint).
+    last_barrier: Option<u64>,
     stats: TapStats,
     vm_id: String,
     /// The disk image, read at barriers to lift hinted files.
@@ -171,6 +173,7 @@ impl BlockTap {
             pending_data: Vec::new(),
             pending_ids: Vec::new(),
             dirty: false,
+            last_barrier: None,
             stats: TapStats::default(),
         };
         let had_records = log_report.last_seq > 0;
@@ -313,6 +316,7 @@ impl BlockTap {
             kind,
             disk_checksum: self.state.checksum(),
         })?;
+        self.last_barrier = Some(seq);
         self.lift(seq)?;
         self.log.sync()?;
         self.dirty = false;
@@ -468,7 +472,13 @@ impl BlockTap {
         }
         self.finish_lifting()?;
         let stats = self.stats;
+        let dir = self.log.dir().to_path_buf();
         self.log.close()?;
+        // After the final barrier only semantic records follow: the disk
+        // state at that barrier is the state now.
+        if let Some(seq) = self.last_barrier {
+            crate::checkpoint::save(&dir, seq, &self.state);
+        }
         Ok(stats)
     }
 }
