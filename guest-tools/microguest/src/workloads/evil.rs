@@ -48,27 +48,26 @@ fn status() -> u8 {
     unsafe { core::ptr::read_volatile(&(*addr_of_mut!(HDR)).status) }
 }
 
+fn desc(addr: u64, len: u32, flags: u16, next: u16) -> Desc {
+    Desc {
+        addr,
+        len,
+        flags,
+        next,
+    }
+}
+
 fn chain3(kind: u32, sector: u64, data: u64, len: u32, data_flags: u16) -> [Desc; 3] {
     let (hdr, st) = header(kind, sector);
     [
-        Desc {
-            addr: hdr,
-            len: 16,
-            flags: DESC_F_NEXT,
-            next: 1,
-        },
+        desc(hdr, 16, DESC_F_NEXT, 1),
         Desc {
             addr: data,
             len,
             flags: data_flags | DESC_F_NEXT,
             next: 2,
         },
-        Desc {
-            addr: st,
-            len: 1,
-            flags: DESC_F_WRITE,
-            next: 0,
-        },
+        desc(st, 1, DESC_F_WRITE, 0),
     ]
 }
 
@@ -125,45 +124,20 @@ pub fn blk(cmdline: &Cmdline) -> u32 {
 
     let (hdr, _) = header(T_OUT, 0);
     let descs = [
-        Desc {
-            addr: hdr,
-            len: 16,
-            flags: DESC_F_NEXT,
-            next: 1,
-        },
-        Desc {
-            addr: WILD,
-            len: 1,
-            flags: DESC_F_WRITE,
-            next: 0,
-        },
+        desc(hdr, 16, DESC_F_NEXT, 1),
+        desc(WILD, 1, DESC_F_WRITE, 0),
     ];
     let r = dev.submit_raw(&descs, 0);
     check("status byte outside guest memory", r == Ok(0));
 
     let descs = [
-        Desc {
-            addr: hdr,
-            len: 16,
-            flags: DESC_F_NEXT,
-            next: 1,
-        },
-        Desc {
-            addr: data,
-            len: 512,
-            flags: DESC_F_NEXT,
-            next: 0,
-        },
+        desc(hdr, 16, DESC_F_NEXT, 1),
+        desc(data, 512, DESC_F_NEXT, 0),
     ];
     let r = dev.submit_raw(&descs, 0);
     check("descriptor chain that loops", r == Ok(0));
 
-    let descs = [Desc {
-        addr: hdr,
-        len: 16,
-        flags: DESC_F_NEXT,
-        next: 200,
-    }];
+    let descs = [desc(hdr, 16, DESC_F_NEXT, 200)];
     let r = dev.submit_raw(&descs, 0);
     check("next index outside the table", r == Ok(0));
 
