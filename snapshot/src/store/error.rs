@@ -32,7 +32,7 @@ pub enum StoreError {
 
     /// The index has a damaged entry that is not explained by a crash
     /// during an append; writing is refused so nothing more is lost.
-    #[error("content store: index {path} is damaged at byte {offset} ({detail}); objects indexed after that point are invisible and writes are refused: copy the store aside before repairing it")]
+    #[error("content store: index {path} ends with damaged records from byte {offset} ({detail}); writes are refused so nothing more is lost: run `vmm store repair` to rebuild the index from the packs")]
     IndexCorrupt {
         /// The index file.
         path: PathBuf,
@@ -43,12 +43,15 @@ pub enum StoreError {
     },
 
     /// The requested object is not in the store.
-    #[error("content store: object {id} is not in the store at {dir} (it was never put, or was put without sync() before a crash); put it again")]
+    #[error("content store: object {id} is not in the store at {dir} ({}); put it again", not_found_why(*.index_damage))]
     NotFound {
         /// The object.
         id: ObjectId,
         /// The store directory.
         dir: PathBuf,
+        /// Byte offset of the first damaged record of the index, if any:
+        /// the object may have been indexed there.
+        index_damage: Option<u64>,
     },
 
     /// The stored bytes of an object do not decode to bytes with its hash.
@@ -72,6 +75,17 @@ pub enum StoreError {
         /// The limit ([`super::MAX_OBJECT_LEN`]).
         max: usize,
     },
+}
+
+fn not_found_why(index_damage: Option<u64>) -> String {
+    match index_damage {
+        Some(at) => format!(
+            "the index has damaged records from byte {at} on, which may have held it: run \
+             `vmm store repair` to rebuild the index from the packs"
+        ),
+        None => "it was never put, or its bytes were lost in a crash before they were synced"
+            .to_string(),
+    }
 }
 
 /// Result with a [`StoreError`].

@@ -3,7 +3,7 @@
 //! ```text
 //! DIR/lock                 empty; writers hold flock(LOCK_EX) on it per batch
 //! DIR/index.log            header + append-only log of 64-byte records
-//! DIR/packs/NNNNNNNN.pack  header + object values back to back (8 decimal digits)
+//! DIR/packs/NNNNNNNN.pack  header + entries back to back (8 decimal digits)
 //! ```
 //!
 //! All integers are little-endian. Every header and record ends with a
@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! 0..8    magic   b"VMSTORIX" (index) | b"VMSTORPK" (pack)
-//! 8..12   version u32 = 1
+//! 8..12   version u32: index 1; pack 2 (written), 1 (still read)
 //! 12..16  index: record length u32 = 64 | pack: pack number u32
 //! 16..60  zero
 //! 60..64  crc32 of bytes 0..60
@@ -46,6 +46,28 @@
 //!   first writer after a reboot appends it after checking every OBJECT
 //!   entry not covered by a SYNC record (see `recover.rs`).
 //!
+//! **Pack entry** (version 2 packs): every stored value is preceded by a
+//! 52-byte entry header, so that a pack describes itself and `repair`
+//! can rebuild the index from the packs alone (`store/repair.rs`):
+//!
+//! ```text
+//! 0..4    magic      b"VMOB"
+//! 4       flags      u8   as in the index record (ZSTD only; zero objects
+//!                         have no entry)
+//! 5..8    zero
+//! 8..12   raw_len    u32
+//! 12..16  stored_len u32  the value's length; the next entry follows it
+//! 16..48  id         BLAKE3 of the raw bytes
+//! 48..52  crc32 of bytes 0..48
+//! ```
+//!
+//! The index record's `offset` points at the value (just after its entry
+//! header), in both versions. **Version 1 packs** hold the values back to
+//! back with no entry headers: they are read through the index as before
+//! and never appended to (a writer starts a new pack instead), but a scan
+//! cannot find their objects, so `repair` keeps only the objects of a v1
+//! pack that a still-valid index record points at (and that check).
+//!
 //! Pack values are written before the index records that point at them, so
 //! a reader that sees a record finds its bytes (the page cache is coherent
 //! across processes). A record's stored bytes are `stored_len` bytes at
@@ -58,8 +80,16 @@ use super::ObjectId;
 pub(crate) const HEADER_LEN: u64 = 64;
 /// Length of every index record.
 pub(crate) const RECORD_LEN: usize = 64;
-/// Format version written and accepted.
-pub(crate) const VERSION: u32 = 1;
+/// Index format version, written and accepted.
+pub(crate) const INDEX_VERSION: u32 = 1;
+/// Pack format version written (entries with headers).
+pub(crate) const PACK_VERSION: u32 = 2;
+/// The older pack version that is still read (values without headers).
+pub(crate) const PACK_VERSION_V1: u32 = 1;
+/// Magic of a pack entry header.
+pub(crate) const ENTRY_MAGIC: [u8; 4] = *b"VMOB";
+/// Length of a pack entry header.
+pub(crate) const ENTRY_LEN: usize = 52;
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"VMSTORIX";
 pub(crate) const PACK_MAGIC: [u8; 8] = *b"VMSTORPK";
 
@@ -121,11 +151,25 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Encodes a file header.
+/// The version a file of this magic is written with.
+fn version_for(magic: [u8; 8]) -> u32 {
+    if magic == PACK_MAGIC {
+        PACK_VERSION
+    } else {
+        INDEX_VERSION
+    }
+}
+
+/// Encodes a file header (at the current version for its kind).
 pub(crate) fn encode_header(magic: [u8; 8], word: u32) -> [u8; 64] {
+    encode_header_version(magic, version_for(magic), word)
+}
+
+/// Encodes a file header of a given version (tests write old packs).
+pub(crate) fn encode_header_version(magic: [u8; 8], version: u32, word: u32) -> [u8; 64] {
     let mut b = [0u8; 64];
     b[..8].copy_from_slice(&magic);
-    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[8..12].copy_from_slice(&version.to_le_bytes());
     b[12..16].copy_from_slice(&word.to_le_bytes());
     seal(&mut b);
     b
@@ -134,6 +178,11 @@ pub(crate) fn encode_header(magic: [u8; 8], word: u32) -> [u8; 64] {
 /// Checks a file header; returns its third word (record length or pack
 /// number) or a description of what is wrong.
 pub(crate) fn decode_header(b: &[u8], magic: [u8; 8]) -> Result<u32, String> {
+    decode_header_version(b, magic).map(|(_, word)| word)
+}
+
+/// [`decode_header`] that also returns the version (1 or 2 for packs).
+pub(crate) fn decode_header_version(b: &[u8], magic: [u8; 8]) -> Result<(u32, u32), String> {
     let b: &[u8; 64] = b
         .get(..64)
         .and_then(|s| s.try_into().ok())
@@ -149,12 +198,60 @@ pub(crate) fn decode_header(b: &[u8], magic: [u8; 8]) -> Result<u32, String> {
         return Err("header CRC mismatch".into());
     }
     let version = u32_at(b, 8);
-    if version != VERSION {
+    let current = version_for(magic);
+    let readable = version == current || (magic == PACK_MAGIC && version == PACK_VERSION_V1);
+    if !readable {
         return Err(format!(
-            "format version {version}, this build reads {VERSION}"
+            "format version {version}, this build reads up to {current}"
         ));
     }
-    Ok(u32_at(b, 12))
+    Ok((version, u32_at(b, 12)))
+}
+
+/// The header of one pack entry (version 2 packs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryHeader {
+    pub id: ObjectId,
+    pub raw_len: u32,
+    pub stored_len: u32,
+    pub flags: u8,
+}
+
+impl EntryHeader {
+    pub fn encode(&self) -> [u8; ENTRY_LEN] {
+        let mut b = [0u8; ENTRY_LEN];
+        b[..4].copy_from_slice(&ENTRY_MAGIC);
+        b[4] = self.flags;
+        b[8..12].copy_from_slice(&self.raw_len.to_le_bytes());
+        b[12..16].copy_from_slice(&self.stored_len.to_le_bytes());
+        b[16..48].copy_from_slice(&self.id.0);
+        let crc = crc32fast::hash(&b[..48]);
+        b[48..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes an entry header, or says why these bytes are not one.
+    pub fn decode(b: &[u8]) -> Result<EntryHeader, String> {
+        let b: &[u8; ENTRY_LEN] = b
+            .get(..ENTRY_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or("the pack ends inside an entry header")?;
+        if b[..4] != ENTRY_MAGIC {
+            return Err("no entry magic".into());
+        }
+        if crc32fast::hash(&b[..48]).to_le_bytes() != b[48..] {
+            return Err("entry header CRC mismatch".into());
+        }
+        if b[5..8] != [0; 3] || b[4] & !FLAG_ZSTD != 0 {
+            return Err(format!("entry header has unknown flags {:#x}", b[4]));
+        }
+        Ok(EntryHeader {
+            id: ObjectId(b[16..48].try_into().expect("32 bytes")),
+            raw_len: u32_at(b, 8),
+            stored_len: u32_at(b, 12),
+            flags: b[4],
+        })
+    }
 }
 
 impl Record {
@@ -285,5 +382,29 @@ mod tests {
             .contains("magic"));
         assert!(decode_header(&h[..10], PACK_MAGIC).is_err());
         assert_eq!(pack_file_name(42), "00000042.pack");
+        assert_eq!(decode_header_version(&h, PACK_MAGIC), Ok((2, 12)));
+        let v1 = encode_header_version(PACK_MAGIC, 1, 3);
+        assert_eq!(decode_header_version(&v1, PACK_MAGIC), Ok((1, 3)));
+        let v3 = encode_header_version(PACK_MAGIC, 3, 3);
+        assert!(decode_header(&v3, PACK_MAGIC)
+            .unwrap_err()
+            .contains("version 3"));
+        let ix = encode_header(INDEX_MAGIC, 64);
+        assert_eq!(decode_header_version(&ix, INDEX_MAGIC), Ok((1, 64)));
+    }
+
+    #[test]
+    fn entry_headers_roundtrip_and_reject_damage() {
+        let e = EntryHeader {
+            id: ObjectId([5; 32]),
+            raw_len: 4096,
+            stored_len: 77,
+            flags: FLAG_ZSTD,
+        };
+        let mut b = e.encode();
+        assert_eq!(EntryHeader::decode(&b), Ok(e));
+        assert!(EntryHeader::decode(&b[..40]).is_err());
+        b[20] ^= 1;
+        assert!(EntryHeader::decode(&b).unwrap_err().contains("CRC"));
     }
 }

@@ -19,7 +19,8 @@
 //! # What compact does (with the writers' lock held throughout)
 //! 1. Reads the index (recovering it as any writer does).
 //! 2. Copies the stored bytes of every live object, verbatim (no
-//!    recompression), into new packs numbered above every pack file in
+//!    recompression), each after a fresh entry header (packs are always
+//!    written in the current version, so compaction upgrades v1 stores), into new packs numbered above every pack file in
 //!    the directory, and fsyncs them and `packs/`.
 //! 3. Writes `index.log.compact`: the header, one OBJECT record per live
 //!    object, a SYNC record covering them all; fsyncs it.
@@ -59,7 +60,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::error::{io_err, Result, StoreError};
-use super::format::{encode_header, Loc, Record, HEADER_LEN, INDEX_MAGIC, PACK_MAGIC, RECORD_LEN};
+use super::format::{
+    encode_header, EntryHeader, Loc, Record, ENTRY_LEN, HEADER_LEN, INDEX_MAGIC, PACK_MAGIC,
+    RECORD_LEN,
+};
 use super::index::read_upto;
 use super::lock::lock_exclusive;
 use super::pack::PackFiles;
@@ -195,7 +199,13 @@ impl Store {
             if out.len >= self.opts.pack_target_size {
                 out.roll(&g.packs)?;
             }
-            let (pack, offset) = out.append(&buf)?;
+            let entry = EntryHeader {
+                id,
+                raw_len: loc.raw_len,
+                stored_len: loc.stored_len,
+                flags: loc.flags,
+            };
+            let (pack, offset) = out.append(&entry.encode(), &buf)?;
             records.push(Record::Object {
                 id,
                 loc: Loc {
@@ -278,14 +288,18 @@ impl NewPacks {
         })
     }
 
-    /// Appends stored bytes; returns where they went.
-    fn append(&mut self, bytes: &[u8]) -> Result<(u32, u64)> {
+    /// Appends one entry (header, stored bytes); returns where the
+    /// stored bytes went.
+    fn append(&mut self, header: &[u8; ENTRY_LEN], bytes: &[u8]) -> Result<(u32, u64)> {
         let at = self.len;
+        let mut entry = Vec::with_capacity(ENTRY_LEN + bytes.len());
+        entry.extend_from_slice(header);
+        entry.extend_from_slice(bytes);
         self.file
-            .write_all_at(bytes, at)
+            .write_all_at(&entry, at)
             .map_err(io_err("write", &self.path))?;
-        self.len += bytes.len() as u64;
-        Ok((self.n, at))
+        self.len += entry.len() as u64;
+        Ok((self.n, at + ENTRY_LEN as u64))
     }
 
     /// Syncs the current pack and starts the next.

@@ -1,5 +1,13 @@
 //! A process's view of `index.log`: tailed by remembered offset, without a
-//! lock, stopping at the first record that is incomplete or does not check.
+//! lock.
+//!
+//! Records are a fixed 64 bytes, so a record that does not check is
+//! skipped and reading resynchronises at the next slot. Bad records with
+//! a valid record after them are *damage* (kept in [`IndexView::damaged`]
+//! and reported; the objects they indexed are invisible until `repair`).
+//! Bad or partial records with nothing valid after them are the *tail*
+//! (an append in progress or torn by a crash): reading stops there
+//! ([`IndexView::stop`]) and a writer may cut it (`recover.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -41,13 +49,25 @@ impl Stop {
                 self.offset
             ),
             StopReason::Bad(why) => format!(
-                "{}: record at byte {} is invalid ({why}); it and the {tail} bytes from there \
-                 are ignored",
+                "{}: the last {tail} bytes, from byte {}, hold no valid record ({why}) and \
+                 nothing valid follows: a torn tail or damage at the end; ignored",
                 path.display(),
                 self.offset
             ),
         }
     }
+}
+
+/// A run of damaged records in the middle of the index (valid records
+/// follow it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DamagedRecords {
+    /// Byte offset of the first bad record.
+    pub offset: u64,
+    /// Consecutive bad records from there.
+    pub records: u64,
+    /// Why the first one is bad.
+    pub detail: String,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -71,6 +91,8 @@ pub(crate) struct IndexView {
     pub last_boot: Option<BootId>,
     /// Set when the last tail stopped before the end of the file.
     pub stop: Option<Stop>,
+    /// Damaged records skipped so far, in file order.
+    pub damaged: Vec<DamagedRecords>,
     /// Per pack: live objects in it and the index offset of its last
     /// OBJECT record.
     packs: BTreeMap<u32, PackUse>,
@@ -138,39 +160,55 @@ impl IndexView {
         }
         self.stop = None;
         let mut buf = vec![0u8; CHUNK];
-        while self.pos < len {
-            let want = ((len - self.pos) as usize).min(CHUNK);
-            let got = read_upto(file, &mut buf[..want], self.pos).map_err(io_err("read", path))?;
+        // Bad records not yet known to be damage: they are only if a valid
+        // record follows them.
+        let mut pending: Option<DamagedRecords> = None;
+        let mut at = self.pos;
+        while at < len {
+            let want = ((len - at) as usize).min(CHUNK);
+            let got = read_upto(file, &mut buf[..want], at).map_err(io_err("read", path))?;
             let whole = got - got % RECORD_LEN;
             for rec in buf[..whole].chunks_exact(RECORD_LEN) {
                 let rec: &[u8; RECORD_LEN] = rec.try_into().expect("64 bytes");
                 match Record::decode(rec) {
                     Ok(r) => {
-                        self.apply(self.pos, r);
-                        self.pos += RECORD_LEN as u64;
+                        if let Some(d) = pending.take() {
+                            self.damaged.push(d);
+                        }
+                        self.apply(at, r);
+                        self.pos = at + RECORD_LEN as u64;
                     }
-                    Err(why) => {
-                        self.stop = Some(Stop {
-                            offset: self.pos,
-                            file_len: len,
-                            reason: StopReason::Bad(why),
-                        });
-                        return Ok(());
-                    }
+                    Err(why) => match &mut pending {
+                        Some(d) => d.records += 1,
+                        None => {
+                            pending = Some(DamagedRecords {
+                                offset: at,
+                                records: 1,
+                                detail: why,
+                            })
+                        }
+                    },
                 }
+                at += RECORD_LEN as u64;
             }
             if whole < want {
                 // Fewer than 64 bytes left, or the file shrank under us (a
                 // writer truncating a torn tail): stop here either way.
-                if self.pos < len {
-                    self.stop = Some(Stop {
-                        offset: self.pos,
-                        file_len: len.max(self.pos),
-                        reason: StopReason::Partial,
-                    });
-                }
-                return Ok(());
+                break;
             }
+        }
+        if let Some(d) = pending {
+            self.stop = Some(Stop {
+                offset: d.offset,
+                file_len: len,
+                reason: StopReason::Bad(d.detail),
+            });
+        } else if self.pos < len {
+            self.stop = Some(Stop {
+                offset: self.pos,
+                file_len: len,
+                reason: StopReason::Partial,
+            });
         }
         Ok(())
     }

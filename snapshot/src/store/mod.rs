@@ -11,8 +11,14 @@
 //! read the index records other processes appended since they last looked,
 //! skip objects already present, append the new values to the current pack
 //! and then their index records. Readers take no lock: a record is only
-//! appended after the bytes it points at, and readers stop at the first
-//! record that is incomplete or fails its CRC. One [`Store`] may be shared
+//! appended after the bytes it points at; readers skip a damaged record
+//! in the middle (reported in [`OpenReport::damaged`]) and stop at a tail
+//! that is incomplete or fails its CRC.
+//!
+//! # Trust
+//! [`Store::check`] checks one object (in the index with its pack bytes
+//! there, or read back and BLAKE3-checked); [`repair`] rebuilds the index
+//! from the packs, which describe themselves (format version 2). One [`Store`] may be shared
 //! by threads (`&self` methods, `Send + Sync`).
 //!
 //! # Compaction
@@ -49,6 +55,7 @@ mod index;
 mod lock;
 mod pack;
 mod recover;
+mod repair;
 mod write;
 
 #[cfg(test)]
@@ -70,8 +77,10 @@ pub use id::{
 use error::io_err;
 use format::{decode_header, encode_header, BootId, HEADER_LEN, INDEX_MAGIC, RECORD_LEN};
 pub use gc::{GcLock, GcReport, Pin};
+pub use index::DamagedRecords;
 use index::IndexView;
 use pack::PackFiles;
+pub use repair::{repair, DamagedObject, RepairReport};
 pub use write::PutReport;
 
 /// Largest object `put` accepts (64 MiB).
@@ -107,6 +116,9 @@ pub struct OpenReport {
     /// Set when the index ends with bytes that are not a whole valid
     /// record (a crash during an append, or an append in progress).
     pub torn_tail: Option<TornTail>,
+    /// Damaged records in the middle of the index, skipped (the objects
+    /// they indexed are invisible until `vmm store repair`).
+    pub damaged: Vec<DamagedRecords>,
     /// Human-readable findings, torn tail included.
     pub warnings: Vec<String>,
 }
@@ -133,6 +145,21 @@ pub struct StoreStats {
     pub raw_bytes: u64,
     /// Pack files holding live objects.
     pub packs: u64,
+    /// Damaged index records skipped (see [`OpenReport::damaged`]).
+    pub damaged_index_records: u64,
+    /// Byte offset of the first of them in `index.log`.
+    pub first_damaged_index_offset: Option<u64>,
+}
+
+/// What [`Store::check`] found for one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectCheck {
+    /// Present (and, for a deep check, its bytes hash to its id).
+    Ok,
+    /// Not in the index.
+    Missing,
+    /// In the index, but its bytes are gone or do not check.
+    Damaged(String),
 }
 
 /// A handle on a store directory. Cheap to share between threads; open one
@@ -203,6 +230,10 @@ impl Store {
             index_bytes: view.pos,
             ..OpenReport::default()
         };
+        for d in &view.damaged {
+            report.warnings.push(damage_warning(&index_path, d));
+        }
+        report.damaged = view.damaged.clone();
         if let Some(stop) = &view.stop {
             let detail = stop.describe(&index_path);
             report.warnings.push(detail.clone());
@@ -276,6 +307,7 @@ impl Store {
                     g.view.get(id).ok_or_else(|| StoreError::NotFound {
                         id: *id,
                         dir: self.dir.clone(),
+                        index_damage: g.view.damaged.first().map(|d| d.offset),
                     })?
                 }
             };
@@ -330,7 +362,46 @@ impl Store {
             stored_bytes,
             raw_bytes,
             packs: g.view.packs_since(0).len() as u64,
+            damaged_index_records: g.view.damaged.iter().map(|d| d.records).sum(),
+            first_damaged_index_offset: g.view.damaged.first().map(|d| d.offset),
         }
+    }
+
+    /// Checks object `id`: `deep` reads it back and checks its BLAKE3
+    /// (as [`Store::get`]); otherwise only that the index has it and its
+    /// pack file holds its byte range. Errors are returned only for
+    /// failures that say nothing about the object (the index unreadable).
+    pub fn check(&self, id: &ObjectId, deep: bool) -> Result<ObjectCheck> {
+        if deep {
+            return match self.get(id) {
+                Ok(_) => Ok(ObjectCheck::Ok),
+                Err(StoreError::NotFound { .. }) => Ok(ObjectCheck::Missing),
+                Err(e @ StoreError::IndexCorrupt { .. }) => Err(e),
+                Err(e) => Ok(ObjectCheck::Damaged(object_problem(&e))),
+            };
+        }
+        if !self.contains(id) {
+            return Ok(ObjectCheck::Missing);
+        }
+        let mut g = self.inner();
+        let Some(loc) = g.view.get(id).filter(|l| !l.is_zero()) else {
+            return Ok(ObjectCheck::Ok);
+        };
+        let file = match g.packs.reader(loc.pack) {
+            Ok(f) => f,
+            Err(e) => return Ok(ObjectCheck::Damaged(object_problem(&e))),
+        };
+        let path = g.packs.path(loc.pack);
+        let len = file.metadata().map_err(io_err("stat", &path))?.len();
+        let end = loc.offset + u64::from(loc.stored_len);
+        Ok(if len < end {
+            ObjectCheck::Damaged(format!(
+                "{} is {len} bytes, the object's bytes end at {end}",
+                path.display()
+            ))
+        } else {
+            ObjectCheck::Ok
+        })
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -373,6 +444,35 @@ impl Inner {
         self.index = file;
         self.view = view;
         Ok(true)
+    }
+}
+
+/// The warning for a run of damaged index records.
+fn damage_warning(index_path: &Path, d: &DamagedRecords) -> String {
+    format!(
+        "{}: {} damaged record(s) at byte {} ({}), valid records follow: skipped; objects \
+         they indexed are invisible until `vmm store repair` rebuilds the index from the packs",
+        index_path.display(),
+        d.records,
+        d.offset,
+        d.detail
+    )
+}
+
+/// What is wrong with one object, without the store's generic advice.
+fn object_problem(e: &StoreError) -> String {
+    match e {
+        StoreError::Corrupt {
+            path,
+            offset,
+            detail,
+            ..
+        } => {
+            format!("{detail} ({} at byte {offset})", path.display())
+        }
+        StoreError::Io { op, path, source } => format!("cannot {op} {}: {source}", path.display()),
+        StoreError::BadHeader { path, detail } => format!("{}: {detail}", path.display()),
+        other => other.to_string(),
     }
 }
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use super::error::{io_err, Result, StoreError};
 use super::format::{
-    decode_header, encode_header, pack_file_name, Loc, FLAG_ZSTD, HEADER_LEN, PACK_MAGIC,
+    decode_header_version, encode_header, pack_file_name, EntryHeader, Loc, ENTRY_LEN, FLAG_ZSTD,
+    HEADER_LEN, PACK_MAGIC, PACK_VERSION_V1,
 };
 use super::index::read_upto;
 use super::ObjectId;
@@ -70,7 +71,9 @@ impl PackFiles {
     }
 
     /// Opens pack `n` for appending (creating it, or rewriting a header
-    /// that a crash left incomplete) and returns its current length.
+    /// that a crash left incomplete) and returns its current length, or
+    /// [`PACK_FULL`] for a version 1 pack (never appended to: its values
+    /// have no entry headers, so the caller starts the next pack).
     /// Call only with the writers' lock held.
     pub fn open_writer(&mut self, n: u32) -> Result<u64> {
         if self.writer.as_ref().map(|(w, _)| *w) != Some(n) {
@@ -95,7 +98,9 @@ impl PackFiles {
                 .map_err(io_err("write", &path))?;
             return Ok(HEADER_LEN);
         }
-        check_header(f, &path, n)?;
+        if check_header(f, &path, n)? == PACK_VERSION_V1 {
+            return Ok(PACK_FULL);
+        }
         Ok(len)
     }
 
@@ -108,18 +113,44 @@ impl PackFiles {
     }
 }
 
-fn check_header(f: &File, path: &Path, n: u32) -> Result<()> {
+/// What [`PackFiles::open_writer`] answers for a pack that must not grow.
+pub(crate) const PACK_FULL: u64 = u64::MAX;
+
+/// Checks pack `n`'s header; returns its format version.
+pub(crate) fn check_header(f: &File, path: &Path, n: u32) -> Result<u32> {
     let mut h = [0u8; HEADER_LEN as usize];
     let got = read_upto(f, &mut h, 0).map_err(io_err("read", path))?;
     let bad = |detail: String| StoreError::BadHeader {
         path: path.to_path_buf(),
         detail,
     };
-    let found = decode_header(&h[..got], PACK_MAGIC).map_err(bad)?;
+    let (version, found) = decode_header_version(&h[..got], PACK_MAGIC).map_err(bad)?;
     if found != n {
         return Err(bad(format!("header says pack {found}, file name says {n}")));
     }
-    Ok(())
+    Ok(version)
+}
+
+/// Appends one pack entry for `id` (its header, then the stored form of
+/// `data`) to `out`; returns the stored length and flags. The value
+/// starts [`ENTRY_LEN`] bytes after where the entry starts.
+pub(crate) fn append_entry(
+    level: i32,
+    id: &ObjectId,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> (usize, u8) {
+    let start = out.len();
+    out.extend_from_slice(&[0; ENTRY_LEN]);
+    let (len, flags) = append_stored(level, data, out);
+    let h = EntryHeader {
+        id: *id,
+        raw_len: data.len() as u32,
+        stored_len: len as u32,
+        flags,
+    };
+    out[start..start + ENTRY_LEN].copy_from_slice(&h.encode());
+    (len, flags)
 }
 
 /// Reads object `id` stored at `loc` in `file` and checks its BLAKE3.
@@ -197,7 +228,7 @@ pub(crate) fn append_stored(level: i32, data: &[u8], out: &mut Vec<u8>) -> (usiz
     }
 }
 
-fn decompress(frame: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn decompress(frame: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {

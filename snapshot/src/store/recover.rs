@@ -2,15 +2,18 @@
 //! tail, and after a reboot revoke objects whose bytes were lost.
 //!
 //! Rules (never guess):
+//! - Bad records with a valid record after them are damage, never a torn
+//!   tail: they are skipped by every reader (`index.rs`) and never
+//!   truncated, so no valid record after them is lost; `repair` rebuilds
+//!   what they indexed.
 //! - A partial record at the end (fewer than 64 bytes) is what a process
 //!   killed during `write` leaves: truncate it.
-//! - A whole record that does not check, in an index last written during
+//! - Whole bad records at the very end, in an index last written during
 //!   this boot, cannot come from a crash (the page cache is coherent, so a
 //!   killed writer leaves only a prefix): refuse with
 //!   [`StoreError::IndexCorrupt`].
 //! - After a reboot, pages of unsynced appends may have reached the disk in
-//!   any order: truncate at the first bad record, unless a SYNC record later
-//!   in the file says that part was durable (then it is damage: refuse).
+//!   any order: bad records at the very end are cut.
 //! - After a reboot, an OBJECT record not covered by a SYNC record may point
 //!   at pack bytes that never reached the disk. Each such object is read
 //!   back and checked; lost ones get a REVOKE record, so that dedup never
@@ -45,17 +48,6 @@ impl Inner {
                     return Err(corrupt(format!(
                         "{why}; it was written since this host booted, so it is not the torn \
                          tail of a crash"
-                    )));
-                }
-                let from = stop.offset + RECORD_LEN as u64;
-                let later = read_records(&self.index, index_path, from, stop.file_len)?;
-                let vouching = later.iter().find(
-                    |(_, r)| matches!(r, Record::Sync { covers, .. } if *covers > stop.offset),
-                );
-                if let Some((at, _)) = vouching {
-                    return Err(corrupt(format!(
-                        "{why}; the sync record at byte {at} says this part was durable, so it \
-                         is damage, not a crash"
                     )));
                 }
             }

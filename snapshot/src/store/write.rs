@@ -3,10 +3,10 @@
 use std::collections::HashSet;
 
 use super::error::{io_err, Result, StoreError};
-use super::format::{Loc, Record, FLAG_ZERO};
+use super::format::{Loc, Record, ENTRY_LEN, FLAG_ZERO};
 use super::id::{is_well_known_zero_len, IdHashBuilder};
 use super::lock::lock_exclusive;
-use super::pack::append_stored;
+use super::pack::append_entry;
 use super::{fsync_dir, is_all_zero, ObjectId, Store, MAX_OBJECT_LEN};
 
 /// What one put call added to the store.
@@ -20,8 +20,9 @@ pub struct PutReport {
     pub new_stored_bytes: u64,
 }
 
-/// An object prepared outside the lock: its stored bytes are
-/// `buf[start..start + len]` (nothing for a zero object).
+/// An object prepared outside the lock: its pack entry (header, then the
+/// `len` stored bytes) is `buf[start..start + ENTRY_LEN + len]` (nothing
+/// for a zero object).
 struct Staged {
     item: usize,
     start: usize,
@@ -163,7 +164,7 @@ impl Store {
             let (len, flags) = if zero[i] {
                 (0, FLAG_ZERO)
             } else {
-                append_stored(self.opts.zstd_level, items[i].as_ref(), &mut buf)
+                append_entry(self.opts.zstd_level, &ids[i], items[i].as_ref(), &mut buf)
             };
             let len = len as u32;
             staged.push(Staged {
@@ -227,7 +228,8 @@ impl Store {
                     len = g.packs.open_writer(pack)?;
                 }
             }
-            let end = s.start + s.len as usize;
+            let entry_len = ENTRY_LEN as u64 + u64::from(s.len);
+            let end = s.start + entry_len as usize;
             match &mut run {
                 Some(r) if r.pack == pack && r.end == s.start => r.end = end,
                 _ => {
@@ -245,13 +247,13 @@ impl Store {
             }
             let loc = Loc {
                 pack,
-                offset: len,
+                offset: len + ENTRY_LEN as u64,
                 stored_len: s.len,
                 raw_len,
                 flags: s.flags,
             };
             records.push(Record::Object { id, loc });
-            cur = Some((pack, len + u64::from(s.len)));
+            cur = Some((pack, len + entry_len));
         }
         if let Some(r) = run {
             g.packs

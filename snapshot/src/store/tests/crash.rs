@@ -105,8 +105,19 @@ fn corrupt_pack_byte_is_reported_with_the_object() {
     }
 }
 
+fn flip(path: &Path, at: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 1], at).unwrap();
+}
+
 #[test]
-fn damaged_record_written_this_boot_refuses_writes() {
+fn damaged_record_mid_index_is_skipped_reported_and_never_truncated() {
     let tmp = tempfile::tempdir().unwrap();
     let data: Vec<Vec<u8>> = (0..6).map(|n| object(12, n, BLOCK_SIZE)).collect();
     let store = Store::open(tmp.path()).unwrap();
@@ -114,24 +125,61 @@ fn damaged_record_written_this_boot_refuses_writes() {
         store.put(d).unwrap();
     }
     // Flip a bit in the 4th object record (after header and BOOT record).
-    let at = 64 + 64 * 4 + 10;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(tmp.path().join("index.log"))
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 1], at).unwrap();
+    let bad_at = 64 + 64 * 4;
+    flip(&tmp.path().join("index.log"), bad_at + 10);
+    let len = index_len(tmp.path());
 
     let damaged = Store::open(tmp.path()).unwrap();
     let report = damaged.open_report();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(
+        (report.damaged[0].offset, report.damaged[0].records),
+        (bad_at, 1)
+    );
     assert!(report.warnings[0].contains("CRC"), "{report:?}");
-    assert_eq!(report.objects, 3);
-    assert_eq!(damaged.get(&ObjectId::of(&data[0])).unwrap(), data[0]);
-    let err = damaged.put(&object(12, 50, BLOCK_SIZE)).unwrap_err();
-    assert!(matches!(err, StoreError::IndexCorrupt { offset, .. } if offset == 64 + 64 * 4));
-    assert!(err.to_string().contains("index.log"), "{err}");
+    assert!(report.warnings[0].contains("repair"), "{report:?}");
+    assert_eq!(report.torn_tail, None);
+    // Every object after the damaged record is still read.
+    assert_eq!(report.objects, 5);
+    for (i, d) in data.iter().enumerate().filter(|(i, _)| *i != 3) {
+        assert_eq!(&damaged.get(&ObjectId::of(d)).unwrap(), d, "object {i}");
+    }
+    let err = damaged.get(&ObjectId::of(&data[3])).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("damaged records from byte 320") && msg.contains("repair"),
+        "{msg}"
+    );
+    assert!(!msg.contains("sync"), "{msg}");
+    let stats = damaged.stats();
+    assert_eq!(stats.damaged_index_records, 1);
+    assert_eq!(stats.first_damaged_index_offset, Some(bad_at));
+
+    // A writer appends after the valid records; nothing is cut.
+    let extra = object(12, 50, BLOCK_SIZE);
+    damaged.put(&extra).unwrap();
+    assert!(index_len(tmp.path()) > len);
+    let reopened = Store::open(tmp.path()).unwrap();
+    assert_eq!(reopened.open_report().damaged.len(), 1);
+    assert_eq!(reopened.get(&ObjectId::of(&extra)).unwrap(), extra);
+    assert_eq!(reopened.get(&ObjectId::of(&data[5])).unwrap(), data[5]);
+}
+
+#[test]
+fn damaged_record_at_the_very_end_written_this_boot_refuses_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data: Vec<Vec<u8>> = (0..3).map(|n| object(15, n, BLOCK_SIZE)).collect();
+    let store = Store::open(tmp.path()).unwrap();
+    store.put_batch(&data).unwrap();
+    let len = index_len(tmp.path());
+    flip(&tmp.path().join("index.log"), len - 30);
+    let damaged = Store::open(tmp.path()).unwrap();
+    assert!(damaged.open_report().torn_tail.is_some());
+    assert!(damaged.open_report().damaged.is_empty());
+    let err = damaged.put(&object(15, 50, BLOCK_SIZE)).unwrap_err();
+    assert!(matches!(err, StoreError::IndexCorrupt { offset, .. } if offset == len - 64));
+    assert!(err.to_string().contains("store repair"), "{err}");
+    assert_eq!(index_len(tmp.path()), len);
 }
 
 #[test]
@@ -166,17 +214,14 @@ fn reboot_revokes_unsynced_objects_whose_bytes_were_lost() {
         .unwrap();
     f.write_all_at(&[0; 64], end - 2 * 64).unwrap();
 
-    // Same boot: that hole is damage, not a crash tail.
-    let same_boot = Store::open_as(dir, opts.clone(), [1; 16]).unwrap();
-    assert!(same_boot.put(b"x").is_err());
-    drop(same_boot);
-
     let after = Store::open_as(dir, opts, [2; 16]).unwrap();
     let w = &after.open_report().warnings;
     assert!(
         w.iter().any(|w| w.contains("before the last reboot")),
         "{w:?}"
     );
+    // The hole has a valid record after it: damage, skipped, not cut.
+    assert_eq!(after.open_report().damaged.len(), 1);
     // Readers before the first writer see the loss as corruption.
     assert!(matches!(
         after.get(&first_lost),
@@ -185,12 +230,12 @@ fn reboot_revokes_unsynced_objects_whose_bytes_were_lost() {
     let fresh = object(13, 99, BLOCK_SIZE);
     after.put(&fresh).unwrap();
     let w = after.warnings();
-    assert!(w.iter().any(|w| w.contains("truncated")), "{w:?}");
-    assert!(w.iter().any(|w| w.contains("1 object(s)")), "{w:?}");
+    assert!(!w.iter().any(|w| w.contains("truncated")), "{w:?}");
+    // [2] and [4] lost their bytes (revoked); [3] lost its record.
+    assert!(w.iter().any(|w| w.contains("2 object(s)")), "{w:?}");
     for d in synced.iter().chain(&unsynced[..2]).chain([&fresh]) {
         assert_eq!(&after.get(&ObjectId::of(d)).unwrap(), d);
     }
-    // unsynced[2] lost its bytes (revoked); [3] and [4] lost their records.
     for d in &unsynced[2..] {
         let id = ObjectId::of(d);
         assert!(matches!(after.get(&id), Err(StoreError::NotFound { .. })));
@@ -199,11 +244,8 @@ fn reboot_revokes_unsynced_objects_whose_bytes_were_lost() {
     // Putting them again stores them again; every handle reads them.
     after.put_batch(&unsynced).unwrap();
     let reader = Store::open_as(dir, StoreOptions::default(), [2; 16]).unwrap();
-    assert!(
-        reader.open_report().warnings.is_empty(),
-        "{:?}",
-        reader.open_report()
-    );
+    let w = &reader.open_report().warnings;
+    assert!(w.iter().all(|w| w.contains("damaged record")), "{w:?}");
     for d in synced.iter().chain(&unsynced) {
         assert_eq!(&reader.get(&ObjectId::of(d)).unwrap(), d);
     }
@@ -211,7 +253,7 @@ fn reboot_revokes_unsynced_objects_whose_bytes_were_lost() {
 }
 
 #[test]
-fn damage_before_a_sync_record_is_not_taken_for_a_crash() {
+fn damage_before_a_sync_record_is_skipped_never_truncated() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data: Vec<Vec<u8>> = (0..4).map(|n| object(14, n, BLOCK_SIZE)).collect();
@@ -227,15 +269,12 @@ fn damage_before_a_sync_record_is_not_taken_for_a_crash() {
         .unwrap();
     f.write_all_at(&[0xff; 8], 64 * 3).unwrap();
     let store = Store::open_as(dir, StoreOptions::default(), [2; 16]).unwrap();
-    assert!(store.open_report().torn_tail.is_some());
-    let err = store.put(&object(14, 9, BLOCK_SIZE)).unwrap_err();
-    match err {
-        StoreError::IndexCorrupt { offset, detail, .. } => {
-            assert_eq!(offset, 64 * 3);
-            assert!(detail.contains("sync record"), "{detail}");
-        }
-        other => panic!("expected IndexCorrupt, got {other:?}"),
+    assert!(store.open_report().torn_tail.is_none());
+    assert_eq!(store.open_report().damaged[0].offset, 64 * 3);
+    store.put(&object(14, 9, BLOCK_SIZE)).unwrap();
+    // Nothing was truncated: the records after the damage are all there.
+    assert!(index_len(dir) > 64 * 7);
+    for (i, d) in data.iter().enumerate().filter(|(i, _)| *i != 1) {
+        assert_eq!(&store.get(&ObjectId::of(d)).unwrap(), d, "object {i}");
     }
-    // Nothing was truncated.
-    assert_eq!(index_len(dir), 64 * 7);
 }
