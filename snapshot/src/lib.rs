@@ -26,6 +26,6 @@ pub use pages::{
     PageList, PagesError, PagesRef, RestoreStats, PAGE_SIZE,
 };
 pub use store::{
-    GcLock, GcReport, ObjectId, OpenReport, Pin, PutReport, Store, StoreError, StoreOptions,
-    StoreStats,
+    GcLock, GcReport, ObjectCheck, ObjectId, OpenReport, Pin, PutReport, Store, StoreError,
+    StoreOptions, StoreStats,
 };

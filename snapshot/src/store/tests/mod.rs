@@ -4,6 +4,7 @@ mod basic;
 mod crash;
 mod gc;
 mod multiproc;
+mod repair;
 
 use super::ObjectId;
 
