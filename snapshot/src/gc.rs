@@ -12,7 +12,8 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::manifest::{live_objects, ManifestError, SnapshotDir};
+use crate::manifest::{ManifestError, SnapshotDir};
+use crate::pages::PageList;
 use crate::store::{GcReport, IdHashBuilder, ObjectId, Store, StoreError};
 
 /// The set of objects a collection keeps.
@@ -57,21 +58,80 @@ pub fn collect(
     store: &Store,
     extra: impl FnOnce(&mut LiveSet) -> Result<(), ExtraError>,
 ) -> Result<CollectReport, GcError> {
+    collect_marked(store, |live| {
+        let snapshots = walk_snapshots(
+            dir,
+            store,
+            |_, id| {
+                live.insert(id);
+            },
+            Err,
+        )?;
+        extra(live).map_err(GcError::Extra)?;
+        Ok(snapshots)
+    })
+}
+
+/// Collects `store` with the caller's whole mark: under the collection
+/// lock, `mark` adds every referenced object (a walk built on
+/// [`walk_snapshots`] and the caller's logs) and returns how many
+/// snapshots it marked; then the store is compacted to that set.
+pub fn collect_marked(
+    store: &Store,
+    mark: impl FnOnce(&mut LiveSet) -> Result<u64, GcError>,
+) -> Result<CollectReport, GcError> {
     let lock = store.gc_lock()?;
     store.refresh()?;
     let mut live = LiveSet::default();
-    let ids = dir.ids()?;
-    for id in &ids {
-        let m = dir.read(id)?;
-        live_objects(store, &m, &mut live)?;
-    }
-    extra(&mut live).map_err(GcError::Extra)?;
+    let snapshots = mark(&mut live)?;
     let report = store.compact(&lock, |id| live.contains(id))?;
     Ok(CollectReport {
-        snapshots: ids.len() as u64,
+        snapshots,
         live_objects: live.len() as u64,
         store: report,
     })
+}
+
+/// Walks every object the snapshots in `dir` refer to: for each snapshot
+/// (by id order), each region's page-list chunks, then its non-zero pages,
+/// as `visit(snapshot id, object)` (an object may come more than once).
+/// A snapshot that cannot be read, or whose page list cannot be loaded, is
+/// passed to `broken`: returning `Err` stops the walk (garbage collection
+/// must not go on without it), `Ok` goes on to the next (verification
+/// reports it). Returns the number of snapshots.
+pub fn walk_snapshots(
+    dir: &SnapshotDir,
+    store: &Store,
+    mut visit: impl FnMut(&str, ObjectId),
+    mut broken: impl FnMut(ManifestError) -> Result<(), ManifestError>,
+) -> Result<u64, ManifestError> {
+    let ids = dir.ids()?;
+    'snapshots: for id in &ids {
+        let m = match dir.read(id) {
+            Ok(m) => m,
+            Err(e) => {
+                broken(e)?;
+                continue;
+            }
+        };
+        for (name, root) in m.regions() {
+            for chunk in &root.chunks {
+                visit(id, *chunk);
+            }
+            match PageList::load(store, root) {
+                Ok(list) => list.page_objects().for_each(|(_, page)| visit(id, page)),
+                Err(source) => {
+                    broken(ManifestError::Pages {
+                        snapshot: m.id.clone(),
+                        region: name.clone(),
+                        source: Box::new(source),
+                    })?;
+                    continue 'snapshots;
+                }
+            }
+        }
+    }
+    Ok(ids.len() as u64)
 }
 
 #[cfg(test)]

@@ -83,7 +83,8 @@ fn not_found_why(index_damage: Option<u64>) -> String {
             "the index has damaged records from byte {at} on, which may have held it: run \
              `vmm store repair` to rebuild the index from the packs"
         ),
-        None => "it was never put, or its bytes were lost in a crash before they were synced"
+        None => "it was never put, its bytes were lost in a crash before they were synced, or \
+                 `vmm store repair` kept it out as damaged"
             .to_string(),
     }
 }

@@ -8,7 +8,8 @@ use introspection::log::{LogReader, LogWriter, Record, RecordKind};
 use introspection::recording::{self, RecordDir};
 use introspection::semantic::{describe_hint, SemanticChange};
 
-use super::CliError;
+use super::refs::Scope;
+use super::{trust, CliError};
 
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {
@@ -17,11 +18,13 @@ pub enum LogCommand {
     /// Example: vmm log show /tmp/rec --vm vm0 --from 100 --limit 20
     Show(ShowArgs),
     /// Check logs completely: frame and record CRCs, the CRC chain, that
-    /// every block a write names is in the store, and every barrier's disk
-    /// checksum recomputed from the writes before it. Prints OK per VM, or
-    /// the first bad record and why (exit status 1).
+    /// every block a write names is in the store's index, and every
+    /// barrier's disk checksum recomputed from the writes before it. With
+    /// --deep, also read every block back and check its BLAKE3 (without
+    /// it the block data is not read, and the OK line says so). Prints OK
+    /// per VM, or the first bad record and why (exit status 1).
     ///
-    /// Example: vmm log verify /tmp/rec
+    /// Example: vmm log verify /tmp/rec --deep
     Verify(VerifyArgs),
     /// Append a named mark to a VM's log while the VM is not running (a
     /// running VM takes marks through its control socket). Replay and
@@ -69,29 +72,9 @@ pub struct VerifyArgs {
     /// Print one JSON report per VM.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum StoreCommand {
-    /// Objects, logical bytes (what the logs reference), stored bytes and
-    /// the dedup ratio of a record directory's content store.
-    ///
-    /// Example: vmm store stats /tmp/rec --json
-    Stats(StatsArgs),
-    /// Free store objects that no snapshot and no change log references
-    /// (mark and sweep; the packs are rewritten). Refuses while a VMM is
-    /// recording or snapshotting into the store.
-    ///
-    /// Example: vmm store gc /tmp/rec
-    Gc(StatsArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct StatsArgs {
-    /// Record directory (as given to `vmm run --record`).
-    pub dir: PathBuf,
+    /// Read every block the log references back and check its BLAKE3.
     #[arg(long)]
-    pub json: bool,
+    pub deep: bool,
 }
 
 fn vms(dir: &RecordDir, only: &Option<String>) -> Result<Vec<String>, CliError> {
@@ -196,25 +179,54 @@ pub fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
     let mut status = 0;
     for vm in vms(&dir, &args.vm)? {
         let report = recording::verify(&dir, &vm).map_err(CliError::from_display)?;
-        if !report.is_ok() {
+        // The content itself, only when asked: it reads every block.
+        let content = if args.deep {
+            let store = dir.open_store().map_err(CliError::from_display)?;
+            let scope = Scope {
+                vm: Some(vm.clone()),
+                logs_only: true,
+            };
+            Some(
+                trust::check(dir.root(), &store, &scope, true, !args.json)
+                    .map_err(CliError::from_display)?,
+            )
+        } else {
+            None
+        };
+        let content_ok = content.as_ref().is_none_or(|c| c.is_ok());
+        if !report.is_ok() || !content_ok {
             status = 1;
         }
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("reports serialize")
-            );
+            let mut v = serde_json::to_value(&report).expect("reports serialize");
+            v["content_checked"] = args.deep.into();
+            if let Some(c) = &content {
+                v["content"] = serde_json::to_value(c).expect("reports serialize");
+            }
+            println!("{v}");
             continue;
         }
+        if let Some(c) = &content {
+            super::store::print_problems(c);
+        }
         match &report.log.problem {
-            None => println!(
-                "{vm}: OK: {} records (seq {}..{}) in {} segments, {} barriers verified, {} blocks present in the store",
+            None if content_ok => println!(
+                "{vm}: OK: {} records (seq {}..{}) in {} segments, {} barriers verified, {} blocks {}",
                 report.log.records,
                 report.log.first_seq.unwrap_or(0),
                 report.log.last_seq,
                 report.log.segments,
                 report.barriers_checked,
-                report.objects_checked
+                report.objects_checked,
+                if args.deep {
+                    "read back and BLAKE3-checked"
+                } else {
+                    "in the store's index (index only; run --deep to read the data)"
+                }
+            ),
+            None => println!(
+                "{vm}: FAILED: the log checks, but {} block object(s) it needs are missing or damaged in the store (listed above)",
+                content.as_ref().map_or(0, |c| c.bad_objects.len())
             ),
             Some(p) => println!(
                 "{vm}: FAILED at {} ({}, offset {}): {}{}",
@@ -242,91 +254,5 @@ pub fn mark(args: &MarkArgs) -> Result<i32, CliError> {
     log.sync().map_err(CliError::from_display)?;
     log.close().map_err(CliError::from_display)?;
     println!("{}: mark '{}' at seq {seq}", args.vm, args.name);
-    Ok(0)
-}
-
-pub fn store_stats(args: &StatsArgs) -> Result<i32, CliError> {
-    let dir = RecordDir::new(&args.dir);
-    if !dir.store_dir().is_dir() {
-        // A record directory always has its store; anything else is a typo.
-        return Err(CliError::new(format!(
-            "{} has no content store; pass the DIR given to `vmm run --record`",
-            dir.root().display()
-        )));
-    }
-    let stats = recording::stats(&dir).map_err(CliError::from_display)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&stats).expect("stats serialize")
-        );
-    } else {
-        println!("objects        {}", stats.store.objects);
-        println!(
-            "logical bytes  {} (what the logs reference)",
-            stats.logical_bytes
-        );
-        println!(
-            "raw bytes      {} (distinct objects, uncompressed)",
-            stats.store.raw_bytes
-        );
-        println!(
-            "stored bytes   {} (in {} packs)",
-            stats.store.stored_bytes, stats.store.packs
-        );
-        println!(
-            "dedup ratio    {:.2}x (logical / stored)",
-            stats.dedup_ratio
-        );
-    }
-    Ok(0)
-}
-
-pub fn store_gc(args: &StatsArgs) -> Result<i32, CliError> {
-    let dir = RecordDir::new(&args.dir);
-    if !dir.store_dir().is_dir() {
-        return Err(CliError::new(format!(
-            "{} has no content store; pass the DIR given to `vmm run --record`",
-            dir.root().display()
-        )));
-    }
-    let snaps = snapshot::SnapshotDir::open(dir.root()).map_err(CliError::from_display)?;
-    let store = dir.open_store().map_err(CliError::from_display)?;
-    if !store.gc_possible().map_err(CliError::from_display)? {
-        return Err(CliError::new(format!(
-            "the store {} is in use by a running VMM (recording or snapshotting); run gc once it has stopped",
-            dir.store_dir().display()
-        )));
-    }
-    let vms = dir.vm_ids().map_err(|e| CliError::new(e.to_string()))?;
-    let report = snapshot::gc::collect(&snaps, &store, |live| {
-        for vm in &vms {
-            let reader = LogReader::open(dir.log_dir(vm))?;
-            for record in reader.iter()? {
-                if let RecordKind::BlockWrite { blocks, .. } = record?.kind {
-                    live.extend(blocks.into_iter().map(snapshot::ObjectId));
-                }
-            }
-        }
-        Ok(())
-    })
-    .map_err(CliError::from_display)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report).expect("serialize"));
-    } else {
-        let st = &report.store;
-        println!(
-            "kept {} of {} objects ({} live: {} snapshots, {} logs); stored bytes {} -> {}; packs {} -> {}",
-            st.objects_kept,
-            st.objects_before,
-            report.live_objects,
-            report.snapshots,
-            vms.len(),
-            st.stored_bytes_before,
-            st.stored_bytes_after,
-            st.pack_files_before,
-            st.pack_files_after
-        );
-    }
     Ok(0)
 }

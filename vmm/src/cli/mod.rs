@@ -7,9 +7,12 @@ use vmm::VmmError;
 mod changes;
 mod demo;
 mod log;
+mod refs;
 mod replay;
 mod run;
 mod snapshot;
+mod store;
+mod trust;
 
 /// A minimal KVM VMM that boots test VMs, records what they write, and
 /// snapshots and replays them.
@@ -54,7 +57,7 @@ pub enum Command {
     Log(log::LogCommand),
     /// The content store of a record directory.
     #[command(subcommand)]
-    Store(log::StoreCommand),
+    Store(store::StoreCommand),
     /// Rebuild a recorded disk at a sequence number, time or mark, verified.
     ///
     /// Every barrier passed on the way is checked against its recorded disk
@@ -156,8 +159,10 @@ pub fn main() -> i32 {
         Command::Log(log::LogCommand::Show(args)) => log::show(args),
         Command::Log(log::LogCommand::Verify(args)) => log::verify(args),
         Command::Log(log::LogCommand::Mark(args)) => log::mark(args),
-        Command::Store(log::StoreCommand::Stats(args)) => log::store_stats(args),
-        Command::Store(log::StoreCommand::Gc(args)) => log::store_gc(args),
+        Command::Store(store::StoreCommand::Stats(args)) => store::stats(args),
+        Command::Store(store::StoreCommand::Gc(args)) => store::gc(args),
+        Command::Store(store::StoreCommand::Verify(args)) => store::verify(args),
+        Command::Store(store::StoreCommand::Repair(args)) => store::repair(args),
         Command::Replay(args) => replay::replay(args),
         Command::Drill(args) => replay::drill(&cli, args),
         Command::Restore(args) => snapshot::restore(&cli, args),

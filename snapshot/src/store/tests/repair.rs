@@ -127,7 +127,10 @@ fn repair_keeps_a_flipped_byte_object_out_and_resyncs_a_damaged_index() {
         .view
         .get(&ids[4])
         .unwrap();
-    xor_byte(&pack0(tmp.path()), bad_loc.offset + u64::from(bad_loc.stored_len) / 2);
+    xor_byte(
+        &pack0(tmp.path()),
+        bad_loc.offset + u64::from(bad_loc.stored_len) / 2,
+    );
     // And damage the index record of ids[7] (header, BOOT, then objects).
     xor_byte(&tmp.path().join("index.log"), 64 + 64 * 8 + 3);
 

@@ -1,0 +1,175 @@
+//! Every store object a record directory references, and who references
+//! it: the one walk behind `vmm store gc` (its mark), `vmm store verify`,
+//! `vmm store repair` and `vmm log verify --deep`.
+//!
+//! Snapshots are walked by [`snapshot::gc::walk_snapshots`] (page-list
+//! chunks, then pages), change logs here (each block a write names, in
+//! seq order, with the barriers between them so that callers can tell how
+//! far a log replays).
+use std::path::Path;
+
+use introspection::log::{LogError, LogReader, RecordKind};
+use introspection::recording::RecordDir;
+use snapshot::{ManifestError, ObjectId, SnapshotDir, Store};
+
+/// Who needs an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Referrer<'a> {
+    /// A block write of VM `vm`'s change log.
+    Log { vm: &'a str, seq: u64 },
+    /// A snapshot's page list (chunk or page).
+    Snapshot { id: &'a str },
+}
+
+/// One step of [`walk`].
+#[derive(Debug, Clone, Copy)]
+pub enum Visit<'a> {
+    /// `referrer` needs this object (zero blocks are never visited).
+    Object(ObjectId, Referrer<'a>),
+    /// A barrier (flush/FUA) of `vm`'s log: the disk state at it is whole.
+    Barrier { vm: &'a str, seq: u64 },
+}
+
+/// What the walk covers.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Only this VM's log (default: every log).
+    pub vm: Option<String>,
+    /// Leave the snapshots out.
+    pub logs_only: bool,
+}
+
+/// A log or snapshot the walk could not read through (lenient walks only).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unreadable {
+    /// `log VM` or `snapshot ID`.
+    pub what: String,
+    /// The snapshot id, for snapshots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    pub error: String,
+}
+
+/// What [`walk`] went through.
+#[derive(Debug, Clone, Default)]
+pub struct WalkSummary {
+    /// The logs walked (VM ids).
+    pub logs: Vec<String>,
+    /// Snapshots walked.
+    pub snapshots: u64,
+    /// What could not be read (lenient walks).
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Why a strict walk stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("{0}")]
+    Snapshot(#[from] ManifestError),
+    #[error("the change log of VM '{vm}' cannot be read: {source}")]
+    Log {
+        vm: String,
+        #[source]
+        source: LogError,
+    },
+    #[error("cannot list the logs in {dir}: {source}")]
+    List {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Walks everything `root` (a record or snapshot directory) references.
+/// `strict` stops at the first unreadable snapshot or log (garbage
+/// collection must not go on without it); otherwise those are listed in
+/// the summary and the walk goes on.
+pub fn walk(
+    root: &Path,
+    store: &Store,
+    scope: &Scope,
+    strict: bool,
+    mut visit: impl FnMut(Visit<'_>),
+) -> Result<WalkSummary, WalkError> {
+    let rec = RecordDir::new(root);
+    let mut summary = WalkSummary::default();
+    let all = rec.vm_ids().map_err(|source| WalkError::List {
+        dir: root.join("logs").display().to_string(),
+        source,
+    })?;
+    summary.logs = match &scope.vm {
+        Some(vm) => all.into_iter().filter(|v| v == vm).collect(),
+        None => all,
+    };
+    for vm in &summary.logs {
+        if let Err(source) = walk_log(&rec, vm, &mut visit) {
+            if strict {
+                return Err(WalkError::Log {
+                    vm: vm.clone(),
+                    source,
+                });
+            }
+            summary.unreadable.push(Unreadable {
+                what: format!("log {vm}"),
+                snapshot: None,
+                error: source.to_string(),
+            });
+        }
+    }
+    if scope.logs_only || !root.join("snapshots").is_dir() {
+        return Ok(summary);
+    }
+    let dir = SnapshotDir::open(root)?;
+    let mut unreadable = Vec::new();
+    summary.snapshots = snapshot::gc::walk_snapshots(
+        &dir,
+        store,
+        |id, object| visit(Visit::Object(object, Referrer::Snapshot { id })),
+        |e| {
+            if strict {
+                return Err(e);
+            }
+            let snapshot = match &e {
+                ManifestError::Pages { snapshot, .. } => Some(snapshot.clone()),
+                _ => None,
+            };
+            unreadable.push(Unreadable {
+                what: format!("snapshot {}", snapshot.as_deref().unwrap_or("(unreadable)")),
+                snapshot,
+                error: e.to_string(),
+            });
+            Ok(())
+        },
+    )?;
+    summary.unreadable.extend(unreadable);
+    Ok(summary)
+}
+
+fn walk_log(rec: &RecordDir, vm: &str, visit: &mut impl FnMut(Visit<'_>)) -> Result<(), LogError> {
+    let reader = LogReader::open(rec.log_dir(vm))?;
+    for record in reader.iter()? {
+        let record = record?;
+        match record.kind {
+            RecordKind::BlockWrite { blocks, .. } => {
+                for b in blocks {
+                    let id = ObjectId(b);
+                    if !id.is_zero_block() {
+                        visit(Visit::Object(
+                            id,
+                            Referrer::Log {
+                                vm,
+                                seq: record.seq,
+                            },
+                        ));
+                    }
+                }
+            }
+            RecordKind::Barrier { .. } => visit(Visit::Barrier {
+                vm,
+                seq: record.seq,
+            }),
+            _ => {}
+        }
+    }
+    Ok(())
+}
