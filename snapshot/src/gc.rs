@@ -230,6 +230,52 @@ mod tests {
     }
 
     #[test]
+    fn walk_names_each_snapshot_and_goes_past_broken_ones_when_lenient() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(tmp.path()).unwrap();
+        let store = dir.open_store().unwrap();
+        let a = snap(&dir, &store, &memory(4, 64), None);
+        let b = snap(&dir, &store, &memory(5, 64), None);
+        let mut seen: Vec<(String, ObjectId)> = Vec::new();
+        let n = walk_snapshots(&dir, &store, |s, id| seen.push((s.into(), id)), Err).unwrap();
+        assert_eq!(n, 2);
+        let mut live = LiveSet::default();
+        live_objects_of(&store, &b, &mut live);
+        let of_b: LiveSet = seen
+            .iter()
+            .filter(|(s, _)| *s == b.id)
+            .map(|(_, id)| *id)
+            .collect();
+        assert_eq!(of_b, live);
+
+        // a's page list chunk is lost: strict stops, lenient goes on to b.
+        let chunk = a.memory[0].pages.chunks[0];
+        std::fs::remove_file(tmp.path().join("store/index.log")).unwrap();
+        let fresh = dir.open_store().unwrap();
+        assert!(!fresh.contains(&chunk));
+        assert!(walk_snapshots(&dir, &fresh, |_, _| {}, Err).is_err());
+        let mut broken = Vec::new();
+        let mut visited = Vec::new();
+        walk_snapshots(
+            &dir,
+            &fresh,
+            |s, _| visited.push(s.to_string()),
+            |e| {
+                broken.push(e.to_string());
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(broken.len(), 2, "{broken:?}");
+        assert!(broken[0].contains(&a.id), "{broken:?}");
+        assert!(visited.contains(&a.id), "a's chunks are still named");
+    }
+
+    fn live_objects_of(store: &Store, m: &Manifest, live: &mut LiveSet) {
+        crate::manifest::live_objects(store, m, live).unwrap();
+    }
+
+    #[test]
     fn collect_refuses_when_a_snapshot_is_unreadable() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = SnapshotDir::open(tmp.path()).unwrap();

@@ -210,8 +210,10 @@ fn attribute(
         snapshots: Vec<String>,
     }
     let mut who: HashMap<ObjectId, Who> = HashMap::new();
-    // Per log: (last barrier so far, first bad seq and object once found).
-    let mut logs: HashMap<String, (Option<u64>, Option<(u64, ObjectId)>)> = HashMap::new();
+    /// Per log: the last barrier so far, and the first bad seq and object
+    /// once found.
+    type Progress = (Option<u64>, Option<(u64, ObjectId)>);
+    let mut logs: HashMap<String, Progress> = HashMap::new();
     walk(root, store, scope, false, |v| match v {
         Visit::Barrier { vm, seq } => {
             let e = logs.entry(vm.to_string()).or_default();
