@@ -232,3 +232,54 @@ fn deleted_pack_is_caught_and_nothing_after_the_base_replays() {
     assert_eq!(r.replay(before, "ok.img").status.code(), Some(0));
     assert_eq!(r.replay(after, "bad.img").status.code(), Some(125));
 }
+
+#[test]
+fn snapshots_that_need_a_lost_object_are_named_broken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = blank_disk(tmp.path(), "disk.img", 4);
+    let rec = tmp.path().join("rec");
+    let memtest = "workload=memtest pages=64 iters=20 seed=1 snap_every=10";
+    run_recorded(&disk, &rec, "vm0", memtest, &[]);
+    let ids: Vec<String> = std::fs::read_dir(rec.join("snapshots"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".snap").map(str::to_string)
+        })
+        .collect();
+    assert!(!ids.is_empty());
+    let dir = rec.to_str().unwrap();
+    let out = vmm(&["store", "verify", dir, "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("{} snapshot(s)", ids.len())),
+        "{}",
+        stdout(&out)
+    );
+
+    std::fs::remove_file(rec.join("store/packs/00000000.pack")).unwrap();
+    let out = vmm(&["store", "verify", dir, "--deep", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    for id in &ids {
+        assert!(
+            v["broken_snapshots"]
+                .as_array()
+                .unwrap()
+                .contains(&id.as_str().into()),
+            "{id} not in {v}"
+        );
+    }
+    let out = vmm(&["store", "repair", dir, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["ok"], false);
+    let broken = v["references"]["broken_snapshots"].as_array().unwrap();
+    assert_eq!(broken.len(), ids.len(), "{v}");
+    let out = vmm(&["store", "repair", dir]);
+    assert!(
+        stdout(&out).contains(&format!("snapshot {}: broken", ids[0])),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -65,7 +65,7 @@ pub fn collect(
             |_, id| {
                 live.insert(id);
             },
-            Err,
+            |_, e| Err(e),
         )?;
         extra(live).map_err(GcError::Extra)?;
         Ok(snapshots)
@@ -96,21 +96,21 @@ pub fn collect_marked(
 /// (by id order), each region's page-list chunks, then its non-zero pages,
 /// as `visit(snapshot id, object)` (an object may come more than once).
 /// A snapshot that cannot be read, or whose page list cannot be loaded, is
-/// passed to `broken`: returning `Err` stops the walk (garbage collection
+/// passed to `broken` with its id: returning `Err` stops the walk (garbage collection
 /// must not go on without it), `Ok` goes on to the next (verification
 /// reports it). Returns the number of snapshots.
 pub fn walk_snapshots(
     dir: &SnapshotDir,
     store: &Store,
     mut visit: impl FnMut(&str, ObjectId),
-    mut broken: impl FnMut(ManifestError) -> Result<(), ManifestError>,
+    mut broken: impl FnMut(&str, ManifestError) -> Result<(), ManifestError>,
 ) -> Result<u64, ManifestError> {
     let ids = dir.ids()?;
     'snapshots: for id in &ids {
         let m = match dir.read(id) {
             Ok(m) => m,
             Err(e) => {
-                broken(e)?;
+                broken(id, e)?;
                 continue;
             }
         };
@@ -121,11 +121,14 @@ pub fn walk_snapshots(
             match PageList::load(store, root) {
                 Ok(list) => list.page_objects().for_each(|(_, page)| visit(id, page)),
                 Err(source) => {
-                    broken(ManifestError::Pages {
-                        snapshot: m.id.clone(),
-                        region: name.clone(),
-                        source: Box::new(source),
-                    })?;
+                    broken(
+                        id,
+                        ManifestError::Pages {
+                            snapshot: m.id.clone(),
+                            region: name.clone(),
+                            source: Box::new(source),
+                        },
+                    )?;
                     continue 'snapshots;
                 }
             }
@@ -237,7 +240,13 @@ mod tests {
         let a = snap(&dir, &store, &memory(4, 64), None);
         let b = snap(&dir, &store, &memory(5, 64), None);
         let mut seen: Vec<(String, ObjectId)> = Vec::new();
-        let n = walk_snapshots(&dir, &store, |s, id| seen.push((s.into(), id)), Err).unwrap();
+        let n = walk_snapshots(
+            &dir,
+            &store,
+            |s, id| seen.push((s.into(), id)),
+            |_, e| Err(e),
+        )
+        .unwrap();
         assert_eq!(n, 2);
         let mut live = LiveSet::default();
         live_objects_of(&store, &b, &mut live);
@@ -253,21 +262,21 @@ mod tests {
         std::fs::remove_file(tmp.path().join("store/index.log")).unwrap();
         let fresh = dir.open_store().unwrap();
         assert!(!fresh.contains(&chunk));
-        assert!(walk_snapshots(&dir, &fresh, |_, _| {}, Err).is_err());
+        assert!(walk_snapshots(&dir, &fresh, |_, _| {}, |_, e| Err(e)).is_err());
         let mut broken = Vec::new();
         let mut visited = Vec::new();
         walk_snapshots(
             &dir,
             &fresh,
             |s, _| visited.push(s.to_string()),
-            |e| {
-                broken.push(e.to_string());
+            |id, e| {
+                broken.push(format!("{id}: {e}"));
                 Ok(())
             },
         )
         .unwrap();
         assert_eq!(broken.len(), 2, "{broken:?}");
-        assert!(broken[0].contains(&a.id), "{broken:?}");
+        assert!(broken[0].starts_with(&format!("{}: ", a.id)), "{broken:?}");
         assert!(visited.contains(&a.id), "a's chunks are still named");
     }
 

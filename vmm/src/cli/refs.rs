@@ -125,17 +125,13 @@ pub fn walk(
         &dir,
         store,
         |id, object| visit(Visit::Object(object, Referrer::Snapshot { id })),
-        |e| {
+        |id, e| {
             if strict {
                 return Err(e);
             }
-            let snapshot = match &e {
-                ManifestError::Pages { snapshot, .. } => Some(snapshot.clone()),
-                _ => None,
-            };
             unreadable.push(Unreadable {
-                what: format!("snapshot {}", snapshot.as_deref().unwrap_or("(unreadable)")),
-                snapshot,
+                what: format!("snapshot {id}"),
+                snapshot: Some(id.to_string()),
                 error: e.to_string(),
             });
             Ok(())

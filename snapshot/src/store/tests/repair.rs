@@ -229,3 +229,27 @@ fn version_1_stores_read_grow_in_v2_packs_and_repair_from_their_index() {
         assert_eq!(&store.get(&ObjectId::of(d)).unwrap(), d);
     }
 }
+
+#[test]
+fn compaction_rewrites_a_v1_store_as_scannable_v2_packs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old: Vec<Vec<u8>> = (0..6).map(|i| object(34, i, BLOCK_SIZE)).collect();
+    v1_store(tmp.path(), &old);
+    let store = Store::open(tmp.path()).unwrap();
+    let dead = ObjectId::of(&old[5]);
+    let lock = store.gc_lock().unwrap();
+    let r = store.compact(&lock, |id| *id != dead).unwrap();
+    assert_eq!(r.objects_kept, 5);
+    drop(lock);
+    assert!(!pack0(tmp.path()).exists());
+    // Without the index, a scan of the new packs finds every kept object.
+    std::fs::remove_file(tmp.path().join("index.log")).unwrap();
+    let r = repair(tmp.path()).unwrap();
+    assert!(r.v1_packs.is_empty(), "{r:?}");
+    assert_eq!((r.objects, r.from_scan), (5, 5), "{r:?}");
+    let store = Store::open(tmp.path()).unwrap();
+    for d in &old[..5] {
+        assert_eq!(&store.get(&ObjectId::of(d)).unwrap(), d);
+    }
+    assert!(!store.contains(&dead));
+}
