@@ -13,7 +13,9 @@
 //!    (index-only records) are kept as they were;
 //! 4. fsyncs the packs it points into, writes the new index (header, one
 //!    OBJECT record per object, a SYNC record covering them) to
-//!    `index.log.repair`, fsyncs it and renames it over `index.log`, then
+//!    `index.log.repair`, fsyncs it, keeps the old index under another
+//!    name (a hard link `index.log.pre-repair-<unix seconds>`: nothing the
+//!    user had is lost) and renames the new one over `index.log`, then
 //!    fsyncs the directory. Handles in other processes see the new inode
 //!    and reload (as after a compaction).
 //!
@@ -78,6 +80,8 @@ pub struct RepairReport {
     pub lost: Vec<ObjectId>,
     /// Length of the new `index.log`.
     pub index_bytes: u64,
+    /// Where the old `index.log` was kept, if there was one.
+    pub old_index_saved: Option<std::path::PathBuf>,
     /// Other findings.
     pub warnings: Vec<String>,
 }
@@ -187,6 +191,19 @@ pub fn repair(dir: &Path) -> Result<RepairReport> {
     let f = File::create(&tmp).map_err(io_err("create", &tmp))?;
     f.write_all_at(&bytes, 0).map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("fsync", &tmp))?;
+    if index_path.exists() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut saved = dir.join(format!("index.log.pre-repair-{secs}"));
+        let mut n = 1;
+        while saved.exists() {
+            saved = dir.join(format!("index.log.pre-repair-{secs}.{n}"));
+            n += 1;
+        }
+        std::fs::hard_link(&index_path, &saved).map_err(io_err("keep the old index as", &saved))?;
+        report.old_index_saved = Some(saved);
+    }
     std::fs::rename(&tmp, &index_path).map_err(io_err("rename over", &index_path))?;
     fsync_dir(dir)?;
     report.index_bytes = bytes.len() as u64;

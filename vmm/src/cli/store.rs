@@ -34,7 +34,8 @@ pub enum StoreCommand {
     /// Example: vmm store verify /tmp/rec --deep
     Verify(VerifyArgs),
     /// Rebuild the store's index from its packs (under the writers' lock;
-    /// temp file, fsync, rename), keeping damaged objects out, then report
+    /// temp file, fsync, rename; the old index is kept beside it as
+    /// index.log.pre-repair-SECONDS), keeping damaged objects out, then report
     /// what can no longer be replayed: per log, the last barrier that is
     /// fully replayable and the first seq that needs a missing object; the
     /// snapshots that are broken. Exit status 1 when something referenced
@@ -50,6 +51,7 @@ pub struct StatsArgs {
     /// Record directory (as given to `vmm run --record`), or a snapshot
     /// directory holding `store/`.
     pub dir: PathBuf,
+    /// Print one JSON object instead of text (for scripts).
     #[arg(long)]
     pub json: bool,
 }
@@ -62,6 +64,7 @@ pub struct VerifyArgs {
     /// Read every object back and check its BLAKE3.
     #[arg(long)]
     pub deep: bool,
+    /// Print one JSON object instead of text (for scripts).
     #[arg(long)]
     pub json: bool,
 }
@@ -289,6 +292,9 @@ pub fn repair(args: &StatsArgs) -> Result<i32, CliError> {
         repaired.damaged.len(),
         repaired.lost.len()
     );
+    if let Some(saved) = &repaired.old_index_saved {
+        println!("the old index is kept as {}", saved.display());
+    }
     for d in &repaired.damaged {
         println!(
             "damaged {} in pack {} at byte {}: {}",

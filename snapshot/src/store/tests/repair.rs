@@ -161,6 +161,9 @@ fn repair_keeps_a_flipped_byte_object_out_and_resyncs_a_damaged_index() {
             assert_eq!(&store.get(&ids[i]).unwrap(), d, "object {i}");
         }
     }
+    // The old index is kept, untouched, beside the new one.
+    let saved = r.old_index_saved.clone().unwrap();
+    assert_eq!(std::fs::read(&saved).unwrap().len() as u64, 64 * 13);
     // The handle opened before repair reloads the new index.
     assert_eq!(before.get(&ids[7]).unwrap(), data[7]);
     // Putting the damaged object again heals the store.
@@ -252,4 +255,21 @@ fn compaction_rewrites_a_v1_store_as_scannable_v2_packs() {
         assert_eq!(&store.get(&ObjectId::of(d)).unwrap(), d);
     }
     assert!(!store.contains(&dead));
+}
+
+#[test]
+fn repair_rebuilds_an_index_whose_header_is_garbage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = store_with(tmp.path(), 35, 6);
+    let index = tmp.path().join("index.log");
+    let f = OpenOptions::new().write(true).open(&index).unwrap();
+    f.write_all_at(b"garbage!", 0).unwrap();
+    assert!(Store::open(tmp.path()).is_err());
+    let r = repair(tmp.path()).unwrap();
+    assert!(r.warnings[0].contains("unreadable header"), "{r:?}");
+    assert_eq!(r.objects, 6);
+    let store = Store::open(tmp.path()).unwrap();
+    for d in &data {
+        assert_eq!(&store.get(&ObjectId::of(d)).unwrap(), d);
+    }
 }
