@@ -76,16 +76,12 @@ pub fn error(message: impl Into<String>) -> Value {
 }
 
 impl Api {
-    /// Listens on `path` (which must not exist) for the calling thread,
-    /// which must be the vCPU thread.
+    /// Listens on `path` for the calling thread, which must be the vCPU
+    /// thread. A socket left there by a VMM that is gone is replaced; a
+    /// live one, or any other file, is refused.
     pub fn start(path: &Path) -> Result<Self> {
         let bad = |e: std::io::Error| VmmError::Api(format!("{}: {e}", path.display()));
-        if path.exists() {
-            return Err(VmmError::Api(format!(
-                "{} already exists (another VMM, or a stale socket: remove it)",
-                path.display()
-            )));
-        }
+        claim(path)?;
         let _ = register_signal_handler(SIGRTMIN(), on_kick);
         // SAFETY: pthread_self has no preconditions.
         let vcpu = unsafe { libc::pthread_self() } as usize;
@@ -107,6 +103,66 @@ impl Api {
             path: path.to_path_buf(),
         })
     }
+}
+
+/// Makes `path` free for a new socket. A socket whose server is gone (its
+/// VMM was killed: connecting is refused) is stale and removed; one that
+/// answers belongs to a running VMM and is refused, naming it.
+fn claim(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(VmmError::Api(format!("{}: {e}", path.display()))),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(VmmError::Api(format!(
+            "{} already exists and is not a socket; remove it or choose another --api-sock path",
+            path.display()
+        )));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => Err(VmmError::Api(format!(
+            "{} is in use by a running VMM ({}); stop it or choose another --api-sock path",
+            path.display(),
+            peer(&stream).map_or("its pid is unknown".into(), crate::lock::describe_pid)
+        ))),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            std::fs::remove_file(path)
+                .map_err(|e| VmmError::Api(format!("removing stale {}: {e}", path.display())))?;
+            tracing::warn!(
+                "replaced the stale control socket {} (the VMM that served it is gone)",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(VmmError::Api(format!(
+            "{} exists and cannot be checked ({e}); remove it if no VMM serves it",
+            path.display()
+        ))),
+    }
+}
+
+/// The pid of the process at the other end of a Unix socket.
+fn peer(stream: &std::os::unix::net::UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED fills a `ucred` of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && cred.pid > 0).then_some(cred.pid as u32)
 }
 
 async fn serve(listener: std::os::unix::net::UnixListener, tx: Sender<Request>, vcpu: usize) {
