@@ -167,8 +167,13 @@ pub fn finish(
     let outcome = machine.run()?;
     if let Some(signal) = outcome.signal {
         eprintln!(
-            "vmm: stopped on {}: the vCPU was stopped, the devices finished and the recording was closed",
-            vmm::shutdown::name(signal)
+            "vmm: stopped on {}: the guest was halted between two exits and the devices finished{}",
+            vmm::shutdown::name(signal),
+            if outcome.recording.is_some() {
+                "; the recording ends with a final barrier"
+            } else {
+                ""
+            }
         );
     }
     for snap in &outcome.snapshots {
