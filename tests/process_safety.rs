@@ -273,6 +273,43 @@ fn stale_control_sockets_are_replaced_and_live_ones_refused() {
 }
 
 #[test]
+fn a_paused_vm_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vm.sock");
+    let vm = Vm::start(&["--api-sock", s(&sock), "--cmdline", "workload=spin"]);
+    wait_for("the control socket", || sock.exists());
+    let out = vmm(&["pause", "--api-sock", s(&sock)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    vm.signal(libc::SIGINT);
+    let (code, err) = vm.wait();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(!sock.exists());
+}
+
+#[test]
+fn two_vmms_starting_on_one_socket_path_take_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vm.sock");
+    let args = ["run", "--api-sock", s(&sock), "--cmdline", "workload=spin"];
+    let mut vms = [Vm::spawn(&args), Vm::spawn(&args)];
+    let mut refused = None;
+    wait_for("one of them to be refused", || {
+        refused = vms
+            .iter_mut()
+            .position(|vm| vm.0.try_wait().unwrap().is_some());
+        refused.is_some()
+    });
+    let [a, b] = vms;
+    let (loser, winner) = if refused == Some(0) { (a, b) } else { (b, a) };
+    let (code, err) = loser.wait();
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("in use by a running VMM"), "{err}");
+    std::thread::sleep(Duration::from_millis(100));
+    winner.signal(libc::SIGTERM);
+    assert_eq!(winner.wait().0, Some(143));
+}
+
+#[test]
 fn sigint_during_a_replay_leaves_no_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let disk = blank_disk(dir.path(), "disk.img", 4);

@@ -81,13 +81,22 @@ impl Api {
     /// live one, or any other file, is refused.
     pub fn start(path: &Path) -> Result<Self> {
         let bad = |e: std::io::Error| VmmError::Api(format!("{}: {e}", path.display()));
+        // Two VMMs starting on one path take turns: the second then finds
+        // the first's socket live, instead of removing it as stale.
+        let turn = lock_dir_of(path);
         claim(path)?;
         let _ = register_signal_handler(SIGRTMIN(), on_kick);
         // SAFETY: pthread_self has no preconditions.
         let vcpu = unsafe { libc::pthread_self() } as usize;
         let std_listener = std::os::unix::net::UnixListener::bind(path).map_err(bad)?;
-        std_listener.set_nonblocking(true).map_err(bad)?;
+        drop(turn);
         let (tx, rx) = mpsc::channel::<Request>();
+        // From here on, dropping `api` removes the socket.
+        let api = Self {
+            requests: rx,
+            path: path.to_path_buf(),
+        };
+        std_listener.set_nonblocking(true).map_err(bad)?;
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
@@ -98,10 +107,33 @@ impl Api {
                 rt.block_on(serve(std_listener, tx, vcpu));
             })
             .map_err(bad)?;
-        Ok(Self {
-            requests: rx,
-            path: path.to_path_buf(),
-        })
+        Ok(api)
+    }
+}
+
+/// An exclusive flock on the directory of `path`, held while the returned
+/// file is open. None when the directory cannot be opened or another
+/// holder keeps it past a second (some other tool's lock): `claim` still
+/// runs, only without the turn-taking.
+fn lock_dir_of(path: &Path) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    const PATIENCE: Duration = Duration::from_secs(1);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file = std::fs::File::open(dir).ok()?;
+    let started = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Some(file);
+        }
+        let busy = std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+        if !busy || started.elapsed() > PATIENCE {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
