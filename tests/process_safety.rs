@@ -251,6 +251,65 @@ fn sigterm_stops_a_recorded_run_cleanly() {
 }
 
 #[test]
+fn a_restored_vm_locks_its_disk_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = blank_disk(dir.path(), "disk.img", 4);
+    let snaps = dir.path().join("snaps");
+    let sock = dir.path().join("vm.sock");
+    let vm = Vm::start(&[
+        "--disk",
+        s(&img),
+        "--snapshots",
+        s(&snaps),
+        "--api-sock",
+        s(&sock),
+        "--cmdline",
+        "workload=spin",
+    ]);
+    wait_for("the control socket", || sock.exists());
+    let out = vmm(&["snapshot", "create", "--api-sock", s(&sock)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let snap = stdout(&out).trim().to_string();
+    vm.signal(libc::SIGTERM);
+    assert_eq!(vm.wait().0, Some(143));
+
+    let mut restored = Vm::spawn(&["restore", &snap]);
+    wait_for("the restored VM to lock its disk", || {
+        if let Some(status) = restored.0.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut restored.0.stderr.take().unwrap(), &mut err);
+            panic!("restore ended early ({status}): {err}");
+        }
+        // (A probing VMM would hold a lock of its own: look, don't touch.)
+        std::fs::read_dir(format!("/proc/{}/fd", restored.pid()))
+            .unwrap()
+            .any(|fd| std::fs::read_link(fd.unwrap().path()).is_ok_and(|p| p == img))
+    });
+    // Past the open, the lock: the restore then checks and loads memory.
+    std::thread::sleep(Duration::from_millis(100));
+    let out = vmm(&["run", "--disk", s(&img)]);
+    assert_one_line_error(
+        &out,
+        125,
+        &format!("in use by pid {} (vmm restore", restored.pid()),
+    );
+    restored.signal(libc::SIGTERM);
+    let (code, err) = restored.wait();
+    assert_eq!(code, Some(143), "{err}");
+    assert!(err.contains("stopped on SIGTERM"), "{err}");
+
+    // A snapshot directory is no place for a replay's output either.
+    let out = vmm(&[
+        "replay",
+        "--log",
+        s(&snaps),
+        "--out",
+        s(&snaps.join("x.img")),
+    ]);
+    assert_one_line_error(&out, 125, "inside the record directory");
+}
+
+#[test]
 fn stale_control_sockets_are_replaced_and_live_ones_refused() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vm.sock");
