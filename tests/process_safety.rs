@@ -202,6 +202,10 @@ fn replay_out_refuses_existing_files_the_store_and_live_disks() {
     assert!(!other.exists());
     drop(vm);
     assert_eq!(fingerprint(&then), live);
+    // A drill keeps its disk under the same rules.
+    let out = vmm(&["drill", "--log", s(&rec), "--at", "end", "--keep", s(&then)]);
+    assert_one_line_error(&out, 125, "--keep");
+    assert_eq!(fingerprint(&then), live);
     assert!(partials(dir.path()).is_empty());
 }
 

@@ -39,7 +39,10 @@ pub enum Command {
     ///
     /// The exit status is the guest's own (written to the debug-exit port
     /// 0xf4); 124 means --timeout expired, 125 the VMM could not start the
-    /// VM, 126 the guest crashed (registers are printed).
+    /// VM (a disk image another process uses, for one), 126 the guest
+    /// crashed (registers are printed), 130/143 it was stopped cleanly on
+    /// SIGINT/SIGTERM (recording closed with a final barrier, control
+    /// socket removed).
     ///
     /// Examples:
     ///   vmm run
@@ -59,13 +62,16 @@ pub enum Command {
     /// Rebuild a recorded disk at a sequence number, time or mark, verified.
     ///
     /// Every barrier passed on the way is checked against its recorded disk
-    /// checksum; the result is renamed into place only on success.
+    /// checksum; the result is renamed into place only on success. An
+    /// existing --out is replaced only with --force, and never when a
+    /// running VM has it attached or it lies in a record directory.
     ///
     /// Examples:
     ///   vmm replay --log rec/ --vm web1 --until mark=before-upgrade --out web1.img
     ///   vmm replay --log rec/ --base orig.img --until seq=4711 --out then.img
     ///   vmm replay --log rec/ --until end --drop seq=100..120 --out whatif.img
     ///   vmm replay --log rec/ --until seq=50 --step barrier --out x.img
+    ///   vmm replay --log rec/ --until end --out web1.img --force
     #[command(verbatim_doc_comment)]
     Replay(replay::ReplayArgs),
     /// Disaster-recovery drill: restore, boot, check; PASS/FAIL with timings.

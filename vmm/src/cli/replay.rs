@@ -305,6 +305,9 @@ pub struct DrillArgs {
     /// Keep the restored disk at PATH (default: removed after the drill).
     #[arg(long, value_name = "PATH")]
     pub keep: Option<PathBuf>,
+    /// Replace --keep if it exists.
+    #[arg(long)]
+    pub force: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -326,7 +329,7 @@ struct DrillReport {
 
 pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
     let keep_lock = match &args.keep {
-        Some(path) => claim_output(path, false, "--keep")?,
+        Some(path) => claim_output(path, args.force, "--keep")?,
         None => None,
     };
     let _base_lock = lock_base(&args.base, keep_lock.as_ref())?;
