@@ -107,7 +107,7 @@ fn command_line_too_long() {
 #[test]
 fn bad_serial_spec_is_a_usage_error() {
     let out = vmm(&["run", "--serial", "tcp:1234"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("use 'stdout' or 'file:PATH'"));
 }
 

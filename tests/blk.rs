@@ -115,7 +115,7 @@ fn bad_disk_inputs_are_clear_errors() {
     assert_one_line_error(&out, 125, "is not a positive multiple of 4096");
 
     let out = vmm(&["run", "--disk", "x.img,rx"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("unknown disk option 'rx'"));
 }
 

@@ -258,7 +258,7 @@ fn record_needs_exactly_one_disk() {
     let out = vmm(&["run", "--record", rec.to_str().unwrap()]);
     assert_one_line_error(&out, 125, "--record records one disk; this VM has 0");
     let out = vmm(&["run", "--disk", "x", "--record", "r", "--vm-id", "../etc"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("not a valid VM id"));
 }
 

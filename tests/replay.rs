@@ -285,7 +285,7 @@ fn what_if_drops_writes_and_says_so() {
         stdout(&o)
     );
     assert!(std::fs::read(&out).unwrap() != std::fs::read(&disk).unwrap());
-    let o = replay(&rec, &out, &["--drop", "seq=10..30", "--json"]);
+    let o = replay(&rec, &out, &["--drop", "seq=10..30", "--json", "--force"]);
     let report: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(report["what_if"], true);
     assert_eq!(report["verified"], false);

@@ -106,7 +106,7 @@ fn snapshots_capture_the_shared_region_once() {
 fn bad_shared_specs_are_usage_errors() {
     for bad in ["box", "box,0", "box,9999", "bad name,4"] {
         let out = vmm(&["run", "--shared-mem", bad]);
-        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert_eq!(out.status.code(), Some(64), "{bad}");
         assert!(
             stderr(&out).contains("NAME,SIZE_MIB[,PATH]"),
             "{}",

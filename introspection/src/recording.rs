@@ -48,6 +48,25 @@ impl RecordDir {
         Store::open(self.store_dir())
     }
 
+    /// Whether the root has a record (or snapshot) directory's layout: a
+    /// content store (`store/` holding the store's `index.log`), or a
+    /// `store/` beside `logs/` or `snapshots/`. Requiring `store/` keeps an
+    /// ordinary folder that happens to hold `logs/` from looking like one.
+    pub fn has_layout(&self) -> bool {
+        let store = self.store_dir();
+        store.join("index.log").is_file()
+            || (store.is_dir()
+                && (self.root.join("logs").is_dir() || self.root.join("snapshots").is_dir()))
+    }
+
+    /// The record directory that `path` (an absolute, canonical path) lies
+    /// in: `path` itself or its nearest ancestor with the layout.
+    pub fn enclosing(path: &Path) -> Option<RecordDir> {
+        path.ancestors()
+            .map(RecordDir::new)
+            .find(RecordDir::has_layout)
+    }
+
     /// The VM ids that have a log here, sorted.
     pub fn vm_ids(&self) -> std::io::Result<Vec<String>> {
         let logs = self.root.join("logs");

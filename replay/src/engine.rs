@@ -95,6 +95,9 @@ pub struct Options<'a> {
     pub speed: Option<f64>,
     /// Draw a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Asked before every record: true abandons the replay with
+    /// `ReplayError::Cancelled` (a signal arrived, say).
+    pub cancel: Option<&'a dyn Fn() -> bool>,
 }
 
 impl Default for Options<'_> {
@@ -107,6 +110,7 @@ impl Default for Options<'_> {
             observer: None,
             speed: None,
             progress: false,
+            cancel: None,
         }
     }
 }
@@ -203,6 +207,9 @@ pub fn replay(
         }
     });
     for fetched in rx {
+        if opts.cancel.is_some_and(|cancel| cancel()) {
+            return Err(ReplayError::Cancelled);
+        }
         let record = fetched.record.map_err(|e| report.interrupted(e))?;
         if let (Some(speed), Some(prev)) = (opts.speed, prev_ts) {
             let gap = Duration::from_nanos(record.ts_ns.saturating_sub(prev));

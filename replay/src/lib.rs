@@ -58,6 +58,8 @@ pub enum ReplayError {
         reason: String,
         last_verified_barrier: Option<u64>,
     },
+    #[error("replay cancelled before it finished; the output was not written")]
+    Cancelled,
 }
 
 /// Replays from `base` to `point` into a new file `out`. The result is
@@ -74,11 +76,20 @@ pub fn replay_to_file(
     let reader = introspection::log::LogReader::open(dir.log_dir(vm_id))?;
     let until = point.resolve(&reader)?;
     let tmp = temp_path(out);
+    let cancel = opts.cancel;
+    let cancelled = || cancel.is_some_and(|c| c());
     let result = (|| {
+        if cancelled() {
+            return Err(ReplayError::Cancelled);
+        }
         let from = base::prepare(&reader, base, until, &tmp)?;
         opts.from_seq = from;
         opts.until_seq = until;
         let report = replay(dir, vm_id, &tmp, opts)?;
+        // The last chance to leave `out` as it was.
+        if cancelled() {
+            return Err(ReplayError::Cancelled);
+        }
         std::fs::rename(&tmp, out).map_err(|source| ReplayError::Image {
             path: out.to_path_buf(),
             source,

@@ -57,6 +57,8 @@ pub enum VmmError {
 
     #[error("disk {}: {reason}", .path.display())]
     Disk { path: PathBuf, reason: String },
+    #[error("disk image {0}")]
+    Lock(#[from] crate::lock::LockError),
     #[error("{0}")]
     Snapshot(String),
     #[error("shared memory {0}")]
@@ -115,11 +117,37 @@ impl VmmError {
     /// when the guest crashed, 125 when the VMM itself could not go on.
     pub fn exit_status(&self) -> i32 {
         match self {
-            VmmError::Timeout(_) => 124,
-            _ if self.registers().is_some() => 126,
-            _ => 125,
+            VmmError::Timeout(_) => exit::TIMEOUT,
+            _ if self.registers().is_some() => exit::GUEST_CRASHED,
+            _ => exit::CANNOT_RUN,
         }
     }
+}
+
+/// The `vmm` command's exit statuses, one table for every subcommand (the
+/// README and `vmm --help` list them too). `vmm run` and `vmm restore`
+/// otherwise exit with the guest's own status (0-255, written to port
+/// 0xf4), which these overlap: a guest that wants its status told apart
+/// from the VMM's avoids them.
+pub mod exit {
+    /// A check found damage or failed (verify, drill, store verify).
+    pub const CHECK_FAILED: i32 = 1;
+    /// The command line is wrong (clap's usage errors, sysexits EX_USAGE).
+    pub const USAGE: i32 = 64;
+    /// Recording failed at run time: the guest got I/O errors and the log
+    /// ends at its last good barrier.
+    pub const RECORDING_FAILED: i32 = 122;
+    /// The guest did not finish within `--timeout`.
+    pub const TIMEOUT: i32 = 124;
+    /// The VMM or tool could not do the job: bad input, an unreadable
+    /// file, a disk image locked by another process.
+    pub const CANNOT_RUN: i32 = 125;
+    /// The guest crashed (its registers are printed).
+    pub const GUEST_CRASHED: i32 = 126;
+    /// Stopped cleanly on SIGINT (128 + 2).
+    pub const SIGINT: i32 = 130;
+    /// Stopped cleanly on SIGTERM (128 + 15).
+    pub const SIGTERM: i32 = 143;
 }
 
 pub type Result<T> = std::result::Result<T, VmmError>;

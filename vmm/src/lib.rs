@@ -17,11 +17,13 @@ pub mod api;
 pub mod boot;
 pub mod devices;
 pub mod error;
+pub mod lock;
 pub mod machine;
 pub mod memory;
 pub mod microguest;
 pub mod recording;
 pub mod shared;
+pub mod shutdown;
 pub mod stats;
 pub mod vstate;
 

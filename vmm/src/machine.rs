@@ -112,6 +112,9 @@ pub struct RunOutcome {
     pub recording: Option<TapStats>,
     /// Snapshots the guest asked for during the run.
     pub snapshots: Vec<SnapshotInfo>,
+    /// The run was stopped cleanly on this signal (SIGINT, SIGTERM) before
+    /// the guest ended; `status` is then 0 and means nothing.
+    pub signal: Option<i32>,
 }
 
 pub struct Machine {
@@ -215,9 +218,11 @@ impl Machine {
         self.recorder.as_ref()
     }
 
-    /// Runs the boot vCPU until the guest writes the exit port, or fails.
+    /// Runs the boot vCPU until the guest writes the exit port, or fails,
+    /// or a stop signal arrives (`crate::shutdown`). However it ends, the
+    /// devices finish, the recording is closed with a final barrier and
+    /// the control socket is removed.
     pub fn run(&mut self) -> Result<RunOutcome> {
-        let watchdog = self.timeout.map(Watchdog::arm);
         let mut stats = RunStats {
             build_us: self.build_time.as_micros() as u64,
             ..Default::default()
@@ -227,9 +232,11 @@ impl Machine {
             Some(path) => Some(Api::start(path)?),
             None => None,
         };
+        let watchdog = Watchdog::arm(self.timeout);
         let result = loop {
             match self.run_loop(&mut stats, watchdog.as_ref(), api.as_ref()) {
-                Ok(Exit::Guest(status)) => break Ok(status),
+                Ok(Exit::Guest(status)) => break Ok((status, None)),
+                Ok(Exit::Signal(signal)) => break Ok((0, Some(signal))),
                 Ok(Exit::Snapshot(kind)) => match self.snapshot(kind) {
                     Ok(info) => snapshots.push(info),
                     Err(e) => break Err(e),
@@ -257,14 +264,18 @@ impl Machine {
             Some(r) => r.close()?,
             None => None,
         };
-        let result = result.and_then(|status| settled.map(|()| status));
-        result.map(|status| {
-            stats.exit_status = status;
+        let result = result.and_then(|ended| settled.map(|()| ended));
+        result.map(|(status, signal)| {
+            stats.exit_status = match signal {
+                Some(s) => u8::try_from(crate::shutdown::exit_status(s)).unwrap_or(u8::MAX),
+                None => status,
+            };
             RunOutcome {
                 status,
                 stats,
                 recording,
                 snapshots,
+                signal,
             }
         })
     }
@@ -280,6 +291,11 @@ impl Machine {
         let virtio = &mut self.virtio;
         let vcpu = &mut self.vcpus[0];
         loop {
+            // Before every entry: a stop signal ends the run here, between
+            // two exits, where the machine is consistent.
+            if let Some(signal) = crate::shutdown::requested() {
+                return Ok(Exit::Signal(signal));
+            }
             let stop = match vcpu.fd.run() {
                 Ok(exit) => {
                     stats.vcpu_exits += 1;
@@ -393,6 +409,8 @@ enum Exit {
     Snapshot(SnapshotKind),
     /// The control socket asked for something.
     Api(api::Request),
+    /// SIGINT or SIGTERM asked the VMM to stop.
+    Signal(i32),
 }
 
 /// Builds a virtio-blk device on virtio-mmio for each disk, then the hint

@@ -76,22 +76,27 @@ pub fn error(message: impl Into<String>) -> Value {
 }
 
 impl Api {
-    /// Listens on `path` (which must not exist) for the calling thread,
-    /// which must be the vCPU thread.
+    /// Listens on `path` for the calling thread, which must be the vCPU
+    /// thread. A socket left there by a VMM that is gone is replaced; a
+    /// live one, or any other file, is refused.
     pub fn start(path: &Path) -> Result<Self> {
         let bad = |e: std::io::Error| VmmError::Api(format!("{}: {e}", path.display()));
-        if path.exists() {
-            return Err(VmmError::Api(format!(
-                "{} already exists (another VMM, or a stale socket: remove it)",
-                path.display()
-            )));
-        }
+        // Two VMMs starting on one path take turns: the second then finds
+        // the first's socket live, instead of removing it as stale.
+        let turn = lock_dir_of(path);
+        claim(path)?;
         let _ = register_signal_handler(SIGRTMIN(), on_kick);
         // SAFETY: pthread_self has no preconditions.
         let vcpu = unsafe { libc::pthread_self() } as usize;
         let std_listener = std::os::unix::net::UnixListener::bind(path).map_err(bad)?;
-        std_listener.set_nonblocking(true).map_err(bad)?;
+        drop(turn);
         let (tx, rx) = mpsc::channel::<Request>();
+        // From here on, dropping `api` removes the socket.
+        let api = Self {
+            requests: rx,
+            path: path.to_path_buf(),
+        };
+        std_listener.set_nonblocking(true).map_err(bad)?;
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
@@ -102,11 +107,94 @@ impl Api {
                 rt.block_on(serve(std_listener, tx, vcpu));
             })
             .map_err(bad)?;
-        Ok(Self {
-            requests: rx,
-            path: path.to_path_buf(),
-        })
+        Ok(api)
     }
+}
+
+/// An exclusive flock on the directory of `path`, held while the returned
+/// file is open. None when the directory cannot be opened or another
+/// holder keeps it past a second (some other tool's lock): `claim` still
+/// runs, only without the turn-taking.
+fn lock_dir_of(path: &Path) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    const PATIENCE: Duration = Duration::from_secs(1);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file = std::fs::File::open(dir).ok()?;
+    let started = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Some(file);
+        }
+        let busy = std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+        if !busy || started.elapsed() > PATIENCE {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Makes `path` free for a new socket. A socket whose server is gone (its
+/// VMM was killed: connecting is refused) is stale and removed; one that
+/// answers belongs to a running VMM and is refused, naming it.
+fn claim(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(VmmError::Api(format!("{}: {e}", path.display()))),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(VmmError::Api(format!(
+            "{} already exists and is not a socket; remove it or choose another --api-sock path",
+            path.display()
+        )));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => Err(VmmError::Api(format!(
+            "{} is in use by a running VMM ({}); stop it or choose another --api-sock path",
+            path.display(),
+            peer(&stream).map_or("its pid is unknown".into(), crate::lock::describe_pid)
+        ))),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            std::fs::remove_file(path)
+                .map_err(|e| VmmError::Api(format!("removing stale {}: {e}", path.display())))?;
+            tracing::warn!(
+                "replaced the stale control socket {} (the VMM that served it is gone)",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(VmmError::Api(format!(
+            "{} exists and cannot be checked ({e}); remove it if no VMM serves it",
+            path.display()
+        ))),
+    }
+}
+
+/// The pid of the process at the other end of a Unix socket.
+fn peer(stream: &std::os::unix::net::UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED fills a `ucred` of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && cred.pid > 0).then_some(cred.pid as u32)
 }
 
 async fn serve(listener: std::os::unix::net::UnixListener, tx: Sender<Request>, vcpu: usize) {

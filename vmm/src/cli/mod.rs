@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use vmm::error::exit;
 use vmm::VmmError;
 
 mod changes;
@@ -24,7 +25,7 @@ mod trust;
     name = "vmm",
     version,
     propagate_version = true,
-    after_help = "A first session:\n  vmm demo\n  truncate -s 64M disk.img\n  vmm run --disk disk.img --record rec --cmdline \"workload=sqlite rows=200\"\n  vmm log verify rec\n  vmm changes rec --file app.db --table customers\n  vmm replay --log rec --until seq=100 --out then.img"
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// KVM device to use.
@@ -41,7 +42,10 @@ pub enum Command {
     ///
     /// The exit status is the guest's own (written to the debug-exit port
     /// 0xf4); 124 means --timeout expired, 125 the VMM could not start the
-    /// VM, 126 the guest crashed (registers are printed).
+    /// VM (a disk image another process uses, for one), 126 the guest
+    /// crashed (registers are printed), 130/143 it was stopped cleanly on
+    /// SIGINT/SIGTERM (recording closed with a final barrier, control
+    /// socket removed).
     ///
     /// Examples:
     ///   vmm run
@@ -61,13 +65,16 @@ pub enum Command {
     /// Rebuild a recorded disk at a sequence number, time or mark, verified.
     ///
     /// Every barrier passed on the way is checked against its recorded disk
-    /// checksum; the result is renamed into place only on success.
+    /// checksum; the result is renamed into place only on success. An
+    /// existing --out is replaced only with --force, and never when a
+    /// running VM has it attached or it lies in a record directory.
     ///
     /// Examples:
     ///   vmm replay --log rec/ --vm web1 --until mark=before-upgrade --out web1.img
     ///   vmm replay --log rec/ --base orig.img --until seq=4711 --out then.img
     ///   vmm replay --log rec/ --until end --drop seq=100..120 --out whatif.img
     ///   vmm replay --log rec/ --until seq=50 --step barrier --out x.img
+    ///   vmm replay --log rec/ --until end --out web1.img --force
     #[command(verbatim_doc_comment)]
     Replay(replay::ReplayArgs),
     /// Disaster-recovery drill: restore, boot, check; PASS/FAIL with timings.
@@ -116,6 +123,26 @@ pub enum Command {
     Diff(changes::DiffArgs),
 }
 
+/// The end of `vmm --help`: a first session, and the table of exit
+/// statuses (vmm::error::exit; the README has the same table).
+const AFTER_HELP: &str = "A first session:
+  vmm demo
+  truncate -s 64M disk.img
+  vmm run --disk disk.img --record rec --cmdline \"workload=sqlite rows=200\"
+  vmm log verify rec
+  vmm changes rec --file app.db --table customers
+  vmm replay --log rec --until seq=100 --out then.img
+
+Exit status:
+  0        success; for `vmm run` and `vmm restore`: the guest's own status (0-255)
+  1        a check failed (log verify, drill, store verify found damage)
+  64       usage error (bad or missing arguments)
+  122      recording failed while running (the log ends at its last good barrier)
+  124      the guest did not finish within --timeout
+  125      could not do the job (bad input, unreadable file, disk image in use)
+  126      the guest crashed (its registers are printed)
+  130/143  stopped cleanly on SIGINT/SIGTERM (recording closed, socket removed)";
+
 /// A command's failure: one line for the user, and the exit status.
 #[derive(Debug)]
 pub struct CliError {
@@ -129,7 +156,7 @@ impl CliError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            status: 125,
+            status: exit::CANNOT_RUN,
             registers: None,
         }
     }
@@ -151,8 +178,27 @@ impl From<VmmError> for CliError {
 
 /// Parses arguments, runs the command, and returns the process exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; everything
+            // else is a usage error, kept apart from a guest's status 2.
+            let _ = e.print();
+            return if e.use_stderr() { exit::USAGE } else { 0 };
+        }
+    };
     init_logging();
+    // The commands that own a VM or write an image stop cleanly on SIGINT
+    // and SIGTERM (vmm::shutdown); the others may die as usual.
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Restore(_) | Command::Replay(_) | Command::Drill(_)
+    ) {
+        if let Err(e) = vmm::shutdown::install() {
+            eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {e}");
+            return exit::CANNOT_RUN;
+        }
+    }
     let result = match &cli.command {
         Command::Run(args) => run::run(&cli, args).map_err(CliError::from),
         Command::Demo(args) => demo::run(&cli, args),

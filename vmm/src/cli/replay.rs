@@ -1,15 +1,18 @@
 //! `vmm replay` and `vmm drill`: rebuild a disk at a point of its recorded
 //! history; for a drill, also boot a VM on it and let the guest check it.
+use std::fs::File;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use introspection::recording::RecordDir;
-use replay::{Base, Control, Filter, Options, Point, ReplayReport, Step, WhatIf};
+use replay::{Base, Control, Filter, Options, Point, ReplayError, ReplayReport, Step, WhatIf};
 use serde::Serialize;
-use vmm::{DiskConfig, Machine, SerialOutput, VmConfig};
+use vmm::lock::{self, LockError, LockMode};
+use vmm::{shutdown, DiskConfig, Machine, SerialOutput, VmConfig};
 
 use super::{Cli, CliError};
 
@@ -39,9 +42,13 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "POINT", default_value = "end")]
     pub until: Point,
     /// The disk image to write. Built under a temporary name and renamed
-    /// only once the replay succeeded.
+    /// only once the replay succeeded. Never inside a record or snapshot
+    /// directory, never over a disk a running VM has attached.
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Step through the replay, showing what each record or barrier
     /// changed; on a terminal, Enter goes on and q stops there.
     #[arg(long, value_name = "UNIT")]
@@ -104,7 +111,88 @@ fn describe(step: &Step) -> String {
     }
 }
 
+/// Why `out` may not be written, or the lock on the file it replaces
+/// (held until the replay's result is renamed over it, so that no VM
+/// attaches that file meanwhile).
+fn claim_output(out: &Path, force: bool, flag: &str) -> Result<Option<File>, CliError> {
+    let refuse = |why: String| CliError::new(format!("{flag} {}: {why}", out.display()));
+    let name = out
+        .file_name()
+        .ok_or_else(|| refuse("names no file".into()))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let parent = parent
+        .canonicalize()
+        .map_err(|e| refuse(format!("its directory {}: {e}", parent.display())))?;
+    if let Some(dir) = RecordDir::enclosing(&parent.join(name)) {
+        return Err(refuse(format!(
+            "lies inside the record directory {}, whose files only the tool writes; write the image elsewhere",
+            dir.root().display()
+        )));
+    }
+    let meta = match std::fs::metadata(out) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(refuse(e.to_string())),
+    };
+    if !meta.is_file() {
+        return Err(refuse("exists and is not a regular file".into()));
+    }
+    // Even --force does not pull a disk from under a running VM.
+    let held = match lock::lock_path(out, LockMode::Exclusive) {
+        Ok(file) => file,
+        Err(LockError::InUse { holder, .. }) => {
+            return Err(refuse(format!(
+                "is a disk image in use by {holder}; replacing it would swap the disk under a running VM: stop it first, or write elsewhere"
+            )))
+        }
+        Err(e) => return Err(CliError::from_display(e)),
+    };
+    if !force {
+        return Err(refuse("already exists; pass --force to replace it".into()));
+    }
+    Ok(Some(held))
+}
+
+/// A shared lock on a --base image while it is read (unless it is the
+/// file --out replaces, whose exclusive lock covers it).
+fn lock_base(base: &Base, out_lock: Option<&File>) -> Result<Option<File>, CliError> {
+    let Base::Image(path) = base else {
+        return Ok(None);
+    };
+    let same =
+        |m: &std::fs::Metadata, n: &std::fs::Metadata| m.dev() == n.dev() && m.ino() == n.ino();
+    if let (Some(out), Ok(meta)) = (out_lock, std::fs::metadata(path)) {
+        if out.metadata().is_ok_and(|o| same(&o, &meta)) {
+            return Ok(None);
+        }
+    }
+    match lock::lock_path(path, LockMode::Shared) {
+        Ok(file) => Ok(Some(file)),
+        Err(e @ LockError::InUse { .. }) => Err(CliError::new(format!(
+            "--base {e} (a running VM may be writing it)"
+        ))),
+        // Unreadable bases are reported by the replay itself.
+        Err(LockError::Io { .. }) => Ok(None),
+    }
+}
+
+/// The exit status and message for a replay that a signal cancelled.
+fn cancelled(out: &Path) -> Result<i32, CliError> {
+    let signal = shutdown::requested().unwrap_or(libc::SIGINT);
+    eprintln!(
+        "vmm: replay stopped on {}; {} was not written and its temporary file was removed",
+        shutdown::name(signal),
+        out.display()
+    );
+    Ok(shutdown::exit_status(signal))
+}
+
 pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
+    let out_lock = claim_output(&args.out, args.force, "--out")?;
+    let _base_lock = lock_base(&args.base, out_lock.as_ref())?;
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let mut pending = Vec::new();
     let mut stepper = |step: &Step| -> Control {
@@ -136,6 +224,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
         Control::Continue
     };
     let observe = args.step.is_some() || args.speed.is_some();
+    let cancel = || shutdown::requested().is_some();
     let opts = Options {
         verify: !args.allow_unverified,
         what_if: WhatIf {
@@ -145,11 +234,17 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
         observer: if observe { Some(&mut stepper) } else { None },
         speed: args.speed,
         progress: !observe,
+        cancel: Some(&cancel),
         ..Options::default()
     };
     let dir = RecordDir::new(&args.log);
-    let report = replay::replay_to_file(&dir, &args.vm, &args.base, &args.until, &args.out, opts)
-        .map_err(CliError::from_display)?;
+    let report =
+        match replay::replay_to_file(&dir, &args.vm, &args.base, &args.until, &args.out, opts) {
+            Ok(report) => report,
+            Err(ReplayError::Cancelled) => return cancelled(&args.out),
+            Err(e) => return Err(CliError::from_display(e)),
+        };
+    drop(out_lock);
     if args.json {
         println!(
             "{}",
@@ -210,6 +305,9 @@ pub struct DrillArgs {
     /// Keep the restored disk at PATH (default: removed after the drill).
     #[arg(long, value_name = "PATH")]
     pub keep: Option<PathBuf>,
+    /// Replace --keep if it exists.
+    #[arg(long)]
+    pub force: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -230,20 +328,30 @@ struct DrillReport {
 }
 
 pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
+    let keep_lock = match &args.keep {
+        Some(path) => claim_output(path, args.force, "--keep")?,
+        None => None,
+    };
+    let _base_lock = lock_base(&args.base, keep_lock.as_ref())?;
     let disk = match &args.keep {
         Some(path) => path.clone(),
         None => std::env::temp_dir().join(format!("vmm-drill-{}.img", std::process::id())),
     };
     let started = Instant::now();
     let dir = RecordDir::new(&args.log);
+    let cancel = || shutdown::requested().is_some();
     let replayed = replay::replay_to_file(
         &dir,
         &args.vm,
         &args.base,
         &args.at,
         &disk,
-        Options::default(),
+        Options {
+            cancel: Some(&cancel),
+            ..Options::default()
+        },
     );
+    drop(keep_lock);
     let restore_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut report = DrillReport {
         vm: args.vm.clone(),
@@ -283,6 +391,9 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
                 String::from_utf8_lossy(&console.lock().unwrap_or_else(|e| e.into_inner()))
                     .into_owned();
             match outcome {
+                Ok(o) if o.signal.is_some() => {
+                    report.error = Some("the check VM was stopped by a signal".into())
+                }
                 Ok(o) => report.guest_status = Some(o.status),
                 Err(e) => report.error = Some(format!("the check VM failed: {e}")),
             }
@@ -319,5 +430,12 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
         }
         println!("  result: {}", if report.pass { "PASS" } else { "FAIL" });
     }
-    Ok(if report.pass { 0 } else { 1 })
+    if let Some(signal) = shutdown::requested() {
+        return Ok(shutdown::exit_status(signal));
+    }
+    Ok(if report.pass {
+        0
+    } else {
+        vmm::error::exit::CHECK_FAILED
+    })
 }

@@ -165,6 +165,17 @@ pub fn finish(
     vm_id: &str,
 ) -> Result<i32, VmmError> {
     let outcome = machine.run()?;
+    if let Some(signal) = outcome.signal {
+        eprintln!(
+            "vmm: stopped on {}: the guest was halted between two exits and the devices finished{}",
+            vmm::shutdown::name(signal),
+            if outcome.recording.is_some() {
+                "; the recording ends with a final barrier"
+            } else {
+                ""
+            }
+        );
+    }
     for snap in &outcome.snapshots {
         eprintln!(
             "vmm: snapshot {} ({:?}, {} of {} pages hashed, {} new objects, VM paused {:.1} ms)",
@@ -179,6 +190,9 @@ pub fn finish(
     if print_stats {
         let mut stats = serde_json::to_value(&outcome.stats).expect("stats serialize");
         stats["recording"] = serde_json::to_value(outcome.recording).expect("serialize");
+        if let Some(signal) = outcome.signal {
+            stats["signal"] = vmm::shutdown::name(signal).into();
+        }
         eprintln!("{stats}");
     } else if let (Some(rec), Some(dir)) = (outcome.recording, record) {
         eprintln!(
@@ -194,7 +208,10 @@ pub fn finish(
     // not after KVM has torn the VM down (which takes 1-25 ms on this kernel).
     close_stdout();
     drop(machine);
-    Ok(i32::from(outcome.status))
+    Ok(match outcome.signal {
+        Some(signal) => vmm::shutdown::exit_status(signal),
+        None => i32::from(outcome.status),
+    })
 }
 
 fn close_stdout() {

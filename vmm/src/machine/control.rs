@@ -1,11 +1,17 @@
 //! Serving control-socket requests on the vCPU thread, which owns the
 //! machine: the VM is stopped between two KVM_RUNs while a request runs.
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use snapshot::SnapshotKind;
 
 use super::snapshot::SnapshotInfo;
 use super::Machine;
 use crate::api::{self, Api, Command, Request};
+
+/// How often a paused VM looks for a stop signal.
+const PAUSED_SIGNAL_POLL: Duration = Duration::from_millis(20);
 
 impl Machine {
     /// Answers `request`; a pause holds the VM here, answering further
@@ -43,7 +49,7 @@ impl Machine {
             let _ = reply.send(answer);
             if paused {
                 // Held here until the next request (a resume, usually).
-                next = api.and_then(|a| a.requests.recv().ok());
+                next = api.and_then(next_while_paused);
             }
         }
     }
@@ -94,6 +100,21 @@ impl Machine {
         match recorder.mark(name) {
             Ok(seq) => json!({ "ok": true, "seq": seq }),
             Err(e) => api::error(e),
+        }
+    }
+}
+
+/// The next request for a paused VM; None when a stop signal arrived (the
+/// run loop then ends the run) or the server is gone.
+fn next_while_paused(api: &Api) -> Option<Request> {
+    loop {
+        if crate::shutdown::requested().is_some() {
+            return None;
+        }
+        match api.requests.recv_timeout(PAUSED_SIGNAL_POLL) {
+            Ok(request) => return Some(request),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return None,
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The disk image behind a virtio-blk device: a raw file, read with
-//! positional I/O so that no file offset is shared between requests.
+//! positional I/O so that no file offset is shared between requests, and
+//! locked (`crate::lock`) while it is attached: shared when read-only,
+//! exclusive when the guest may write it.
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, VmmError};
+use crate::lock::{self, LockMode};
 
 /// Our block size: writes are recorded in whole 4 KiB blocks, so images are
 /// whole blocks too.
@@ -33,6 +36,12 @@ impl DiskImage {
         if !meta.is_file() {
             return Err(bad("not a regular file (raw images only)".into()));
         }
+        let mode = if read_only {
+            LockMode::Shared
+        } else {
+            LockMode::Exclusive
+        };
+        lock::lock(&file, path, mode)?;
         let len = meta.len();
         if len == 0 || len % BLOCK_SIZE != 0 {
             return Err(bad(format!(
