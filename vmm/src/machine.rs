@@ -110,7 +110,7 @@ pub struct RunOutcome {
     pub stats: RunStats,
     /// What the recorder wrote, when recording.
     pub recording: Option<TapStats>,
-    /// Snapshots the guest asked for during the run.
+    /// Snapshots taken during the run (all durable).
     pub snapshots: Vec<SnapshotInfo>,
 }
 
@@ -185,11 +185,7 @@ impl Machine {
             serial,
             virtio,
             recorder,
-            snapshots: config.snapshot.clone().map(|config| SnapshotChain {
-                config,
-                last: None,
-                pending: None,
-            }),
+            snapshots: config.snapshot.clone().map(SnapshotChain::new),
             mem_mib: config.mem_mib,
             disk_configs: config.disks.clone(),
             hint_channel,
@@ -222,7 +218,6 @@ impl Machine {
             build_us: self.build_time.as_micros() as u64,
             ..Default::default()
         };
-        let mut snapshots = Vec::new();
         let api = match &self.api_sock {
             Some(path) => Some(Api::start(path)?),
             None => None,
@@ -230,17 +225,19 @@ impl Machine {
         let result = loop {
             match self.run_loop(&mut stats, watchdog.as_ref(), api.as_ref()) {
                 Ok(Exit::Guest(status)) => break Ok(status),
-                Ok(Exit::Snapshot(kind)) => match self.snapshot(kind) {
-                    Ok(info) => snapshots.push(info),
-                    Err(e) => break Err(e),
-                },
-                Ok(Exit::Api(request)) => self.serve(request, api.as_ref(), &mut snapshots),
+                Ok(Exit::Snapshot(kind)) => {
+                    if let Err(e) = self.snapshot_then(kind, None) {
+                        break Err(e);
+                    }
+                }
+                Ok(Exit::Api(request)) => self.serve(request, api.as_ref()),
                 Err(e) => break Err(e),
             }
         };
         drop(api);
         // A snapshot still being written must land before the VM is gone.
         let settled = self.settle_snapshot();
+        let snapshots = self.take_snapshots();
         if let Some(w) = watchdog {
             w.disarm();
         }
