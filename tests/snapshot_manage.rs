@@ -277,3 +277,53 @@ fn listing_what_is_not_a_snapshot_directory_is_an_error() {
     let out = vmm(&["snapshot", "delete", missing.to_str().unwrap(), "x"]);
     assert_one_line_error(&out, 125, "not a snapshot directory");
 }
+
+#[test]
+fn the_disk_fingerprint_follows_the_guests_writes_between_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vm.sock");
+    let s = sock.to_str().unwrap();
+    let disk = blank_disk(dir.path(), "disk.img", 16);
+    let writes = "workload=blk-writes seed=3 writes=10000000 max_blocks=4 flush_every=8";
+    let mut child = start(
+        &[
+            "run",
+            "--api-sock",
+            s,
+            "--disk",
+            disk.to_str().unwrap(),
+            "--snapshots",
+            dir.path().to_str().unwrap(),
+            "--cmdline",
+            writes,
+        ],
+        &sock,
+    );
+    let snapshot_while_paused = |extra: &[&str]| {
+        ok(vmm(&["pause", "--api-sock", s]));
+        let mut args = vec!["snapshot", "create", "--api-sock", s, "--json"];
+        args.extend_from_slice(extra);
+        let answer: serde_json::Value = serde_json::from_str(ok(vmm(&args)).trim()).unwrap();
+        // Still paused: the image is what the snapshot saw.
+        let path = PathBuf::from(answer["path"].as_str().unwrap());
+        let m = snapshot::manifest::decode(&std::fs::read(&path).unwrap(), &path).unwrap();
+        let recorded = m.disks().unwrap()[0].blake3.unwrap();
+        let now = blake3_of(&disk);
+        ok(vmm(&["resume", "--api-sock", s]));
+        (recorded, now)
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (recorded, now) = snapshot_while_paused(&[]);
+    assert_eq!(recorded, now, "full snapshot");
+    std::thread::sleep(Duration::from_millis(300));
+    let (recorded2, now2) = snapshot_while_paused(&["--incremental"]);
+    assert_ne!(now, now2, "the guest wrote its disk in between");
+    assert_eq!(recorded2, now2, "the incremental missed the guest's writes");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// BLAKE3 of a whole file (what `b3sum` prints).
+fn blake3_of(path: &Path) -> [u8; 32] {
+    snapshot::ObjectId::of(&std::fs::read(path).unwrap()).0
+}

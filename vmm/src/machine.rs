@@ -175,7 +175,9 @@ impl Machine {
         };
         vm.setup_irqchip()?;
         let serial = SerialDevice::new(vm.fd(), serial_out)?;
-        let virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), hint_channel)?;
+        let written =
+            snapshot::unrecorded_disk_taps(config.snapshot.is_some(), recorder.is_some(), &disks);
+        let virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), &written, hint_channel)?;
         let vcpu = Vcpu::new(&vm, 0)?;
         vcpu.set_cpuid(&vm)?;
         vcpu.set_lint()?;
@@ -185,7 +187,10 @@ impl Machine {
             serial,
             virtio,
             recorder,
-            snapshots: config.snapshot.clone().map(SnapshotChain::new),
+            snapshots: config
+                .snapshot
+                .clone()
+                .map(|c| SnapshotChain::new(c, written)),
             mem_mib: config.mem_mib,
             disk_configs: config.disks.clone(),
             hint_channel,
@@ -393,17 +398,24 @@ enum Exit {
 }
 
 /// Builds a virtio-blk device on virtio-mmio for each disk, then the hint
-/// channel (virtio-console) when asked, wiring the recorder into them.
+/// channel (virtio-console) when asked, wiring the recorder into them (or,
+/// unrecorded, the snapshots' note of where each disk was written).
 fn attach_devices(
     vm: &Vm,
     mem: &GuestMemory,
     disks: Vec<DiskImage>,
     recorder: Option<&Arc<Recorder>>,
+    written: &[Arc<snapshot::WrittenLeaves>],
     hint_channel: bool,
 ) -> Result<Vec<MmioTransport>> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::with_capacity(disks.len() + 1);
     for (i, disk) in disks.into_iter().enumerate() {
-        let tap = recorder.map(|r| Box::new(DeviceTap(r.clone())) as Box<dyn WriteTap>);
+        let tap = match recorder {
+            Some(r) => Some(Box::new(DeviceTap(r.clone())) as Box<dyn WriteTap>),
+            None => written
+                .get(i)
+                .map(|w| Box::new(snapshot::LeafTap(w.clone())) as Box<dyn WriteTap>),
+        };
         devices.push(Box::new(Block::new(disk, &format!("vmm-disk{i}"), tap)));
     }
     if hint_channel {

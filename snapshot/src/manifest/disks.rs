@@ -16,6 +16,8 @@
 //!
 //! The fingerprint is the plain BLAKE3 hash of the image (what `b3sum IMG`
 //! prints), computed over the BLAKE3 tree in parallel ([`fingerprint`]).
+//! A VMM that sees every write can keep the chaining values of the tree's
+//! 1 MiB subtrees ([`DiskTree`]) and rehash only those written since.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -206,6 +208,113 @@ fn hash_range(f: &File, offset: u64, len: u64, h: &mut blake3::Hasher) -> std::i
     Ok(())
 }
 
+/// Size of a cached subtree of [`DiskTree`]: 1024 BLAKE3 chunks. Every
+/// BLAKE3 subtree of an input longer than this starts at a multiple of it,
+/// so the tree above these leaves is the same for any content.
+pub const TREE_LEAF: u64 = 1 << 20;
+
+/// The chaining values of a file's 1 MiB BLAKE3 subtrees, so that after
+/// some writes only the leaves written need hashing again.
+#[derive(Debug, Clone)]
+pub struct DiskTree {
+    len: u64,
+    leaves: Vec<Option<ChainingValue>>,
+}
+
+impl DiskTree {
+    /// An empty cache for a file of `len` bytes (every leaf to hash).
+    pub fn new(len: u64) -> DiskTree {
+        DiskTree {
+            len,
+            leaves: vec![None; len.div_ceil(TREE_LEAF) as usize],
+        }
+    }
+
+    /// The file length the cache is for.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets leaf `leaf` (bytes `leaf * TREE_LEAF ..`), which changed.
+    pub fn invalidate(&mut self, leaf: usize) {
+        if let Some(l) = self.leaves.get_mut(leaf) {
+            *l = None;
+        }
+    }
+
+    /// Leaves that will be hashed by the next [`DiskTree::fingerprint`].
+    pub fn missing(&self) -> usize {
+        self.leaves.iter().filter(|l| l.is_none()).count()
+    }
+
+    /// BLAKE3 of `f` (which must be `len` bytes long and unchanged except
+    /// in invalidated leaves), hashing the missing leaves on up to
+    /// `threads` threads.
+    pub fn fingerprint(&mut self, f: &File, threads: usize) -> std::io::Result<[u8; 32]> {
+        if self.len <= TREE_LEAF {
+            let mut h = blake3::Hasher::new();
+            hash_range(f, 0, self.len, &mut h)?;
+            return Ok(*h.finalize().as_bytes());
+        }
+        let todo: Vec<usize> = (0..self.leaves.len())
+            .filter(|&i| self.leaves[i].is_none())
+            .collect();
+        let parts = threads.clamp(1, todo.len().max(1));
+        let len = self.len;
+        let results: Vec<std::io::Result<Vec<(usize, ChainingValue)>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = todo
+                .chunks(todo.len().div_ceil(parts).max(1))
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|&i| {
+                                let off = i as u64 * TREE_LEAF;
+                                let n = (len - off).min(TREE_LEAF);
+                                let mut h = blake3::Hasher::new();
+                                h.set_input_offset(off);
+                                hash_range(f, off, n, &mut h)?;
+                                Ok((i, h.finalize_non_root()))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(panicked())))
+                .collect()
+        });
+        for r in results {
+            for (i, cv) in r? {
+                self.leaves[i] = Some(cv);
+            }
+        }
+        let left = left_subtree_len(self.len);
+        let l = self.merged(0, left);
+        let r = self.merged(left, self.len - left);
+        Ok(*merge_subtrees_root(&l, &r, Mode::Hash).as_bytes())
+    }
+
+    /// The chaining value of the complete subtree `offset..offset+len`
+    /// from the cached leaves.
+    fn merged(&self, offset: u64, len: u64) -> ChainingValue {
+        if len <= TREE_LEAF {
+            return self.leaves[(offset / TREE_LEAF) as usize].expect("hashed above");
+        }
+        let left = left_subtree_len(len);
+        merge_subtrees_non_root(
+            &self.merged(offset, left),
+            &self.merged(offset + left, len - left),
+            Mode::Hash,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +350,42 @@ mod tests {
                     "len {len} threads {threads}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_disk_tree_rehashes_only_invalidated_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [
+            100u64,
+            TREE_LEAF,
+            TREE_LEAF + 1,
+            5 * TREE_LEAF + 12345,
+            8 * TREE_LEAF,
+        ] {
+            let mut data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let p = dir.path().join(format!("t{len}"));
+            std::fs::write(&p, &data).unwrap();
+            let f = File::open(&p).unwrap();
+            let mut tree = DiskTree::new(len);
+            assert_eq!(
+                tree.fingerprint(&f, 2).unwrap(),
+                *blake3::hash(&data).as_bytes()
+            );
+            if len > TREE_LEAF {
+                assert_eq!(tree.missing(), 0, "a file up to one leaf is hashed whole");
+            }
+            // Change a byte in the last leaf; only that leaf is invalidated.
+            let at = len - 1;
+            data[at as usize] ^= 0x55;
+            std::fs::write(&p, &data).unwrap();
+            let f = File::open(&p).unwrap();
+            tree.invalidate((at / TREE_LEAF) as usize);
+            assert!(tree.missing() <= 1);
+            assert_eq!(
+                tree.fingerprint(&f, 3).unwrap(),
+                *blake3::hash(&data).as_bytes()
+            );
         }
     }
 

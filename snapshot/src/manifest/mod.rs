@@ -34,7 +34,10 @@ use crate::pages::{id_bytes, CaptureStats, PagesRef};
 
 pub use check::{check, live_objects, merge, CheckReport};
 pub use dir::{SnapshotDir, SnapshotSummary};
-pub use disks::{absolute_disk_path, fingerprint, resolve_disk_path, DiskRecord, PathResolution};
+pub use disks::{
+    absolute_disk_path, fingerprint, resolve_disk_path, DiskRecord, DiskTree, PathResolution,
+    TREE_LEAF,
+};
 pub use error::{ManifestError, Result};
 pub use format::{decode, encode, FORMAT_VERSION, HEADER_LEN, MAGIC};
 

@@ -15,7 +15,8 @@ use snapshot::manifest::{fingerprint, resolve_disk_path};
 use snapshot::{check, DiskRecord, Manifest, PathResolution, SnapshotDir};
 
 use super::snapshot::{
-    hash_threads, restore_memory, restore_shared, SnapshotChain, SnapshotConfig,
+    hash_threads, restore_memory, restore_shared, unrecorded_disk_taps, SnapshotChain,
+    SnapshotConfig,
 };
 use super::{attach_devices, map_shared, open_serial, DiskConfig, Machine, SerialOutput};
 use crate::devices::persist::{SerialSnap, TransportSnap};
@@ -176,7 +177,9 @@ impl Machine {
         };
         vm.setup_irqchip()?;
         let serial = SerialDevice::restore(vm.fd(), open_serial(&config.serial)?, &serial_state)?;
-        let mut virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), hint_channel)?;
+        let written = unrecorded_disk_taps(config.snapshot.is_some(), recorder.is_some(), &disks);
+        let mut virtio =
+            attach_devices(&vm, &mem, disks, recorder.as_ref(), &written, hint_channel)?;
         for (t, state) in virtio.iter_mut().zip(&transports) {
             t.restore_state(state).map_err(VmmError::SnapshotState)?;
         }
@@ -191,7 +194,7 @@ impl Machine {
             // A restored VM's next incremental snapshot builds on this one,
             // when it goes to the same directory (a chain lives in one).
             let last = same_dir(&c).then(|| (manifest.id.clone(), lists));
-            let mut chain = SnapshotChain::new(c);
+            let mut chain = SnapshotChain::new(c, written);
             chain.last = last;
             chain
         });

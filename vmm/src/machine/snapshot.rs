@@ -38,7 +38,7 @@ use crate::vstate::persist::{encode, STATE_VERSION};
 mod disks;
 mod finish;
 
-pub(super) use disks::hash_threads;
+pub(super) use disks::{hash_threads, LeafTap, WrittenLeaves};
 use finish::{finish_snapshot, Capture, Layout, PagesList};
 
 /// Where a machine writes its snapshots.
@@ -62,17 +62,37 @@ pub(super) struct SnapshotChain {
     pub last: Option<PagesList>,
     /// Snapshots that became durable, in order.
     taken: Vec<SnapshotInfo>,
+    /// Per disk no change log records: where it was written since the
+    /// last fingerprint (empty when the disk is recorded).
+    prints: Vec<disks::DiskPrint>,
 }
 
 impl SnapshotChain {
-    pub fn new(config: SnapshotConfig) -> SnapshotChain {
+    /// `written`: the leaf taps of the disks no change log records (see
+    /// [`unrecorded_disk_taps`]).
+    pub fn new(config: SnapshotConfig, written: Vec<Arc<WrittenLeaves>>) -> SnapshotChain {
         SnapshotChain {
             config,
             pending: None,
             last: None,
             taken: Vec::new(),
+            prints: written.into_iter().map(disks::DiskPrint::new).collect(),
         }
     }
+}
+
+/// What a machine needs to fingerprint its disks at snapshots: one
+/// written-leaves set per disk when snapshots are taken and no change log
+/// records the disks (a recorded disk is pinned by its log barrier).
+pub(super) fn unrecorded_disk_taps(
+    snapshots: bool,
+    recorded: bool,
+    disks: &[crate::devices::virtio::block::disk::DiskImage],
+) -> Vec<Arc<WrittenLeaves>> {
+    if !snapshots || recorded {
+        return Vec::new();
+    }
+    disks.iter().map(|d| WrittenLeaves::new(d.len())).collect()
 }
 
 /// A snapshot not yet recorded in the chain.
@@ -199,7 +219,11 @@ impl Machine {
             None => None,
         };
         let disk_hash = Instant::now();
-        let disk_records = disks::records(&self.disk_configs, self.recorder.is_none())?;
+        let prints = self
+            .snapshots
+            .as_mut()
+            .map_or(&mut [][..], |c| &mut c.prints[..]);
+        let disk_records = disks::records(&self.disk_configs, prints)?;
         let disk_hash_us = disk_hash.elapsed().as_micros() as u64;
         tracing::debug!("snapshot: state saved after {:?}", started.elapsed());
 
