@@ -11,8 +11,10 @@
 //!
 //! The file format is documented beside its code in `manifest/format.rs`
 //! ([`encode`], [`decode`]), the directory layout in `manifest/dir.rs`
-//! ([`SnapshotDir`]), consistency checks and chain merge in [`check`] and
-//! [`merge`].
+//! ([`SnapshotDir`]: atomic writes, listing, subtree deletion), the disks a
+//! snapshot was taken with and their BLAKE3 in `manifest/disks.rs`
+//! ([`DiskRecord`], [`fingerprint`]), consistency checks and chain merge
+//! in [`check`] and [`merge`].
 
 mod check;
 mod dir;
