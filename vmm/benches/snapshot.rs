@@ -128,6 +128,7 @@ fn main() {
             record: None,
             snapshot: None,
             api_sock: None,
+            force: false,
         };
         let t = Instant::now();
         let machine = Machine::restore(&config).expect("restores");

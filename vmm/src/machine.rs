@@ -110,7 +110,7 @@ pub struct RunOutcome {
     pub stats: RunStats,
     /// What the recorder wrote, when recording.
     pub recording: Option<TapStats>,
-    /// Snapshots the guest asked for during the run.
+    /// Snapshots taken during the run (all durable).
     pub snapshots: Vec<SnapshotInfo>,
     /// The run was stopped cleanly on this signal (SIGINT, SIGTERM) before
     /// the guest ended; `status` is then 0 and means nothing.
@@ -178,7 +178,9 @@ impl Machine {
         };
         vm.setup_irqchip()?;
         let serial = SerialDevice::new(vm.fd(), serial_out)?;
-        let virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), hint_channel)?;
+        let written =
+            snapshot::unrecorded_disk_taps(config.snapshot.is_some(), recorder.is_some(), &disks);
+        let virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), &written, hint_channel)?;
         let vcpu = Vcpu::new(&vm, 0)?;
         vcpu.set_cpuid(&vm)?;
         vcpu.set_lint()?;
@@ -188,11 +190,10 @@ impl Machine {
             serial,
             virtio,
             recorder,
-            snapshots: config.snapshot.clone().map(|config| SnapshotChain {
-                config,
-                last: None,
-                pending: None,
-            }),
+            snapshots: config
+                .snapshot
+                .clone()
+                .map(|c| SnapshotChain::new(c, written)),
             mem_mib: config.mem_mib,
             disk_configs: config.disks.clone(),
             hint_channel,
@@ -227,7 +228,6 @@ impl Machine {
             build_us: self.build_time.as_micros() as u64,
             ..Default::default()
         };
-        let mut snapshots = Vec::new();
         let api = match &self.api_sock {
             Some(path) => Some(Api::start(path)?),
             None => None,
@@ -237,17 +237,19 @@ impl Machine {
             match self.run_loop(&mut stats, watchdog.as_ref(), api.as_ref()) {
                 Ok(Exit::Guest(status)) => break Ok((status, None)),
                 Ok(Exit::Signal(signal)) => break Ok((0, Some(signal))),
-                Ok(Exit::Snapshot(kind)) => match self.snapshot(kind) {
-                    Ok(info) => snapshots.push(info),
-                    Err(e) => break Err(e),
-                },
-                Ok(Exit::Api(request)) => self.serve(request, api.as_ref(), &mut snapshots),
+                Ok(Exit::Snapshot(kind)) => {
+                    if let Err(e) = self.snapshot_then(kind, None) {
+                        break Err(e);
+                    }
+                }
+                Ok(Exit::Api(request)) => self.serve(request, api.as_ref()),
                 Err(e) => break Err(e),
             }
         };
         drop(api);
         // A snapshot still being written must land before the VM is gone.
         let settled = self.settle_snapshot();
+        let snapshots = self.take_snapshots();
         if let Some(w) = watchdog {
             w.disarm();
         }
@@ -414,17 +416,24 @@ enum Exit {
 }
 
 /// Builds a virtio-blk device on virtio-mmio for each disk, then the hint
-/// channel (virtio-console) when asked, wiring the recorder into them.
+/// channel (virtio-console) when asked, wiring the recorder into them (or,
+/// unrecorded, the snapshots' note of where each disk was written).
 fn attach_devices(
     vm: &Vm,
     mem: &GuestMemory,
     disks: Vec<DiskImage>,
     recorder: Option<&Arc<Recorder>>,
+    written: &[Arc<snapshot::WrittenLeaves>],
     hint_channel: bool,
 ) -> Result<Vec<MmioTransport>> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::with_capacity(disks.len() + 1);
     for (i, disk) in disks.into_iter().enumerate() {
-        let tap = recorder.map(|r| Box::new(DeviceTap(r.clone())) as Box<dyn WriteTap>);
+        let tap = match recorder {
+            Some(r) => Some(Box::new(DeviceTap(r.clone())) as Box<dyn WriteTap>),
+            None => written
+                .get(i)
+                .map(|w| Box::new(snapshot::LeafTap(w.clone())) as Box<dyn WriteTap>),
+        };
         devices.push(Box::new(Block::new(disk, &format!("vmm-disk{i}"), tap)));
     }
     if hint_channel {

@@ -12,9 +12,17 @@
 //! overwritten), then the temporary name is removed and the directory
 //! fsynced. A reader therefore sees either no `<id>.snap` or a whole one;
 //! a crash can leave only a `.tmp-*` file, which readers ignore.
+//!
+//! Writing a manifest and deleting snapshots hold an exclusive `flock` on
+//! `DIR/snapshots/.lock`, so that a delete that found no children is not
+//! raced by a VMM writing a child of the snapshot being deleted (the
+//! write re-checks its parent under the lock). Deleting a subtree removes
+//! the leaves first, so a crash midway leaves no snapshot without its
+//! parent.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -66,6 +74,25 @@ impl SnapshotDir {
         Ok(SnapshotDir { root, snaps })
     }
 
+    /// Opens the existing record directory `root` for reading or deleting:
+    /// refuses a missing directory, or one without `snapshots/`, naming the
+    /// path and what was expected (a typo must not look like "no
+    /// snapshots").
+    pub fn open_existing(root: impl AsRef<Path>) -> Result<SnapshotDir> {
+        let root = root.as_ref().to_path_buf();
+        let snaps = root.join("snapshots");
+        let detail = if !root.exists() {
+            "it does not exist"
+        } else if !root.is_dir() {
+            "it is not a directory"
+        } else if !snaps.is_dir() {
+            "it has no snapshots/ subdirectory"
+        } else {
+            return Ok(SnapshotDir { root, snaps });
+        };
+        Err(ManifestError::NotASnapshotDir { path: root, detail })
+    }
+
     /// The record directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -109,6 +136,7 @@ impl SnapshotDir {
                 path,
             });
         }
+        let _lock = self.lock()?;
         if let Some(parent) = &m.parent {
             if !self.exists(parent) {
                 return Err(ManifestError::MissingParent {
@@ -208,29 +236,88 @@ impl SnapshotDir {
 
     /// Deletes snapshot `id`'s manifest (its objects stay in the store
     /// until a collection, see [`crate::gc`]). Refuses while other
-    /// snapshots name it as their parent: merge those first.
+    /// snapshots name it as their parent, naming them.
     pub fn remove(&self, id: &str) -> Result<()> {
+        self.delete(id, false).map(|_| ())
+    }
+
+    /// Deletes snapshot `id`, and with `with_children` every snapshot
+    /// descending from it; returns the ids deleted, leaves first. Without
+    /// `with_children` a snapshot that is some snapshot's parent is
+    /// refused ([`ManifestError::HasChildren`] names them). The removals
+    /// are durable (directory fsynced) when this returns; the objects are
+    /// freed by the next collection.
+    pub fn delete(&self, id: &str, with_children: bool) -> Result<Vec<String>> {
         let path = self.path(id)?;
+        let _lock = self.lock()?;
         if !path.is_file() {
             return Err(ManifestError::UnknownId {
                 id: id.to_string(),
                 dir: self.snaps.clone(),
             });
         }
-        let mut children = Vec::new();
+        // Parent links of every snapshot; one that cannot be read might be
+        // a child: refuse rather than orphan it.
+        let mut links = Vec::new();
         for other in self.ids()? {
-            if other != id && self.read(&other)?.parent.as_deref() == Some(id) {
-                children.push(other);
+            if other != id {
+                let parent = self.read(&other)?.parent;
+                links.push((other, parent));
             }
         }
-        if !children.is_empty() {
+        let mut subtree = vec![id.to_string()];
+        let mut i = 0;
+        while i < subtree.len() {
+            let p = subtree[i].clone();
+            for (child, parent) in &links {
+                if parent.as_deref() == Some(p.as_str()) && !subtree.contains(child) {
+                    subtree.push(child.clone());
+                }
+            }
+            i += 1;
+        }
+        if subtree.len() > 1 && !with_children {
+            let children = links
+                .iter()
+                .filter(|(_, p)| p.as_deref() == Some(id))
+                .map(|(c, _)| c.clone())
+                .collect();
             return Err(ManifestError::HasChildren {
                 id: id.to_string(),
                 children,
             });
         }
-        std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
-        fsync_dir(&self.snaps)
+        // Breadth-first order puts every child after its parent: remove
+        // from the end, so no snapshot ever lacks its parent.
+        subtree.reverse();
+        for s in &subtree {
+            let p = self.path(s)?;
+            std::fs::remove_file(&p).map_err(io_err("remove", &p))?;
+        }
+        fsync_dir(&self.snaps)?;
+        Ok(subtree)
+    }
+
+    /// Takes the directory's writer lock (see the module doc).
+    fn lock(&self) -> Result<File> {
+        let path = self.snaps.join(".lock");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        loop {
+            // SAFETY: flock on an open file descriptor; no memory is passed.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(f);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io_err("lock (flock)", &path)(e));
+            }
+        }
     }
 
     /// Snapshot `id` and its ancestors: `id` first, the root (no parent)

@@ -116,12 +116,21 @@ pub enum ManifestError {
     },
 
     /// A snapshot to remove is the parent of others.
-    #[error("snapshot {id:?} is the parent of {children:?}; merge those snapshots first (merge makes a full snapshot that needs no parent), then remove the chain")]
+    #[error("snapshot {id:?} is the parent of {children:?}: deleting it alone would break their chains; delete them too (`vmm snapshot delete --with-children`), or merge them first (merge makes a full snapshot that needs no parent)")]
     HasChildren {
         /// The snapshot.
         id: String,
         /// Snapshots naming it as parent.
         children: Vec<String>,
+    },
+
+    /// A path given as a record directory is not one.
+    #[error("snapshot: {path} is not a snapshot directory: {detail}; expected a record directory holding snapshots/ (as given to `vmm run --snapshots` or `--record`)")]
+    NotASnapshotDir {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: &'static str,
     },
 
     /// Following parents comes back to a snapshot already seen.

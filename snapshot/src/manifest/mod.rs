@@ -11,11 +11,14 @@
 //!
 //! The file format is documented beside its code in `manifest/format.rs`
 //! ([`encode`], [`decode`]), the directory layout in `manifest/dir.rs`
-//! ([`SnapshotDir`]), consistency checks and chain merge in [`check`] and
-//! [`merge`].
+//! ([`SnapshotDir`]: atomic writes, listing, subtree deletion), the disks a
+//! snapshot was taken with and their BLAKE3 in `manifest/disks.rs`
+//! ([`DiskRecord`], [`fingerprint`]), consistency checks and chain merge
+//! in [`check`] and [`merge`].
 
 mod check;
 mod dir;
+mod disks;
 mod error;
 mod format;
 
@@ -33,6 +36,10 @@ use crate::pages::{id_bytes, CaptureStats, PagesRef};
 
 pub use check::{check, live_objects, merge, CheckReport};
 pub use dir::{SnapshotDir, SnapshotSummary};
+pub use disks::{
+    absolute_disk_path, fingerprint, resolve_disk_path, DiskRecord, DiskTree, PathResolution,
+    TREE_LEAF,
+};
 pub use error::{ManifestError, Result};
 pub use format::{decode, encode, FORMAT_VERSION, HEADER_LEN, MAGIC};
 

@@ -354,3 +354,58 @@ fn json_form_uses_hex_ids() {
     assert_eq!(back, m);
     assert_ne!(m.memory[0].pages.chunks[0], ObjectId::ZERO_BLOCK);
 }
+
+#[test]
+fn delete_refuses_to_orphan_children_and_removes_subtrees_leaves_first() {
+    let (tmp, dir, store) = setup();
+    let mem = memory(8, 64);
+    let (a, al) = snapshot_of(&store, &mem, None, None);
+    dir.write(&a).unwrap();
+    let bitmap = vec![0u64; 1];
+    let (b, bl) = snapshot_of(&store, &mem, Some(&bitmap), Some((&a, &al)));
+    dir.write(&b).unwrap();
+    let (c, _) = snapshot_of(&store, &mem, Some(&bitmap), Some((&b, &bl)));
+    dir.write(&c).unwrap();
+    let (d, _) = snapshot_of(&store, &mem, Some(&bitmap), Some((&a, &al)));
+    dir.write(&d).unwrap();
+    let (other, _) = snapshot_of(&store, &memory(9, 8), None, None);
+    dir.write(&other).unwrap();
+
+    let e = dir.delete(&a.id, false).unwrap_err();
+    match &e {
+        ManifestError::HasChildren { id, children } => {
+            assert_eq!(id, &a.id);
+            let mut want = vec![b.id.clone(), d.id.clone()];
+            want.sort();
+            assert_eq!(children, &want, "only direct children are named");
+        }
+        e => panic!("{e}"),
+    }
+    assert!(e.to_string().contains("--with-children"), "{e}");
+    assert_eq!(
+        dir.ids().unwrap().len(),
+        5,
+        "a refused delete removes nothing"
+    );
+
+    // A leaf goes alone.
+    assert_eq!(dir.delete(&c.id, false).unwrap(), vec![c.id.clone()]);
+    let deleted = dir.delete(&a.id, true).unwrap();
+    assert_eq!(deleted.len(), 3);
+    assert_eq!(deleted.last(), Some(&a.id), "the root goes last");
+    assert_eq!(dir.ids().unwrap(), vec![other.id.clone()]);
+    assert!(matches!(
+        dir.delete(&a.id, true),
+        Err(ManifestError::UnknownId { .. })
+    ));
+
+    // Opening for reading refuses what is not a snapshot directory.
+    for bad in [tmp.path().join("missing"), tmp.path().join("store")] {
+        let e = SnapshotDir::open_existing(&bad).unwrap_err();
+        assert!(
+            matches!(&e, ManifestError::NotASnapshotDir { path, .. } if *path == bad),
+            "{e}"
+        );
+    }
+    assert!(SnapshotDir::open_existing(tmp.path()).is_ok());
+}

@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ObjectId, Store, StoreError, BLOCK_SIZE};
+use crate::store::{ObjectId, PutReport, Store, StoreError, BLOCK_SIZE};
 
 pub use capture::{capture, CaptureStats};
 pub use restore::{restore, restore_filtered, restore_over, restore_page, RestoreStats};
@@ -236,6 +236,12 @@ impl PageList {
 
     /// Stores the list as chunk objects and returns its root.
     pub fn save(&self, store: &Store) -> Result<PagesRef> {
+        Ok(self.save_inner(store, None)?.0)
+    }
+
+    /// [`PageList::save`] that also says what it added to the store (the
+    /// chunk objects no one had stored), for a snapshot's true count.
+    pub fn save_counted(&self, store: &Store) -> Result<(PagesRef, PutReport)> {
         self.save_inner(store, None)
     }
 
@@ -249,6 +255,16 @@ impl PageList {
         parent: &PageList,
         parent_ref: &PagesRef,
     ) -> Result<PagesRef> {
+        Ok(self.save_over_counted(store, parent, parent_ref)?.0)
+    }
+
+    /// [`PageList::save_over`] that also says what it added to the store.
+    pub fn save_over_counted(
+        &self,
+        store: &Store,
+        parent: &PageList,
+        parent_ref: &PagesRef,
+    ) -> Result<(PagesRef, PutReport)> {
         let fits = parent.len() == self.len()
             && parent_ref.pages == self.len() as u64
             && parent_ref.chunks.len() == chunk_count(self.len());
@@ -259,7 +275,7 @@ impl PageList {
         &self,
         store: &Store,
         parent: Option<(&PageList, &PagesRef)>,
-    ) -> Result<PagesRef> {
+    ) -> Result<(PagesRef, PutReport)> {
         let mut chunks = Vec::with_capacity(chunk_count(self.len()));
         let mut items = Vec::new();
         let mut ids = Vec::new();
@@ -277,13 +293,16 @@ impl PageList {
             items.push(bytes);
             ids.push(id);
         }
-        if !items.is_empty() {
-            store.put_batch_hashed(&items, &ids)?;
-        }
-        Ok(PagesRef {
+        let report = if items.is_empty() {
+            PutReport::default()
+        } else {
+            store.put_batch_hashed_report(&items, &ids)?.1
+        };
+        let root = PagesRef {
             pages: self.len() as u64,
             chunks,
-        })
+        };
+        Ok((root, report))
     }
 
     /// Reads a list back from its root, checking every chunk's length.

@@ -219,6 +219,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             record: None,
             snapshot: None,
             api_sock: None,
+            force: false,
         };
         let started = std::time::Instant::now();
         let mut machine = Machine::restore(&config)?;

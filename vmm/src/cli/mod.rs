@@ -92,7 +92,7 @@ pub enum Command {
     ///   vmm restore rec/snapshots/ID.snap --disk clone1.img --vm-id clone1
     #[command(verbatim_doc_comment)]
     Restore(snapshot::RestoreArgs),
-    /// Create (on a running VM), list and merge snapshots.
+    /// Create (on a running VM), list, merge and delete snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
     /// What changed inside the guests' applications, row by row.
@@ -218,6 +218,7 @@ pub fn main() -> i32 {
         Command::Snapshot(snapshot::SnapshotCommand::List(args)) => snapshot::list(args),
         Command::Snapshot(snapshot::SnapshotCommand::Merge(args)) => snapshot::merge_cmd(args),
         Command::Snapshot(snapshot::SnapshotCommand::Create(args)) => snapshot::create(args),
+        Command::Snapshot(snapshot::SnapshotCommand::Delete(args)) => snapshot::delete(args),
         Command::Pause(args) => snapshot::pause(args),
         Command::Resume(args) => snapshot::resume(args),
         Command::Mark(args) => snapshot::mark(args),

@@ -1,4 +1,4 @@
-//! `vmm restore` and `vmm snapshot list|merge`.
+//! `vmm restore` and `vmm snapshot list|create|merge|delete`.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,6 +40,11 @@ pub struct RestoreArgs {
     pub api_sock: Option<PathBuf>,
     #[arg(long)]
     pub stats: bool,
+    /// Restore even onto a disk whose content differs from the one the
+    /// snapshot was taken with (the guest may then read data it never
+    /// wrote). A disk of another size is refused regardless.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `DIR/snapshots/ID.snap` -> (DIR, ID).
@@ -90,6 +95,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
             vm_id: args.vm_id.clone(),
         }),
         api_sock: args.api_sock.clone(),
+        force: args.force,
     };
     let machine = Machine::restore(&config)?;
     Ok(finish(
@@ -116,6 +122,29 @@ pub enum SnapshotCommand {
     ///
     /// Example: vmm snapshot merge /tmp/rec/snapshots/ID.snap
     Merge(MergeArgs),
+    /// Delete a snapshot's manifest (durably); `vmm store gc DIR` then
+    /// frees the pages nothing else uses. A snapshot that is the parent of
+    /// others is refused (they are named) unless --with-children deletes
+    /// them all. The snapshot is named as for merge, or as DIR ID.
+    ///
+    /// Examples:
+    ///   vmm snapshot delete /tmp/rec/snapshots/ID.snap
+    ///   vmm snapshot delete /tmp/rec ID --with-children --json
+    #[command(verbatim_doc_comment)]
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// DIR/snapshots/ID.snap, or the record directory DIR followed by ID.
+    #[arg(value_name = "SNAPSHOT|DIR ID", num_args = 1..=2, required = true)]
+    pub target: Vec<PathBuf>,
+    /// Also delete every snapshot descending from it.
+    #[arg(long)]
+    pub with_children: bool,
+    /// Print one JSON object: the ids deleted, leaves first.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -160,12 +189,13 @@ pub fn create(args: &CreateArgs) -> Result<i32, CliError> {
     } else {
         println!("{}", answer["path"].as_str().unwrap_or_default());
         eprintln!(
-            "{} snapshot: {} of {} pages hashed, {} new objects, VM paused {:.1} ms",
+            "{} snapshot: {} of {} pages hashed, {} new objects, VM paused {:.1} ms, durable after {:.1} ms",
             answer["kind"].as_str().unwrap_or(kind),
             answer["hashed_pages"],
             answer["pages"],
             answer["new_objects"],
-            answer["pause_us"].as_f64().unwrap_or(0.0) / 1e3
+            answer["pause_us"].as_f64().unwrap_or(0.0) / 1e3,
+            answer["durable_us"].as_f64().unwrap_or(0.0) / 1e3
         );
     }
     Ok(0)
@@ -203,7 +233,7 @@ pub struct MergeArgs {
 }
 
 pub fn list(args: &ListArgs) -> Result<i32, CliError> {
-    let dir = SnapshotDir::open(&args.dir).map_err(CliError::from_display)?;
+    let dir = SnapshotDir::open_existing(&args.dir).map_err(CliError::from_display)?;
     for entry in dir.list().map_err(CliError::from_display)? {
         match entry {
             Ok(s) if args.json => println!("{}", serde_json::to_string(&s).expect("serialize")),
@@ -224,7 +254,7 @@ pub fn list(args: &ListArgs) -> Result<i32, CliError> {
 
 pub fn merge_cmd(args: &MergeArgs) -> Result<i32, CliError> {
     let (dir, id) = split_snapshot_path(&args.snapshot)?;
-    let dir = SnapshotDir::open(&dir).map_err(CliError::from_display)?;
+    let dir = SnapshotDir::open_existing(&dir).map_err(CliError::from_display)?;
     let store = dir.open_store().map_err(CliError::from_display)?;
     let merged = merge(&dir, &store, &id).map_err(CliError::from_display)?;
     println!(
@@ -233,5 +263,32 @@ pub fn merge_cmd(args: &MergeArgs) -> Result<i32, CliError> {
             .map_err(CliError::from_display)?
             .display()
     );
+    Ok(0)
+}
+
+pub fn delete(args: &DeleteArgs) -> Result<i32, CliError> {
+    let (dir, id) = match args.target.as_slice() {
+        [snapshot] => split_snapshot_path(snapshot)?,
+        [dir, id] => (dir.clone(), id.to_string_lossy().into_owned()),
+        _ => unreachable!("clap takes one or two values"),
+    };
+    let snaps = SnapshotDir::open_existing(&dir).map_err(CliError::from_display)?;
+    let deleted = snaps
+        .delete(&id, args.with_children)
+        .map_err(CliError::from_display)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "ok": true, "deleted": deleted }));
+    } else {
+        for id in &deleted {
+            println!(
+                "deleted {}",
+                snaps.snapshots_dir().join(format!("{id}.snap")).display()
+            );
+        }
+        eprintln!(
+            "vmm: run `vmm store gc {}` to free the pages no other snapshot or log uses",
+            dir.display()
+        );
+    }
     Ok(0)
 }

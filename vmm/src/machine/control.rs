@@ -9,19 +9,16 @@ use snapshot::SnapshotKind;
 use super::snapshot::SnapshotInfo;
 use super::Machine;
 use crate::api::{self, Api, Command, Request};
+use crate::error::VmmError;
 
 /// How often a paused VM looks for a stop signal.
 const PAUSED_SIGNAL_POLL: Duration = Duration::from_millis(20);
 
 impl Machine {
     /// Answers `request`; a pause holds the VM here, answering further
-    /// requests, until a resume. Snapshots taken are added to `taken`.
-    pub(super) fn serve(
-        &mut self,
-        request: Request,
-        api: Option<&Api>,
-        taken: &mut Vec<SnapshotInfo>,
-    ) {
+    /// requests, until a resume. A snapshot is answered when it is durable,
+    /// maybe after the VM resumed (see `Machine::snapshot_then`).
+    pub(super) fn serve(&mut self, request: Request, api: Option<&Api>) {
         let mut next = Some(request);
         let mut paused = false;
         while let Some(Request { command, reply }) = next.take() {
@@ -43,10 +40,15 @@ impl Machine {
                     paused = false;
                     json!({ "ok": true, "state": "running" })
                 }
-                Command::Snapshot { kind } => self.api_snapshot(&kind, taken),
+                Command::Snapshot { kind } => {
+                    self.api_snapshot(&kind, reply.clone());
+                    Value::Null
+                }
                 Command::Mark { name } => self.api_mark(&name),
             };
-            let _ = reply.send(answer);
+            if !answer.is_null() {
+                let _ = reply.send(answer);
+            }
             if paused {
                 // Held here until the next request (a resume, usually).
                 next = api.and_then(next_while_paused);
@@ -54,35 +56,28 @@ impl Machine {
         }
     }
 
-    fn api_snapshot(&mut self, kind: &str, taken: &mut Vec<SnapshotInfo>) -> Value {
+    /// Starts a snapshot; `reply` gets its answer once it is durable (or
+    /// failed).
+    fn api_snapshot(&mut self, kind: &str, reply: std::sync::mpsc::Sender<Value>) {
         let kind = match kind {
             "full" => SnapshotKind::Full,
             "incremental" => SnapshotKind::Incremental,
             other => {
-                return api::error(format!("snapshot kind '{other}': use full or incremental"))
+                let _ = reply.send(api::error(format!(
+                    "snapshot kind '{other}': use full or incremental"
+                )));
+                return;
             }
         };
-        match self.snapshot(kind) {
-            Ok(info) => {
-                let dir = self
-                    .snapshots
-                    .as_ref()
-                    .map(|c| c.config.dir.clone())
-                    .unwrap_or_default();
-                let answer = json!({
-                    "ok": true,
-                    "id": info.id,
-                    "path": dir.join("snapshots").join(format!("{}.snap", info.id)),
-                    "kind": format!("{:?}", info.kind).to_lowercase(),
-                    "pages": info.stats.pages,
-                    "hashed_pages": info.stats.hashed_pages,
-                    "new_objects": info.stats.new_objects,
-                    "pause_us": info.pause_us,
-                });
-                taken.push(info);
-                answer
-            }
-            Err(e) => api::error(e.to_string()),
+        let tell = reply.clone();
+        let on_durable = Box::new(move |done: Result<&SnapshotInfo, &VmmError>| {
+            let _ = tell.send(match done {
+                Ok(info) => snapshot_answer(info),
+                Err(e) => api::error(e.to_string()),
+            });
+        });
+        if let Err(e) = self.snapshot_then(kind, Some(on_durable)) {
+            let _ = reply.send(api::error(e.to_string()));
         }
     }
 
@@ -117,4 +112,23 @@ fn next_while_paused(api: &Api) -> Option<Request> {
             Err(RecvTimeoutError::Disconnected) => return None,
         }
     }
+}
+
+/// The answer to a snapshot request, sent once it is durable.
+fn snapshot_answer(info: &SnapshotInfo) -> Value {
+    json!({
+        "ok": true,
+        "durable": true,
+        "id": info.id,
+        "path": info.path,
+        "kind": format!("{:?}", info.kind).to_lowercase(),
+        "pages": info.stats.pages,
+        "hashed_pages": info.stats.hashed_pages,
+        "changed_pages": info.stats.changed_pages,
+        "new_objects": info.stats.new_objects,
+        "new_bytes": info.stats.new_bytes,
+        "pause_us": info.pause_us,
+        "disk_hash_us": info.disk_hash_us,
+        "durable_us": info.durable_us,
+    })
 }

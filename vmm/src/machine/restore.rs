@@ -3,16 +3,21 @@
 //! Everything is checked before the VM runs: the manifest (magic, version,
 //! CRC), every page object present in the store, every state blob decoded,
 //! the disks (and, when the snapshot recorded a disk position, that the
-//! disk image is at exactly that state). A failure is one clear error and
-//! nothing is left running.
+//! disk image is at exactly that state; when it recorded the image's
+//! BLAKE3, that the image still has it, unless forced; its size always).
+//! A failure is one clear error and nothing is left running.
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use introspection::disk_state::DiskState;
 use introspection::hex;
-use snapshot::{check, Manifest, SnapshotDir};
+use snapshot::manifest::{fingerprint, resolve_disk_path};
+use snapshot::{check, DiskRecord, Manifest, PathResolution, SnapshotDir};
 
-use super::snapshot::{restore_memory, restore_shared, SnapshotChain, SnapshotConfig};
+use super::snapshot::{
+    hash_threads, restore_memory, restore_shared, unrecorded_disk_taps, SnapshotChain,
+    SnapshotConfig,
+};
 use super::{attach_devices, map_shared, open_serial, DiskConfig, Machine, SerialOutput};
 use crate::devices::persist::{SerialSnap, TransportSnap};
 use crate::devices::serial::SerialDevice;
@@ -41,6 +46,9 @@ pub struct RestoreConfig {
     pub snapshot: Option<SnapshotConfig>,
     /// Serve the control socket here.
     pub api_sock: Option<PathBuf>,
+    /// Restore onto a disk whose content differs from the one recorded at
+    /// the snapshot (a disk of another size is refused regardless).
+    pub force: bool,
 }
 
 fn snap_err(e: impl std::fmt::Display) -> VmmError {
@@ -71,7 +79,7 @@ fn annotation<'a>(m: &'a Manifest, key: &str) -> Result<&'a str> {
 impl Machine {
     pub fn restore(config: &RestoreConfig) -> Result<Self> {
         let started = Instant::now();
-        let dir = SnapshotDir::open(&config.dir).map_err(snap_err)?;
+        let dir = SnapshotDir::open_existing(&config.dir).map_err(snap_err)?;
         let manifest = dir.read(&config.id).map_err(snap_err)?;
         if !dir.store_dir().is_dir() {
             return Err(VmmError::Snapshot(format!(
@@ -90,19 +98,21 @@ impl Machine {
         let mem_mib: u64 = annotation(&manifest, "mem_mib")?
             .parse()
             .map_err(|_| VmmError::Snapshot("bad mem_mib annotation".into()))?;
+        let saved = manifest.disks().map_err(snap_err)?;
         let disk_configs = match &config.disks {
             Some(d) => d.clone(),
-            None => saved_disks(&manifest)?,
+            None => saved_disks(&manifest, &saved, &config.dir)?,
         };
-        let saved_disk_count: usize = annotation(&manifest, "disks")?
-            .parse()
-            .unwrap_or(usize::MAX);
-        if disk_configs.len() != saved_disk_count {
+        if disk_configs.len() != saved.len() {
             return Err(VmmError::Snapshot(format!(
-                "snapshot {} had {saved_disk_count} disks; {} given",
+                "snapshot {} had {} disks; {} given",
                 manifest.id,
+                saved.len(),
                 disk_configs.len()
             )));
+        }
+        for (i, (given, rec)) in disk_configs.iter().zip(&saved).enumerate() {
+            check_disk(&manifest, i, given, rec, config.force)?;
         }
         let hint_channel = manifest
             .annotations
@@ -167,7 +177,9 @@ impl Machine {
         };
         vm.setup_irqchip()?;
         let serial = SerialDevice::restore(vm.fd(), open_serial(&config.serial)?, &serial_state)?;
-        let mut virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), hint_channel)?;
+        let written = unrecorded_disk_taps(config.snapshot.is_some(), recorder.is_some(), &disks);
+        let mut virtio =
+            attach_devices(&vm, &mem, disks, recorder.as_ref(), &written, hint_channel)?;
         for (t, state) in virtio.iter_mut().zip(&transports) {
             t.restore_state(state).map_err(VmmError::SnapshotState)?;
         }
@@ -178,12 +190,13 @@ impl Machine {
         let same_dir = |c: &SnapshotConfig| {
             std::fs::canonicalize(&c.dir).ok() == std::fs::canonicalize(&config.dir).ok()
         };
-        let snapshots = config.snapshot.clone().map(|c| SnapshotChain {
+        let snapshots = config.snapshot.clone().map(|c| {
             // A restored VM's next incremental snapshot builds on this one,
             // when it goes to the same directory (a chain lives in one).
-            last: same_dir(&c).then(|| (manifest.id.clone(), lists)),
-            pending: None,
-            config: c,
+            let last = same_dir(&c).then(|| (manifest.id.clone(), lists));
+            let mut chain = SnapshotChain::new(c, written);
+            chain.last = last;
+            chain
         });
         Ok(Self {
             vcpus: vec![vcpu],
@@ -221,17 +234,96 @@ fn shared_config(m: &Manifest) -> Result<Option<SharedMemConfig>> {
     }))
 }
 
-/// The disks recorded in a manifest's annotations.
-fn saved_disks(m: &Manifest) -> Result<Vec<DiskConfig>> {
-    let n: usize = annotation(m, "disks")?
-        .parse()
-        .map_err(|_| VmmError::Snapshot("bad disks annotation".into()))?;
-    (0..n)
-        .map(|i| {
+/// The disks recorded in a manifest, their paths resolved: absolute as
+/// they are; relative ones (older manifests) under the record directory,
+/// else the current directory, saying which.
+fn saved_disks(
+    m: &Manifest,
+    saved: &[DiskRecord],
+    dir: &std::path::Path,
+) -> Result<Vec<DiskConfig>> {
+    saved
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let (path, how) = resolve_disk_path(&d.path, dir).ok_or_else(|| {
+                VmmError::Snapshot(format!(
+                    "snapshot {} records disk{i} as the relative path {} (written by an older vmm) and it is neither at {} nor at {} under the current directory; pass the disk with --disk PATH",
+                    m.id,
+                    d.path.display(),
+                    dir.join(&d.path).display(),
+                    d.path.display()
+                ))
+            })?;
+            match how {
+                PathResolution::Absolute => {}
+                PathResolution::SnapshotDir => tracing::warn!(
+                    "snapshot {} records disk{i} as the relative path {} (older vmm): using {}, under the snapshot directory",
+                    m.id, d.path.display(), path.display()
+                ),
+                PathResolution::CurrentDir => tracing::warn!(
+                    "snapshot {} records disk{i} as the relative path {} (older vmm): not under the snapshot directory {}, using {} under the current directory",
+                    m.id, d.path.display(), dir.display(), path.display()
+                ),
+            }
             Ok(DiskConfig {
-                path: PathBuf::from(annotation(m, &format!("disk{i}.path"))?),
-                read_only: annotation(m, &format!("disk{i}.ro"))? == "true",
+                path,
+                read_only: d.read_only,
             })
         })
         .collect()
+}
+
+/// Checks disk `i` given for the restore against what the snapshot
+/// recorded: the same size (always), the same BLAKE3 (when recorded,
+/// unless `force`).
+fn check_disk(
+    m: &Manifest,
+    i: usize,
+    given: &DiskConfig,
+    rec: &DiskRecord,
+    force: bool,
+) -> Result<()> {
+    let disk_err = |reason: String| VmmError::Disk {
+        path: given.path.clone(),
+        reason,
+    };
+    let len = std::fs::metadata(&given.path)
+        .map_err(|e| disk_err(format!("cannot read it for the restore: {e}")))?
+        .len();
+    if let Some(want) = rec.bytes {
+        if len != want {
+            return Err(disk_err(format!(
+                "it is {len} bytes but snapshot {} was taken with disk{i} ({}) of {want} bytes; the guest's memory expects that disk: restore onto a copy of it",
+                m.id,
+                rec.path.display()
+            )));
+        }
+    }
+    let Some(want) = rec.blake3 else {
+        return Ok(());
+    };
+    let actual = fingerprint(&given.path, hash_threads())
+        .map_err(|e| disk_err(format!("cannot hash it for the restore: {e}")))?;
+    if actual == want {
+        return Ok(());
+    }
+    let hex = |h: [u8; 32]| hex::encode(&h)[..16].to_string();
+    let what = format!(
+        "its content (BLAKE3 {}..) is not what disk{i} ({}) held when snapshot {} was taken (BLAKE3 {}..)",
+        hex(actual),
+        rec.path.display(),
+        m.id,
+        hex(want)
+    );
+    if force {
+        tracing::warn!(
+            "{}: {what}; restoring anyway (--force): the guest may read data it did not write",
+            given.path.display()
+        );
+        return Ok(());
+    }
+    Err(disk_err(format!(
+        "{what}: the guest's memory expects the old content and would read garbage; restore onto a copy of the disk taken with the snapshot, or pass --force to restore anyway"
+    )))
 }

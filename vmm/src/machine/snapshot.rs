@@ -10,15 +10,23 @@
 //!
 //! When the disk is recorded, the snapshot first makes a barrier in the
 //! change log and records its position, so a restore can check that the
-//! disk image it is given is the disk the memory expects.
+//! disk image it is given is the disk the memory expects. Disks nothing
+//! records get their size and BLAKE3 recorded instead (`disks`).
+//!
+//! Durability: a snapshot is reported (to the control socket's client, in
+//! the run's outcome) only once its pages, page lists and manifest are
+//! fsynced. An incremental snapshot's guest resumes as soon as the dirty
+//! pages are copied out; they are stored by a background thread
+//! (`finish`), and the report waits for it.
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use snapshot::{
-    capture, restore as restore_pages, DiskPosition, Manifest, MemoryRegion, ObjectId, PageList,
-    PagesRef, SharedRegion, SnapshotDir, SnapshotKind, SnapshotStats, StateBlob, PAGE_SIZE,
+    capture, restore as restore_pages, DiskPosition, Manifest, PageList, PagesRef, SharedRegion,
+    SnapshotDir, SnapshotKind, SnapshotStats, StateBlob,
 };
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
@@ -26,6 +34,12 @@ use super::Machine;
 use crate::error::{Result, VmmError};
 use crate::memory::GuestMemory;
 use crate::vstate::persist::{encode, STATE_VERSION};
+
+mod disks;
+mod finish;
+
+pub(super) use disks::{hash_threads, LeafTap, WrittenLeaves};
+use finish::{finish_snapshot, Capture, Layout, PagesList};
 
 /// Where a machine writes its snapshots.
 #[derive(Debug, Clone)]
@@ -35,24 +49,83 @@ pub struct SnapshotConfig {
     pub vm_id: String,
 }
 
+/// Called once with a snapshot's outcome when it is durable (or failed).
+pub type OnDurable = Box<dyn FnOnce(std::result::Result<&SnapshotInfo, &VmmError>) + Send>;
+
 /// What the last snapshot left behind for the next incremental one.
 pub(super) struct SnapshotChain {
     pub config: SnapshotConfig,
     /// An incremental snapshot still being written in the background.
-    pub pending: Option<std::thread::JoinHandle<Result<(PagesList, SnapshotStats)>>>,
+    pending: Option<Pending>,
     /// The last snapshot's id and, per memory region, its page list and
     /// where that list is stored (unchanged chunks are reused).
-    pub last: Option<(String, Vec<(PageList, PagesRef)>)>,
+    pub last: Option<PagesList>,
+    /// Snapshots that became durable, in order.
+    taken: Vec<SnapshotInfo>,
+    /// Per disk no change log records: where it was written since the
+    /// last fingerprint (empty when the disk is recorded).
+    prints: Vec<disks::DiskPrint>,
+}
+
+impl SnapshotChain {
+    /// `written`: the leaf taps of the disks no change log records (see
+    /// [`unrecorded_disk_taps`]).
+    pub fn new(config: SnapshotConfig, written: Vec<Arc<WrittenLeaves>>) -> SnapshotChain {
+        SnapshotChain {
+            config,
+            pending: None,
+            last: None,
+            taken: Vec::new(),
+            prints: written.into_iter().map(disks::DiskPrint::new).collect(),
+        }
+    }
+}
+
+/// What a machine needs to fingerprint its disks at snapshots: one
+/// written-leaves set per disk when snapshots are taken and no change log
+/// records the disks (a recorded disk is pinned by its log barrier).
+pub(super) fn unrecorded_disk_taps(
+    snapshots: bool,
+    recorded: bool,
+    disks: &[crate::devices::virtio::block::disk::DiskImage],
+) -> Vec<Arc<WrittenLeaves>> {
+    if !snapshots || recorded {
+        return Vec::new();
+    }
+    disks.iter().map(|d| WrittenLeaves::new(d.len())).collect()
+}
+
+/// A snapshot not yet recorded in the chain.
+struct Pending {
+    outcome: Outcome,
+    /// Its outcome went to an `OnDurable` (a failure is not the run's).
+    reported: bool,
+}
+
+type Finished = Result<(PagesList, SnapshotInfo)>;
+
+enum Outcome {
+    /// Being finished by a background thread.
+    Running(std::thread::JoinHandle<Finished>),
+    /// Finished on the vCPU thread.
+    Ready(Finished),
 }
 
 /// What a snapshot did.
 #[derive(Debug, Clone)]
 pub struct SnapshotInfo {
     pub id: String,
+    /// Its manifest file.
+    pub path: PathBuf,
     pub kind: SnapshotKind,
+    /// Final counts: `new_objects` is what the store gained.
     pub stats: SnapshotStats,
     /// The VM was stopped for this long.
     pub pause_us: u64,
+    /// Of the pause, hashing unrecorded disks' images.
+    pub disk_hash_us: u64,
+    /// From the start of the snapshot until it was durable.
+    pub durable_us: u64,
 }
 
 fn snap_err(e: impl std::fmt::Display) -> VmmError {
@@ -68,23 +141,48 @@ fn region_mapping(region: &<GuestMemory as GuestMemoryBackend>::R) -> (*mut u8, 
 }
 
 impl Machine {
-    /// Captures the machine. `kind` Incremental falls back to a full
-    /// snapshot when there is no parent yet.
+    /// Captures the machine and returns once the snapshot is durable.
+    /// `kind` Incremental falls back to a full snapshot when there is no
+    /// parent yet.
+    pub fn snapshot(&mut self, kind: SnapshotKind) -> Result<SnapshotInfo> {
+        self.snapshot_then(kind, None)?;
+        self.settle_snapshot()?;
+        self.snapshots
+            .as_ref()
+            .and_then(|c| c.taken.last().cloned())
+            .ok_or_else(|| VmmError::Snapshot("the snapshot was not recorded".into()))
+    }
+
+    /// Captures the machine; `on_durable` hears when the snapshot is
+    /// durable (or failed). Errors before anything was captured are
+    /// returned instead, and `on_durable` is not called.
     ///
     /// A full snapshot hashes and stores memory while the VM is stopped. An
     /// incremental one only copies the dirty pages out while stopped; they
     /// are hashed, stored and the manifest written on a background thread
     /// while the guest runs on (the next snapshot, or the end of the run,
-    /// waits for it). The returned pause is the time the VM was stopped.
-    pub fn snapshot(&mut self, kind: SnapshotKind) -> Result<SnapshotInfo> {
+    /// waits for it). Without `on_durable`, a background failure is the
+    /// run's, returned by the next snapshot or the end of the run.
+    pub(super) fn snapshot_then(
+        &mut self,
+        kind: SnapshotKind,
+        on_durable: Option<OnDurable>,
+    ) -> Result<()> {
+        let started = Instant::now();
         self.settle_snapshot()?;
-        let started = std::time::Instant::now();
         let chain = self.snapshots.as_mut().ok_or_else(|| {
             VmmError::Snapshot("this VM was started without a snapshot directory".into())
         })?;
         let config = chain.config.clone();
+        let dir = SnapshotDir::open(&config.dir).map_err(snap_err)?;
+        let store = Arc::new(dir.open_store().map_err(snap_err)?);
+        // Keeps a concurrent `gc` from freeing pages between their capture
+        // and the manifest that references them.
+        let pin = store.pin().map_err(snap_err)?;
+        // A parent deleted since (`vmm snapshot delete`) may have had its
+        // pages collected: the chain starts over with a full snapshot.
         let parent = match kind {
-            SnapshotKind::Incremental => chain.last.take(),
+            SnapshotKind::Incremental => chain.last.take().filter(|(id, _)| dir.exists(id)),
             SnapshotKind::Full => None,
         };
         let kind = if parent.is_some() {
@@ -92,11 +190,6 @@ impl Machine {
         } else {
             SnapshotKind::Full
         };
-        let dir = SnapshotDir::open(&config.dir).map_err(snap_err)?;
-        let store = Arc::new(dir.open_store().map_err(snap_err)?);
-        // Keeps a concurrent `gc` from freeing pages between their capture
-        // and the manifest that references them.
-        let pin = store.pin().map_err(snap_err)?;
 
         let mut state = vec![blob("vm", encode(&self.vm.save_state()?))];
         let msrs = self.vm.msr_indices()?;
@@ -125,6 +218,13 @@ impl Machine {
             }
             None => None,
         };
+        let disk_hash = Instant::now();
+        let prints = self
+            .snapshots
+            .as_mut()
+            .map_or(&mut [][..], |c| &mut c.prints[..]);
+        let disk_records = disks::records(&self.disk_configs, prints)?;
+        let disk_hash_us = disk_hash.elapsed().as_micros() as u64;
         tracing::debug!("snapshot: state saved after {:?}", started.elapsed());
 
         let mut parents = parent.as_ref().map(|(_, l)| l.clone().into_iter());
@@ -155,10 +255,10 @@ impl Machine {
         let pause_us = started.elapsed().as_micros() as u64;
         tracing::debug!("snapshot: VM resumes after {:?}", started.elapsed());
 
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             id: id.clone(),
             parent: parent.as_ref().map(|(p, _)| p.clone()),
-            created_ns: now_ns(),
+            created_ns: snapshot::manifest::now_ns(),
             vm_id: config.vm_id.clone(),
             kind,
             state,
@@ -168,68 +268,93 @@ impl Machine {
             stats: SnapshotStats::default(),
             annotations: self.annotations(),
         };
+        manifest.set_disks(&disk_records);
         let layout = self.region_layout();
-        let hashed: u64 = captures.iter().map(Capture::hashed_pages).sum();
-        let total_pages: u64 = self
-            .memory_slots()
-            .iter()
-            .map(|(_, len)| (*len / PAGE_SIZE) as u64)
-            .sum();
+        let reported = on_durable.is_some();
         let finish = move || {
             let _pin = pin;
-            finish_snapshot(&dir, &store, manifest, captures, &layout)
-        };
-        if kind == SnapshotKind::Incremental {
-            let worker = std::thread::Builder::new()
-                .name("snapshot".into())
-                .spawn(finish)
-                .map_err(|e| VmmError::Snapshot(format!("starting the snapshot thread: {e}")))?;
-            if let Some(chain) = self.snapshots.as_mut() {
-                chain.pending = Some(worker);
+            let done = finish_snapshot(&dir, &store, manifest, captures, &layout).and_then(
+                |(lists, stats)| {
+                    let info = SnapshotInfo {
+                        path: dir.path(&id).map_err(snap_err)?,
+                        id,
+                        kind,
+                        stats,
+                        pause_us,
+                        disk_hash_us,
+                        durable_us: started.elapsed().as_micros() as u64,
+                    };
+                    Ok((lists, info))
+                },
+            );
+            if let Some(tell) = on_durable {
+                tell(done.as_ref().map(|(_, info)| info));
             }
-            // What is known now; the manifest gets the rest.
-            let stats = SnapshotStats {
-                pages: total_pages,
-                hashed_pages: hashed,
-                ..SnapshotStats::default()
-            };
-            return Ok(SnapshotInfo {
-                id,
-                kind,
-                stats,
-                pause_us,
-            });
-        }
-        let (last, stats) = finish()?;
+            done
+        };
+        let outcome = if kind == SnapshotKind::Incremental {
+            Outcome::Running(
+                std::thread::Builder::new()
+                    .name("snapshot".into())
+                    .spawn(finish)
+                    .map_err(|e| {
+                        VmmError::Snapshot(format!("starting the snapshot thread: {e}"))
+                    })?,
+            )
+        } else {
+            // Memory is already stored: what is left is a sync and the
+            // manifest write.
+            Outcome::Ready(finish())
+        };
         if let Some(chain) = self.snapshots.as_mut() {
-            chain.last = Some(last);
+            chain.pending = Some(Pending { outcome, reported });
         }
-        Ok(SnapshotInfo {
-            id,
-            kind,
-            stats,
-            pause_us,
-        })
+        Ok(())
     }
 
-    /// Waits for a snapshot still being written in the background.
+    /// Waits for a snapshot still being written in the background and
+    /// records it. Its failure is returned unless it was already reported
+    /// to an `OnDurable`; either way the next incremental snapshot starts
+    /// a new chain.
     pub(super) fn settle_snapshot(&mut self) -> Result<()> {
         let Some(chain) = self.snapshots.as_mut() else {
             return Ok(());
         };
-        let Some(worker) = chain.pending.take() else {
+        let Some(Pending { outcome, reported }) = chain.pending.take() else {
             return Ok(());
         };
-        let (id, lists) = match worker.join() {
-            Ok(Ok((lists, stats))) => {
-                tracing::debug!("snapshot written: {} new objects", stats.new_objects);
-                lists
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(VmmError::Snapshot("the snapshot thread panicked".into())),
+        let outcome = match outcome {
+            Outcome::Ready(done) => done,
+            Outcome::Running(worker) => worker
+                .join()
+                .unwrap_or_else(|_| Err(VmmError::Snapshot("the snapshot thread panicked".into()))),
         };
-        chain.last = Some((id, lists));
-        Ok(())
+        match outcome {
+            Ok((lists, info)) => {
+                tracing::debug!(
+                    "snapshot {} durable: {} new objects",
+                    info.id,
+                    info.stats.new_objects
+                );
+                chain.last = Some(lists);
+                chain.taken.push(info);
+                Ok(())
+            }
+            Err(e) if reported => {
+                tracing::warn!("snapshot failed (reported to the client): {e}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The snapshots taken so far that are durable (call after the last
+    /// [`Machine::settle_snapshot`]).
+    pub(super) fn take_snapshots(&mut self) -> Vec<SnapshotInfo> {
+        self.snapshots
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.taken))
+            .unwrap_or_default()
     }
 
     /// Every memory slot's host mapping: guest RAM regions, then the shared
@@ -281,7 +406,6 @@ impl Machine {
     fn annotations(&self) -> BTreeMap<String, String> {
         let mut a = BTreeMap::new();
         a.insert("mem_mib".into(), self.mem_mib.to_string());
-        a.insert("disks".into(), self.disk_configs.len().to_string());
         a.insert("hint_channel".into(), self.hint_channel.to_string());
         if let Some(shm) = &self.shared {
             a.insert("shared.name".into(), shm.config.name.clone());
@@ -290,149 +414,8 @@ impl Machine {
                 a.insert("shared.path".into(), path.display().to_string());
             }
         }
-        for (i, d) in self.disk_configs.iter().enumerate() {
-            a.insert(format!("disk{i}.path"), d.path.display().to_string());
-            a.insert(format!("disk{i}.ro"), d.read_only.to_string());
-        }
         a
     }
-}
-
-/// Where the memory slots of a snapshot live.
-struct Layout {
-    ram: Vec<(u64, u64)>,
-    shared: Option<String>,
-}
-
-/// One memory slot's capture: done while the VM was stopped, or its dirty
-/// pages copied out to be hashed and stored afterwards.
-enum Capture {
-    Done(PageList, snapshot::CaptureStats),
-    Copied {
-        parent: (PageList, PagesRef),
-        pages: Vec<usize>,
-        data: Vec<u8>,
-    },
-}
-
-impl Capture {
-    fn copy_dirty(mem: &[u8], dirty: &[u64], parent: (PageList, PagesRef)) -> Capture {
-        let mut pages = Vec::new();
-        for (w, word) in dirty.iter().enumerate() {
-            let mut bits = *word;
-            while bits != 0 {
-                let p = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if (p + 1) * PAGE_SIZE <= mem.len() {
-                    pages.push(p);
-                }
-            }
-        }
-        let mut data = Vec::with_capacity(pages.len() * PAGE_SIZE);
-        for &p in &pages {
-            data.extend_from_slice(&mem[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
-        }
-        Capture::Copied {
-            parent,
-            pages,
-            data,
-        }
-    }
-
-    fn hashed_pages(&self) -> u64 {
-        match self {
-            Capture::Done(_, s) => s.hashed_pages,
-            Capture::Copied { pages, .. } => pages.len() as u64,
-        }
-    }
-}
-
-/// Stores what the captures still need, saves the page lists and writes the
-/// manifest. Returns the lists (the next incremental's parent) and stats.
-fn finish_snapshot(
-    dir: &SnapshotDir,
-    store: &snapshot::Store,
-    mut manifest: Manifest,
-    captures: Vec<Capture>,
-    layout: &Layout,
-) -> Result<(PagesList, SnapshotStats)> {
-    let mut stats = SnapshotStats::default();
-    let mut lists = Vec::new();
-    for (slot, cap) in captures.into_iter().enumerate() {
-        let (list, pages) = match cap {
-            Capture::Done(list, s) => {
-                add_stats(&mut stats, &s);
-                let pages = list.save(store).map_err(snap_err)?;
-                (list, pages)
-            }
-            Capture::Copied {
-                parent,
-                pages,
-                data,
-            } => {
-                let mut ids = parent.0.ids().to_vec();
-                let mut blocks = Vec::new();
-                let mut block_ids = Vec::new();
-                for (i, &p) in pages.iter().enumerate() {
-                    let page = &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
-                    let id = if snapshot::store::is_all_zero(page) {
-                        ObjectId::ZERO_BLOCK
-                    } else {
-                        let id = ObjectId::of(page);
-                        blocks.push(page);
-                        block_ids.push(id);
-                        id
-                    };
-                    if ids[p] != id {
-                        stats.changed_pages += 1;
-                    }
-                    ids[p] = id;
-                }
-                let (_, report) = store
-                    .put_batch_hashed_report(&blocks, &block_ids)
-                    .map_err(snap_err)?;
-                stats.new_objects += report.new_objects;
-                stats.new_bytes += report.new_stored_bytes;
-                stats.hashed_pages += pages.len() as u64;
-                let list = PageList::from_ids(ids);
-                stats.pages += list.len() as u64;
-                stats.zero_pages += list.zero_pages() as u64;
-                let saved = list
-                    .save_over(store, &parent.0, &parent.1)
-                    .map_err(snap_err)?;
-                (list, saved)
-            }
-        };
-        match layout.ram.get(slot) {
-            Some(&(guest_addr, size)) => manifest.memory.push(MemoryRegion {
-                guest_addr,
-                size,
-                pages: pages.clone(),
-            }),
-            None => manifest.shared.push(SharedRegion {
-                name: layout.shared.clone().unwrap_or_default(),
-                size: list.bytes(),
-                pages: pages.clone(),
-            }),
-        }
-        lists.push((list, pages));
-    }
-    store.sync().map_err(snap_err)?;
-    manifest.stats = stats;
-    dir.write(&manifest).map_err(snap_err)?;
-    Ok(((manifest.id.clone(), lists), stats))
-}
-
-/// A snapshot's id and, per memory slot, its page list and stored root.
-type PagesList = (String, Vec<(PageList, PagesRef)>);
-
-fn add_stats(total: &mut SnapshotStats, s: &snapshot::CaptureStats) {
-    total.pages += s.pages;
-    total.zero_pages += s.zero_pages;
-    total.hashed_pages += s.hashed_pages;
-    total.changed_pages += s.changed_pages;
-    total.new_objects += s.new_objects;
-    total.new_bytes += s.new_objects_bytes;
 }
 
 fn blob(name: &str, bytes: Vec<u8>) -> StateBlob {
@@ -441,12 +424,6 @@ fn blob(name: &str, bytes: Vec<u8>) -> StateBlob {
         version: STATE_VERSION,
         bytes,
     }
-}
-
-pub(super) fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Restores every region's pages into fresh (all-zero) guest memory; zero

@@ -1,0 +1,137 @@
+//! The part of a snapshot that may run after the guest resumed: hashing
+//! and storing the dirty pages copied out while it was stopped, saving the
+//! page lists, syncing the store and writing the manifest durably.
+use snapshot::{
+    Manifest, MemoryRegion, ObjectId, PageList, PagesRef, SharedRegion, SnapshotDir, SnapshotStats,
+    PAGE_SIZE,
+};
+
+use super::snap_err;
+use crate::error::Result;
+
+/// Where the memory slots of a snapshot live.
+pub(super) struct Layout {
+    pub ram: Vec<(u64, u64)>,
+    pub shared: Option<String>,
+}
+
+/// One memory slot's capture: done while the VM was stopped, or its dirty
+/// pages copied out to be hashed and stored afterwards.
+pub(super) enum Capture {
+    Done(PageList, snapshot::CaptureStats),
+    Copied {
+        parent: (PageList, PagesRef),
+        pages: Vec<usize>,
+        data: Vec<u8>,
+    },
+}
+
+impl Capture {
+    pub fn copy_dirty(mem: &[u8], dirty: &[u64], parent: (PageList, PagesRef)) -> Capture {
+        let mut pages = Vec::new();
+        for (w, word) in dirty.iter().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let p = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if (p + 1) * PAGE_SIZE <= mem.len() {
+                    pages.push(p);
+                }
+            }
+        }
+        let mut data = Vec::with_capacity(pages.len() * PAGE_SIZE);
+        for &p in &pages {
+            data.extend_from_slice(&mem[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
+        }
+        Capture::Copied {
+            parent,
+            pages,
+            data,
+        }
+    }
+}
+
+/// Stores what the captures still need, saves the page lists, syncs the
+/// store and writes the manifest (durable when this returns). Returns the
+/// lists (the next incremental's parent) and stats whose `new_objects`
+/// counts every object this snapshot added: pages and page-list chunks.
+pub(super) fn finish_snapshot(
+    dir: &SnapshotDir,
+    store: &snapshot::Store,
+    mut manifest: Manifest,
+    captures: Vec<Capture>,
+    layout: &Layout,
+) -> Result<(PagesList, SnapshotStats)> {
+    let mut stats = SnapshotStats::default();
+    let mut lists = Vec::new();
+    for (slot, cap) in captures.into_iter().enumerate() {
+        let (list, pages) = match cap {
+            Capture::Done(list, s) => {
+                stats.add_capture(&s);
+                let (pages, report) = list.save_counted(store).map_err(snap_err)?;
+                stats.new_objects += report.new_objects;
+                stats.new_bytes += report.new_stored_bytes;
+                (list, pages)
+            }
+            Capture::Copied {
+                parent,
+                pages,
+                data,
+            } => {
+                let mut ids = parent.0.ids().to_vec();
+                let mut blocks = Vec::new();
+                let mut block_ids = Vec::new();
+                for (i, &p) in pages.iter().enumerate() {
+                    let page = &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
+                    let id = if snapshot::store::is_all_zero(page) {
+                        ObjectId::ZERO_BLOCK
+                    } else {
+                        let id = ObjectId::of(page);
+                        blocks.push(page);
+                        block_ids.push(id);
+                        id
+                    };
+                    if ids[p] != id {
+                        stats.changed_pages += 1;
+                    }
+                    ids[p] = id;
+                }
+                let (_, report) = store
+                    .put_batch_hashed_report(&blocks, &block_ids)
+                    .map_err(snap_err)?;
+                stats.new_objects += report.new_objects;
+                stats.new_bytes += report.new_stored_bytes;
+                stats.hashed_pages += pages.len() as u64;
+                let list = PageList::from_ids(ids);
+                stats.pages += list.len() as u64;
+                stats.zero_pages += list.zero_pages() as u64;
+                let (saved, report) = list
+                    .save_over_counted(store, &parent.0, &parent.1)
+                    .map_err(snap_err)?;
+                stats.new_objects += report.new_objects;
+                stats.new_bytes += report.new_stored_bytes;
+                (list, saved)
+            }
+        };
+        match layout.ram.get(slot) {
+            Some(&(guest_addr, size)) => manifest.memory.push(MemoryRegion {
+                guest_addr,
+                size,
+                pages: pages.clone(),
+            }),
+            None => manifest.shared.push(SharedRegion {
+                name: layout.shared.clone().unwrap_or_default(),
+                size: list.bytes(),
+                pages: pages.clone(),
+            }),
+        }
+        lists.push((list, pages));
+    }
+    store.sync().map_err(snap_err)?;
+    manifest.stats = stats;
+    dir.write(&manifest).map_err(snap_err)?;
+    Ok(((manifest.id.clone(), lists), stats))
+}
+
+/// A snapshot's id and, per memory slot, its page list and stored root.
+pub(super) type PagesList = (String, Vec<(PageList, PagesRef)>);
