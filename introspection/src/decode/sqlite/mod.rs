@@ -10,6 +10,8 @@
 //! - [`record`]: the record format, all serial types.
 //! - [`schema`]: `CREATE TABLE` parsing (columns, affinity, defaults,
 //!   PRIMARY KEY, WITHOUT ROWID, rowid alias).
+//! - [`default`]: the value a column added by `ALTER TABLE ADD COLUMN`
+//!   reads in older, shorter records (the DEFAULT evaluated as SQLite does).
 //! - [`db`]: a whole image: `sqlite_schema` and the rows of every user
 //!   table. Free pages (the freelist) are never read.
 //! - [`wal`]: [`apply_wal`] overlays the committed frames of a WAL.
@@ -43,7 +45,9 @@ use crate::decode::{Budget, Change, DecodeError, Decoder, Op, SchemaHints};
 
 pub mod btree;
 pub mod db;
+mod default;
 pub mod header;
+mod numtext;
 pub mod record;
 pub mod schema;
 mod sql;
