@@ -41,7 +41,7 @@
 
 use serde_json::Value;
 
-use crate::decode::{Budget, Change, DecodeError, Decoder, Op, SchemaHints};
+use crate::decode::{Budget, Change, DecodeError, DecodeLimits, Decoder, Op, SchemaHints};
 
 pub mod btree;
 pub mod db;
@@ -64,19 +64,30 @@ pub const SCHEMA_COLLECTION: &str = "sqlite_schema";
 pub struct SqliteDecoder;
 
 impl Decoder for SqliteDecoder {
-    fn diff(
+    fn diff_with(
         &self,
         old: &[u8],
         new: &[u8],
         hints: &SchemaHints,
+        limits: &DecodeLimits,
     ) -> Result<Vec<Change>, DecodeError> {
-        diff(old, new, hints)
+        diff_with(old, new, hints, limits)
     }
 }
 
 /// The changes between two database images (see the module docs).
 pub fn diff(old: &[u8], new: &[u8], hints: &SchemaHints) -> Result<Vec<Change>, DecodeError> {
-    let mut budget = Budget::for_input(old.len().saturating_add(new.len()), 64);
+    diff_with(old, new, hints, &DecodeLimits::default())
+}
+
+/// [`diff`] within `limits`.
+pub fn diff_with(
+    old: &[u8],
+    new: &[u8],
+    hints: &SchemaHints,
+    limits: &DecodeLimits,
+) -> Result<Vec<Change>, DecodeError> {
+    let mut budget = Budget::new(limits);
     let a = Database::decode_with(old, hints, &mut budget).map_err(|e| e.context("old version"))?;
     let b = Database::decode_with(new, hints, &mut budget).map_err(|e| e.context("new version"))?;
     let mut out = Vec::new();
@@ -186,9 +197,12 @@ fn diff_table(
                 if same_schema && ra.payload == rb.payload && ra.rowid == rb.rowid {
                     continue;
                 }
+                let mark = budget.mark();
                 let before = json(a, ra, budget)?;
                 let after = json(b, rb, budget)?;
                 if b.is_some_and(|(tb, _)| !row_changed(&before, &after, tb)) {
+                    // Not kept: its state is freed.
+                    budget.restore(mark);
                     continue;
                 }
                 Change {
