@@ -157,3 +157,31 @@ fn hostile_expansion_is_rejected_with_the_named_limit() {
     );
     assert!(t.elapsed() < std::time::Duration::from_secs(20));
 }
+
+/// Nesting up to the limit decodes on a thread with a 2 MiB stack (the
+/// lifter's), in both modes; one level more is refused, naming the limit.
+#[test]
+fn json_nesting_limit_is_stack_safe_and_named() {
+    let deep = |levels: usize, leaf: &str| {
+        format!("{}{leaf}{}", "{\"a\":".repeat(levels), "}".repeat(levels))
+    };
+    let max = decode::json::node::MAX_DEPTH;
+    let t = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let (a, b) = (deep(max - 1, "[1]"), deep(max - 1, "{\"x\":2}"));
+            let h = SchemaHints::default();
+            let c = decode::diff(Format::Json, a.as_bytes(), b.as_bytes(), &h).unwrap();
+            assert_eq!(c.len(), 1, "array replaced by an object at the bottom");
+            let rec = SchemaHints {
+                json_record_path: Some("/a".into()),
+                ..Default::default()
+            };
+            let c = decode::diff(Format::Json, a.as_bytes(), b.as_bytes(), &rec).unwrap();
+            assert_eq!(c.len(), 1);
+            let e = decode::diff(Format::Json, b"", deep(max + 1, "1").as_bytes(), &h).unwrap_err();
+            assert!(e.reason.contains(&format!("limit of {max} levels")), "{e}");
+        })
+        .unwrap();
+    t.join().unwrap();
+}
