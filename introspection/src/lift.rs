@@ -21,7 +21,7 @@ use std::sync::Arc;
 use hint_proto::{Extent, Format as WireFormat, Hint, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{self, sqlite::apply_wal, SchemaHints};
+use crate::decode::{self, sqlite::apply_wal, DecodeLimits, SchemaHints};
 use crate::semantic::{Change, DecodeErrorEvent, Format, SemanticChange};
 
 const BLOCK: u64 = 4096;
@@ -417,9 +417,19 @@ impl Lifter {
 pub struct Differ {
     /// The bytes each main file had at its last good lift.
     last: BTreeMap<u32, Arc<Vec<u8>>>,
+    /// Limits of each decode (`--decode-budget-mib`).
+    limits: DecodeLimits,
 }
 
 impl Differ {
+    /// A differ whose decodes run within `limits`.
+    pub fn with_limits(limits: DecodeLimits) -> Self {
+        Differ {
+            last: BTreeMap::new(),
+            limits,
+        }
+    }
+
     pub fn diff(&mut self, versions: Vec<Version>) -> Vec<Lifted> {
         let mut out = Vec::new();
         for v in versions {
@@ -449,7 +459,7 @@ impl Differ {
                 }
             };
             let old = self.last.get(&v.id).map(|b| b.as_slice()).unwrap_or(&[]);
-            match decode::diff(v.format, old, &new, &v.schema) {
+            match decode::diff_with(v.format, old, &new, &v.schema, &self.limits) {
                 Ok(changes) => {
                     self.last.insert(v.id, new);
                     if !changes.is_empty() {

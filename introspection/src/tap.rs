@@ -27,6 +27,7 @@ use serde::Serialize;
 use snapshot::{ObjectId, Store, StoreError};
 use thiserror::Error;
 
+use crate::decode::DecodeLimits;
 use crate::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
 use crate::lift::{Differ, Lifted, Lifter, SemanticEvent};
 use crate::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
@@ -136,6 +137,17 @@ impl BlockTap {
         vm_id: &str,
         image: &Path,
     ) -> Result<(Self, TapOpenReport), TapError> {
+        Self::open_with_limits(dir, vm_id, image, DecodeLimits::default())
+    }
+
+    /// [`Self::open`], decoding hinted files within `limits`
+    /// (`--decode-budget-mib`).
+    pub fn open_with_limits(
+        dir: &RecordDir,
+        vm_id: &str,
+        image: &Path,
+        limits: DecodeLimits,
+    ) -> Result<(Self, TapOpenReport), TapError> {
         let store = dir.open_store()?;
         let pin = store.pin()?;
         let (log, log_report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
@@ -152,7 +164,7 @@ impl BlockTap {
         let (events_tx, lift_events) = channel();
         let lift_worker = std::thread::Builder::new()
             .name("lifter".into())
-            .spawn(move || run_differ(jobs, events_tx))
+            .spawn(move || run_differ(jobs, events_tx, limits))
             .map_err(|source| TapError::ImageRead {
                 path: image.to_path_buf(),
                 source,
@@ -496,8 +508,8 @@ const LIFT_QUEUE: usize = 8;
 
 /// The decoding thread: diffs each job's versions against the previous
 /// ones, in barrier order.
-fn run_differ(jobs: Receiver<LiftJob>, events: Sender<Vec<SemanticEvent>>) {
-    let mut differ = Differ::default();
+fn run_differ(jobs: Receiver<LiftJob>, events: Sender<Vec<SemanticEvent>>, limits: DecodeLimits) {
+    let mut differ = Differ::with_limits(limits);
     for job in jobs {
         let mut out = Vec::new();
         for item in differ.diff(job.versions) {
