@@ -160,7 +160,10 @@ fn extend(
     let mut first = true;
     loop {
         match seg.probe(idx.covered_len)? {
-            Probe::Whole(h) if h.first_seq == idx.next_seq && h.first_ts >= idx.last_ts => {
+            Probe::Whole(h)
+                if (h.first_seq == idx.next_seq || (h.seq_gap() && h.first_seq > idx.next_seq))
+                    && h.first_ts >= idx.last_ts =>
+            {
                 idx.note_frame(idx.covered_len, &h, interval);
             }
             Probe::End => return Ok(true),

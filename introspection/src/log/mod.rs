@@ -94,16 +94,19 @@
 //! its seq.
 
 mod cursor;
+mod cut;
 mod error;
 mod frame;
 mod index;
 mod open;
 mod reader;
+mod seal;
 mod record;
 mod segment;
 mod verify;
 mod writer;
 
+pub use cut::CutReport;
 pub use error::LogError;
 pub use open::OpenReport;
 pub use reader::{FrameInfo, LogReader, RecordIter};

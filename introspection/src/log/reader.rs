@@ -113,7 +113,7 @@ impl LogReader {
 
     /// All records, in seq order.
     pub fn iter(&self) -> Result<RecordIter, LogError> {
-        self.iter_from(1)
+        self.iter_from(self.first_seq().unwrap_or(1))
     }
 
     /// Records from `seq` on (an empty iterator past the end). Seeks with

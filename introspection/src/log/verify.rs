@@ -151,7 +151,18 @@ pub fn verify_with(
 
 /// A bad frame is a torn tail when the file ends inside it, or when its
 /// bytes fail their CRC in the last segment with no valid frame after it.
+/// Never in a sealed log, nor before an unsealed log's last sync point.
 fn is_torn_tail(dir: &Path, b: &BadFrame) -> Result<bool, LogError> {
+    let no: Option<u32> = b
+        .path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok());
+    if let (Some(s), Some(no)) = (super::seal::load(dir)?, no) {
+        if s.covers(no, b.offset) {
+            return Ok(false);
+        }
+    }
     match b.kind {
         BadKind::Incomplete => Ok(true),
         BadKind::Damaged => {
