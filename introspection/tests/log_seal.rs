@@ -134,9 +134,13 @@ fn a_cut_to_the_sync_point_never_reuses_seqs() {
 fn a_gap_that_starts_a_segment_is_read_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = log_dir(&tmp);
-    // One frame fills a segment, so the frame after the gap starts one.
+    // The frame after the gap does not fit the last segment: it starts one.
     make_crashed_log(&dir, 3, 3, small_segments());
-    let (mut w, report) = LogWriter::open_with(&dir, "vm-1", small_segments()).unwrap();
+    let opts = LogOptions {
+        compress: false,
+        ..small_segments()
+    };
+    let (mut w, report) = LogWriter::open_with(&dir, "vm-1", opts).unwrap();
     let next = w.next_seq();
     assert_eq!(report.skipped_seqs, Some((16, next - 1)));
     let big = introspection::RecordKind::Mark {
