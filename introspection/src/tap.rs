@@ -29,9 +29,10 @@ use thiserror::Error;
 
 use crate::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
 use crate::lift::{Differ, Lifted, Lifter, SemanticEvent};
-use crate::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
+use crate::log::{BarrierKind, CutReport, LogError, LogWriter, OpenReport, RecordKind};
 use crate::recording::RecordDir;
 use crate::semantic::{DecodeErrorEvent, SemanticChange};
+use crate::tap_recovery::{cut_unstored_tail, TapCut};
 
 const BLOCK: usize = 4096;
 /// Pending block data is stored (and its log frame committed) beyond this.
@@ -81,8 +82,23 @@ pub struct TapOpenReport {
     /// Blocks written into the log as the base (0 when the image matched).
     pub base_blocks: u64,
     /// True when the log already had records and the image no longer
-    /// matched them (changed outside the recorder).
+    /// matched them (changed outside the recorder, or writes a failed run
+    /// could not record).
     pub rebased: bool,
+    /// Records after the log's last sync point that named blocks missing
+    /// from the store, cut before anything else was written.
+    pub cut: Option<TapCut>,
+}
+
+/// Where a log ends after [`BlockTap::abandon`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Abandoned {
+    /// What was cut after the last sync point (`None`: nothing was there).
+    pub cut: Option<CutReport>,
+    /// The seq the log now ends at.
+    pub last_seq: u64,
+    /// The last barrier this tap made durable, if any.
+    pub last_barrier: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -138,7 +154,11 @@ impl BlockTap {
     ) -> Result<(Self, TapOpenReport), TapError> {
         let store = dir.open_store()?;
         let pin = store.pin()?;
-        let (log, log_report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
+        let (mut log, log_report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
+        let cut = match log_report.unsynced_from {
+            Some(from) => cut_unstored_tail(&mut log, &store, from)?,
+            None => None,
+        };
         let state = DiskState::from_image(image).map_err(|source| TapError::Image {
             path: image.to_path_buf(),
             source,
@@ -184,6 +204,7 @@ impl BlockTap {
                 log: log_report,
                 base_blocks,
                 rebased: had_records && base_blocks > 0,
+                cut,
             },
         ))
     }
@@ -217,7 +238,7 @@ impl BlockTap {
             path: image.to_path_buf(),
             source,
         })?;
-        self.log.append(RecordKind::Mark {
+        self.append(RecordKind::Mark {
             name: format!("{BASE_MARK} bytes={}", num_blocks * BLOCK as u64),
         })?;
         let mut i = 0;
@@ -277,7 +298,7 @@ impl BlockTap {
                 path: self.log.dir().to_path_buf(),
                 source,
             })?;
-        let seq = self.log.append(RecordKind::BlockWrite {
+        let seq = self.append(RecordKind::BlockWrite {
             sector: offset / 512,
             len: data.len() as u32,
             blocks: hashes,
@@ -293,6 +314,16 @@ impl BlockTap {
             self.log.commit()?;
         }
         Ok(seq)
+    }
+
+    /// Appends a record. A record reaches the log file only after the
+    /// blocks of every write before it are in the store: when this append
+    /// is about to commit the pending frame, the pending blocks go first.
+    fn append(&mut self, kind: RecordKind) -> Result<u64, TapError> {
+        if self.log.append_commits() {
+            self.store_pending()?;
+        }
+        Ok(self.log.append(kind)?)
     }
 
     /// Puts the pending blocks into the store (not yet durable).
@@ -312,13 +343,13 @@ impl BlockTap {
     pub fn barrier(&mut self, kind: BarrierKind) -> Result<u64, TapError> {
         self.store_pending()?;
         self.store.sync()?;
-        let seq = self.log.append(RecordKind::Barrier {
+        let seq = self.append(RecordKind::Barrier {
             kind,
             disk_checksum: self.state.checksum(),
         })?;
-        self.last_barrier = Some(seq);
         self.lift(seq)?;
         self.log.sync()?;
+        self.last_barrier = Some(seq);
         self.dirty = false;
         self.stats.barriers += 1;
         Ok(seq)
@@ -329,7 +360,7 @@ impl BlockTap {
     /// disk is kept in the log, counted and reported, and changes nothing.
     pub fn record_hint(&mut self, message: &[u8]) -> Result<u64, TapError> {
         let message = &message[..message.len().min(crate::log::MAX_HINT_LEN)];
-        let seq = self.log.append(RecordKind::Hint {
+        let seq = self.append(RecordKind::Hint {
             message: message.to_vec(),
         })?;
         self.dirty = true;
@@ -412,7 +443,7 @@ impl BlockTap {
                 }))
                 .expect("events serialize");
             }
-            self.log.append(RecordKind::Semantic { json })?;
+            self.append(RecordKind::Semantic { json })?;
             self.dirty = true;
         }
         Ok(())
@@ -433,7 +464,7 @@ impl BlockTap {
     /// A named mark at the current position (committed, not synced).
     pub fn mark(&mut self, name: &str) -> Result<u64, TapError> {
         self.store_pending()?;
-        let seq = self.log.append(RecordKind::Mark {
+        let seq = self.append(RecordKind::Mark {
             name: name.to_string(),
         })?;
         self.log.commit()?;
@@ -480,6 +511,26 @@ impl BlockTap {
             crate::checkpoint::save(&dir, seq, &self.state);
         }
         Ok(stats)
+    }
+}
+
+impl BlockTap {
+    /// Ends a tap after a failure (of the store or the log): the blocks and
+    /// records not yet stored are dropped, and the log is cut back to its
+    /// last sync point, so it names nothing that is not in the store. The
+    /// log stays unsealed; the next open logs a new base for the image.
+    pub fn abandon(self) -> Result<Abandoned, TapError> {
+        // Pending blocks and the decoding thread's queue go with `self`.
+        let BlockTap {
+            log, last_barrier, ..
+        } = self;
+        let last_seq = log.last_seq();
+        let cut = log.abandon()?;
+        Ok(Abandoned {
+            last_seq: cut.as_ref().map_or(last_seq, |c| c.last_seq),
+            cut,
+            last_barrier,
+        })
     }
 }
 

@@ -90,7 +90,11 @@ impl LogWriter {
         self.seg_no = tail.seg_no;
         self.seg_len = tail.len;
         self.index = tail.index;
-        self.store_index()?;
+        // The index is a cache: with no room to rewrite it (a full disk is
+        // why we are cutting), remove it; the next open rebuilds it.
+        if self.store_index().is_err() && self.seg.is_some() {
+            index::remove(&idx_path(&self.dir, self.seg_no))?;
+        }
         self.frame = FrameBuilder::after_gap(handed_out.max(point.seq_limit), tail.chain);
         self.data_sync_needed = false;
         self.dir_sync_needed = false;

@@ -9,7 +9,7 @@ use super::cursor::{BadKind, Cursor, Step};
 use super::error::{io_err, LogError};
 use super::frame::FrameBuilder;
 use super::index::{self, load_or_rebuild, SegmentIndex};
-use super::seal::{self, SealFile, SealState, SEQ_RESERVE};
+use super::seal::{self, SealFile, SealState};
 use super::segment::{
     find_valid_frame, idx_path, list_segments, open_segment, seg_path, HeaderState, SegmentFile,
     MAX_VM_ID_LEN, SEG_HEADER_LEN,

@@ -37,6 +37,11 @@ pub trait WriteTap: Send {
     fn flush(&mut self) -> Result<(), String>;
     /// The device is stopping: hand off anything buffered (no barrier).
     fn close(&mut self) -> Result<(), String>;
+    /// Recording failed for good: every later write and flush gets an I/O
+    /// error (the tap reported the failure itself, once).
+    fn failed(&self) -> bool {
+        false
+    }
 }
 
 /// Counters a test or benchmark can read after a run.
@@ -47,6 +52,8 @@ pub struct BlockCounters {
     pub flushes: u64,
     pub bytes_written: u64,
     pub errors: u64,
+    /// Writes and flushes refused because recording had failed.
+    pub tap_refused: u64,
 }
 
 pub struct Block {
@@ -89,6 +96,19 @@ impl Block {
 
     /// Executes a checked request; returns (status, bytes written to guest buffers).
     fn execute(&mut self, mem: &GuestMemory, req: &Request) -> (u8, u32) {
+        let changes_disk = matches!(
+            req.kind,
+            RequestType::Out
+                | RequestType::Discard
+                | RequestType::WriteZeroes
+                | RequestType::Flush
+        );
+        if changes_disk && self.tap.as_ref().is_some_and(|t| t.failed()) {
+            // Nothing more can be recorded: refuse rather than let the disk
+            // drift from its log, or acknowledge a flush that is not durable.
+            self.counters.tap_refused += 1;
+            return (VIRTIO_BLK_S_IOERR, 0);
+        }
         match req.kind {
             RequestType::In => {
                 let Some((start, end)) = req.disk_range(&self.disk) else {
@@ -125,7 +145,7 @@ impl Block {
                 self.counters.writes += 1;
                 self.counters.bytes_written += buf.len() as u64;
                 if let Err(e) = self.tap_write(start, end, buf) {
-                    tracing::error!("recording a write failed: {e}");
+                    tracing::debug!("recording a write failed: {e}");
                     return (VIRTIO_BLK_S_IOERR, 0);
                 }
                 (VIRTIO_BLK_S_OK, 0)
@@ -151,7 +171,7 @@ impl Block {
                     self.counters.writes += 1;
                     self.counters.bytes_written += zeros.len() as u64;
                     if let Err(e) = self.tap_write(start, end, zeros) {
-                        tracing::error!("recording a write failed: {e}");
+                        tracing::debug!("recording a write failed: {e}");
                         return (VIRTIO_BLK_S_IOERR, 0);
                     }
                 }
@@ -159,15 +179,15 @@ impl Block {
             }
             RequestType::Flush => {
                 self.counters.flushes += 1;
-                let result = self
-                    .disk
-                    .sync()
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| self.tap.as_mut().map_or(Ok(()), |t| t.flush()));
-                match result {
+                if let Err(e) = self.disk.sync() {
+                    tracing::error!(disk = %self.disk.path().display(), "flush failed: {e}");
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                }
+                // A failing tap reports its failure itself, once.
+                match self.tap.as_mut().map_or(Ok(()), |t| t.flush()) {
                     Ok(()) => (VIRTIO_BLK_S_OK, 0),
                     Err(e) => {
-                        tracing::error!(disk = %self.disk.path().display(), "flush failed: {e}");
+                        tracing::debug!("recording a flush failed: {e}");
                         (VIRTIO_BLK_S_IOERR, 0)
                     }
                 }
@@ -198,9 +218,11 @@ impl Block {
             return tap.write(start, buf);
         }
         let mut whole = vec![0u8; (a_end - a_start) as usize];
-        self.disk
-            .read_at(&mut whole, a_start)
-            .map_err(|e| format!("reading back an unaligned write: {e}"))?;
+        if let Err(e) = self.disk.read_at(&mut whole, a_start) {
+            let e = format!("reading back an unaligned write: {e}");
+            tracing::error!(disk = %self.disk.path().display(), "{e}");
+            return Err(e);
+        }
         tap.write(a_start, whole)
     }
 }
