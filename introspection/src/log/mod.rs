@@ -34,8 +34,10 @@
 //! [`verify`] reports such a problem with `torn_tail: false`.
 //!
 //! Seqs are never used twice. The seal file keeps a seq limit: no seq at or
-//! above it was ever handed out (a commit that would cross it first raises
-//! it by 4096, durably). After a crash (an unsealed log), the next record
+//! above it was ever handed out. An open sets it 4096 above the next seq,
+//! and a commit that would cross it first raises it by 4096, durably; so a
+//! record reaches the file only below a durable limit, and records a writer
+//! only buffered before dying are covered by the reserve. After a crash (an unsealed log), the next record
 //! starts at the limit (or above a cut torn frame's seqs, whichever is
 //! higher); the seqs between are reported in [`OpenReport::skipped_seqs`].
 //! The first frame after such a gap has frame flag bit 1 (`SEQ_GAP`) set:

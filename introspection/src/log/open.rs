@@ -9,7 +9,7 @@ use super::cursor::{BadKind, Cursor, Step};
 use super::error::{io_err, LogError};
 use super::frame::FrameBuilder;
 use super::index::{self, load_or_rebuild, SegmentIndex};
-use super::seal::{self, SealFile, SealState};
+use super::seal::{self, SealFile, SealState, SEQ_RESERVE};
 use super::segment::{
     find_valid_frame, idx_path, list_segments, open_segment, seg_path, HeaderState, SegmentFile,
     MAX_VM_ID_LEN, SEG_HEADER_LEN,
@@ -171,7 +171,11 @@ impl LogWriter {
             &dir,
             SealState {
                 sealed: false,
-                seq_limit: point.seq_limit.max(next_seq),
+                // Reserved ahead, so records this writer buffers and never
+                // commits (it dies first) are covered as well.
+                seq_limit: sealed
+                    .map_or(0, |s| s.seq_limit)
+                    .max(next_seq + SEQ_RESERVE),
                 ..point
             },
         )?;
