@@ -120,7 +120,10 @@ fn a_full_store_fails_the_recording_and_the_log_stays_replayable() {
         assert!(line.contains("the guest now gets I/O errors"), "{err_text}");
         assert!(line.contains("the log ends at barrier seq "), "{err_text}");
     }
-    assert!(lines[1].starts_with("error: recording failed: store: "), "{err_text}");
+    assert!(
+        lines[1].starts_with("error: recording failed: store: "),
+        "{err_text}"
+    );
     // What the log holds is whole and every block it names is stored.
     verify_ok(&rec);
 

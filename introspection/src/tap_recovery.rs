@@ -53,7 +53,5 @@ pub(crate) fn cut_unstored_tail(
     let Some(reason) = missing else {
         return Ok(None);
     };
-    Ok(log
-        .cut_to_sync_point()?
-        .map(|cut| TapCut { cut, reason }))
+    Ok(log.cut_to_sync_point()?.map(|cut| TapCut { cut, reason }))
 }

@@ -93,7 +93,10 @@ fn damage_in_an_earlier_segment_is_reported_by_verify_and_the_reader() {
 fn next_after(report: &introspection::OpenReport, handed_out: u64) -> u64 {
     let (first, last) = report.skipped_seqs.expect("a crash's seqs are skipped");
     assert_eq!(first, report.last_seq + 1);
-    assert!(last >= handed_out, "seqs up to {handed_out} were handed out");
+    assert!(
+        last >= handed_out,
+        "seqs up to {handed_out} were handed out"
+    );
     last + 1
 }
 

@@ -26,7 +26,10 @@ fn last_frame_damage_of_a_sealed_log_is_refused_not_cut() {
     assert!(!p.torn_tail, "a sealed log has no torn tail: {p}");
     match LogWriter::open(&dir, "vm-1") {
         Err(LogError::Corrupt {
-            offset, seq, reason, ..
+            offset,
+            seq,
+            reason,
+            ..
         }) => {
             assert_eq!((offset, seq), (last.offset, Some(16)));
             assert!(reason.contains("sealed"), "{reason}");

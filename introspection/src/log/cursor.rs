@@ -192,7 +192,10 @@ impl Cursor {
         // A frame may start above the expected seq only when it declares
         // the gap (seqs lost with a crash's tail); the CRC chain still links.
         let gap_ok = |want: u64| h.seq_gap() && h.first_seq > want;
-        if let Some(want) = self.expected_seq.filter(|&s| s != h.first_seq && !gap_ok(s)) {
+        if let Some(want) = self
+            .expected_seq
+            .filter(|&s| s != h.first_seq && !gap_ok(s))
+        {
             let r = format!("frame starts at seq {}, expected seq {want}", h.first_seq);
             return Ok(self.bad(BadKind::Invalid, r));
         }

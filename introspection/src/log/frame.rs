@@ -213,7 +213,11 @@ impl FrameBuilder {
             Some(c) => (FLAG_ZSTD, c.as_slice()),
             None => (0, self.raw.as_slice()),
         };
-        let flags = if self.gap { flags | FLAG_SEQ_GAP } else { flags };
+        let flags = if self.gap {
+            flags | FLAG_SEQ_GAP
+        } else {
+            flags
+        };
         let h = FrameHeader {
             flags,
             first_seq: self.first_seq,

@@ -375,7 +375,8 @@ fn check_tail(
         }
         let durable = if no == p.seg_no { p.end } else { 0 };
         if cut.is_none() && len < durable {
-            let r = format!("the segment is {len} bytes, shorter than its fsynced length {durable}");
+            let r =
+                format!("the segment is {len} bytes, shorter than its fsynced length {durable}");
             return Err(refuse(len, cursor.next_seq(), r));
         }
         if p.sealed && cut.is_none() && (no != p.seg_no || len != p.end) {

@@ -135,12 +135,16 @@ pub fn verify_with(
             Step::NewSegment(_) => report.segments += 1,
             Step::End => return Ok(report),
             Step::Bad(b) => {
-                let torn_tail = is_torn_tail(dir, &b)?;
+                let (torn_tail, protected) = is_torn_tail(dir, &b)?;
+                let reason = match protected {
+                    Some(why) => format!("{}; {why}", b.reason),
+                    None => b.reason,
+                };
                 report.problem = Some(VerifyProblem {
                     segment: b.path,
                     offset: b.offset,
                     seq: b.seq,
-                    reason: b.reason,
+                    reason,
                     torn_tail,
                 });
                 return Ok(report);
@@ -152,28 +156,31 @@ pub fn verify_with(
 /// A bad frame is a torn tail when the file ends inside it, or when its
 /// bytes fail their CRC in the last segment with no valid frame after it.
 /// Never in a sealed log, nor before an unsealed log's last sync point.
-fn is_torn_tail(dir: &Path, b: &BadFrame) -> Result<bool, LogError> {
+/// The second value says why a tail-like problem is not one.
+fn is_torn_tail(dir: &Path, b: &BadFrame) -> Result<(bool, Option<&'static str>), LogError> {
     let no: Option<u32> = b
         .path
         .file_stem()
         .and_then(|s| s.to_str())
         .and_then(|s| s.parse().ok());
-    if let (Some(s), Some(no)) = (super::seal::load(dir)?, no) {
+    let tail_like = matches!(b.kind, BadKind::Incomplete | BadKind::Damaged);
+    if let (Some(s), Some(no), true) = (super::seal::load(dir)?, no, tail_like) {
         if s.covers(no, b.offset) {
-            return Ok(false);
+            return Ok((false, Some(s.why())));
         }
     }
-    match b.kind {
-        BadKind::Incomplete => Ok(true),
+    let torn = match b.kind {
+        BadKind::Incomplete => true,
         BadKind::Damaged => {
             let last = list_segments(dir)?.last().map(|&n| seg_path(dir, n));
             if last.as_deref() != Some(b.path.as_path()) {
-                return Ok(false);
+                return Ok((false, None));
             }
             let file =
                 std::fs::File::open(&b.path).map_err(super::error::io_err("opening", &b.path))?;
-            Ok(find_valid_frame(&file, &b.path, b.offset + 1)?.is_none())
+            find_valid_frame(&file, &b.path, b.offset + 1)?.is_none()
         }
-        BadKind::Invalid | BadKind::UnknownType(_) => Ok(false),
-    }
+        BadKind::Invalid | BadKind::UnknownType(_) => false,
+    };
+    Ok((torn, None))
 }

@@ -98,10 +98,7 @@ impl Block {
     fn execute(&mut self, mem: &GuestMemory, req: &Request) -> (u8, u32) {
         let changes_disk = matches!(
             req.kind,
-            RequestType::Out
-                | RequestType::Discard
-                | RequestType::WriteZeroes
-                | RequestType::Flush
+            RequestType::Out | RequestType::Discard | RequestType::WriteZeroes | RequestType::Flush
         );
         if changes_disk && self.tap.as_ref().is_some_and(|t| t.failed()) {
             // Nothing more can be recorded: refuse rather than let the disk
