@@ -32,7 +32,7 @@ use crate::lift::{Differ, Lifted, Lifter, SemanticEvent};
 use crate::log::{BarrierKind, CutReport, LogError, LogWriter, OpenReport, RecordKind};
 use crate::recording::RecordDir;
 use crate::semantic::{DecodeErrorEvent, SemanticChange};
-use crate::tap_recovery::{cut_unstored_tail, TapCut};
+use crate::tap_recovery::{open_log, TapCut};
 
 const BLOCK: usize = 4096;
 /// Pending block data is stored (and its log frame committed) beyond this.
@@ -154,11 +154,7 @@ impl BlockTap {
     ) -> Result<(Self, TapOpenReport), TapError> {
         let store = dir.open_store()?;
         let pin = store.pin()?;
-        let (mut log, log_report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
-        let cut = match log_report.unsynced_from {
-            Some(from) => cut_unstored_tail(&mut log, &store, from)?,
-            None => None,
-        };
+        let (log, log_report, cut) = open_log(dir, &store, vm_id)?;
         let state = DiskState::from_image(image).map_err(|source| TapError::Image {
             path: image.to_path_buf(),
             source,

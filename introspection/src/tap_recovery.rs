@@ -10,7 +10,8 @@ use snapshot::{ObjectId, Store};
 
 use crate::disk_state::ZERO_BLOCK_HASH;
 use crate::hex;
-use crate::log::{CutReport, LogReader, LogWriter, RecordKind};
+use crate::log::{CutReport, LogReader, LogWriter, OpenReport, RecordKind};
+use crate::recording::RecordDir;
 use crate::tap::TapError;
 
 /// A cut made when the tap opened, and why.
@@ -22,10 +23,37 @@ pub struct TapCut {
     pub reason: String,
 }
 
+impl std::fmt::Display for TapCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cut seqs {}..={} ({} bytes) back to seq {}, the log's last durable point: {}",
+            self.cut.seqs.0, self.cut.seqs.1, self.cut.bytes, self.cut.last_seq, self.reason
+        )
+    }
+}
+
+/// Opens the log of `vm_id` for appending, as every writer of a record
+/// directory must: records a failed or crashed run left after the sync
+/// point are checked against the store first (and cut if they name missing
+/// blocks), before anything new makes that point move past them.
+pub fn open_log(
+    dir: &RecordDir,
+    store: &Store,
+    vm_id: &str,
+) -> Result<(LogWriter, OpenReport, Option<TapCut>), TapError> {
+    let (mut log, report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
+    let cut = match report.unsynced_from {
+        Some(from) => cut_unstored_tail(&mut log, store, from)?,
+        None => None,
+    };
+    Ok((log, report, cut))
+}
+
 /// Checks every write from seq `from` on (the records after the sync point)
 /// against the store; cuts the log back to its sync point at the first
 /// write whose block is missing.
-pub(crate) fn cut_unstored_tail(
+fn cut_unstored_tail(
     log: &mut LogWriter,
     store: &Store,
     from: u64,
@@ -54,4 +82,54 @@ pub(crate) fn cut_unstored_tail(
         return Ok(None);
     };
     Ok(log.cut_to_sync_point()?.map(|cut| TapCut { cut, reason }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::BarrierKind;
+    use crate::tap::BlockTap;
+
+    #[test]
+    fn records_naming_unstored_blocks_are_cut_at_the_next_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RecordDir::new(tmp.path().join("rec"));
+        let image = tmp.path().join("disk.img");
+        std::fs::write(&image, vec![0u8; 64 * 4096]).unwrap();
+
+        // A run that made one barrier durable, then died.
+        let (mut tap, _) = BlockTap::open(&dir, "vm", &image).unwrap();
+        tap.record_write(0, &[7u8; 4096]).unwrap();
+        let barrier = tap.barrier(BarrierKind::Flush).unwrap();
+        drop(tap);
+        // What a crash can leave after that point: a written frame whose
+        // blocks never reached the store.
+        let (mut log, report) = LogWriter::open(dir.log_dir("vm"), "vm").unwrap();
+        assert_eq!(report.unsynced_from, None);
+        let lost = log
+            .append(RecordKind::BlockWrite {
+                sector: 8,
+                len: 4096,
+                blocks: vec![[0xab; 32]],
+            })
+            .unwrap();
+        log.commit().unwrap();
+        drop(log);
+        let found = crate::recording::verify(&dir, "vm").unwrap();
+        assert!(!found.is_ok(), "verify sees the missing block");
+
+        let (tap, report) = BlockTap::open(&dir, "vm", &image).unwrap();
+        let cut = report.cut.expect("the unstored write is cut");
+        assert_eq!(cut.cut.last_seq, barrier);
+        assert!(cut.cut.seqs.0 == barrier + 1 && cut.cut.seqs.1 >= lost);
+        assert!(cut.reason.contains(&format!("seq {lost}")), "{cut}");
+        assert!(cut.reason.contains("not in the store"), "{cut}");
+        tap.close().unwrap();
+        assert!(crate::recording::verify(&dir, "vm").unwrap().is_ok());
+        // The cut seqs stay used.
+        let reader = LogReader::open(dir.log_dir("vm")).unwrap();
+        let seqs: Vec<u64> = reader.iter().unwrap().map(|r| r.unwrap().seq).collect();
+        assert!(!seqs.contains(&lost));
+        assert!(*seqs.last().unwrap() > lost);
+    }
 }

@@ -115,7 +115,7 @@ impl Recorder {
         }
         if open_report.rebased {
             tracing::warn!(
-                "disk image {} differs from what the log of {} recorded (changed outside the recorder, or writes lost with a torn tail): logged {} differing blocks as a new base",
+                "disk image {} differs from what the log of {} recorded (changed outside the recorder, or writes a crashed or failed run could not keep): logged {} differing blocks as a new base",
                 image.display(),
                 config.vm_id,
                 open_report.base_blocks
@@ -123,13 +123,8 @@ impl Recorder {
         }
         if let Some(cut) = &open_report.cut {
             tracing::warn!(
-                "log of {} ended after a failed or crashed run: cut seqs {}..={} ({} bytes), back to seq {}, its last durable barrier: {}",
-                config.vm_id,
-                cut.cut.seqs.0,
-                cut.cut.seqs.1,
-                cut.cut.bytes,
-                cut.cut.last_seq,
-                cut.reason
+                "log of {} ended after a failed or crashed run: {cut}",
+                config.vm_id
             );
         }
         if let Some((first, last)) = log.skipped_seqs {

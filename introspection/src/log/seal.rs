@@ -163,7 +163,7 @@ impl SealFile {
     /// `fdatasync`s it; the other slot keeps the previous state whole.
     pub fn write(&mut self, mut state: SealState) -> Result<(), LogError> {
         state.generation = self.state.generation + 1;
-        let slot = (state.generation % 2) as u64 * SLOT_LEN as u64;
+        let slot = (state.generation % 2) * SLOT_LEN as u64;
         self.file
             .write_all_at(&state.encode(), slot)
             .and_then(|()| self.file.sync_data())
