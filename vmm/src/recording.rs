@@ -128,9 +128,10 @@ impl Recorder {
             );
         }
         if let Some((first, last)) = log.skipped_seqs {
-            tracing::info!(
-                "log of {} was not closed cleanly: seqs {first}..={last} may have been handed out and are skipped",
-                config.vm_id
+            tracing::warn!(
+                "log of {} was not closed cleanly (a crash or a failed recording): it continues at seq {}, skipping seqs {first}..={last}, which may have been handed out",
+                config.vm_id,
+                last + 1
             );
         }
         let image =
