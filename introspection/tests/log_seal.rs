@@ -203,3 +203,22 @@ fn logs_without_a_seal_file_still_open_and_cut_torn_tails() {
     assert!(dir.join("SEAL").exists());
     assert_eq!(seqs(&dir), (1..=11).collect::<Vec<_>>());
 }
+
+#[test]
+fn readers_do_not_stop_quietly_inside_a_sealed_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = log_dir(&tmp);
+    let frames = make_log(&dir, 3, LogOptions::default());
+    let last = frames.last().unwrap();
+    let f = OpenOptions::new().write(true).open(&last.segment).unwrap();
+    f.set_len(file_len(&last.segment) - 5).unwrap();
+    let results: Vec<_> = LogReader::open(&dir).unwrap().iter().unwrap().collect();
+    assert_eq!(results.len(), 11, "10 records, then the error");
+    match results.last().unwrap() {
+        Err(LogError::Corrupt { offset, reason, .. }) => {
+            assert_eq!(*offset, last.offset);
+            assert!(reason.contains("sealed"), "{reason}");
+        }
+        other => panic!("expected damage, got {other:?}"),
+    }
+}

@@ -119,7 +119,8 @@ impl LogReader {
     /// Records from `seq` on (an empty iterator past the end). Seeks with
     /// the index; every frame read is checked. The iterator yields an error
     /// at the first bad frame and then ends; it ends quietly at a frame the
-    /// writer has not finished (or a torn tail not yet cut by an open).
+    /// writer has not finished (or a torn tail not yet cut by an open), but
+    /// not at one before the log's sealed end or sync point: that is damage.
     pub fn iter_from(&self, seq: u64) -> Result<RecordIter, LogError> {
         let seq = seq.max(1);
         let Some(first) = self.first_seq() else {
@@ -137,6 +138,7 @@ impl LogReader {
         let (seg, offset) = self.locate(info, info.index.lookup_seq(seq))?;
         Ok(RecordIter {
             cursor: Some(Cursor::at_offset(&self.dir, info.no, seg, offset)),
+            dir: self.dir.clone(),
             skip_before: seq,
             pending: Vec::new().into_iter(),
         })
@@ -237,6 +239,7 @@ fn bad_header(path: PathBuf, reason: String) -> LogError {
 /// Records in seq order; see [`LogReader::iter_from`].
 pub struct RecordIter {
     cursor: Option<Cursor>,
+    dir: PathBuf,
     skip_before: u64,
     pending: std::vec::IntoIter<Record>,
 }
@@ -245,6 +248,7 @@ impl RecordIter {
     fn empty() -> RecordIter {
         RecordIter {
             cursor: None,
+            dir: PathBuf::new(),
             skip_before: 0,
             pending: Vec::new().into_iter(),
         }
@@ -272,7 +276,19 @@ impl Iterator for RecordIter {
                 }
                 Ok(Step::Frame { records: None, .. } | Step::NewSegment(_)) => continue,
                 Ok(Step::End) => None,
-                Ok(Step::Bad(b)) if b.kind == BadKind::Incomplete => None,
+                // An unfinished frame ends the records quietly, unless the
+                // seal says the log ends (durably) after it: then it is damage.
+                Ok(Step::Bad(b)) if b.kind == BadKind::Incomplete => {
+                    match super::seal::protects(&self.dir, &b.path, b.offset) {
+                        Ok(None) => None,
+                        Ok(Some(why)) => {
+                            let mut b = b;
+                            b.reason = format!("{}; {why}", b.reason);
+                            Some(b.into_error())
+                        }
+                        Err(e) => Some(e),
+                    }
+                }
                 Ok(Step::Bad(b)) => Some(b.into_error()),
                 Err(e) => Some(e),
             };

@@ -116,6 +116,23 @@ pub(crate) fn load(dir: &Path) -> Result<Option<SealState>, LogError> {
     }
 }
 
+/// Why a bad or unfinished frame at `offset` of segment file `path` in
+/// `dir` cannot be a torn tail (the seal protects it), or `None`.
+pub(crate) fn protects(
+    dir: &Path,
+    path: &Path,
+    offset: u64,
+) -> Result<Option<&'static str>, LogError> {
+    let no: Option<u32> = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok());
+    Ok(match (load(dir)?, no) {
+        (Some(s), Some(no)) if s.covers(no, offset) => Some(s.why()),
+        _ => None,
+    })
+}
+
 /// The open seal file of a writer.
 pub(crate) struct SealFile {
     path: PathBuf,

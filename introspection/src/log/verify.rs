@@ -158,15 +158,9 @@ pub fn verify_with(
 /// Never in a sealed log, nor before an unsealed log's last sync point.
 /// The second value says why a tail-like problem is not one.
 fn is_torn_tail(dir: &Path, b: &BadFrame) -> Result<(bool, Option<&'static str>), LogError> {
-    let no: Option<u32> = b
-        .path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.parse().ok());
-    let tail_like = matches!(b.kind, BadKind::Incomplete | BadKind::Damaged);
-    if let (Some(s), Some(no), true) = (super::seal::load(dir)?, no, tail_like) {
-        if s.covers(no, b.offset) {
-            return Ok((false, Some(s.why())));
+    if matches!(b.kind, BadKind::Incomplete | BadKind::Damaged) {
+        if let Some(why) = super::seal::protects(dir, &b.path, b.offset)? {
+            return Ok((false, Some(why)));
         }
     }
     let torn = match b.kind {
