@@ -4,7 +4,10 @@
 //!
 //! Ordering, which is what makes a crash safe:
 //! 1. blocks are put into the store *before* the log frame that references
-//!    them is written (pending blocks are stored, then the frame committed);
+//!    them is written (pending blocks are stored, then the frame committed,
+//!    also when a full frame would commit by itself); after a failure the
+//!    tap is [`BlockTap::abandon`]ed: nothing it buffered is written, and
+//!    the log is cut back to its last durable barrier;
 //! 2. at a barrier the store is synced, then the log (with the barrier
 //!    record) is synced, and only then does the device tell the guest the
 //!    flush is done. After a crash, every record up to the last barrier the
@@ -13,9 +16,11 @@
 //! When a tap opens, the log's recorded disk state (the block hashes of
 //! every write so far) is compared with the image on disk. Blocks that
 //! differ — every non-zero block of a fresh log, or blocks changed outside
-//! the recorder — are written into the log as a base, after a `vmm:base`
-//! mark and followed by a barrier. A log therefore replays onto an all-zero
-//! disk by itself.
+//! the recorder or left by a crashed or failed run — are written into the
+//! log as a base, after a `vmm:base` mark and followed by a barrier. A log
+//! therefore replays onto an all-zero disk by itself. Before that, records
+//! a crashed run left after the log's sync point are checked against the
+//! store (`crate::tap_recovery`).
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -4,7 +4,9 @@
 //! Durability contract: a FLUSH completes (status OK reaches the guest) only
 //! after the disk image is fdatasync'ed and the tap has made everything up to
 //! this barrier durable. A crash of the VMM process therefore loses nothing
-//! the guest was told is safe.
+//! the guest was told is safe. Once the tap has failed for good
+//! ([`WriteTap::failed`]), every write, zeroing and flush completes with
+//! IOERR (the image is not touched); reads are still served.
 pub mod disk;
 pub mod request;
 
