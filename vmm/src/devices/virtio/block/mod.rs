@@ -325,3 +325,73 @@ impl VirtioDevice for Block {
         self.tap.as_mut().map_or(Ok(()), |t| t.close())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use vm_memory::GuestAddress;
+
+    /// A tap whose first write fails for good.
+    struct FailingTap(Arc<AtomicBool>);
+
+    impl WriteTap for FailingTap {
+        fn write(&mut self, _offset: u64, _data: Vec<u8>) -> Result<(), String> {
+            self.0.store(true, Ordering::SeqCst);
+            Err("recording failed: store: disk full".into())
+        }
+        fn flush(&mut self) -> Result<(), String> {
+            Err("recording failed".into())
+        }
+        fn close(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn failed(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn request(kind: RequestType, sector: u64, len: u32) -> Request {
+        Request {
+            kind,
+            sector,
+            data: if len == 0 {
+                Vec::new()
+            } else {
+                vec![(GuestAddress(0x10_0000), len)]
+            },
+            data_len: len,
+            status_addr: GuestAddress(0x18_0000),
+        }
+    }
+
+    #[test]
+    fn after_the_tap_fails_writes_and_flushes_get_ioerr_and_reads_still_work() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("disk.img");
+        std::fs::write(&path, vec![0x11u8; 64 * 1024]).unwrap();
+        let disk = DiskImage::open(&path, false).unwrap();
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut block = Block::new(disk, "d", Some(Box::new(FailingTap(failed.clone()))));
+        let mem = crate::memory::create_guest_memory(crate::memory::MIN_MEM_MIB).unwrap();
+        mem.write_slice(&[0x22u8; 4096], GuestAddress(0x10_0000))
+            .unwrap();
+
+        // The write that fails to record: IOERR, and the tap is failed now.
+        let write = request(RequestType::Out, 0, 4096);
+        assert_eq!(block.execute(&mem, &write).0, VIRTIO_BLK_S_IOERR);
+        assert!(failed.load(Ordering::SeqCst));
+        // Every later write and flush is refused without touching the image.
+        let later = request(RequestType::Out, 8, 4096);
+        assert_eq!(block.execute(&mem, &later).0, VIRTIO_BLK_S_IOERR);
+        let flush = request(RequestType::Flush, 0, 0);
+        assert_eq!(block.execute(&mem, &flush).0, VIRTIO_BLK_S_IOERR);
+        assert_eq!(block.counters().tap_refused, 2);
+        let image = std::fs::read(&path).unwrap();
+        assert!(image[4096..8192].iter().all(|&b| b == 0x11));
+        // Reads are still served.
+        let read = request(RequestType::In, 16, 4096);
+        assert_eq!(block.execute(&mem, &read), (VIRTIO_BLK_S_OK, 4096));
+    }
+}
