@@ -361,9 +361,16 @@ fn failure_line(e: &TapError, log_end: &str) -> String {
 }
 
 fn log_end(a: &Abandoned) -> String {
-    match a.last_barrier {
+    let end = match a.last_barrier {
         Some(b) => format!("the log ends at barrier seq {b}"),
         None => format!("the log ends at seq {}", a.last_seq),
+    };
+    match &a.cut {
+        Some(c) => format!(
+            "{end} (seqs {}..={} after it were cut, and are never reused)",
+            c.seqs.0, c.seqs.1
+        ),
+        None => end,
     }
 }
 
