@@ -34,10 +34,10 @@ use thiserror::Error;
 
 use crate::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
 use crate::lift::{Differ, Lifted, Lifter, SemanticEvent};
-use crate::log::{BarrierKind, CutReport, LogError, LogWriter, OpenReport, RecordKind};
+use crate::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
 use crate::recording::RecordDir;
 use crate::semantic::{DecodeErrorEvent, SemanticChange};
-use crate::tap_recovery::{open_log, TapCut};
+use crate::tap_recovery::{open_log, Abandoned, TapCut};
 
 const BLOCK: usize = 4096;
 /// Pending block data is stored (and its log frame committed) beyond this.
@@ -93,17 +93,6 @@ pub struct TapOpenReport {
     /// Records after the log's last sync point that named blocks missing
     /// from the store, cut before anything else was written.
     pub cut: Option<TapCut>,
-}
-
-/// Where a log ends after [`BlockTap::abandon`].
-#[derive(Debug, Clone, Serialize)]
-pub struct Abandoned {
-    /// What was cut after the last sync point (`None`: nothing was there).
-    pub cut: Option<CutReport>,
-    /// The seq the log now ends at.
-    pub last_seq: u64,
-    /// The last barrier this tap made durable, if any.
-    pub last_barrier: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -488,6 +477,11 @@ impl BlockTap {
         self.state.checksum()
     }
 
+    /// The last barrier this tap made durable.
+    pub fn last_barrier(&self) -> Option<u64> {
+        self.last_barrier
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.log.last_seq()
     }
@@ -496,13 +490,20 @@ impl BlockTap {
         self.stats
     }
 
-    /// Ends recording with a final barrier (unless nothing happened since
-    /// the last one) and closes the log.
-    pub fn close(mut self) -> Result<TapStats, TapError> {
+    /// The final barrier (unless nothing happened since the last one) and
+    /// the decoder's last events: what [`BlockTap::close`] does before it
+    /// seals the log. A caller that must abandon the tap when this fails
+    /// calls it first.
+    pub fn finish(&mut self) -> Result<(), TapError> {
         if self.dirty {
             self.barrier(BarrierKind::Flush)?;
         }
-        self.finish_lifting()?;
+        self.finish_lifting()
+    }
+
+    /// Ends recording ([`BlockTap::finish`]) and closes (seals) the log.
+    pub fn close(mut self) -> Result<TapStats, TapError> {
+        self.finish()?;
         let stats = self.stats;
         let dir = self.log.dir().to_path_buf();
         self.log.close()?;

@@ -4,7 +4,8 @@
 //! crash lost them, or the store filled up). If any is missing, the log is
 //! cut back to its last sync point (the last barrier the guest saw
 //! acknowledged, whose objects were synced before it); the tap then logs a
-//! new base for whatever the image holds beyond it.
+//! new base for whatever the image holds beyond it. Also where a log ends
+//! after a tap was abandoned ([`Abandoned`]).
 use serde::Serialize;
 use snapshot::{ObjectId, Store};
 
@@ -13,6 +14,17 @@ use crate::hex;
 use crate::log::{CutReport, LogReader, LogWriter, OpenReport, RecordKind};
 use crate::recording::RecordDir;
 use crate::tap::TapError;
+
+/// Where a log ends after [`crate::tap::BlockTap::abandon`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Abandoned {
+    /// What was cut after the last sync point (`None`: nothing was there).
+    pub cut: Option<CutReport>,
+    /// The seq the log now ends at.
+    pub last_seq: u64,
+    /// The last barrier this tap made durable, if any.
+    pub last_barrier: Option<u64>,
+}
 
 /// A cut made when the tap opened, and why.
 #[derive(Debug, Clone, Serialize)]

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use introspection::log::BarrierKind;
 use introspection::recording::RecordDir;
-use introspection::tap::Abandoned;
+use introspection::tap_recovery::Abandoned;
 use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
 
 use crate::devices::virtio::block::WriteTap;
@@ -308,16 +308,31 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
                 });
                 answer(r, reply)
             }
-            Msg::Close(reply) => {
-                let tap = tap.take().expect("checked above");
-                let r = tap.close();
-                if let Err(e) = &r {
-                    // The log was not sealed; its next open recovers it.
-                    let _ = failure.set(failure_line(e, "the log was left as it was"));
+            Msg::Close(reply) => match t.finish() {
+                Ok(()) => {
+                    let tap = tap.take().expect("checked above");
+                    let last_barrier = tap.last_barrier();
+                    let r = tap.close();
+                    if let Err(e) = &r {
+                        // Everything up to the final barrier is durable; the
+                        // log is only not sealed (its next open is a crash's).
+                        let end = match last_barrier {
+                            Some(b) => format!("the log ends at barrier seq {b}"),
+                            None => "the log was not sealed".to_string(),
+                        };
+                        let line = failure_line(e, &end);
+                        tracing::error!("{line}");
+                        let _ = failure.set(line);
+                    }
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                    return;
                 }
-                let _ = reply.send(r.map_err(|e| e.to_string()));
-                return;
-            }
+                Err(e) => {
+                    // Abandoned below; the answer is the failure line.
+                    let _ = reply.send(Err(format!("recording failed: {e}")));
+                    Some(e)
+                }
+            },
         };
         if let Some(e) = failed {
             let line = match tap.take().expect("checked above").abandon() {
