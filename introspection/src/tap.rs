@@ -186,8 +186,9 @@ impl BlockTap {
             last_barrier: None,
             stats: TapStats::default(),
         };
-        let had_records = log_report.last_seq > 0;
-        let base_blocks = tap.write_base(dir, vm_id, image)?;
+        // Seqs may start above 1 (after a declared gap): ask what is kept.
+        let had_records = cut.as_ref().map_or(log_report.last_seq, |c| c.cut.last_seq) > 0;
+        let base_blocks = tap.write_base(dir, vm_id, image, !had_records)?;
         Ok((
             tap,
             TapOpenReport {
@@ -201,7 +202,13 @@ impl BlockTap {
 
     /// Logs every block whose content differs between the log's recorded
     /// state and the image, then a barrier.
-    fn write_base(&mut self, dir: &RecordDir, vm_id: &str, image: &Path) -> Result<u64, TapError> {
+    fn write_base(
+        &mut self,
+        dir: &RecordDir,
+        vm_id: &str,
+        image: &Path,
+        fresh: bool,
+    ) -> Result<u64, TapError> {
         let num_blocks = self.state.num_blocks();
         let logged = dir.logged_state(vm_id, num_blocks).map_err(|e| match e {
             TapError::Image { .. } => TapError::ImageTooSmall {
@@ -210,7 +217,6 @@ impl BlockTap {
             },
             other => other,
         })?;
-        let fresh = self.log.last_seq() == 0;
         if !fresh && logged.checksum() == self.state.checksum() {
             return Ok(0);
         }

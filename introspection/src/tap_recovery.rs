@@ -144,4 +144,27 @@ mod tests {
         assert!(!seqs.contains(&lost));
         assert!(*seqs.last().unwrap() > lost);
     }
+
+    #[test]
+    fn a_log_whose_first_run_kept_nothing_still_gets_its_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RecordDir::new(tmp.path().join("rec"));
+        let image = tmp.path().join("disk.img");
+        std::fs::write(&image, vec![0u8; 16 * 4096]).unwrap();
+        // A first run whose records never reached the file (a full disk).
+        let (mut log, _) = LogWriter::open(dir.log_dir("vm"), "vm").unwrap();
+        log.append(RecordKind::Mark { name: "x".into() }).unwrap();
+        drop(log);
+        let (tap, report) = BlockTap::open(&dir, "vm", &image).unwrap();
+        let (first, _) = report.log.skipped_seqs.expect("seqs after a gap");
+        assert_eq!(first, 1);
+        assert!(!report.rebased);
+        tap.close().unwrap();
+        let reader = LogReader::open(dir.log_dir("vm")).unwrap();
+        let head = reader.iter().unwrap().next().unwrap().unwrap();
+        match head.kind {
+            RecordKind::Mark { name } => assert!(name.starts_with(crate::tap::BASE_MARK)),
+            other => panic!("the log must start with its base, not {other:?}"),
+        }
+    }
 }

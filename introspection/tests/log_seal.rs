@@ -222,3 +222,28 @@ fn readers_do_not_stop_quietly_inside_a_sealed_log() {
         other => panic!("expected damage, got {other:?}"),
     }
 }
+
+#[test]
+fn a_log_whose_first_records_were_lost_starts_after_its_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = log_dir(&tmp);
+    // The first run's records never reached the file, and it died.
+    let (mut w, _) = LogWriter::open(&dir, "vm-1").unwrap();
+    w.append_at(ts(1), kind(1)).unwrap();
+    drop(w);
+    let (mut w, report) = LogWriter::open(&dir, "vm-1").unwrap();
+    let next = w.next_seq();
+    assert_eq!(report.skipped_seqs, Some((1, next - 1)));
+    w.append_at(ts(next), kind(next)).unwrap();
+    w.close().unwrap();
+    let reader = LogReader::open(&dir).unwrap();
+    assert_eq!(reader.first_seq(), Some(next));
+    // Reading "from the start" (seq 1) reads from its first record.
+    let got: Vec<u64> = reader
+        .iter_from(1)
+        .unwrap()
+        .map(|r| r.unwrap().seq)
+        .collect();
+    assert_eq!(got, vec![next]);
+    assert!(introspection::verify(&dir).unwrap().is_ok());
+}

@@ -116,16 +116,23 @@ impl LogReader {
         self.iter_from(self.first_seq().unwrap_or(1))
     }
 
-    /// Records from `seq` on (an empty iterator past the end). Seeks with
+    /// Records from `seq` on (an empty iterator past the end; from the first
+    /// record when `seq` is below a log that starts after a gap). Seeks with
     /// the index; every frame read is checked. The iterator yields an error
     /// at the first bad frame and then ends; it ends quietly at a frame the
     /// writer has not finished (or a torn tail not yet cut by an open), but
     /// not at one before the log's sealed end or sync point: that is damage.
     pub fn iter_from(&self, seq: u64) -> Result<RecordIter, LogError> {
-        let seq = seq.max(1);
+        let mut seq = seq.max(1);
         let Some(first) = self.first_seq() else {
             return Ok(RecordIter::empty());
         };
+        // A log whose very first segment starts above seq 1 began after a
+        // declared gap (its first records were lost with a crash before
+        // anything was durable): the seqs below never existed in it.
+        if seq < first && self.segments[0].no == 1 {
+            seq = first;
+        }
         if seq < first {
             return Err(LogError::SeqNotFound {
                 dir: self.dir.clone(),
