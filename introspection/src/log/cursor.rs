@@ -239,6 +239,21 @@ impl Cursor {
         })
     }
 
+    /// Like [`Cursor::step`], but an unfinished frame that the seal file
+    /// says is durable is probed once more: a live writer may have finished
+    /// and synced it between the probe and the seal read.
+    pub fn step_settled(&mut self, skip_before: u64) -> Result<Step, LogError> {
+        let step = self.step(skip_before)?;
+        if let Step::Bad(b) = &step {
+            if b.kind == BadKind::Incomplete
+                && super::seal::protects(&self.dir, &b.path, b.offset)?.is_some()
+            {
+                return self.step(skip_before);
+            }
+        }
+        Ok(step)
+    }
+
     fn later_segment_exists(&self, after: u32) -> Result<bool, LogError> {
         Ok(list_segments(&self.dir)?.iter().any(|&n| n > after))
     }

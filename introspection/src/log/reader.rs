@@ -271,7 +271,7 @@ impl Iterator for RecordIter {
                 return Some(Ok(r));
             }
             let cursor = self.cursor.as_mut()?;
-            let step = cursor.step(self.skip_before);
+            let step = cursor.step_settled(self.skip_before);
             let failure = match step {
                 Ok(Step::Frame {
                     records: Some(mut records),

@@ -108,7 +108,7 @@ pub fn verify_with(
     report.segments = 1;
     let mut cursor = Cursor::at_segment_start(dir, first_no, header);
     loop {
-        match cursor.step(0)? {
+        match cursor.step_settled(0)? {
             Step::Frame {
                 offset,
                 header,
