@@ -30,7 +30,7 @@ pub enum LogCommand {
     /// running VM takes marks through its control socket). Replay and
     /// drills can then target `mark=NAME`.
     ///
-    /// Example: vmm log mark /tmp/rec --vm vm0 before-upgrade
+    /// Example: vmm log mark /tmp/rec before-upgrade --vm web1
     Mark(MarkArgs),
 }
 
@@ -38,8 +38,9 @@ pub enum LogCommand {
 pub struct MarkArgs {
     /// Record directory (as given to `vmm run --record`).
     pub dir: PathBuf,
-    #[arg(long, value_name = "ID", default_value = "vm0")]
-    pub vm: String,
+    /// Whose log (default: the only VM recorded in DIR).
+    #[arg(long, value_name = "ID")]
+    pub vm: Option<String>,
     /// The mark's name (1-256 bytes).
     pub name: String,
 }
@@ -105,6 +106,21 @@ fn vms(dir: &RecordDir, only: &Option<String>) -> Result<Vec<String>, CliError> 
         ))),
         None => Ok(all),
     }
+}
+
+/// The one VM a command that works on a single log acts on: `only` when
+/// given (and present), else the only VM recorded in `dir`. Several VMs
+/// and no --vm is an error naming them, never a guess.
+pub fn one_vm(dir: &RecordDir, only: &Option<String>) -> Result<String, CliError> {
+    let mut all = vms(dir, only)?;
+    if all.len() > 1 {
+        return Err(CliError::new(format!(
+            "{} holds the logs of several VMs ({}); pass --vm ID to choose one",
+            dir.root().display(),
+            all.join(", ")
+        )));
+    }
+    Ok(all.remove(0))
 }
 
 pub fn show(args: &ShowArgs) -> Result<i32, CliError> {
@@ -243,14 +259,14 @@ pub fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
 
 pub fn mark(args: &MarkArgs) -> Result<i32, CliError> {
     let dir = RecordDir::new(&args.dir);
-    vms(&dir, &Some(args.vm.clone()))?;
+    let vm = one_vm(&dir, &args.vm)?;
     // Through the recorder's open: a failed run's unstored records are cut
     // before this mark makes the log's sync point move past them.
     let store = dir.open_store().map_err(CliError::from_display)?;
-    let (mut log, _, cut) = introspection::tap_recovery::open_log(&dir, &store, &args.vm)
-        .map_err(CliError::from_display)?;
+    let (mut log, _, cut) =
+        introspection::tap_recovery::open_log(&dir, &store, &vm).map_err(CliError::from_display)?;
     if let Some(cut) = cut {
-        tracing::warn!("log of {}: {cut}", args.vm);
+        tracing::warn!("log of {vm}: {cut}");
     }
     let seq = log
         .append(RecordKind::Mark {
@@ -259,6 +275,6 @@ pub fn mark(args: &MarkArgs) -> Result<i32, CliError> {
         .map_err(CliError::from_display)?;
     log.sync().map_err(CliError::from_display)?;
     log.close().map_err(CliError::from_display)?;
-    println!("{}: mark '{}' at seq {seq}", args.vm, args.name);
+    println!("{vm}: mark '{}' at seq {seq}", args.name);
     Ok(0)
 }

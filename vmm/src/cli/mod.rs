@@ -7,6 +7,7 @@ use vmm::VmmError;
 
 mod changes;
 mod demo;
+mod drill;
 mod log;
 mod refs;
 mod replay;
@@ -84,7 +85,7 @@ pub enum Command {
     ///
     /// Example: vmm drill --log rec/ --vm web1 --at mark=nightly --json
     #[command(verbatim_doc_comment)]
-    Drill(replay::DrillArgs),
+    Drill(drill::DrillArgs),
     /// Bring a VM back from a snapshot and run it on from there.
     ///
     /// Examples:
@@ -210,7 +211,7 @@ pub fn main() -> i32 {
         Command::Store(store::StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(store::StoreCommand::Repair(args)) => store::repair(args),
         Command::Replay(args) => replay::replay(args),
-        Command::Drill(args) => replay::drill(&cli, args),
+        Command::Drill(args) => drill::drill(&cli, args),
         Command::Restore(args) => snapshot::restore(&cli, args),
         Command::Changes(args) => changes::changes(args),
         Command::History(args) => changes::history(args),

@@ -1,20 +1,17 @@
-//! `vmm replay` and `vmm drill`: rebuild a disk at a point of its recorded
-//! history; for a drill, also boot a VM on it and let the guest check it.
+//! `vmm replay`: rebuild a disk at a point of its recorded history (also
+//! the restore step of `vmm drill`, cli/drill.rs).
 use std::fs::File;
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use introspection::recording::RecordDir;
 use replay::{Base, Control, Filter, Options, Point, ReplayError, ReplayReport, Step, WhatIf};
-use serde::Serialize;
 use vmm::lock::{self, LockError, LockMode};
-use vmm::{shutdown, DiskConfig, Machine, SerialOutput, VmConfig};
+use vmm::shutdown;
 
-use super::{Cli, CliError};
+use super::CliError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StepBy {
@@ -29,9 +26,9 @@ pub struct ReplayArgs {
     /// Record directory (as given to `vmm run --record`).
     #[arg(long, value_name = "DIR")]
     pub log: PathBuf,
-    /// Whose log to replay.
-    #[arg(long, value_name = "ID", default_value = "vm0")]
-    pub vm: String,
+    /// Whose log to replay (default: the only VM recorded in DIR).
+    #[arg(long, value_name = "ID")]
+    pub vm: Option<String>,
     /// Where to start: `empty` (the log's own base: it holds the disk as it
     /// was when recording began) or a disk image that the log passed
     /// through, e.g. the original image or an earlier replay output.
@@ -114,7 +111,7 @@ fn describe(step: &Step) -> String {
 /// Why `out` may not be written, or the lock on the file it replaces
 /// (held until the replay's result is renamed over it, so that no VM
 /// attaches that file meanwhile).
-fn claim_output(out: &Path, force: bool, flag: &str) -> Result<Option<File>, CliError> {
+pub(super) fn claim_output(out: &Path, force: bool, flag: &str) -> Result<Option<File>, CliError> {
     let refuse = |why: String| CliError::new(format!("{flag} {}: {why}", out.display()));
     let name = out
         .file_name()
@@ -158,7 +155,7 @@ fn claim_output(out: &Path, force: bool, flag: &str) -> Result<Option<File>, Cli
 
 /// A shared lock on a --base image while it is read (unless it is the
 /// file --out replaces, whose exclusive lock covers it).
-fn lock_base(base: &Base, out_lock: Option<&File>) -> Result<Option<File>, CliError> {
+pub(super) fn lock_base(base: &Base, out_lock: Option<&File>) -> Result<Option<File>, CliError> {
     let Base::Image(path) = base else {
         return Ok(None);
     };
@@ -238,12 +235,12 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
         ..Options::default()
     };
     let dir = RecordDir::new(&args.log);
-    let report =
-        match replay::replay_to_file(&dir, &args.vm, &args.base, &args.until, &args.out, opts) {
-            Ok(report) => report,
-            Err(ReplayError::Cancelled) => return cancelled(&args.out),
-            Err(e) => return Err(CliError::from_display(e)),
-        };
+    let vm = super::log::one_vm(&dir, &args.vm)?;
+    let report = match replay::replay_to_file(&dir, &vm, &args.base, &args.until, &args.out, opts) {
+        Ok(report) => report,
+        Err(ReplayError::Cancelled) => return cancelled(&args.out),
+        Err(e) => return Err(CliError::from_display(e)),
+    };
     drop(out_lock);
     if args.json {
         println!(
@@ -251,15 +248,15 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
             serde_json::to_string(&report).expect("reports serialize")
         );
     } else if args.speed.is_none() {
-        print_report(args, &report);
+        print_report(args, &vm, &report);
     }
     Ok(0)
 }
 
-fn print_report(args: &ReplayArgs, r: &ReplayReport) {
+fn print_report(args: &ReplayArgs, vm: &str, r: &ReplayReport) {
     println!(
         "replayed {} from seq {} to seq {}{}: {} records, {} writes ({} blocks), {} barriers verified",
-        args.vm,
+        vm,
         r.from_seq,
         r.last_seq,
         if r.stopped_early { " (stopped by you)" } else { "" },
@@ -284,158 +281,4 @@ fn print_report(args: &ReplayArgs, r: &ReplayReport) {
         );
     }
     println!("wrote {}", args.out.display());
-}
-
-#[derive(Debug, Args)]
-pub struct DrillArgs {
-    /// Record directory (as given to `vmm run --record`).
-    #[arg(long, value_name = "DIR")]
-    pub log: PathBuf,
-    #[arg(long, value_name = "ID", default_value = "vm0")]
-    pub vm: String,
-    /// Where to start (see `vmm replay --base`).
-    #[arg(long, value_name = "IMAGE|empty", default_value = "empty")]
-    pub base: Base,
-    /// The point to restore to: seq=N, time=RFC3339, mark=NAME or end.
-    #[arg(long, value_name = "POINT")]
-    pub at: Point,
-    /// The microguest workload that checks the restored disk.
-    #[arg(long, value_name = "CMDLINE", default_value = "workload=blk-verify")]
-    pub check: String,
-    /// Keep the restored disk at PATH (default: removed after the drill).
-    #[arg(long, value_name = "PATH")]
-    pub keep: Option<PathBuf>,
-    /// Replace --keep if it exists.
-    #[arg(long)]
-    pub force: bool,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct DrillReport {
-    vm: String,
-    at: String,
-    restored_to_seq: u64,
-    last_verified_barrier: Option<u64>,
-    replay_verified: bool,
-    restore_ms: f64,
-    boot_and_check_ms: f64,
-    guest_status: Option<u8>,
-    guest_output: String,
-    error: Option<String>,
-    pass: bool,
-}
-
-pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
-    let keep_lock = match &args.keep {
-        Some(path) => claim_output(path, args.force, "--keep")?,
-        None => None,
-    };
-    let _base_lock = lock_base(&args.base, keep_lock.as_ref())?;
-    let disk = match &args.keep {
-        Some(path) => path.clone(),
-        None => std::env::temp_dir().join(format!("vmm-drill-{}.img", std::process::id())),
-    };
-    let started = Instant::now();
-    let dir = RecordDir::new(&args.log);
-    let cancel = || shutdown::requested().is_some();
-    let replayed = replay::replay_to_file(
-        &dir,
-        &args.vm,
-        &args.base,
-        &args.at,
-        &disk,
-        Options {
-            cancel: Some(&cancel),
-            ..Options::default()
-        },
-    );
-    drop(keep_lock);
-    let restore_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut report = DrillReport {
-        vm: args.vm.clone(),
-        at: args.at.to_string(),
-        restored_to_seq: 0,
-        last_verified_barrier: None,
-        replay_verified: false,
-        restore_ms,
-        boot_and_check_ms: 0.0,
-        guest_status: None,
-        guest_output: String::new(),
-        error: None,
-        pass: false,
-    };
-    match replayed {
-        Err(e) => report.error = Some(format!("restore failed: {e}")),
-        Ok(r) => {
-            report.restored_to_seq = r.last_seq;
-            report.last_verified_barrier = r.last_verified_barrier;
-            report.replay_verified = r.verified;
-            let console = Arc::new(Mutex::new(Vec::new()));
-            let config = VmConfig {
-                kvm_path: cli.kvm.clone(),
-                cmdline: args.check.clone(),
-                serial: SerialOutput::Capture(console.clone()),
-                timeout: Some(std::time::Duration::from_secs(120)),
-                disks: vec![DiskConfig {
-                    path: disk.clone(),
-                    read_only: true,
-                }],
-                ..VmConfig::default()
-            };
-            let booted = Instant::now();
-            let outcome = Machine::build(&config).and_then(|mut m| m.run());
-            report.boot_and_check_ms = booted.elapsed().as_secs_f64() * 1e3;
-            report.guest_output =
-                String::from_utf8_lossy(&console.lock().unwrap_or_else(|e| e.into_inner()))
-                    .into_owned();
-            match outcome {
-                Ok(o) if o.signal.is_some() => {
-                    report.error = Some("the check VM was stopped by a signal".into())
-                }
-                Ok(o) => report.guest_status = Some(o.status),
-                Err(e) => report.error = Some(format!("the check VM failed: {e}")),
-            }
-            report.pass = r.verified && report.guest_status == Some(0);
-        }
-    }
-    if args.keep.is_none() {
-        let _ = std::fs::remove_file(&disk);
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("reports serialize")
-        );
-    } else {
-        println!("disaster-recovery drill: {} at {}", report.vm, report.at);
-        println!(
-            "  restore     {:>8.1} ms  to seq {} (last verified barrier: {})",
-            report.restore_ms,
-            report.restored_to_seq,
-            report
-                .last_verified_barrier
-                .map_or("none".into(), |s| s.to_string())
-        );
-        println!(
-            "  boot+check  {:>8.1} ms  `{}`",
-            report.boot_and_check_ms, args.check
-        );
-        for line in report.guest_output.lines() {
-            println!("    guest> {line}");
-        }
-        if let Some(e) = &report.error {
-            println!("  error: {e}");
-        }
-        println!("  result: {}", if report.pass { "PASS" } else { "FAIL" });
-    }
-    if let Some(signal) = shutdown::requested() {
-        return Ok(shutdown::exit_status(signal));
-    }
-    Ok(if report.pass {
-        0
-    } else {
-        vmm::error::exit::CHECK_FAILED
-    })
 }

@@ -108,9 +108,12 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
-    /// List the snapshots in a directory: id, kind, parent, VM, time.
+    /// List the snapshots in a directory: path, kind, VM, parent.
     ///
-    /// Example: vmm snapshot list /tmp/rec --json
+    /// Examples:
+    ///   vmm snapshot list /tmp/rec --json
+    ///   vmm restore $(vmm snapshot list /tmp/rec --latest)
+    #[command(verbatim_doc_comment)]
     List(ListArgs),
     /// Snapshot a running VM through its control socket (`vmm run
     /// --api-sock`). Prints the new snapshot's path.
@@ -223,8 +226,13 @@ pub fn mark(args: &MarkArgs) -> Result<i32, CliError> {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     pub dir: PathBuf,
+    /// One JSON object per snapshot (NDJSON).
     #[arg(long)]
     pub json: bool,
+    /// Only the newest snapshot (for scripts: with --json its object, else
+    /// just its path). Exit status 125 when there is none.
+    #[arg(long)]
+    pub latest: bool,
 }
 
 #[derive(Debug, Args)]
@@ -234,7 +242,24 @@ pub struct MergeArgs {
 
 pub fn list(args: &ListArgs) -> Result<i32, CliError> {
     let dir = SnapshotDir::open_existing(&args.dir).map_err(CliError::from_display)?;
-    for entry in dir.list().map_err(CliError::from_display)? {
+    let entries = dir.list().map_err(CliError::from_display)?;
+    if args.latest {
+        let newest = entries
+            .into_iter()
+            .filter_map(|e| e.map_err(|e| eprintln!("warning: {e}")).ok())
+            .max_by(|a, b| (a.created_ns, &a.id).cmp(&(b.created_ns, &b.id)))
+            .ok_or_else(|| {
+                CliError::new(format!("{} holds no readable snapshot", args.dir.display()))
+            })?;
+        if args.json {
+            println!("{}", serde_json::to_string(&newest).expect("serialize"));
+        } else {
+            let path = dir.path(&newest.id).map_err(CliError::from_display)?;
+            println!("{}", path.display());
+        }
+        return Ok(0);
+    }
+    for entry in entries {
         match entry {
             Ok(s) if args.json => println!("{}", serde_json::to_string(&s).expect("serialize")),
             Ok(s) => println!(

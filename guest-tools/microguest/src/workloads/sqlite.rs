@@ -144,7 +144,9 @@ pub fn run(cmdline: &Cmdline) -> u32 {
     0
 }
 
-/// Opens the database an earlier boot left and prints its summary.
+/// Opens the database an earlier boot left and prints its summary; exits 1
+/// when it cannot be read or `PRAGMA integrity_check` finds damage (a
+/// disaster-recovery drill's check of an SQLite disk).
 pub fn summary(cmdline: &Cmdline) -> u32 {
     if start(cmdline).is_none() {
         return crate::EXIT_GUEST_ERROR;
@@ -162,7 +164,7 @@ pub fn summary(cmdline: &Cmdline) -> u32 {
             }
             say!("sqlite-summary: {line}\n");
             print_io();
-            0
+            u32::from(!line.contains(" integrity=ok "))
         }
         Err(e) => {
             say!("sqlite-summary: error: {e}\n");
