@@ -89,8 +89,8 @@ pub enum Command {
     /// Bring a VM back from a snapshot and run it on from there.
     ///
     /// Examples:
-    ///   vmm restore rec/snapshots/ID.snap
-    ///   vmm restore rec/snapshots/ID.snap --disk clone1.img --vm-id clone1
+    ///   vmm restore snaps/snapshots/ID.snap
+    ///   vmm restore $(vmm snapshot list snaps --latest) --disk clone1.img --vm-id clone1
     #[command(verbatim_doc_comment)]
     Restore(snapshot::RestoreArgs),
     /// Create (on a running VM), list, merge and delete snapshots.
