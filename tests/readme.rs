@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 const VMM: &str = env!("CARGO_BIN_EXE_vmm");
 
 /// How long the whole README may take (a debug build of `vmm`).
-const TIME_LIMIT: Duration = Duration::from_secs(240);
+const TIME_LIMIT: Duration = Duration::from_secs(120);
 
 /// One command of a README example.
 #[derive(Debug, Clone, PartialEq)]
