@@ -43,6 +43,7 @@ fn a_healthy_sqlite_disk_passes_and_a_damaged_one_fails() {
     let (status, report, out) = drill(&rec, &["--at", "end"]);
     assert_eq!(status, Some(0), "{out}");
     assert_eq!(report["pass"], true);
+    assert_eq!(report["checked"], true);
     assert_eq!(report["check"], "workload=sqlite-summary");
     assert!(report["guest_output"]
         .as_str()
@@ -105,8 +106,12 @@ fn files_without_a_built_in_check_need_an_explicit_one() {
     );
     let (status, report, out) = drill(&rec, &["--at", "end"]);
     assert_eq!(status, Some(125), "{out}");
+    assert_eq!(report["checked"], false);
     assert!(
-        report["error"].as_str().unwrap().contains("--check"),
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("(Json) with no built-in check; pass --check"),
         "{out}"
     );
     let (status, report, out) = drill(&rec, &["--at", "end", "--check", "workload=blk-checksum"]);
