@@ -13,7 +13,7 @@
 //! [`SemanticChange::from_change`]. When a file cannot be decoded the caller
 //! records a [`DecodeErrorEvent`] instead and goes on.
 //!
-//! JSON encoding (`serde`): `format` is `"sqlite" | "json" | "kv"`, `op` is
+//! JSON encoding (`serde`): `format` is `"sqlite" | "json" | "kv" | "leveldb"`, `op` is
 //! `"insert" | "update" | "delete"`, `before`/`after` are `null` when absent
 //! (insert has no `before`, delete has no `after`).
 
@@ -33,6 +33,9 @@ pub enum Format {
     Json,
     /// The `VMMKV001` append-only key/value log (see [`crate::decode::kv`]).
     Kv,
+    /// A LevelDB database (see [`crate::decode::leveldb`]).
+    #[serde(rename = "leveldb")]
+    LevelDb,
 }
 
 impl Format {
@@ -42,6 +45,7 @@ impl Format {
             Format::Sqlite => "sqlite",
             Format::Json => "json",
             Format::Kv => "kv",
+            Format::LevelDb => "leveldb",
         }
     }
 }
@@ -59,8 +63,9 @@ impl FromStr for Format {
             "sqlite" => Ok(Format::Sqlite),
             "json" => Ok(Format::Json),
             "kv" => Ok(Format::Kv),
+            "leveldb" => Ok(Format::LevelDb),
             other => Err(format!(
-                "unknown format {other:?} (expected sqlite, json or kv)"
+                "unknown format {other:?} (expected sqlite, json, kv or leveldb)"
             )),
         }
     }

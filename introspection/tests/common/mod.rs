@@ -1,6 +1,8 @@
 //! Helpers shared by the change-log tests.
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::path::{Path, PathBuf};
 
 use introspection::{BarrierKind, LogOptions, LogReader, Record, RecordKind};

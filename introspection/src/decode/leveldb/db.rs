@@ -1,0 +1,226 @@
+//! The database view: the live key -> value state of a LevelDB directory,
+//! and the puts/deletes of its write-ahead logs.
+//!
+//! # How LevelDB's files make up the state (google/leveldb doc/impl.md)
+//!
+//! - `CURRENT` names the current `MANIFEST-NNNNNN`, whose version edits
+//!   list the live table files (`NNNNNN.ldb` or `.sst`) and the number of
+//!   the oldest log still needed (`log_number`, plus `prev_log_number`).
+//! - Each write-ahead log `NNNNNN.log` with a number at least `log_number`
+//!   (or equal to `prev_log_number`) holds write batches not yet in a
+//!   table; they are replayed in file-number order.
+//! - Every version of a key carries a sequence number; the newest version
+//!   wins and a deletion removes the key. Tables at different levels can
+//!   hold older versions of a key: taking the highest sequence number over
+//!   all live tables and logs gives the same answer as LevelDB's merge.
+//!
+//! A directory without `CURRENT` (or with a blank one) has no version yet:
+//! its tables are ignored and every log is replayed. Files named neither
+//! as above (`LOCK`, `LOG`, `LOG.old`, temp files) are ignored. A live
+//! table the MANIFEST names but the directory lacks is an error.
+
+use std::collections::BTreeMap;
+
+use crate::decode::{is_blank, Budget, DecodeError};
+
+use super::batch::{for_each_op, BatchOp};
+use super::log::LogReader;
+use super::manifest::{self, Manifest};
+use super::table;
+
+/// One put or delete read from a write-ahead log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalOp {
+    /// Number of the log file (0 for a lone log given without a name).
+    pub log: u64,
+    /// Offset of its log record in that file.
+    pub offset: usize,
+    pub seq: u64,
+    pub key: Vec<u8>,
+    /// `Some(value)` for a put, `None` for a delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Calls `f(record offset, op)` for each op of a write-ahead log, in order.
+/// A torn tail ends the log; damage in the middle is an error.
+pub fn for_each_wal_op(
+    data: &[u8],
+    mut f: impl FnMut(usize, BatchOp<'_>),
+) -> Result<(), DecodeError> {
+    for rec in LogReader::new(data) {
+        let rec = rec?;
+        for_each_op(&rec.data, rec.offset, |op| f(rec.offset, op))?;
+    }
+    Ok(())
+}
+
+/// The ops of one write-ahead log file, owned.
+pub fn wal_ops(data: &[u8]) -> Result<Vec<WalOp>, DecodeError> {
+    let mut out = Vec::new();
+    let mut budget = Budget::for_input(data.len(), 64);
+    let mut failed = None;
+    for_each_wal_op(data, |offset, op| {
+        if failed.is_none() {
+            failed = push_op(&mut out, &mut budget, 0, offset, op).err();
+        }
+    })?;
+    failed.map_or(Ok(out), Err)
+}
+
+fn push_op(
+    out: &mut Vec<WalOp>,
+    budget: &mut Budget,
+    log: u64,
+    offset: usize,
+    op: BatchOp<'_>,
+) -> Result<(), DecodeError> {
+    budget.charge_value(op.key().len() + op.value().map_or(0, <[u8]>::len))?;
+    out.push(WalOp {
+        log,
+        offset,
+        seq: op.seq(),
+        key: op.key().to_vec(),
+        value: op.value().map(<[u8]>::to_vec),
+    });
+    Ok(())
+}
+
+/// What a file name says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Current,
+    Manifest(u64),
+    Log(u64),
+    Table(u64),
+    Other,
+}
+
+/// Classifies a base file name as LevelDB does.
+pub fn file_kind(name: &str) -> FileKind {
+    let digits = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    if name == "CURRENT" {
+        return FileKind::Current;
+    }
+    if let Some(n) = name.strip_prefix("MANIFEST-").and_then(digits) {
+        return FileKind::Manifest(n);
+    }
+    match name.rsplit_once('.') {
+        Some((n, "log")) => digits(n).map_or(FileKind::Other, FileKind::Log),
+        Some((n, "ldb" | "sst")) => digits(n).map_or(FileKind::Other, FileKind::Table),
+        _ => FileKind::Other,
+    }
+}
+
+/// A database's state at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Database {
+    /// Live keys and values.
+    pub live: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The ops of the live logs in replay order.
+    pub wal_ops: Vec<WalOp>,
+    /// The current version, when there is one.
+    pub manifest: Option<Manifest>,
+    /// The highest sequence number in the state (tables, logs, MANIFEST).
+    pub last_sequence: u64,
+}
+
+impl Database {
+    /// The state of a directory given as (base name, bytes) pairs.
+    pub fn open(files: &[(&str, &[u8])]) -> Result<Database, DecodeError> {
+        let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+        let mut budget = Budget::for_input(total, 64);
+        let find = |kind: FileKind| {
+            files
+                .iter()
+                .find(|(n, _)| file_kind(n) == kind)
+                .map(|f| f.1)
+        };
+        let manifest = match find(FileKind::Current).filter(|c| !is_blank(c)) {
+            None => None,
+            Some(current) => {
+                let name = std::str::from_utf8(current)
+                    .ok()
+                    .and_then(|s| s.strip_suffix('\n'))
+                    .filter(|s| matches!(file_kind(s), FileKind::Manifest(_)))
+                    .ok_or_else(|| DecodeError::new("leveldb: CURRENT does not name a MANIFEST"))?;
+                let data = files
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .ok_or_else(|| {
+                        DecodeError::new(format!("leveldb: {name} (named by CURRENT) is missing"))
+                    })?
+                    .1;
+                Some(manifest::parse(data)?)
+            }
+        };
+        let mut db = Database::default();
+        let mut state: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> = BTreeMap::new();
+        if let Some(m) = &manifest {
+            db.last_sequence = m.last_sequence;
+            for &number in m.files.keys() {
+                let data = find(FileKind::Table(number)).ok_or_else(|| {
+                    DecodeError::new(format!("leveldb: live table {number:06}.ldb is missing"))
+                })?;
+                table::for_each_entry(data, &mut budget, |e| {
+                    newest(&mut state, e.user_key, e.seq, e.value);
+                    Ok(())
+                })
+                .map_err(|e| e.context(&format!("table {number:06}")))?;
+            }
+        }
+        let mut logs: Vec<(u64, &[u8])> = files
+            .iter()
+            .filter_map(|(n, b)| match file_kind(n) {
+                FileKind::Log(k) => Some((k, *b)),
+                _ => None,
+            })
+            .filter(|(k, _)| {
+                manifest
+                    .as_ref()
+                    .is_none_or(|m| *k >= m.log_number || (*k == m.prev_log_number && *k != 0))
+            })
+            .collect();
+        logs.sort_by_key(|l| l.0);
+        for (number, data) in logs {
+            let mut failed = None;
+            for_each_wal_op(data, |offset, op| {
+                if failed.is_none() {
+                    failed = push_op(&mut db.wal_ops, &mut budget, number, offset, op).err();
+                }
+            })
+            .and_then(|()| failed.map_or(Ok(()), Err))
+            .map_err(|e| e.context(&format!("log {number:06}")))?;
+        }
+        for op in &db.wal_ops {
+            newest(&mut state, &op.key, op.seq, op.value.as_deref());
+        }
+        for (key, (seq, value)) in state {
+            db.last_sequence = db.last_sequence.max(seq);
+            if let Some(v) = value {
+                db.live.insert(key, v);
+            }
+        }
+        db.manifest = manifest;
+        Ok(db)
+    }
+}
+
+/// Records a version of `key` unless a newer one is known.
+fn newest(
+    state: &mut BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
+    key: &[u8],
+    seq: u64,
+    value: Option<&[u8]>,
+) {
+    match state.get_mut(key) {
+        Some(slot) if slot.0 >= seq => {}
+        Some(slot) => *slot = (seq, value.map(<[u8]>::to_vec)),
+        None => {
+            state.insert(key.to_vec(), (seq, value.map(<[u8]>::to_vec)));
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! LevelDB databases: a reader of the real on-disk format (write-ahead
+//! logs, MANIFEST, tables) and the semantic decoder over it.
+//!
+//! One file per concern, each documenting its format:
+//! - [`coding`]: varints, fixed integers, masked CRC32C;
+//! - [`log`]: the log file format (32 KiB blocks, fragmented records),
+//!   used by write-ahead logs and the MANIFEST;
+//! - [`batch`]: write batches (puts/deletes with sequence numbers);
+//! - [`table`]: table files (blocks, restart points, footer, Snappy);
+//! - [`manifest`]: version edits naming the live tables and logs;
+//! - [`db`]: the live state of a directory, newest version winning;
+//! - [`bundle`]: how the lifter passes a directory as one byte string.
+//!
+//! # Hints: how a guest describes a database
+//!
+//! A database is a directory of files that come and go (a new log after
+//! each memtable flush, new tables after compactions). The guest hints
+//! every file of the directory with format `leveldb` and its full path:
+//! `CURRENT` with role `main` (its id is the database's id), every other
+//! file (`MANIFEST-*`, `*.log`, `*.ldb`, `*.sst`) with role `part` and
+//! `main_id` = the id of `CURRENT`; deleted files get `Size{exists:false}`
+//! or `Forget`. At a barrier where any of them was written, the lifter
+//! bundles the existing files (base names) with the directory path as the
+//! database name and decodes the bundle.
+//!
+//! # Changes
+//!
+//! Reported with collection = the database path, key = the user key
+//! (text, or `0x` + hex), values as text or `{"$blob": hex}`. First, in
+//! order, each put and delete of the live write-ahead logs newer than the
+//! previous version's last sequence number, with `before` from the state
+//! the earlier ops left (a put is an insert or an update, even when it
+//! rewrites the same value; a delete of an absent key changes nothing and
+//! is not reported). Then any remaining difference between that state and
+//! the new live state (changes that reached the tables without passing
+//! through a log this lifter saw), in key order.
+//!
+//! Input that is not a bundle is read as one write-ahead log file
+//! (collection `""`); an empty or all-zero input is an empty database.
+
+use std::collections::BTreeMap;
+
+use crate::decode::kv::{render_key, render_value};
+use crate::decode::{is_blank, Change, DecodeError, Decoder, Op, SchemaHints};
+
+pub mod batch;
+pub mod bundle;
+pub mod coding;
+pub mod db;
+pub mod log;
+pub mod manifest;
+pub mod table;
+
+pub use db::{file_kind, for_each_wal_op, wal_ops, Database, FileKind, WalOp};
+
+/// A decoded input: the database name and its state.
+fn open(data: &[u8]) -> Result<(String, Database), DecodeError> {
+    if is_blank(data) {
+        return Ok((String::new(), Database::default()));
+    }
+    if bundle::is_bundle(data) {
+        let b = bundle::decode(data)?;
+        return Ok((b.name.to_string(), Database::open(&b.files)?));
+    }
+    Ok((String::new(), Database::open(&[("000000.log", data)])?))
+}
+
+/// The changes from `old` to `new` (see the module docs).
+pub fn changes(old: &Database, new: &Database, collection: &str) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut state: BTreeMap<&[u8], &[u8]> = old
+        .live
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    let change = |key: &[u8], op, before: Option<&[u8]>, after: Option<&[u8]>| Change {
+        collection: collection.to_string(),
+        key: render_key(key),
+        op,
+        before: before.map(render_value),
+        after: after.map(render_value),
+    };
+    for op in new.wal_ops.iter().filter(|op| op.seq > old.last_sequence) {
+        match &op.value {
+            Some(v) => {
+                let before = state.insert(&op.key, v);
+                let kind = if before.is_some() {
+                    Op::Update
+                } else {
+                    Op::Insert
+                };
+                out.push(change(&op.key, kind, before, Some(v)));
+            }
+            None => {
+                if let Some(before) = state.remove(op.key.as_slice()) {
+                    out.push(change(&op.key, Op::Delete, Some(before), None));
+                }
+            }
+        }
+    }
+    // Whatever the logs did not explain.
+    let target: BTreeMap<&[u8], &[u8]> = new
+        .live
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    for (k, v) in &state {
+        match target.get(k) {
+            None => out.push(change(k, Op::Delete, Some(v), None)),
+            Some(t) if t != v => out.push(change(k, Op::Update, Some(v), Some(t))),
+            Some(_) => {}
+        }
+    }
+    for (k, t) in &target {
+        if !state.contains_key(k) {
+            out.push(change(k, Op::Insert, None, Some(t)));
+        }
+    }
+    out
+}
+
+/// Decoder for LevelDB databases (bundles) and lone write-ahead logs.
+pub struct LevelDbDecoder;
+
+impl Decoder for LevelDbDecoder {
+    fn diff(
+        &self,
+        old: &[u8],
+        new: &[u8],
+        _hints: &SchemaHints,
+    ) -> Result<Vec<Change>, DecodeError> {
+        let (_, a) = open(old).map_err(|e| e.context("old version"))?;
+        let (name, b) = open(new).map_err(|e| e.context("new version"))?;
+        Ok(changes(&a, &b, &name))
+    }
+}
