@@ -184,7 +184,8 @@ impl Run {
         }
         assert_eq!(engine, self.model, "engine disagrees with the model");
         assert_eq!(
-            view.live, engine,
+            view.live_owned(),
+            engine,
             "decoded state != engine at checkpoint {}",
             self.checkpoints
         );
@@ -192,7 +193,7 @@ impl Run {
         let got: Vec<Op_> = view
             .wal_ops
             .iter()
-            .map(|o| (o.key.clone(), o.value.clone()))
+            .map(|o| (o.key.to_vec(), o.value.as_deref().map(<[u8]>::to_vec)))
             .collect();
         assert_eq!(
             got, self.issued,

@@ -52,7 +52,7 @@ fn sample_db(write_buffer: usize) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-fn open(files: &[(String, Vec<u8>)]) -> Result<Database, introspection::decode::DecodeError> {
+fn open(files: &[(String, Vec<u8>)]) -> Result<Database<'_>, introspection::decode::DecodeError> {
     let refs: Vec<(&str, &[u8])> = files
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))

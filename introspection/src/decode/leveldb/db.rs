@@ -19,7 +19,8 @@
 //! as above (`LOCK`, `LOG`, `LOG.old`, temp files) are ignored. A live
 //! table the MANIFEST names but the directory lacks is an error.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::decode::{is_blank, Budget, DecodeError};
 
@@ -28,17 +29,18 @@ use super::log::LogReader;
 use super::manifest::{self, Manifest};
 use super::table;
 
-/// One put or delete read from a write-ahead log.
+/// One put or delete read from a write-ahead log. Key and value borrow
+/// the log's bytes unless the record was split over blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WalOp {
+pub struct WalOp<'a> {
     /// Number of the log file (0 for a lone log given without a name).
     pub log: u64,
     /// Offset of its log record in that file.
     pub offset: usize,
     pub seq: u64,
-    pub key: Vec<u8>,
+    pub key: Cow<'a, [u8]>,
     /// `Some(value)` for a put, `None` for a delete.
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Cow<'a, [u8]>>,
 }
 
 /// Calls `f(record offset, op)` for each op of a write-ahead log, in order.
@@ -54,35 +56,52 @@ pub fn for_each_wal_op(
     Ok(())
 }
 
-/// The ops of one write-ahead log file, owned.
-pub fn wal_ops(data: &[u8]) -> Result<Vec<WalOp>, DecodeError> {
+/// The ops of one write-ahead log file (numbered `log` in [`WalOp::log`]).
+pub fn wal_ops(data: &[u8]) -> Result<Vec<WalOp<'_>>, DecodeError> {
     let mut out = Vec::new();
-    let mut budget = Budget::for_input(data.len(), 64);
-    let mut failed = None;
-    for_each_wal_op(data, |offset, op| {
-        if failed.is_none() {
-            failed = push_op(&mut out, &mut budget, 0, offset, op).err();
-        }
-    })?;
-    failed.map_or(Ok(out), Err)
+    read_log(data, 0, &mut out, &mut Budget::for_input(data.len(), 64))?;
+    Ok(out)
 }
 
-fn push_op(
-    out: &mut Vec<WalOp>,
-    budget: &mut Budget,
+/// Appends the ops of log `log` to `out`, borrowing from `data` where the
+/// record is in one piece.
+fn read_log<'a>(
+    data: &'a [u8],
     log: u64,
-    offset: usize,
-    op: BatchOp<'_>,
+    out: &mut Vec<WalOp<'a>>,
+    budget: &mut Budget,
 ) -> Result<(), DecodeError> {
-    budget.charge_value(op.key().len() + op.value().map_or(0, <[u8]>::len))?;
-    out.push(WalOp {
-        log,
-        offset,
-        seq: op.seq(),
-        key: op.key().to_vec(),
-        value: op.value().map(<[u8]>::to_vec),
-    });
-    Ok(())
+    let mut failed = None;
+    let mut push = |offset, op: BatchOp<'_>, key, value| {
+        if failed.is_none() {
+            let len = op.key().len() + op.value().map_or(0, <[u8]>::len);
+            failed = budget.charge_value(len).err();
+            let seq = op.seq();
+            out.push(WalOp {
+                log,
+                offset,
+                seq,
+                key,
+                value,
+            });
+        }
+    };
+    for rec in LogReader::new(data) {
+        let rec = rec?;
+        let offset = rec.offset;
+        match rec.data {
+            Cow::Borrowed(d) => for_each_op(d, offset, |op| {
+                let (k, v) = (op.key(), op.value());
+                push(offset, op, Cow::Borrowed(k), v.map(Cow::Borrowed));
+            })?,
+            Cow::Owned(d) => for_each_op(&d, offset, |op| {
+                let (k, v) = (op.key(), op.value());
+                let v = v.map(|v| Cow::Owned(v.to_vec()));
+                push(offset, op, Cow::Owned(k.to_vec()), v);
+            })?,
+        };
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// What a file name says it is.
@@ -117,20 +136,28 @@ pub fn file_kind(name: &str) -> FileKind {
 
 /// A database's state at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Database {
-    /// Live keys and values.
-    pub live: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// The ops of the live logs in replay order.
-    pub wal_ops: Vec<WalOp>,
+pub struct Database<'a> {
+    /// Live keys and values (borrowing the logs where they come from one).
+    pub live: BTreeMap<Cow<'a, [u8]>, Cow<'a, [u8]>>,
+    /// The ops of the live logs in replay order (borrowing the logs).
+    pub wal_ops: Vec<WalOp<'a>>,
     /// The current version, when there is one.
     pub manifest: Option<Manifest>,
     /// The highest sequence number in the state (tables, logs, MANIFEST).
     pub last_sequence: u64,
 }
 
-impl Database {
+impl<'a> Database<'a> {
+    /// The live state as owned bytes.
+    pub fn live_owned(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.live
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
     /// The state of a directory given as (base name, bytes) pairs.
-    pub fn open(files: &[(&str, &[u8])]) -> Result<Database, DecodeError> {
+    pub fn open(files: &[(&str, &'a [u8])]) -> Result<Database<'a>, DecodeError> {
         let total: usize = files.iter().map(|(_, b)| b.len()).sum();
         let mut budget = Budget::for_input(total, 64);
         let find = |kind: FileKind| {
@@ -172,7 +199,7 @@ impl Database {
                 .map_err(|e| e.context(&format!("table {number:06}")))?;
             }
         }
-        let mut logs: Vec<(u64, &[u8])> = files
+        let mut logs: Vec<(u64, &'a [u8])> = files
             .iter()
             .filter_map(|(n, b)| match file_kind(n) {
                 FileKind::Log(k) => Some((k, *b)),
@@ -186,24 +213,37 @@ impl Database {
             .collect();
         logs.sort_by_key(|l| l.0);
         for (number, data) in logs {
-            let mut failed = None;
-            for_each_wal_op(data, |offset, op| {
-                if failed.is_none() {
-                    failed = push_op(&mut db.wal_ops, &mut budget, number, offset, op).err();
-                }
-            })
-            .and_then(|()| failed.map_or(Ok(()), Err))
-            .map_err(|e| e.context(&format!("log {number:06}")))?;
+            read_log(data, number, &mut db.wal_ops, &mut budget)
+                .map_err(|e| e.context(&format!("log {number:06}")))?;
         }
-        for op in &db.wal_ops {
-            newest(&mut state, &op.key, op.seq, op.value.as_deref());
-        }
-        for (key, (seq, value)) in state {
-            db.last_sequence = db.last_sequence.max(seq);
-            if let Some(v) = value {
-                db.live.insert(key, v);
+        // The tables' newest versions, then the logs' ops on top: a log op
+        // loses only to a table version with a sequence number as high
+        // (which LevelDB never writes, but a bundle could hold). Replayed
+        // in a hash map (borrowing the logs), sorted once at the end.
+        let mut table_max = 0;
+        let mut live: HashMap<Cow<'a, [u8]>, Cow<'a, [u8]>> = HashMap::new();
+        for (key, (seq, value)) in state.iter_mut() {
+            table_max = table_max.max(*seq);
+            if let Some(v) = value.take() {
+                live.insert(Cow::Owned(key.clone()), Cow::Owned(v));
             }
         }
+        db.last_sequence = db.last_sequence.max(table_max);
+        for op in &db.wal_ops {
+            db.last_sequence = db.last_sequence.max(op.seq);
+            if op.seq <= table_max && state.get(&op.key[..]).is_some_and(|(s, _)| *s >= op.seq) {
+                continue;
+            }
+            match &op.value {
+                Some(v) => {
+                    live.insert(op.key.clone(), v.clone());
+                }
+                None => {
+                    live.remove(&op.key[..]);
+                }
+            }
+        }
+        db.live = live.into_iter().collect();
         db.manifest = manifest;
         Ok(db)
     }

@@ -54,7 +54,7 @@ pub mod table;
 pub use db::{file_kind, for_each_wal_op, wal_ops, Database, FileKind, WalOp};
 
 /// A decoded input: the database name and its state.
-fn open(data: &[u8]) -> Result<(String, Database), DecodeError> {
+fn open(data: &[u8]) -> Result<(String, Database<'_>), DecodeError> {
     if is_blank(data) {
         return Ok((String::new(), Database::default()));
     }
@@ -66,13 +66,10 @@ fn open(data: &[u8]) -> Result<(String, Database), DecodeError> {
 }
 
 /// The changes from `old` to `new` (see the module docs).
-pub fn changes(old: &Database, new: &Database, collection: &str) -> Vec<Change> {
+pub fn changes(old: &Database<'_>, new: &Database<'_>, collection: &str) -> Vec<Change> {
     let mut out = Vec::new();
-    let mut state: BTreeMap<&[u8], &[u8]> = old
-        .live
-        .iter()
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
-        .collect();
+    let mut state: BTreeMap<&[u8], &[u8]> =
+        old.live.iter().map(|(k, v)| (&k[..], &v[..])).collect();
     let change = |key: &[u8], op, before: Option<&[u8]>, after: Option<&[u8]>| Change {
         collection: collection.to_string(),
         key: render_key(key),
@@ -81,29 +78,26 @@ pub fn changes(old: &Database, new: &Database, collection: &str) -> Vec<Change> 
         after: after.map(render_value),
     };
     for op in new.wal_ops.iter().filter(|op| op.seq > old.last_sequence) {
-        match &op.value {
+        let key = &op.key[..];
+        match op.value.as_deref() {
             Some(v) => {
-                let before = state.insert(&op.key, v);
+                let before = state.insert(key, v);
                 let kind = if before.is_some() {
                     Op::Update
                 } else {
                     Op::Insert
                 };
-                out.push(change(&op.key, kind, before, Some(v)));
+                out.push(change(key, kind, before, Some(v)));
             }
             None => {
-                if let Some(before) = state.remove(op.key.as_slice()) {
-                    out.push(change(&op.key, Op::Delete, Some(before), None));
+                if let Some(before) = state.remove(key) {
+                    out.push(change(key, Op::Delete, Some(before), None));
                 }
             }
         }
     }
     // Whatever the logs did not explain.
-    let target: BTreeMap<&[u8], &[u8]> = new
-        .live
-        .iter()
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
-        .collect();
+    let target: BTreeMap<&[u8], &[u8]> = new.live.iter().map(|(k, v)| (&k[..], &v[..])).collect();
     for (k, v) in &state {
         match target.get(k) {
             None => out.push(change(k, Op::Delete, Some(v), None)),
