@@ -46,6 +46,25 @@ pub fn encode(name: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// The bundle of a database directory on this host: its regular files
+/// (sorted by name), named by `dir` as given.
+pub fn read_dir(dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            files.push((name, std::fs::read(entry.path())?));
+        }
+    }
+    files.sort();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    Ok(encode(&dir.to_string_lossy(), &refs))
+}
+
 /// True when `data` starts with the bundle magic.
 pub fn is_bundle(data: &[u8]) -> bool {
     data.starts_with(BUNDLE_MAGIC)

@@ -36,12 +36,16 @@
 //! through a log this lifter saw), in key order.
 //!
 //! Input that is not a bundle is read as one write-ahead log file
-//! (collection `""`); an empty or all-zero input is an empty database.
+//! (collection `""`); alone, a non-blank file without a single intact log
+//! record is an error rather than a torn tail. An empty or all-zero input
+//! is an empty database.
 
 use std::collections::BTreeMap;
 
 use crate::decode::kv::{render_key, render_value};
 use crate::decode::{is_blank, Change, DecodeError, Decoder, Op, SchemaHints};
+
+use self::log::LogReader;
 
 pub mod batch;
 pub mod bundle;
@@ -61,6 +65,13 @@ fn open(data: &[u8]) -> Result<(String, Database<'_>), DecodeError> {
     if bundle::is_bundle(data) {
         let b = bundle::decode(data)?;
         return Ok((b.name.to_string(), Database::open(&b.files)?));
+    }
+    // Alone, a file with no intact record at all is more likely not a
+    // log than a log whose first write was torn: say so.
+    if LogReader::new(data).next().is_none() {
+        return Err(DecodeError::new(
+            "not a LevelDB write-ahead log (no intact record) nor a database bundle",
+        ));
     }
     Ok((String::new(), Database::open(&[("000000.log", data)])?))
 }
