@@ -5,8 +5,8 @@
 //! `op`, source position): a [`SemanticChange`] carries the VM, the change-log
 //! position (`seq`) and time of the consistency point it was lifted at, the
 //! file (as named by the guest's hint), the decoder [`Format`], the
-//! collection (SQLite table, JSON record path, `""` for key/value files), the
-//! rendered key, the [`Op`] and the row/value before and after.
+//! collection (SQLite table, JSON record path, `""` for key/value files,
+//! the database directory for LevelDB), the rendered key, the [`Op`] and the row/value before and after.
 //!
 //! Decoders only know about bytes, so they return [`Change`]s; the caller
 //! (who knows the VM, the log position and the file) lifts them with
@@ -99,7 +99,8 @@ impl fmt::Display for Op {
 /// One change as a decoder reports it, without the source position.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
-    /// Table name, JSON record path (or parent pointer), `""` for kv.
+    /// Table name, JSON record path (or parent pointer), `""` for kv, the
+    /// database directory for LevelDB.
     pub collection: String,
     /// Rendered key: rowid or key columns, JSON record key or pointer, kv key.
     pub key: String,
