@@ -7,7 +7,7 @@
 //! batches, 16-byte keys and 40..400-byte values. Timed: memcpy of the log
 //! (baseline), CRC32C over it (the checksum floor), the streaming decode
 //! (`for_each_wal_op`: records, checksums, batches, borrowed ops), the
-//! owned decode (`wal_ops`) and the live state of the whole directory
+//! collected decode (`wal_ops`) and the live state of the whole directory
 //! (`Database::open`: MANIFEST + log replay into a map).
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -125,7 +125,7 @@ fn main() {
     row("memcpy of the log (baseline)", copy);
     row("CRC32C of the log (checksum floor)", crc);
     row("streaming decode (records + CRC + batches)", stream);
-    row("owned decode (Vec of ops, keys and values copied)", owned);
+    row("decode to a Vec of ops (borrowing the log)", owned);
     row("live state (MANIFEST + log replay into a map)", state);
     println!(
         "goal: WAL decode at least 500 MB/s: {}",
