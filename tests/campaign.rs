@@ -326,7 +326,7 @@ fn corruption_trial(
     let mut bytes = std::fs::read(&file).unwrap();
     // A quarter of the hits on a log segment land in its last frame, where
     // damage is easiest to mistake for a crash's torn tail.
-    let span = if rel.extension().is_some_and(|e| e == "seg") && rng.next_u64() % 4 == 0 {
+    let span = if rel.extension().is_some_and(|e| e == "seg") && rng.next_u64().is_multiple_of(4) {
         bytes.len().min(256)
     } else {
         bytes.len()
