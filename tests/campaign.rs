@@ -142,7 +142,7 @@ fn kill_trial(i: u64, rng: &mut Rng, tally: &mut Tally) {
 
     // Every fifth trial: the next recorded run on the same disk and log
     // starts, and the log then describes the disk exactly.
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         let w2 = BlkWrites {
             seed: 5000 + i,
             writes: 50,
