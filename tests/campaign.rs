@@ -142,7 +142,7 @@ fn kill_trial(i: u64, rng: &mut Rng, tally: &mut Tally) {
 
     // Every fifth trial: the next recorded run on the same disk and log
     // starts, and the log then describes the disk exactly.
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         let w2 = BlkWrites {
             seed: 5000 + i,
             writes: 50,
@@ -326,7 +326,7 @@ fn corruption_trial(
     let mut bytes = std::fs::read(&file).unwrap();
     // A quarter of the hits on a log segment land in its last frame, where
     // damage is easiest to mistake for a crash's torn tail.
-    let span = if rel.extension().is_some_and(|e| e == "seg") && rng.next_u64() % 4 == 0 {
+    let span = if rel.extension().is_some_and(|e| e == "seg") && rng.next_u64().is_multiple_of(4) {
         bytes.len().min(256)
     } else {
         bytes.len()

@@ -14,7 +14,11 @@
 //! at barriers where its journal is not hot (absent, empty, or without a
 //! valid header); a WAL database is lifted as the main file plus the
 //! committed frames of its WAL. JSON and KV files are lifted at every
-//! barrier after they were written.
+//! barrier after they were written. A LevelDB database (main file
+//! `CURRENT`, every other file of its directory a `Part`) is lifted as a
+//! bundle of all its existing files (`decode::leveldb::bundle`), named by
+//! the directory; its files need Size hints (a table's footer is at its
+//! end).
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -86,6 +90,7 @@ fn format_of(f: WireFormat) -> Format {
         WireFormat::Sqlite => Format::Sqlite,
         WireFormat::Json => Format::Json,
         WireFormat::Kv => Format::Kv,
+        WireFormat::LevelDb => Format::LevelDb,
     }
 }
 
@@ -111,7 +116,7 @@ pub fn parse_schema(format: Format, text: &str) -> SchemaHints {
             hints.json_record_path = Some(path.to_string());
             hints.json_record_key = Some(key.to_string());
         }
-        Format::Kv => {}
+        Format::Kv | Format::LevelDb => {}
     }
     hints
 }
@@ -398,6 +403,9 @@ impl Lifter {
                 }
             }
         }
+        if main.format == Format::LevelDb {
+            return self.leveldb_bundle(id, main, &siblings, written, hinted, read);
+        }
         let bytes = self.cached(id, written, hinted, read)?;
         let mut wal = None;
         if main.format == Format::Sqlite {
@@ -409,6 +417,38 @@ impl Lifter {
             }
         }
         Ok(Some(FileBytes { bytes, wal }))
+    }
+
+    /// A LevelDB database's existing files, bundled under the directory
+    /// name (see `decode::leveldb` for the hint convention).
+    fn leveldb_bundle(
+        &mut self,
+        id: u32,
+        main: &FileInfo,
+        siblings: &[(u32, FileInfo)],
+        written: &BTreeSet<u64>,
+        hinted: &BTreeSet<u32>,
+        read: ReadDisk<'_>,
+    ) -> std::io::Result<Option<FileBytes>> {
+        let split = |p: &str| match p.rsplit_once('/') {
+            Some((dir, base)) => (dir.to_string(), base.to_string()),
+            None => (String::new(), p.to_string()),
+        };
+        let (dir, base) = split(&main.path);
+        let mut files = vec![(base, self.cached(id, written, hinted, read)?)];
+        for (sid, f) in siblings {
+            if f.exists && f.format == Format::LevelDb {
+                files.push((split(&f.path).1, self.cached(*sid, written, hinted, read)?));
+            }
+        }
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        Ok(Some(FileBytes {
+            bytes: Arc::new(decode::leveldb::bundle::encode(&dir, &refs)),
+            wal: None,
+        }))
     }
 }
 

@@ -170,7 +170,8 @@ pub fn history(args: &HistoryArgs) -> Result<i32, CliError> {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// sqlite, json or kv.
+    /// sqlite, json, kv or leveldb (OLD and NEW: database directories or
+    /// lone write-ahead logs).
     #[arg(long, value_name = "FORMAT")]
     pub format: Format,
     /// The older version of the file.
@@ -198,9 +199,18 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
 }
 
+/// A file's bytes, or a LevelDB directory bundled as its decoder expects.
+fn read_version(path: &PathBuf, format: Format) -> Result<Vec<u8>, CliError> {
+    if format == Format::LevelDb && path.is_dir() {
+        return decode::leveldb::bundle::read_dir(path)
+            .map_err(|e| CliError::new(format!("{}: {e}", path.display())));
+    }
+    read(path)
+}
+
 pub fn diff(args: &DiffArgs) -> Result<i32, CliError> {
     let with_wal = |db: &PathBuf, wal: &Option<PathBuf>| -> Result<Vec<u8>, CliError> {
-        let bytes = read(db)?;
+        let bytes = read_version(db, args.format)?;
         match wal {
             Some(w) => decode::sqlite::apply_wal(&bytes, &read(w)?)
                 .map_err(|e| CliError::new(format!("{}: {e}", w.display()))),
