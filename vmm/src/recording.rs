@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use introspection::log::BarrierKind;
 use introspection::recording::RecordDir;
 use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
+use snapshot::GuestFile;
 
 use crate::devices::virtio::block::WriteTap;
 use crate::devices::virtio::console::HintSink;
@@ -52,12 +53,28 @@ enum Msg {
     Mark(String, SyncSender<std::result::Result<u64, String>>),
     /// A hint message from the guest (after the writes before it).
     Hint(Vec<u8>),
-    /// A barrier, then a SnapshotTaken record: (barrier seq, checksum).
+    /// A barrier, then a SnapshotTaken record.
     Snapshot(
         String,
-        SyncSender<std::result::Result<(u64, [u8; 32]), String>>,
+        SyncSender<std::result::Result<SnapshotPoint, String>>,
+    ),
+    /// A snapshot's hinted files for a restored VM: the files whose state
+    /// at the snapshot is unknown come back.
+    RestoreFiles(
+        Vec<GuestFile>,
+        SyncSender<std::result::Result<Vec<(String, String)>, String>>,
     ),
     Close(SyncSender<std::result::Result<TapStats, String>>),
+}
+
+/// Where a snapshot was taken in the log.
+pub struct SnapshotPoint {
+    /// The barrier's seq.
+    pub seq: u64,
+    /// The disk checksum there.
+    pub checksum: [u8; 32],
+    /// The guest's hinted files there.
+    pub guest_files: Vec<GuestFile>,
 }
 
 /// Completed writes (byte offset, data) and their total size.
@@ -155,14 +172,22 @@ impl Recorder {
     }
 
     /// A consistent point for a snapshot: the image made durable, a
-    /// barrier, then a SnapshotTaken record. Returns the barrier's seq and
-    /// the disk checksum there.
-    pub fn snapshot_point(&self, id: &str) -> std::result::Result<(u64, [u8; 32]), String> {
+    /// barrier, then a SnapshotTaken record.
+    pub fn snapshot_point(&self, id: &str) -> std::result::Result<SnapshotPoint, String> {
         self.send_writes()?;
         self.image
             .sync_data()
             .map_err(|e| format!("syncing the disk image: {e}"))?;
         self.ask(|reply| Msg::Snapshot(id.to_string(), reply))
+    }
+
+    /// Takes over the hinted files of the snapshot this VM was restored
+    /// from; returns the files whose state is unknown and why.
+    pub fn restore_guest_files(
+        &self,
+        files: Vec<GuestFile>,
+    ) -> std::result::Result<Vec<(String, String)>, String> {
+        self.ask(|reply| Msg::RestoreFiles(files, reply))
     }
 
     /// Queues a completed write; hands the batch over once it is large.
@@ -274,10 +299,21 @@ fn run_tap(mut tap: BlockTap, rx: Receiver<Msg>) {
                     None => tap
                         .barrier(BarrierKind::Flush)
                         .and_then(|seq| {
-                            let checksum = tap.checksum();
-                            tap.snapshot_taken(&id).map(|_| (seq, checksum))
+                            let point = SnapshotPoint {
+                                seq,
+                                checksum: tap.checksum(),
+                                guest_files: tap.guest_files(),
+                            };
+                            tap.snapshot_taken(&id).map(|_| point)
                         })
                         .map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Msg::RestoreFiles(files, reply) => {
+                let r = match &failed {
+                    Some(e) => Err(e.clone()),
+                    None => tap.restore_guest_files(&files),
                 };
                 let _ = reply.send(r);
             }
