@@ -238,7 +238,11 @@ fn a_damaged_log_is_reported_and_the_others_are_shown() {
     assert_eq!(damaged.len(), 1);
     assert_eq!(damaged[0]["vm"], "vm1");
     assert_eq!(damaged[0]["seq"], victim.first_seq);
-    assert!(damaged[0]["reason"].as_str().unwrap().contains("damaged"));
+    assert!(
+        damaged[0]["reason"].as_str().unwrap().contains("CRC"),
+        "{}",
+        damaged[0]
+    );
 
     let (_, err) = run(
         &[

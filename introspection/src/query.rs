@@ -67,7 +67,7 @@ impl fmt::Display for Damage {
         }
         write!(
             f,
-            ": {}; its changes after that are not shown (`vmm log verify` says more)",
+            ": {}; its changes from there on are not shown (`vmm log verify` says more)",
             self.reason
         )
     }
@@ -98,7 +98,17 @@ fn read_vm(dir: &RecordDir, vm: &str) -> VmLog {
             _ if last_good > 0 => Some(last_good + 1),
             _ => None,
         },
-        reason: e.to_string(),
+        reason: match &e {
+            // The log's own message ends in advice for `log verify`; the
+            // query's warning gives its own.
+            LogError::Corrupt {
+                path,
+                offset,
+                reason,
+                ..
+            } => format!("{} offset {offset}: {reason}", path.display()),
+            _ => e.to_string(),
+        },
     };
     let iter = LogReader::open(dir.log_dir(vm)).and_then(|r| r.iter());
     let iter = match iter {
