@@ -378,16 +378,20 @@ pub fn net(
                 apply(&mut at_b, c);
             }
         }
-        for (k, (format, after)) in &at_b {
-            let before = at_a.get(k).and_then(|(_, r)| r.clone());
-            if before.as_ref() != after.as_ref() {
+        // Every key either point knows (B's keys include A's unless B is
+        // a time before A's seq).
+        let keys: std::collections::BTreeSet<_> = at_a.keys().chain(at_b.keys()).collect();
+        for k in keys {
+            let (a, b) = (at_a.get(k), at_b.get(k));
+            let format = b.or(a).map(|(f, _)| *f).expect("a key of either");
+            let before = a.and_then(|(_, r)| r.clone());
+            let after = b.and_then(|(_, r)| r.clone());
+            if before != after {
                 found
                     .items
-                    .push(net_change(&log.vm, k, *format, before, after.clone()));
+                    .push(net_change(&log.vm, k, format, before, after));
             }
         }
-        // Keys present at A and gone without a trace at B cannot happen
-        // (B's state includes everything A's does), so this is complete.
         found.damaged.extend(log.damage);
     }
     Ok(found)
