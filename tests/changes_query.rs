@@ -196,6 +196,21 @@ fn bounds_by_seq_and_mark_one_vm_and_shortened_text() {
         lines[i]
     );
     assert!(!lines[i].contains(&blob[..65]), "{}", lines[i]);
+
+    // The time column is a bound too: `time=` that line's time keeps
+    // everything from that millisecond on.
+    let j = db.len() / 3;
+    let t = lines[j].split_whitespace().next().unwrap();
+    let ms = db[j]["ts_ns"].as_u64().unwrap() / 1_000_000 * 1_000_000;
+    let since_t: Vec<Value> = all
+        .iter()
+        .filter(|e| e["ts_ns"].as_u64() >= Some(ms))
+        .cloned()
+        .collect();
+    let since = format!("time={t}");
+    assert_eq!(changes(&rec, &["--vm", "vm0", "--since", &since]), since_t);
+    // A bare time works as before points existed.
+    assert_eq!(changes(&rec, &["--vm", "vm0", "--since", t]), since_t);
 }
 
 #[test]
