@@ -21,7 +21,7 @@ use std::sync::Arc;
 use hint_proto::{Extent, Format as WireFormat, Hint, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{self, sqlite::apply_wal, SchemaHints};
+use crate::decode::{self, sqlite::apply_wal, DecodeLimits, SchemaHints};
 use crate::semantic::{Change, DecodeErrorEvent, Format, SemanticChange};
 
 mod restore;
@@ -428,12 +428,23 @@ impl Lifter {
 pub struct Differ {
     /// The bytes each main file had at its last good lift.
     last: BTreeMap<u32, Arc<Vec<u8>>>,
+    /// Limits of each decode (`--decode-budget-mib`).
+    limits: DecodeLimits,
     /// Files of a restored VM whose state at the snapshot is unknown (see
     /// [`Differ::seed`]): their next good version becomes the baseline.
     unseeded: BTreeSet<u32>,
 }
 
 impl Differ {
+    /// A differ whose decodes run within `limits`.
+    pub fn with_limits(limits: DecodeLimits) -> Self {
+        Differ {
+            last: BTreeMap::new(),
+            limits,
+            unseeded: BTreeSet::new(),
+        }
+    }
+
     pub fn diff(&mut self, versions: Vec<Version>) -> Vec<Lifted> {
         let mut out = Vec::new();
         for v in versions {
@@ -463,7 +474,7 @@ impl Differ {
                 }
             };
             let old = self.last.get(&v.id).map(|b| b.as_slice()).unwrap_or(&[]);
-            match decode::diff(v.format, old, &new, &v.schema) {
+            match decode::diff_with(v.format, old, &new, &v.schema, &self.limits) {
                 Ok(_) if self.unseeded.remove(&v.id) => {
                     self.last.insert(v.id, new);
                     out.push(Lifted::Error {

@@ -88,23 +88,49 @@ impl Rng {
     }
 }
 
-/// Pointer -> leaf (scalars, `{}`, `[]`), the model of leaf mode.
-fn flatten(v: &Value, path: String, out: &mut BTreeMap<String, Value>) {
+/// Pointer -> leaf (scalars, `{}`, `[]`), the model of leaf mode, for
+/// both versions at once: a non-empty array on one side and a non-empty
+/// object on the other at the same pointer are leaves there, whole.
+fn flatten(
+    a: Option<&Value>,
+    b: Option<&Value>,
+    path: String,
+    fa: &mut BTreeMap<String, Value>,
+    fb: &mut BTreeMap<String, Value>,
+) {
     let esc = |k: &str| k.replace('~', "~0").replace('/', "~1");
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, c) in m {
-                flatten(c, format!("{path}/{}", esc(k)), out);
+    let children = |v: Option<&Value>| -> Option<Vec<(String, Value)>> {
+        match v? {
+            Value::Object(m) if !m.is_empty() => {
+                Some(m.iter().map(|(k, c)| (esc(k), c.clone())).collect())
             }
+            Value::Array(a) if !a.is_empty() => Some(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, c)| (i.to_string(), c.clone()))
+                    .collect(),
+            ),
+            _ => None,
         }
-        Value::Array(a) if !a.is_empty() => {
-            for (i, c) in a.iter().enumerate() {
-                flatten(c, format!("{path}/{i}"), out);
-            }
-        }
-        _ => {
-            out.insert(path, v.clone());
-        }
+    };
+    let (ca, cb) = (children(a), children(b));
+    let replaced = ca.is_some() && cb.is_some() && a.unwrap().is_array() != b.unwrap().is_array();
+    if replaced {
+        fa.insert(path.clone(), a.unwrap().clone());
+        fb.insert(path, b.unwrap().clone());
+        return;
+    }
+    if let (None, Some(v)) = (&ca, a) {
+        fa.insert(path.clone(), v.clone());
+    }
+    if let (None, Some(v)) = (&cb, b) {
+        fb.insert(path.clone(), v.clone());
+    }
+    let ma: BTreeMap<String, Value> = ca.unwrap_or_default().into_iter().collect();
+    let mb: BTreeMap<String, Value> = cb.unwrap_or_default().into_iter().collect();
+    let keys: BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
+    for k in keys {
+        flatten(ma.get(k), mb.get(k), format!("{path}/{k}"), fa, fb);
     }
 }
 
@@ -130,12 +156,7 @@ fn map_diff<K: Ord + Clone>(
 
 fn leaf_changes(a: Option<&Value>, b: Option<&Value>) -> Vec<Change> {
     let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
-    if let Some(a) = a {
-        flatten(a, String::new(), &mut fa);
-    }
-    if let Some(b) = b {
-        flatten(b, String::new(), &mut fb);
-    }
+    flatten(a, b, String::new(), &mut fa, &mut fb);
     let mut out = Vec::new();
     map_diff(&fa, &fb, |k, op, x, y| {
         out.push(Change {

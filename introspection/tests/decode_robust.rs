@@ -3,7 +3,8 @@
 //! deliberately built page cycles, shared pages, over-deep trees and bogus
 //! sizes. Every decode must return (Ok or a DecodeError) without panicking,
 //! in bounded time and with allocation bounded relative to the input (a
-//! counting global allocator measures the peak).
+//! counting global allocator measures the peak); an expansion bomb is
+//! stopped by the decode budget, its allocation within about that budget.
 //!
 //! `DECODE_FUZZ_ITERS` (default 2500) sets the mutations per seed file;
 //! the counts are printed.
@@ -340,6 +341,43 @@ fn hostile_schemas(stats: &mut Stats) -> usize {
     n
 }
 
+/// A small database whose short rows read long ADD COLUMN defaults (about
+/// 80 MB decoded from ~100 KB): a 16 MiB budget stops it, and the memory
+/// the attempt allocates stays within about that budget.
+fn expansion_bomb(stats: &mut Stats) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Connection::open(dir.path().join("b.db")).unwrap();
+    c.execute_batch("PRAGMA synchronous = OFF; CREATE TABLE t(a); BEGIN;")
+        .unwrap();
+    for i in 0..1000 {
+        c.execute(&format!("INSERT INTO t VALUES ({i})"), [])
+            .unwrap();
+    }
+    c.execute_batch("COMMIT").unwrap();
+    for k in 0..5 {
+        let big = "x".repeat(16 << 10);
+        c.execute_batch(&format!("ALTER TABLE t ADD COLUMN d{k} DEFAULT '{big}'"))
+            .unwrap();
+    }
+    let img = std::fs::read(dir.path().join("b.db")).unwrap();
+    let limits = decode::DecodeLimits { budget_mib: 16 };
+    let base = CUR.load(Relaxed);
+    let mut err = None;
+    stats.run(img.len(), || {
+        let r = decode::diff_with(Format::Sqlite, b"", &img, &SchemaHints::default(), &limits);
+        err = r.as_ref().err().cloned();
+        r.map(|c| c.len())
+    });
+    let e = err.expect("the bomb is refused");
+    assert!(e.reason.contains("budget of 16 MiB"), "{e}");
+    let peak = PEAK.load(Relaxed).saturating_sub(base);
+    assert!(
+        peak < 2 * (16 << 20) + 4 * img.len(),
+        "bomb allocated {peak} bytes"
+    );
+    1
+}
+
 #[test]
 fn hostile_inputs_do_not_panic_or_blow_up() {
     let n = iters();
@@ -348,7 +386,7 @@ fn hostile_inputs_do_not_panic_or_blow_up() {
     let mut counts = Vec::new();
 
     // SQLite main files, two page sizes.
-    let mut constructed_cases = hostile_schemas(&mut stats);
+    let mut constructed_cases = hostile_schemas(&mut stats) + expansion_bomb(&mut stats);
     for page in [512u32, 1024] {
         let (v1, v2, wdb, wal) = sqlite_seeds(page);
         assert!(sqlite_diff(&v1, &v2).unwrap() > 50);

@@ -32,7 +32,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{bad, blob_value, is_blank, to_hex, Change, DecodeError, Decoder, Op, SchemaHints};
+use super::{
+    bad, blob_value, is_blank, to_hex, Change, DecodeError, DecodeLimits, Decoder, Op, SchemaHints,
+};
 
 /// The 8-byte magic at offset 0.
 pub const MAGIC: &[u8; 8] = b"VMMKV001";
@@ -208,11 +210,14 @@ pub fn render_value(value: &[u8]) -> Value {
 pub struct KvDecoder;
 
 impl Decoder for KvDecoder {
-    fn diff(
+    /// The state a KV diff holds borrows the logs (a map of key and value
+    /// slices), so it is bounded by the input, not by `limits`.
+    fn diff_with(
         &self,
         old: &[u8],
         new: &[u8],
         _hints: &SchemaHints,
+        _limits: &DecodeLimits,
     ) -> Result<Vec<Change>, DecodeError> {
         let a = replay(old).map_err(|e| e.context("old version"))?;
         let b = replay(new).map_err(|e| e.context("new version"))?;

@@ -11,9 +11,16 @@
 //!
 //! Inputs come from a guest's disk and are untrusted: every decoder bounds
 //! every length, offset and pointer it follows, detects cycles, never panics
-//! and caps what it decodes relative to the input size (about 64 units per
-//! input byte, a value costing 32 plus its length); garbage gives a
-//! [`DecodeError`]. An empty or all-zero input is read as "no file
+//! and caps the state it decodes with a fixed budget per diff
+//! ([`DecodeLimits::budget_mib`], default [`DEFAULT_DECODE_BUDGET_MIB`] MiB,
+//! raised with `--decode-budget-mib`): a value costs
+//! [`Budget::VALUE_COST`] bytes plus its length, about what it occupies in
+//! memory. A fixed budget, rather than one relative to the input size,
+//! never rejects a valid file because it decodes to much more than it
+//! stores (a wide, sparse table with long column names; a deep JSON
+//! document); it still stops a hostile file from expanding without bound.
+//! Exceeding it is a [`DecodeError`] naming the limit and the flag; so is
+//! garbage. An empty or all-zero input is read as "no file
 //! yet" (an empty database, no document, an empty log), because a file that
 //! lives in a fixed disk extent reads as zeros before it is first written.
 
@@ -54,6 +61,25 @@ pub(crate) fn bad<T>(reason: impl Into<String>) -> Result<T, DecodeError> {
     Err(DecodeError::new(reason))
 }
 
+/// Default [`DecodeLimits::budget_mib`].
+pub const DEFAULT_DECODE_BUDGET_MIB: u64 = 256;
+
+/// Resource limits of one diff (both versions of a file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecodeLimits {
+    /// MiB of decoded state (rows, values, changes) a diff may hold; the
+    /// CLI flag `--decode-budget-mib` sets it.
+    pub budget_mib: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            budget_mib: DEFAULT_DECODE_BUDGET_MIB,
+        }
+    }
+}
+
 /// What the guest told us about the structure of a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaHints {
@@ -75,9 +101,24 @@ pub struct SchemaHints {
 
 /// A decoder of one file format.
 pub trait Decoder {
-    /// The changes between two versions of a file.
-    fn diff(&self, old: &[u8], new: &[u8], hints: &SchemaHints)
-        -> Result<Vec<Change>, DecodeError>;
+    /// The changes between two versions of a file, within `limits`.
+    fn diff_with(
+        &self,
+        old: &[u8],
+        new: &[u8],
+        hints: &SchemaHints,
+        limits: &DecodeLimits,
+    ) -> Result<Vec<Change>, DecodeError>;
+
+    /// [`Self::diff_with`] the default limits.
+    fn diff(
+        &self,
+        old: &[u8],
+        new: &[u8],
+        hints: &SchemaHints,
+    ) -> Result<Vec<Change>, DecodeError> {
+        self.diff_with(old, new, hints, &DecodeLimits::default())
+    }
 }
 
 /// The decoder for `format`.
@@ -99,28 +140,40 @@ pub fn diff(
     decoder_for(format).diff(old, new, hints)
 }
 
+/// [`diff`] within `limits`.
+pub fn diff_with(
+    format: Format,
+    old: &[u8],
+    new: &[u8],
+    hints: &SchemaHints,
+    limits: &DecodeLimits,
+) -> Result<Vec<Change>, DecodeError> {
+    decoder_for(format).diff_with(old, new, hints, limits)
+}
+
 /// True when the input is empty or all zero bytes ("not written yet").
 pub(crate) fn is_blank(data: &[u8]) -> bool {
     data.iter().all(|&b| b == 0)
 }
 
-/// A cap on decoded output, relative to the input size, so that hostile
-/// inputs cannot make a decoder allocate without bound. Each decoded value
-/// costs [`Budget::VALUE_COST`] units plus its byte length.
+/// The decoded state a diff may still allocate, so that hostile inputs
+/// cannot make a decoder allocate without bound. Each decoded value costs
+/// [`Budget::VALUE_COST`] plus its byte length.
 #[derive(Debug)]
 pub(crate) struct Budget {
     left: u64,
+    limit_mib: u64,
 }
 
 impl Budget {
-    pub(crate) const VALUE_COST: u64 = 32;
+    /// Bytes of bookkeeping per decoded value (a JSON value, its map entry
+    /// and allocation headers), so that the budget tracks memory.
+    pub(crate) const VALUE_COST: u64 = 96;
 
-    /// `factor` units per input byte plus a fixed allowance.
-    pub(crate) fn for_input(input_len: usize, factor: u64) -> Self {
+    pub(crate) fn new(limits: &DecodeLimits) -> Self {
         Budget {
-            left: (input_len as u64)
-                .saturating_mul(factor)
-                .saturating_add(1 << 20),
+            left: limits.budget_mib.saturating_mul(1 << 20),
+            limit_mib: limits.budget_mib,
         }
     }
 
@@ -130,12 +183,25 @@ impl Budget {
                 self.left = l;
                 Ok(())
             }
-            None => bad("decoded size exceeds the limit for this input size"),
+            None => bad(format!(
+                "decoded state exceeds the decode budget of {} MiB (raise it with \
+                 --decode-budget-mib)",
+                self.limit_mib
+            )),
         }
     }
 
     pub(crate) fn charge_value(&mut self, bytes: usize) -> Result<(), DecodeError> {
-        self.charge(Self::VALUE_COST + bytes as u64)
+        self.charge(Self::VALUE_COST.saturating_add(bytes as u64))
+    }
+
+    /// What is left, to [`Self::restore`] once transient state is freed.
+    pub(crate) fn mark(&self) -> u64 {
+        self.left
+    }
+
+    pub(crate) fn restore(&mut self, mark: u64) {
+        self.left = self.left.max(mark);
     }
 }
 
@@ -175,9 +241,17 @@ mod tests {
     #[test]
     fn hex_and_budget() {
         assert_eq!(to_hex(&[0, 0xab, 0x10]), "00ab10");
-        let mut b = Budget { left: 40 };
+        let mut b = Budget::new(&DecodeLimits { budget_mib: 1 });
+        let m = b.mark();
+        assert!(b.charge((1 << 20) - Budget::VALUE_COST - 8).is_ok());
         assert!(b.charge_value(8).is_ok());
-        assert!(b.charge(1).is_err());
+        let e = b.charge(1).unwrap_err().reason;
+        assert!(
+            e.contains("budget of 1 MiB") && e.contains("--decode-budget-mib"),
+            "{e}"
+        );
+        b.restore(m);
+        assert!(b.charge(1).is_ok());
         assert!(is_blank(&[]) && is_blank(&[0, 0]) && !is_blank(&[0, 1]));
     }
 }

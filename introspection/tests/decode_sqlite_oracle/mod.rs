@@ -72,6 +72,21 @@ pub fn to_json(v: Sql) -> Value {
     }
 }
 
+/// What SQLite reads for a column of type `ty` with DEFAULT `expr` in a
+/// row written before the column was added: asked of SQLite itself, on a
+/// scratch table whose only row predates an `ADD COLUMN`.
+fn default_as_read(ty: &str, expr: &str) -> Value {
+    let c = Connection::open_in_memory().unwrap();
+    c.execute_batch("CREATE TABLE p(x); INSERT INTO p VALUES (1);")
+        .unwrap();
+    match c.execute_batch(&format!("ALTER TABLE p ADD COLUMN c {ty} DEFAULT {expr}")) {
+        Ok(()) => to_json(c.query_row("SELECT c FROM p", [], |r| r.get(0)).unwrap()),
+        // Not a constant (allowed only when the table was created with
+        // it): no row can be short of it; SQLite would read NULL.
+        Err(_) => Value::Null,
+    }
+}
+
 fn render_key(vals: &[Value]) -> String {
     match vals {
         [Value::String(s)] => s.clone(),
@@ -142,18 +157,10 @@ pub fn snapshot(c: &Connection) -> Snap {
             .unwrap();
         for i in info {
             let (cname, ty, dflt, pkn) = i.unwrap();
-            let mut d = match dflt {
-                Some(expr) => to_json(
-                    c.query_row(&format!("SELECT {expr}"), [], |r| r.get(0))
-                        .unwrap(),
-                ),
+            let d = match dflt {
+                Some(expr) => default_as_read(&ty, &expr),
                 None => Value::Null,
             };
-            if ty.to_uppercase().contains("REAL") {
-                if let Some(i) = d.as_i64() {
-                    d = json!(i as f64);
-                }
-            }
             if pkn > 0 {
                 pk.push((pkn, cname.clone()));
             }

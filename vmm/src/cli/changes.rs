@@ -218,6 +218,10 @@ pub struct DiffArgs {
     /// Key columns (`table=col1,col2;...`) or JSON records (`/path:key`).
     #[arg(long, value_name = "HINT")]
     pub schema: Option<String>,
+    /// MiB of decoded state the diff may hold (raise it for files that
+    /// decode to far more than they store).
+    #[arg(long, value_name = "N", default_value_t = decode::DEFAULT_DECODE_BUDGET_MIB)]
+    pub decode_budget_mib: u64,
     #[arg(long)]
     pub json: bool,
 }
@@ -242,7 +246,10 @@ pub fn diff(args: &DiffArgs) -> Result<i32, CliError> {
         .as_deref()
         .map(|s| introspection::lift::parse_schema(args.format, s))
         .unwrap_or_default();
-    let changes = decode::diff(args.format, &old, &new, &hints).map_err(|e| {
+    let limits = decode::DecodeLimits {
+        budget_mib: args.decode_budget_mib,
+    };
+    let changes = decode::diff_with(args.format, &old, &new, &hints, &limits).map_err(|e| {
         CliError::new(format!(
             "cannot decode {} / {} as {}: {e}",
             args.old.display(),

@@ -9,7 +9,7 @@ use super::btree::{walk, Pager};
 use super::header::{Header, TextEncoding};
 use super::record::{decode_record, real_value, Val};
 use super::schema::{parse_create_table, Affinity, TableDef};
-use crate::decode::{bad, is_blank, to_hex, Budget, DecodeError, SchemaHints};
+use crate::decode::{bad, is_blank, to_hex, Budget, DecodeError, DecodeLimits, SchemaHints};
 
 /// One row of `sqlite_schema`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,7 +153,7 @@ impl<'a> Table<'a> {
         enc: TextEncoding,
         buf: &mut Vec<Val<'r>>,
     ) -> Result<Map<String, Value>, DecodeError> {
-        let mut budget = Budget::for_input(row.payload.len(), 64);
+        let mut budget = Budget::new(&DecodeLimits::default());
         self.row_json_budget(row, enc, buf, &mut budget)
     }
 
@@ -251,9 +251,10 @@ fn recycle<'y>(mut v: Vec<Val<'_>>) -> Vec<Val<'y>> {
 }
 
 impl<'a> Database<'a> {
-    /// Decode an image (a blank one is an empty database).
+    /// Decode an image (a blank one is an empty database) within the
+    /// default [`DecodeLimits`].
     pub fn decode(data: &'a [u8], hints: &SchemaHints) -> Result<Database<'a>, DecodeError> {
-        let mut budget = Budget::for_input(data.len(), 64);
+        let mut budget = Budget::new(&DecodeLimits::default());
         Self::decode_with(data, hints, &mut budget)
     }
 

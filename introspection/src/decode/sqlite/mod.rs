@@ -10,6 +10,8 @@
 //! - [`record`]: the record format, all serial types.
 //! - [`schema`]: `CREATE TABLE` parsing (columns, affinity, defaults,
 //!   PRIMARY KEY, WITHOUT ROWID, rowid alias).
+//! - [`default`]: the value a column added by `ALTER TABLE ADD COLUMN`
+//!   reads in older, shorter records (the DEFAULT evaluated as SQLite does).
 //! - [`db`]: a whole image: `sqlite_schema` and the rows of every user
 //!   table. Free pages (the freelist) are never read.
 //! - [`wal`]: [`apply_wal`] overlays the committed frames of a WAL.
@@ -39,11 +41,13 @@
 
 use serde_json::Value;
 
-use crate::decode::{Budget, Change, DecodeError, Decoder, Op, SchemaHints};
+use crate::decode::{Budget, Change, DecodeError, DecodeLimits, Decoder, Op, SchemaHints};
 
 pub mod btree;
 pub mod db;
+mod default;
 pub mod header;
+mod numtext;
 pub mod record;
 pub mod schema;
 mod sql;
@@ -60,19 +64,30 @@ pub const SCHEMA_COLLECTION: &str = "sqlite_schema";
 pub struct SqliteDecoder;
 
 impl Decoder for SqliteDecoder {
-    fn diff(
+    fn diff_with(
         &self,
         old: &[u8],
         new: &[u8],
         hints: &SchemaHints,
+        limits: &DecodeLimits,
     ) -> Result<Vec<Change>, DecodeError> {
-        diff(old, new, hints)
+        diff_with(old, new, hints, limits)
     }
 }
 
 /// The changes between two database images (see the module docs).
 pub fn diff(old: &[u8], new: &[u8], hints: &SchemaHints) -> Result<Vec<Change>, DecodeError> {
-    let mut budget = Budget::for_input(old.len().saturating_add(new.len()), 64);
+    diff_with(old, new, hints, &DecodeLimits::default())
+}
+
+/// [`diff`] within `limits`.
+pub fn diff_with(
+    old: &[u8],
+    new: &[u8],
+    hints: &SchemaHints,
+    limits: &DecodeLimits,
+) -> Result<Vec<Change>, DecodeError> {
+    let mut budget = Budget::new(limits);
     let a = Database::decode_with(old, hints, &mut budget).map_err(|e| e.context("old version"))?;
     let b = Database::decode_with(new, hints, &mut budget).map_err(|e| e.context("new version"))?;
     let mut out = Vec::new();
@@ -182,9 +197,12 @@ fn diff_table(
                 if same_schema && ra.payload == rb.payload && ra.rowid == rb.rowid {
                     continue;
                 }
+                let mark = budget.mark();
                 let before = json(a, ra, budget)?;
                 let after = json(b, rb, budget)?;
                 if b.is_some_and(|(tb, _)| !row_changed(&before, &after, tb)) {
+                    // Not kept: its state is freed.
+                    budget.restore(mark);
                     continue;
                 }
                 Change {

@@ -7,13 +7,13 @@
 //! columns and `WITHOUT ROWID`. From those follow the rowid alias (a single
 //! `INTEGER PRIMARY KEY` column of a rowid table, stored as NULL) and the
 //! order of values in a record (for WITHOUT ROWID: the key columns first).
-//! Defaults that are expressions other than a literal read as NULL.
+//! Defaults are evaluated as SQLite does (see [`super::default`]).
 
 use serde_json::Value;
 
-use super::record::real_value;
+use super::default::default_value;
 use super::sql::{ident, kw, skip_group, split_group, tokenize, Tok};
-use crate::decode::{bad, blob_value, DecodeError};
+use crate::decode::{bad, DecodeError};
 
 /// Column affinity (datatype3 §3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +48,8 @@ pub struct Column {
     pub name: String,
     pub decl_type: String,
     pub affinity: Affinity,
-    /// The value of the column in a record too short to hold it.
+    /// The value of the column in a record too short to hold it (its
+    /// DEFAULT as SQLite evaluates it, see [`super::default`]).
     pub default: Value,
     /// False for VIRTUAL generated columns (not in the record).
     pub stored: bool,
@@ -81,104 +82,6 @@ const CONSTRAINT_KW: &[&str] = &[
     "AS",
 ];
 
-enum Lit {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
-}
-
-fn parse_num(s: &str, neg: bool) -> Lit {
-    let sign = if neg { -1 } else { 1 };
-    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        return u64::from_str_radix(h, 16).map_or(Lit::Null, |v| Lit::Int(sign * v as i64));
-    }
-    if let Ok(v) = s.parse::<i64>() {
-        return Lit::Int(sign * v);
-    }
-    s.parse::<f64>()
-        .map_or(Lit::Null, |f| Lit::Real(sign as f64 * f))
-}
-
-/// The literal after DEFAULT at `toks[i..]`.
-fn default_literal(toks: &[Tok]) -> Lit {
-    let mut i = 0;
-    let mut depth = 0;
-    while matches!(toks.get(i), Some(Tok::Punct('('))) {
-        i += 1;
-        depth += 1;
-    }
-    let (neg, i) = match toks.get(i) {
-        Some(Tok::Punct('-')) => (true, i + 1),
-        Some(Tok::Punct('+')) => (false, i + 1),
-        _ => (false, i),
-    };
-    if depth > 0 && !matches!(toks.get(i + 1), Some(Tok::Punct(')'))) {
-        return Lit::Null; // an expression
-    }
-    match toks.get(i) {
-        Some(Tok::Num(n)) => parse_num(n, neg),
-        Some(Tok::Str(s)) => Lit::Text(s.clone()),
-        Some(Tok::Blob(b)) => Lit::Blob(b.clone()),
-        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("TRUE") => Lit::Int(1),
-        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("FALSE") => Lit::Int(0),
-        _ => Lit::Null,
-    }
-}
-
-fn real_text(f: f64) -> String {
-    if f.fract() == 0.0 && f.abs() < 1e15 {
-        format!("{f:.1}")
-    } else {
-        format!("{f}")
-    }
-}
-
-/// A literal with the column affinity applied, as JSON.
-fn apply_affinity(lit: Lit, aff: Affinity) -> Value {
-    let numeric = |s: &str| -> Option<Lit> {
-        let t = s.trim();
-        if let Ok(i) = t.parse::<i64>() {
-            Some(Lit::Int(i))
-        } else {
-            t.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Lit::Real)
-        }
-    };
-    let lit = match (lit, aff) {
-        (Lit::Int(i), Affinity::Text) => Lit::Text(i.to_string()),
-        (Lit::Real(f), Affinity::Text) => Lit::Text(real_text(f)),
-        (Lit::Int(i), Affinity::Real) => Lit::Real(i as f64),
-        (Lit::Text(s), Affinity::Real) => match numeric(&s) {
-            Some(Lit::Int(i)) => Lit::Real(i as f64),
-            Some(l) => l,
-            None => Lit::Text(s),
-        },
-        (Lit::Text(s), Affinity::Integer | Affinity::Numeric) => {
-            numeric(&s).unwrap_or(Lit::Text(s))
-        }
-        (l, _) => l,
-    };
-    let lit = match (lit, aff) {
-        (Lit::Real(f), Affinity::Integer | Affinity::Numeric)
-            if f.fract() == 0.0 && f.abs() < 9.2e18 =>
-        {
-            Lit::Int(f as i64)
-        }
-        (l, _) => l,
-    };
-    match lit {
-        Lit::Null => Value::Null,
-        Lit::Int(i) => Value::from(i),
-        Lit::Real(f) => real_value(f),
-        Lit::Text(s) => Value::String(s),
-        Lit::Blob(b) => blob_value(&b),
-    }
-}
-
 fn parse_column(
     item: &[Tok],
     pk_inline: &mut Vec<(usize, bool)>,
@@ -208,7 +111,7 @@ fn parse_column(
             pk_inline.push((idx, kw(item.get(i + 2), "DESC")));
             i += 2;
         } else if kw(Some(t), "DEFAULT") {
-            default = apply_affinity(default_literal(&item[i + 1..]), affinity);
+            default = default_value(&item[i + 1..], affinity);
             i += 1;
         } else if kw(Some(t), "AS") && matches!(item.get(i + 1), Some(Tok::Punct('('))) {
             let after = skip_group(item, i + 1);

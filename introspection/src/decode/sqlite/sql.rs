@@ -74,7 +74,8 @@ pub(crate) fn tokenize(sql: &str) -> Result<Vec<Tok>, DecodeError> {
             let start = i;
             while let Some(&d) = cs.get(i) {
                 let exp_sign = (d == '+' || d == '-') && matches!(cs[i - 1], 'e' | 'E');
-                if d.is_ascii_alphanumeric() || d == '.' || exp_sign {
+                // `_`: digit separators (SQLite 3.46+), dropped by the reader.
+                if d.is_ascii_alphanumeric() || d == '.' || d == '_' || exp_sign {
                     i += 1;
                 } else {
                     break;

@@ -20,27 +20,38 @@
 //!   pointer to leaf (a scalar, `{}` or `[]`); the changes are the
 //!   differences of the two maps: key = the leaf's full pointer, collection =
 //!   its parent pointer. Array elements are leaves by index, so inserting at
-//!   the front of an array shows as updates of every later index.
+//!   the front of an array shows as updates of every later index. A
+//!   non-empty array that becomes a non-empty object (or back) is one update
+//!   at its pointer, before/after the whole containers: `[10,20]` and
+//!   `{"0":10,"1":20}` have the same leaves but are different values.
+//!
+//! Values are compared exactly: numbers by their decimal value and sign
+//! (`1` = `1.0`, `0` ≠ `-0`, big integers digit by digit) and shown without
+//! loss; see [`node`] for the parser, the number rules and the nesting
+//! limit ([`node::MAX_DEPTH`]).
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use super::{bad, Budget, Change, DecodeError, DecodeLimits, Decoder, Op, SchemaHints};
 
-use super::{bad, Budget, Change, DecodeError, Decoder, Op, SchemaHints};
+pub mod node;
+
+use node::Node;
 
 /// Decoder for JSON documents.
 pub struct JsonDecoder;
 
 impl Decoder for JsonDecoder {
-    fn diff(
+    fn diff_with(
         &self,
         old: &[u8],
         new: &[u8],
         hints: &SchemaHints,
+        limits: &DecodeLimits,
     ) -> Result<Vec<Change>, DecodeError> {
-        let a = parse(old).map_err(|e| e.context("old version"))?;
-        let b = parse(new).map_err(|e| e.context("new version"))?;
-        let budget = Budget::for_input(old.len().saturating_add(new.len()), 64);
+        let mut budget = Budget::new(limits);
+        let a = parse(old, &mut budget).map_err(|e| e.context("old version"))?;
+        let b = parse(new, &mut budget).map_err(|e| e.context("new version"))?;
         let record_path = hints.json_record_path.as_deref().map(normalize_pointer);
         let mut w = Walker {
             out: Vec::new(),
@@ -51,8 +62,16 @@ impl Decoder for JsonDecoder {
         w.walk(&mut path, a.as_ref(), b.as_ref())?;
         if let Some(rp) = record_path {
             let key_field = hints.json_record_key.as_deref().unwrap_or("id");
-            let ra = records(a.as_ref().and_then(|d| d.pointer(&rp)), key_field)?;
-            let rb = records(b.as_ref().and_then(|d| d.pointer(&rp)), key_field)?;
+            let ra = records(
+                a.as_ref().and_then(|d| d.pointer(&rp)),
+                key_field,
+                &mut w.budget,
+            )?;
+            let rb = records(
+                b.as_ref().and_then(|d| d.pointer(&rp)),
+                key_field,
+                &mut w.budget,
+            )?;
             for (k, va) in &ra {
                 match rb.get(k) {
                     None => w.emit(rp.clone(), k.clone(), Some(va), None)?,
@@ -71,16 +90,13 @@ impl Decoder for JsonDecoder {
 }
 
 /// Parse one version: trailing NULs stripped, blank means no document.
-pub fn parse(data: &[u8]) -> Result<Option<Value>, DecodeError> {
+fn parse(data: &[u8], budget: &mut Budget) -> Result<Option<Node>, DecodeError> {
     let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let data = &data[..end];
     if data.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(None);
     }
-    match serde_json::from_slice(data) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) => bad(format!("json: {e}")),
-    }
+    node::parse(data, budget).map(Some)
 }
 
 /// `customers` -> `/customers`; `""` and `/` style pointers are kept.
@@ -109,35 +125,32 @@ pub fn parent_pointer(p: &str) -> &str {
     p.rfind('/').map_or("", |i| &p[..i])
 }
 
-fn render_key(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn records<'v>(
-    set: Option<&'v Value>,
+    set: Option<&'v Node>,
     key_field: &str,
-) -> Result<BTreeMap<String, &'v Value>, DecodeError> {
+    budget: &mut Budget,
+) -> Result<BTreeMap<String, &'v Node>, DecodeError> {
     let mut m = BTreeMap::new();
-    let mut put = |k: String, v: &'v Value| {
+    let mut put = |k: String, v: &'v Node| {
         if m.insert(k.clone(), v).is_some() {
             return bad(format!("json: duplicate record key {k:?}"));
         }
         Ok(())
     };
     match set {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(o)) => {
+        None | Some(Node::Null) => {}
+        Some(Node::Obj(o)) => {
             for (k, v) in o {
                 put(k.clone(), v)?;
             }
         }
-        Some(Value::Array(a)) => {
+        Some(Node::Arr(a)) => {
             for (i, v) in a.iter().enumerate() {
-                let k = match v.get(key_field) {
-                    Some(k) if v.is_object() => render_key(k),
+                let k = match v {
+                    Node::Obj(o) => match o.get(key_field) {
+                        Some(k) => k.key_text(budget)?,
+                        None => format!("#{i}"),
+                    },
                     _ => format!("#{i}"),
                 };
                 put(k, v)?;
@@ -154,47 +167,19 @@ struct Walker {
     budget: Budget,
 }
 
-/// A non-empty object or array (one that has leaves below it).
-fn is_branch(v: Option<&Value>) -> bool {
-    match v {
-        Some(Value::Object(o)) => !o.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        _ => false,
-    }
-}
-
-fn child<'v>(v: Option<&'v Value>, key: &str) -> Option<&'v Value> {
-    match v? {
-        Value::Object(o) => o.get(key),
-        Value::Array(a) => {
-            if key.len() > 1 && key.starts_with('0') {
-                return None;
-            }
-            a.get(key.parse::<usize>().ok()?)
-        }
-        _ => None,
-    }
-}
-
-fn keys(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::Object(o)) => o.keys().cloned().collect(),
-        Some(Value::Array(a)) => (0..a.len()).map(|i| i.to_string()).collect(),
-        _ => Vec::new(),
-    }
-}
-
 impl Walker {
     fn emit(
         &mut self,
         collection: String,
         key: String,
-        before: Option<&Value>,
-        after: Option<&Value>,
+        before: Option<&Node>,
+        after: Option<&Node>,
     ) -> Result<(), DecodeError> {
         self.budget
             .charge_value(collection.len().saturating_add(key.len()))?;
-        let op = match (before, after) {
+        let before = before.map(|n| n.to_value(&mut self.budget)).transpose()?;
+        let after = after.map(|n| n.to_value(&mut self.budget)).transpose()?;
+        let op = match (&before, &after) {
             (None, _) => Op::Insert,
             (_, None) => Op::Delete,
             _ => Op::Update,
@@ -203,8 +188,8 @@ impl Walker {
             collection,
             key,
             op,
-            before: before.cloned(),
-            after: after.cloned(),
+            before,
+            after,
         });
         Ok(())
     }
@@ -212,8 +197,8 @@ impl Walker {
     fn leaf(
         &mut self,
         path: &str,
-        before: Option<&Value>,
-        after: Option<&Value>,
+        before: Option<&Node>,
+        after: Option<&Node>,
     ) -> Result<(), DecodeError> {
         if before == after {
             return Ok(());
@@ -226,26 +211,33 @@ impl Walker {
         )
     }
 
+    /// Recurses once per nesting level, at most [`node::MAX_DEPTH`].
     fn walk(
         &mut self,
         path: &mut String,
-        a: Option<&Value>,
-        b: Option<&Value>,
+        a: Option<&Node>,
+        b: Option<&Node>,
     ) -> Result<(), DecodeError> {
         if self.skip.as_deref() == Some(path.as_str()) {
             return Ok(());
         }
-        let (ba, bb) = (is_branch(a), is_branch(b));
-        if !ba && !bb {
-            return self.leaf(path, a, b);
+        let ba = a.filter(|n| n.is_branch());
+        let bb = b.filter(|n| n.is_branch());
+        match (ba, bb) {
+            (None, None) => return self.leaf(path, a, b),
+            // Array <-> object: the same leaves may sit under both.
+            (Some(x), Some(y)) if matches!(x, Node::Arr(_)) != matches!(y, Node::Arr(_)) => {
+                return self.leaf(path, a, b);
+            }
+            _ => {}
         }
-        if !ba {
+        if ba.is_none() {
             self.leaf(path, a, None)?;
         }
-        let mut ks = keys(if ba { a } else { None });
-        if bb {
-            for k in keys(b) {
-                if !ba || child(a, &k).is_none() {
+        let mut ks = ba.map(Node::keys).unwrap_or_default();
+        if let Some(y) = bb {
+            for k in y.keys() {
+                if ba.is_none_or(|x| x.child(&k).is_none()) {
                     ks.push(k);
                 }
             }
@@ -253,12 +245,12 @@ impl Walker {
         let len = path.len();
         for k in ks {
             push_token(path, &k);
-            let ca = if ba { child(a, &k) } else { None };
-            let cb = if bb { child(b, &k) } else { None };
+            let ca = ba.and_then(|x| x.child(&k));
+            let cb = bb.and_then(|y| y.child(&k));
             self.walk(path, ca, cb)?;
             path.truncate(len);
         }
-        if !bb {
+        if bb.is_none() {
             self.leaf(path, None, b)?;
         }
         Ok(())
