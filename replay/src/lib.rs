@@ -23,13 +23,13 @@ use thiserror::Error;
 pub mod base;
 pub mod engine;
 pub mod filter;
-pub mod point;
 mod progress;
 
 pub use base::Base;
 pub use engine::{replay, Control, Options, ReplayReport, Step};
 pub use filter::{Filter, WhatIf};
-pub use point::Point;
+/// Replay points are the introspection crate's (one syntax everywhere).
+pub use introspection::point::{Point, PointError};
 
 #[derive(Debug, Error)]
 pub enum ReplayError {
@@ -60,6 +60,15 @@ pub enum ReplayError {
     },
     #[error("replay cancelled before it finished; the output was not written")]
     Cancelled,
+}
+
+impl From<PointError> for ReplayError {
+    fn from(e: PointError) -> ReplayError {
+        match e {
+            PointError::Log(e) => ReplayError::Log(e),
+            PointError::NotInLog(m) => ReplayError::PointNotInLog(m),
+        }
+    }
 }
 
 /// Replays from `base` to `point` into a new file `out`. The result is

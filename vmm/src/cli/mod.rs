@@ -100,14 +100,19 @@ pub enum Command {
     /// Row/key-level changes lifted from recorded disk writes and the
     /// guests' file hints (SQLite, JSON, key-value).
     ///
+    /// A damaged VM log is reported (one warning naming the VM, the seq
+    /// and why) and the other VMs are shown; the exit status is then 1.
+    ///
     /// Examples:
     ///   vmm changes rec/ --file app.db --table customers
-    ///   vmm changes rec/ --key 123 --since 2026-11-21T06:00:00Z --json
+    ///   vmm changes rec/ --vm web1 --since mark=before-upgrade --until seq=900
+    ///   vmm changes rec/ --key 123 --since time=2026-11-21T06:00:00Z --json
+    ///   vmm changes rec/ --between mark=nightly --and end --net
     #[command(verbatim_doc_comment)]
     Changes(changes::ChangesArgs),
     /// Every version of one row or key, with VM and time.
     ///
-    /// Example: vmm history rec/ --file app.db --table customers --key 123
+    /// Example: vmm history rec/ --vm web1 --file app.db --table customers --key 123
     History(changes::HistoryArgs),
     /// Pause a running VM (its control socket: `vmm run --api-sock`).
     Pause(snapshot::SocketArgs),
