@@ -57,8 +57,6 @@ pub enum SemanticError {
     NoVm,
     #[error("the log of {vm} has no changes of and no hint for a file named '{file}'; `vmm changes DIR` lists the files that have changes")]
     NoSuchFile { file: String, vm: String },
-    #[error("{vm}'s guest had not hinted a file named '{file}' at seq {seq}, so its bytes cannot be found on the replayed disk")]
-    NotHinted { file: String, vm: String, seq: u64 },
     #[error("'{file}' is not at a consistent point at barrier seq {seq} and the log never lifted it before")]
     NeverConsistent { file: String, seq: u64 },
     #[error("cannot decode '{file}' from the replayed disk at barrier seq {seq}: {reason}")]
@@ -74,6 +72,8 @@ pub enum SemanticError {
     },
     #[error("the semantic log and the disk disagree for '{}' at barrier seq {}: the log's changes give state {} ({} rows), the disk decodes to {} ({} rows); {} was not written", .0.file, .0.proof.barrier.unwrap_or(0), .0.checksum, .0.rows, .0.proof.disk_checksum.as_deref().unwrap_or("-"), .0.proof.disk_rows.unwrap_or(0), .0.out.display())]
     Mismatch(Box<SemanticReport>),
+    #[error("{path}: the written file does not hold the replayed state: {reason}; it was not kept", path = .path.display())]
+    OutputMismatch { path: PathBuf, reason: String },
     #[error("replay cancelled before it finished; the output was not written")]
     Cancelled,
 }
@@ -209,7 +209,11 @@ pub fn replay_semantic(
     // VM's hints (or, without one, from its events).
     let first = &streams[0];
     let disk_bytes = first.disk_bytes.unwrap_or(u64::MAX);
-    let hinted = proof::main_file(&proof::lifter_at(first, disk_bytes, u64::MAX), &req.file);
+    let hinted = proof::main_file(
+        &proof::lifter_at(first, disk_bytes, first.until_seq + 1),
+        &req.file,
+    )
+    .or_else(|| proof::main_file(&proof::lifter_at(first, disk_bytes, u64::MAX), &req.file));
     let mut format = hinted.as_ref().map(|(_, f)| f.format).or(first.format);
     for s in &streams {
         match (format, s.format) {
@@ -353,12 +357,14 @@ pub fn replay_semantic(
     if cancelled() {
         return Err(SemanticError::Cancelled);
     }
-    let result = output::write(&folded.state, format, &schema, &tmp).and_then(|()| {
-        std::fs::rename(&tmp, &req.out).map_err(|source| SemanticError::Io {
-            path: req.out.clone(),
-            source,
-        })
-    });
+    let result = output::write(&folded.state, format, &schema, &tmp)
+        .and_then(|()| output::verify(&folded.state, format, &schema, &tmp))
+        .and_then(|()| {
+            std::fs::rename(&tmp, &req.out).map_err(|source| SemanticError::Io {
+                path: req.out.clone(),
+                source,
+            })
+        });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

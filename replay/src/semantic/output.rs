@@ -12,7 +12,8 @@
 //! JSON: leaves are set at their pointers (a missing container along the
 //! way becomes an array when the next segment is a number, else an
 //! object); the record set becomes an array (in key order) when every
-//! record carries its key in the key member, else an object by key.
+//! record carries its key in the key member, else an object by key; an
+//! empty state (no document yet) is an empty file.
 //!
 //! Key-value: `{"key": value, ...}` in key order.
 use std::collections::BTreeMap;
@@ -50,10 +51,65 @@ pub fn write(
             let mut f = File::create_new(tmp).map_err(io)?;
             let mut text = serde_json::to_vec_pretty(&value).expect("values serialize");
             text.push(b'\n');
+            if format == Format::Json && state.rows() == 0 {
+                // No document yet: an empty file (as the decoder reads one).
+                text.clear();
+            }
             f.write_all(&text).map_err(io)?;
         }
     }
     File::open(tmp).and_then(|f| f.sync_all()).map_err(io)
+}
+
+/// Reads the written file back with the project's decoder and checks
+/// that it holds `state` (same canonical checksum).
+pub fn verify(
+    state: &State,
+    format: Format,
+    hints: &SchemaHints,
+    path: &Path,
+) -> Result<(), SemanticError> {
+    let bytes = std::fs::read(path).map_err(|source| SemanticError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let fail = |reason: String| SemanticError::OutputMismatch {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut back = match format {
+        Format::Kv => {
+            let map: Value = serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?;
+            return if map == kv_map(state) {
+                Ok(())
+            } else {
+                Err(fail("the key-value map read back differs".into()))
+            };
+        }
+        _ => State::from_decoded(
+            format,
+            introspection::decode::diff(format, &[], &bytes, hints)
+                .map_err(|e| fail(e.to_string()))?,
+        ),
+    };
+    if !state.collections.contains_key(SCHEMA) {
+        // Tables made from the columns seen: their schema is ours.
+        back.collections.remove(SCHEMA);
+    }
+    if back.checksum() == state.checksum() {
+        return Ok(());
+    }
+    let d = state.differences(&back, 1);
+    Err(fail(match d.first() {
+        Some(d) => format!(
+            "{}[{}] reads back as {} instead of {}",
+            d.collection,
+            d.key,
+            d.disk.as_ref().map_or("(absent)".into(), |v| v.to_string()),
+            d.log.as_ref().map_or("(absent)".into(), |v| v.to_string())
+        ),
+        None => "the rows read back differ".into(),
+    }))
 }
 
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> SemanticError + '_ {

@@ -23,7 +23,7 @@ use introspection::decode::{self, sqlite::apply_wal, SchemaHints};
 use introspection::lift::{FileInfo, Lifter};
 use introspection::log::LogReader;
 use introspection::recording::RecordDir;
-use introspection::semantic::{Format, SemanticChange};
+use introspection::semantic::Format;
 
 use super::state::State;
 use super::stream::VmStream;
@@ -54,12 +54,20 @@ pub fn main_file(lifter: &Lifter, path: &str) -> Option<(u32, FileInfo)> {
         .last()
 }
 
-/// The file's bytes on `image` at barrier `seq`, WAL applied; None when
-/// it is not at a consistent point there.
+/// The file's bytes on `image` at barrier `seq`, WAL applied.
 struct Version {
     bytes: Vec<u8>,
     format: Format,
     schema: SchemaHints,
+}
+
+/// What the disk holds of the file at a barrier.
+enum AtBarrier {
+    /// The guest had not named the file (yet, or any more): no rows.
+    Absent,
+    /// Not at a consistent point (a hot rollback journal).
+    Inconsistent,
+    Present(Version),
 }
 
 fn read_version(
@@ -68,15 +76,14 @@ fn read_version(
     file: &str,
     image: &Path,
     seq: u64,
-) -> Result<Option<Version>, SemanticError> {
+) -> Result<AtBarrier, SemanticError> {
     let mut lifter = lifter_at(stream, disk_bytes, seq);
-    let Some((id, _)) = main_file(&lifter, file) else {
-        return Err(SemanticError::NotHinted {
-            file: file.to_string(),
-            vm: stream.vm.clone(),
-            seq,
-        });
+    let Some((id, info)) = main_file(&lifter, file) else {
+        return Ok(AtBarrier::Absent);
     };
+    if info.extents.is_empty() || !info.exists {
+        return Ok(AtBarrier::Absent);
+    }
     let disk = File::open(image).map_err(|source| SemanticError::Io {
         path: image.to_path_buf(),
         source,
@@ -87,7 +94,7 @@ fn read_version(
     };
     let versions = lifter.versions(&BTreeSet::new(), &BTreeSet::from([id]), &mut read);
     let Some(v) = versions.into_iter().find(|v| v.id == id) else {
-        return Ok(None);
+        return Ok(AtBarrier::Inconsistent);
     };
     let bad = |reason: String| SemanticError::Decode {
         file: file.to_string(),
@@ -99,7 +106,7 @@ fn read_version(
         Some(wal) => apply_wal(&got.bytes, wal).map_err(|e| bad(format!("WAL: {e}")))?,
         None => got.bytes.to_vec(),
     };
-    Ok(Some(Version {
+    Ok(AtBarrier::Present(Version {
         bytes,
         format: v.format,
         schema: v.schema,
@@ -158,7 +165,7 @@ pub fn decode_from_disk(
     };
     // The version at the last lift, read as the replay passes it, in case
     // the file is not consistent at the last barrier.
-    let mut at_lift: Option<Result<Option<Version>, SemanticError>> = None;
+    let mut at_lift: Option<Result<AtBarrier, SemanticError>> = None;
     let mut observer = |step: &Step| {
         if let Step::Barrier { seq, .. } = step {
             if Some(*seq) == lifted && *seq < last {
@@ -180,11 +187,12 @@ pub fn decode_from_disk(
             ..engine::Options::default()
         },
     )?;
-    let (barrier, version, fell_back_from) =
+    let (barrier, found, fell_back_from) =
         match read_version(stream, disk_bytes, file, scratch, last)? {
-            Some(v) => (last, v, None),
-            None => match (lifted, at_lift.transpose()?.flatten()) {
-                (Some(seq), Some(v)) => (seq, v, Some(last)),
+            AtBarrier::Inconsistent => match (lifted, at_lift.transpose()?) {
+                (Some(seq), Some(v @ (AtBarrier::Present(_) | AtBarrier::Absent))) => {
+                    (seq, v, Some(last))
+                }
                 _ => {
                     return Err(SemanticError::NeverConsistent {
                         file: file.to_string(),
@@ -192,27 +200,20 @@ pub fn decode_from_disk(
                     })
                 }
             },
+            v => (last, v, None),
         };
-    let changes =
-        decode::diff(version.format, &[], &version.bytes, &version.schema).map_err(|e| {
-            SemanticError::Decode {
-                file: file.to_string(),
-                seq: barrier,
-                reason: e.to_string(),
-            }
-        })?;
-    let mut state = State::new();
-    for change in changes {
-        state.apply(SemanticChange::from_change(
-            stream.vm.as_str(),
-            barrier,
-            0,
-            file,
-            version.format,
-            change,
-        ));
-    }
-    state.prune();
+    let state = match found {
+        AtBarrier::Present(version) => {
+            let changes = decode::diff(version.format, &[], &version.bytes, &version.schema)
+                .map_err(|e| SemanticError::Decode {
+                    file: file.to_string(),
+                    seq: barrier,
+                    reason: e.to_string(),
+                })?;
+            State::from_decoded(version.format, changes)
+        }
+        _ => State::new(),
+    };
     Ok(Some(Decoded {
         barrier,
         state,

@@ -204,6 +204,17 @@ impl State {
         }
     }
 
+    /// The state a decoder's changes against an empty file describe (all
+    /// inserts), pruned.
+    pub fn from_decoded(format: Format, changes: Vec<introspection::semantic::Change>) -> State {
+        let mut state = State::new();
+        for change in changes {
+            state.apply(SemanticChange::from_change("", 0, 0, "", format, change));
+        }
+        state.prune();
+        state
+    }
+
     /// Rows in every collection.
     pub fn rows(&self) -> u64 {
         self.collections.values().map(|c| c.len() as u64).sum()

@@ -22,7 +22,8 @@ pub struct VmStream {
     pub vm: String,
     /// The disk size from the log's base mark.
     pub disk_bytes: Option<u64>,
-    /// Every hint the guest sent: (record seq, wire message).
+    /// Every hint the guest sent, also after the point: (record seq, wire
+    /// message).
     pub hints: Vec<(u64, Vec<u8>)>,
     /// Seqs of the barrier records.
     pub barriers: Vec<u64>,
@@ -32,7 +33,7 @@ pub struct VmStream {
     pub decode_errors: Vec<u64>,
     /// Semantic records that did not parse.
     pub unreadable: u64,
-    /// The format the file's events name.
+    /// The format the file's events name (also events after the point).
     pub format: Option<Format>,
     /// The last record the point includes.
     pub until_seq: u64,
@@ -69,16 +70,20 @@ impl VmStream {
                 RecordKind::Mark { name } if s.disk_bytes.is_none() => {
                     s.disk_bytes = parse_base_mark(&name);
                 }
-                RecordKind::Hint { message } if seq <= until => s.hints.push((seq, message)),
+                RecordKind::Hint { message } => s.hints.push((seq, message)),
                 RecordKind::Barrier { .. } if seq <= until => s.barriers.push(seq),
                 RecordKind::Semantic { json } => match serde_json::from_str(&json) {
-                    Ok(SemanticEvent::Change(c)) if c.file == file && c.seq <= until => {
+                    Ok(SemanticEvent::Change(c)) if c.file == file => {
                         s.format.get_or_insert(c.format);
-                        s.changes.push(c);
+                        if c.seq <= until {
+                            s.changes.push(c);
+                        }
                     }
-                    Ok(SemanticEvent::DecodeError(e)) if e.file == file && e.seq <= until => {
+                    Ok(SemanticEvent::DecodeError(e)) if e.file == file => {
                         s.format.get_or_insert(e.format);
-                        s.decode_errors.push(e.seq);
+                        if e.seq <= until {
+                            s.decode_errors.push(e.seq);
+                        }
                     }
                     Ok(_) => {}
                     Err(_) => s.unreadable += 1,
