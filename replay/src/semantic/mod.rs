@@ -34,9 +34,11 @@ pub mod proof;
 mod reshape;
 pub mod state;
 pub mod stream;
+#[cfg(test)]
+mod tests;
 
 pub use state::{AnomalyKind, Applied, Key, State};
-pub use stream::{ChangeFilter, Conflict, KeyRange, Selection, VmStream};
+pub use stream::{ChangeFilter, Conflict, KeyRange, Selection, VmStream, SCHEMA};
 
 #[derive(Debug, Error)]
 pub enum SemanticError {

@@ -92,10 +92,16 @@ pub fn verify(
                 .map_err(|e| fail(e.to_string()))?,
         ),
     };
-    if !state.collections.contains_key(SCHEMA) {
-        // Tables made from the columns seen: their schema is ours.
-        back.collections.remove(SCHEMA);
+    // Tables made from the columns seen: their schema entries are ours,
+    // not the log's.
+    let empty = BTreeMap::new();
+    let logged = state.collections.get(SCHEMA).unwrap_or(&empty);
+    if let Some(entries) = back.collections.get_mut(SCHEMA) {
+        entries.retain(|name, _| {
+            logged.contains_key(name) || !state.collections.contains_key(&name.to_string())
+        });
     }
+    back.prune();
     if back.checksum() == state.checksum() {
         return Ok(());
     }
