@@ -155,8 +155,8 @@ pub struct SemanticReport {
 
 /// The fold of a stream: the state and what applying it did.
 #[derive(Debug, Default)]
-pub struct Fold {
-    pub state: State,
+pub struct Fold<'a> {
+    pub state: State<'a>,
     pub applied: u64,
     pub unselected: u64,
     pub dropped: u64,
@@ -164,19 +164,20 @@ pub struct Fold {
     pub anomalies: BTreeMap<AnomalyKind, u64>,
 }
 
-/// Folds `changes` in order, keeping the selected ones not dropped.
-pub fn fold(
-    changes: impl IntoIterator<Item = introspection::semantic::SemanticChange>,
+/// Folds `changes` in order, keeping the selected ones not dropped. The
+/// state borrows the rows from `changes`.
+pub fn fold<'a>(
+    changes: impl IntoIterator<Item = &'a introspection::semantic::SemanticChange>,
     selection: &Selection,
     drop: &[ChangeFilter],
-) -> Fold {
+) -> Fold<'a> {
     let mut f = Fold::default();
     for c in changes {
-        if !selection.keeps(&c) {
+        if !selection.keeps(c) {
             f.unselected += 1;
             continue;
         }
-        if drop.iter().any(|d| d.matches(&c)) {
+        if drop.iter().any(|d| d.matches(c)) {
             f.dropped += 1;
             continue;
         }
@@ -296,7 +297,7 @@ pub fn replay_semantic(
     } else {
         (std::mem::take(&mut streams[0].changes), Vec::new())
     };
-    let folded = fold(changes, &req.selection, &req.drop);
+    let folded = fold(&changes, &req.selection, &req.drop);
     if cancelled() {
         return Err(SemanticError::Cancelled);
     }

@@ -16,23 +16,23 @@
 //! empty state (no document yet) is an empty file.
 //!
 //! Key-value: `{"key": value, ...}` in key order.
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
 use introspection::decode::SchemaHints;
 use introspection::semantic::Format;
-use rusqlite::types::Value as SqlValue;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::ToSql;
 use serde_json::{Map, Value};
 
-use super::state::{Key, State};
+use super::state::{sorted, Rows, State};
 use super::stream::SCHEMA;
 use super::SemanticError;
 
 /// Writes `state` in `format` to the new file `tmp` (fsynced).
 pub fn write(
-    state: &State,
+    state: &State<'_>,
     format: Format,
     hints: &SchemaHints,
     tmp: &Path,
@@ -64,7 +64,7 @@ pub fn write(
 /// Reads the written file back with the project's decoder and checks
 /// that it holds `state` (same canonical checksum).
 pub fn verify(
-    state: &State,
+    state: &State<'_>,
     format: Format,
     hints: &SchemaHints,
     path: &Path,
@@ -94,7 +94,7 @@ pub fn verify(
     };
     // Tables made from the columns seen: their schema entries are ours,
     // not the log's.
-    let empty = BTreeMap::new();
+    let empty = Rows::new();
     let logged = state.collections.get(SCHEMA).unwrap_or(&empty);
     if let Some(entries) = back.collections.get_mut(SCHEMA) {
         entries.retain(|name, _| {
@@ -129,24 +129,29 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A JSON value as SQLite stores it (the decoder's rendering, reversed).
-pub fn to_sql(v: Option<&Value>) -> SqlValue {
-    match v {
-        None | Some(Value::Null) => SqlValue::Null,
-        Some(Value::Bool(b)) => SqlValue::Integer(i64::from(*b)),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(i) => SqlValue::Integer(i),
-            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Some(Value::String(s)) => SqlValue::Text(s.clone()),
-        Some(Value::Object(o)) if o.len() == 1 => match o.get("$blob").and_then(Value::as_str) {
-            Some(hex) => match unhex(hex) {
-                Some(b) => SqlValue::Blob(b),
-                None => SqlValue::Text(hex.to_string()),
-            },
-            None => SqlValue::Text(Value::Object(o.clone()).to_string()),
-        },
-        Some(other) => SqlValue::Text(other.to_string()),
+/// A JSON value as SQLite stores it (the decoder's rendering, reversed):
+/// numbers as integers or reals, strings as text (borrowed), `{"$blob":
+/// hex}` as a blob, null as NULL, anything else as its JSON text.
+pub struct Sql<'v>(pub Option<&'v Value>);
+
+impl ToSql for Sql<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            None | Some(Value::Null) => ToSqlOutput::Owned(SqlValue::Null),
+            Some(Value::Bool(b)) => ToSqlOutput::Owned(SqlValue::Integer(i64::from(*b))),
+            Some(Value::Number(n)) => ToSqlOutput::Owned(match n.as_i64() {
+                Some(i) => SqlValue::Integer(i),
+                None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+            }),
+            Some(Value::String(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Some(Value::Object(o)) if o.len() == 1 && o.contains_key("$blob") => {
+                match o["$blob"].as_str().and_then(unhex) {
+                    Some(b) => ToSqlOutput::Owned(SqlValue::Blob(b)),
+                    None => ToSqlOutput::Owned(SqlValue::Text(o["$blob"].to_string())),
+                }
+            }
+            Some(other) => ToSqlOutput::Owned(SqlValue::Text(other.to_string())),
+        })
     }
 }
 
@@ -161,7 +166,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Builds the database at `path` (a new file).
-pub fn write_sqlite(state: &State, hints: &SchemaHints, path: &Path) -> Result<(), SemanticError> {
+pub fn write_sqlite(
+    state: &State<'_>,
+    hints: &SchemaHints,
+    path: &Path,
+) -> Result<(), SemanticError> {
     let err = sql_err(path);
     if path.exists() {
         return Err(SemanticError::Io {
@@ -174,11 +183,11 @@ pub fn write_sqlite(state: &State, hints: &SchemaHints, path: &Path) -> Result<(
     db.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
         .map_err(&err)?;
     let tx = db.transaction().map_err(&err)?;
-    let empty = BTreeMap::new();
+    let empty = Rows::new();
     let schema = state.collections.get(SCHEMA).unwrap_or(&empty);
     let entry = |v: &Value, f: &str| v.get(f).and_then(Value::as_str).map(str::to_string);
     let mut later = Vec::new();
-    for value in schema.values() {
+    for (_, value) in sorted(schema) {
         let (Some(kind), Some(name), Some(sql)) = (
             entry(value, "type"),
             entry(value, "name"),
@@ -210,7 +219,7 @@ pub fn write_sqlite(state: &State, hints: &SchemaHints, path: &Path) -> Result<(
             > 0;
         if !exists {
             let mut cols: Vec<&String> = Vec::new();
-            for row in rows.values() {
+            for (_, row) in sorted(rows) {
                 for c in row.as_object().into_iter().flat_map(|o| o.keys()) {
                     if !cols.contains(&c) {
                         cols.push(c);
@@ -239,14 +248,33 @@ pub fn write_sqlite(state: &State, hints: &SchemaHints, path: &Path) -> Result<(
 fn insert_rows(
     tx: &rusqlite::Transaction<'_>,
     table: &str,
-    rows: &BTreeMap<Key, Value>,
+    rows: &Rows<'_>,
     hints: &SchemaHints,
 ) -> rusqlite::Result<()> {
-    // Stored, writable columns (not generated, not hidden).
-    let cols: Vec<String> = tx
-        .prepare("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0")?
-        .query_map([table], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    // Stored, writable columns (not generated, not hidden); whether one is
+    // an INTEGER PRIMARY KEY (then it carries the rowid).
+    let mut cols: Vec<String> = Vec::new();
+    let mut pks: Vec<String> = Vec::new();
+    tx.prepare("SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1)")?
+        .query_map([table], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .try_for_each(|r| {
+            let (name, decl, pk, hidden) = r?;
+            if pk > 0 {
+                pks.push(decl);
+            }
+            if hidden == 0 {
+                cols.push(name);
+            }
+            Ok::<_, rusqlite::Error>(())
+        })?;
+    let rowid_alias = pks.len() == 1 && pks[0].eq_ignore_ascii_case("INTEGER");
     let without_rowid: bool = tx
         .query_row(
             "SELECT wr FROM pragma_table_list WHERE name = ?1 AND schema = 'main'",
@@ -255,7 +283,7 @@ fn insert_rows(
         )
         .map(|wr| wr != 0)
         .unwrap_or(false);
-    let by_rowid = !without_rowid && !hints.key_columns.contains_key(table);
+    let by_rowid = !without_rowid && !rowid_alias && !hints.key_columns.contains_key(table);
     let mut names: Vec<String> = cols.iter().map(|c| quote(c)).collect();
     if by_rowid {
         names.insert(0, "rowid".into());
@@ -267,37 +295,64 @@ fn insert_rows(
         names.join(",")
     );
     let mut stmt = tx.prepare(&sql)?;
-    let mut params: Vec<SqlValue> = Vec::with_capacity(names.len());
-    for (key, row) in rows {
-        params.clear();
+    // Row members come sorted by name (serde_json's map): walk them beside
+    // the columns sorted by name instead of looking each one up.
+    let mut by_name: Vec<(&str, usize)> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i + 1 + usize::from(by_rowid)))
+        .collect();
+    by_name.sort_unstable();
+    for (key, row) in sorted(rows) {
         if by_rowid {
-            params.push(key.as_int().map_or(SqlValue::Null, SqlValue::Integer));
+            match key.as_int() {
+                Some(rowid) => stmt.raw_bind_parameter(1, rowid)?,
+                None => stmt.raw_bind_parameter(1, SqlValue::Null)?,
+            }
         }
-        for c in &cols {
-            params.push(match row {
-                Value::Object(o) => to_sql(o.get(c)),
-                // A value that is not a row (a table created from values).
-                v => to_sql(Some(v)),
-            });
+        match row {
+            Value::Object(o) => {
+                let mut aligned = o.len() == by_name.len();
+                if aligned {
+                    for ((k, v), (c, at)) in o.iter().zip(&by_name) {
+                        if k != c {
+                            aligned = false;
+                            break;
+                        }
+                        stmt.raw_bind_parameter(*at, Sql(Some(v)))?;
+                    }
+                }
+                if !aligned {
+                    for (c, at) in &by_name {
+                        stmt.raw_bind_parameter(*at, Sql(o.get(*c)))?;
+                    }
+                }
+            }
+            // A value that is not a row (a table created from values).
+            v => {
+                for (_, at) in &by_name {
+                    stmt.raw_bind_parameter(*at, Sql(Some(v)))?;
+                }
+            }
         }
-        stmt.execute(rusqlite::params_from_iter(params.iter()))?;
+        stmt.raw_execute()?;
     }
     Ok(())
 }
 
 /// The key-value map.
-pub fn kv_map(state: &State) -> Value {
+pub fn kv_map(state: &State<'_>) -> Value {
     let mut map = Map::new();
     for rows in state.collections.values() {
         for (k, v) in rows {
-            map.insert(k.to_string(), v.clone());
+            map.insert(k.to_string(), (**v).clone());
         }
     }
     Value::Object(map)
 }
 
 /// The JSON document (see the module doc).
-pub fn document(state: &State, hints: &SchemaHints) -> Value {
+pub fn document(state: &State<'_>, hints: &SchemaHints) -> Value {
     let record_path = hints.json_record_path.as_deref();
     let key_field = hints.json_record_key.as_deref().unwrap_or("id");
     let mut doc = Value::Null;
@@ -307,11 +362,12 @@ pub fn document(state: &State, hints: &SchemaHints) -> Value {
             records = Some(rows);
             continue;
         }
-        for (pointer, v) in rows {
+        for (pointer, v) in sorted(rows) {
             set_pointer(&mut doc, &pointer.to_string(), v.clone());
         }
     }
     if let (Some(path), Some(rows)) = (record_path, records) {
+        let rows = sorted(rows);
         let keyed = rows.iter().all(|(k, r)| {
             r.get(key_field).is_some_and(|v| match v {
                 Value::String(s) => *s == k.to_string(),
@@ -319,11 +375,11 @@ pub fn document(state: &State, hints: &SchemaHints) -> Value {
             })
         });
         let set = if keyed {
-            Value::Array(rows.values().cloned().collect())
+            Value::Array(rows.iter().map(|(_, v)| (*v).clone()).collect())
         } else {
             Value::Object(
                 rows.iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .map(|(k, v)| (k.to_string(), (*v).clone()))
                     .collect(),
             )
         };

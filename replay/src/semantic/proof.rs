@@ -116,7 +116,7 @@ fn read_version(
 /// The state the disk holds, and the barrier it was read at.
 pub struct Decoded {
     pub barrier: u64,
-    pub state: State,
+    pub state: State<'static>,
     /// The proof fell back from the last barrier (where the file was not
     /// consistent) to this one.
     pub fell_back_from: Option<u64>,

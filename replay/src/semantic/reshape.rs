@@ -9,23 +9,21 @@
 //! changes: every row of the table gets the new definition's stored
 //! columns, a missing one as its default, and loses members the table no
 //! longer has.
-use std::collections::BTreeMap;
-
 use introspection::decode::sqlite::schema::parse_create_table;
 use serde_json::Value;
 
-use super::state::Key;
+use super::state::Rows;
 
 /// Reshapes `rows` to the table defined by `sql` (a `CREATE TABLE`).
 /// A definition the parser does not understand leaves the rows as they
 /// are (the proof then says whether that mattered).
-pub fn reshape_rows(rows: &mut BTreeMap<Key, Value>, sql: &str) {
+pub fn reshape_rows(rows: &mut Rows<'_>, sql: &str) {
     let Ok(def) = parse_create_table(sql) else {
         return;
     };
     let stored: Vec<_> = def.columns.iter().filter(|c| c.stored).collect();
     for row in rows.values_mut() {
-        let Value::Object(members) = row else {
+        let Value::Object(members) = row.to_mut() else {
             continue;
         };
         members.retain(|name, _| stored.iter().any(|c| c.name == *name));

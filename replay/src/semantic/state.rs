@@ -29,8 +29,10 @@
 //! ```
 //! Canonical JSON: object members sorted by name, no whitespace, numbers and
 //! strings as serde_json writes them.
+use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use introspection::semantic::{Format, Op, SemanticChange};
@@ -53,8 +55,15 @@ impl Key {
     /// The key as the change log renders it; an integer only when it reads
     /// back to the same text (`"007"` stays text).
     pub fn parse(s: &str) -> Key {
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        let canonical = match digits.as_bytes() {
+            [] => false,
+            [b'0'] => digits.len() == s.len(), // "0", not "-0"
+            [b'0', ..] => false,
+            d => d.iter().all(u8::is_ascii_digit),
+        };
         match s.parse::<i64>() {
-            Ok(i) if i.to_string() == s => Key::Int(i),
+            Ok(i) if canonical => Key::Int(i),
             _ => Key::Text(s.to_string()),
         }
     }
@@ -98,8 +107,8 @@ impl fmt::Display for Key {
 pub enum Applied {
     /// The state changed as the change says.
     Changed,
-    /// The state already was what the change leaves (e.g. the same insert
-    /// from a clone's stream).
+    /// An insert of the row already there (e.g. the same insert from a
+    /// clone's stream).
     Unchanged,
     /// The change did not fit the state (see the module doc); applied anyway.
     Anomaly(AnomalyKind),
@@ -130,32 +139,58 @@ pub struct Difference {
     pub disk: Option<Value>,
 }
 
-/// collection -> key -> value.
+/// collection -> key -> value. Values are borrowed from the change stream
+/// while the fold only moves them around (no copy of a row is made unless
+/// a schema change rewrites it), so folding costs no allocation per row.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct State {
-    pub collections: BTreeMap<String, BTreeMap<Key, Value>>,
+pub struct State<'a> {
+    pub collections: BTreeMap<String, Rows<'a>>,
 }
 
-impl State {
+/// One collection's rows. Hashed (not ordered) while folding, because a
+/// fold is one lookup per change; [`sorted`] gives them in key order.
+pub type Rows<'a> = HashMap<Key, Cow<'a, Value>>;
+
+/// The rows in key order.
+pub fn sorted<'r>(rows: &'r Rows<'_>) -> Vec<(&'r Key, &'r Value)> {
+    let mut v: Vec<(&Key, &Value)> = rows.iter().map(|(k, v)| (k, &**v)).collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
+}
+
+static NULL: Value = Value::Null;
+
+impl<'a> State<'a> {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Applies one change (taking its values) and says how it fit.
-    pub fn apply(&mut self, change: SemanticChange) -> Applied {
-        let SemanticChange {
-            format,
-            collection,
-            key,
-            op,
-            before,
+    /// Applies one change and says how it fit.
+    pub fn apply(&mut self, change: &'a SemanticChange) -> Applied {
+        let after = Cow::Borrowed(change.after.as_ref().unwrap_or(&NULL));
+        self.apply_parts(
+            change.format,
+            &change.collection,
+            &change.key,
+            change.op,
+            change.before.as_ref(),
             after,
-            ..
-        } = change;
+        )
+    }
+
+    fn apply_parts(
+        &mut self,
+        format: Format,
+        collection: &str,
+        key: &str,
+        op: Op,
+        before: Option<&Value>,
+        after: Cow<'a, Value>,
+    ) -> Applied {
         // A table whose definition changed: its rows read differently.
         if format == Format::Sqlite && collection == SCHEMA && op == Op::Update {
-            let old = before.as_ref().and_then(reshape::table_entry);
-            if let Some((table, sql)) = after.as_ref().and_then(reshape::table_entry) {
+            let old = before.and_then(reshape::table_entry);
+            if let Some((table, sql)) = reshape::table_entry(&after) {
                 if old.is_some_and(|(t, s)| t == table && s != sql) {
                     if let Some(rows) = self.collections.get_mut(table) {
                         reshape::reshape_rows(rows, sql);
@@ -163,40 +198,41 @@ impl State {
                 }
             }
         }
-        let rows = self.collections.entry(collection).or_default();
-        let key = Key::parse(&key);
+        if !self.collections.contains_key(collection) {
+            self.collections.insert(collection.to_string(), Rows::new());
+        }
+        let rows = self.collections.get_mut(collection).expect("just made");
+        let key = Key::parse(key);
         match op {
-            Op::Insert | Op::Update => {
-                let after = after.unwrap_or(Value::Null);
-                match (op, rows.get_mut(&key)) {
-                    (Op::Insert, None) => {
-                        rows.insert(key, after);
+            Op::Insert | Op::Update => match rows.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(after);
+                    if op == Op::Insert {
                         Applied::Changed
-                    }
-                    (Op::Insert, Some(old)) if *old == after => Applied::Unchanged,
-                    (Op::Insert, Some(old)) => {
-                        *old = after;
-                        Applied::Anomaly(AnomalyKind::InsertOverExisting)
-                    }
-                    (_, None) => {
-                        rows.insert(key, after);
+                    } else {
                         Applied::Anomaly(AnomalyKind::UpdateOfMissing)
                     }
-                    (_, Some(old)) => {
-                        let fits = before.as_ref().is_none_or(|b| fits(b, old));
-                        let same = *old == after;
-                        *old = after;
-                        match (fits, same) {
-                            (false, _) => Applied::Anomaly(AnomalyKind::BeforeMismatch),
-                            (true, true) => Applied::Unchanged,
-                            (true, false) => Applied::Changed,
-                        }
-                    }
                 }
-            }
+                Entry::Occupied(mut slot) => {
+                    let old = slot.get_mut();
+                    let outcome = if op == Op::Insert {
+                        if **old == *after {
+                            Applied::Unchanged
+                        } else {
+                            Applied::Anomaly(AnomalyKind::InsertOverExisting)
+                        }
+                    } else if before.is_none_or(|b| fits(b, old)) {
+                        Applied::Changed
+                    } else {
+                        Applied::Anomaly(AnomalyKind::BeforeMismatch)
+                    };
+                    *old = after;
+                    outcome
+                }
+            },
             Op::Delete => match rows.remove(&key) {
                 None => Applied::Anomaly(AnomalyKind::DeleteOfMissing),
-                Some(old) if before.as_ref().is_some_and(|b| !fits(b, &old)) => {
+                Some(old) if before.is_some_and(|b| !fits(b, &old)) => {
                     Applied::Anomaly(AnomalyKind::BeforeMismatch)
                 }
                 Some(_) => Applied::Changed,
@@ -206,10 +242,21 @@ impl State {
 
     /// The state a decoder's changes against an empty file describe (all
     /// inserts), pruned.
-    pub fn from_decoded(format: Format, changes: Vec<introspection::semantic::Change>) -> State {
+    pub fn from_decoded(
+        format: Format,
+        changes: Vec<introspection::semantic::Change>,
+    ) -> State<'static> {
         let mut state = State::new();
-        for change in changes {
-            state.apply(SemanticChange::from_change("", 0, 0, "", format, change));
+        for c in changes {
+            let after = Cow::Owned(c.after.unwrap_or(Value::Null));
+            state.apply_parts(
+                format,
+                &c.collection,
+                &c.key,
+                c.op,
+                c.before.as_ref(),
+                after,
+            );
         }
         state.prune();
         state
@@ -228,8 +275,8 @@ impl State {
 
     /// Up to `max` rows that differ from `other`: (collection, key, value
     /// here, value there), `None` where a side lacks the row.
-    pub fn differences(&self, other: &State, max: usize) -> Vec<Difference> {
-        let empty = BTreeMap::new();
+    pub fn differences(&self, other: &State<'_>, max: usize) -> Vec<Difference> {
+        let empty = Rows::new();
         let mut names: Vec<&String> = self
             .collections
             .keys()
@@ -250,8 +297,8 @@ impl State {
                     out.push(Difference {
                         collection: name.clone(),
                         key: k.to_string(),
-                        log: va.cloned(),
-                        disk: vb.cloned(),
+                        log: va.map(|v| v.clone().into_owned()),
+                        disk: vb.map(|v| v.clone().into_owned()),
                     });
                     if out.len() >= max {
                         return out;
@@ -270,7 +317,7 @@ impl State {
         for (name, rows) in self.collections.iter().filter(|(_, r)| !r.is_empty()) {
             put(&mut h, name.as_bytes());
             h.update(&(rows.len() as u64).to_le_bytes());
-            for (key, value) in rows {
+            for (key, value) in sorted(rows) {
                 put(&mut h, key.to_string().as_bytes());
                 buf.clear();
                 canonical_json(value, &mut buf);
@@ -285,6 +332,9 @@ impl State {
 /// on the members both have: a `before` lifted in the same barrier as an
 /// `ALTER TABLE` is read with the old definition, the row with the new.
 fn fits(before: &Value, row: &Value) -> bool {
+    if before == row {
+        return true;
+    }
     match (before, row) {
         (Value::Object(b), Value::Object(r)) => b
             .iter()

@@ -33,6 +33,11 @@ fn ch(
     )
 }
 
+/// A change that lives as long as the test (states borrow their rows).
+fn leak(c: SemanticChange) -> &'static SemanticChange {
+    Box::leak(Box::new(c))
+}
+
 fn ins(seq: u64, t: &str, k: &str, v: Value) -> SemanticChange {
     ch("vm0", seq, t, k, Op::Insert, None, Some(v))
 }
@@ -40,9 +45,12 @@ fn ins(seq: u64, t: &str, k: &str, v: Value) -> SemanticChange {
 #[test]
 fn fold_applies_in_order_and_counts_what_does_not_fit() {
     let mut s = State::new();
-    assert_eq!(s.apply(ins(1, "t", "1", json!({"a": 1}))), Applied::Changed);
     assert_eq!(
-        s.apply(ins(1, "t", "1", json!({"a": 1}))),
+        s.apply(leak(ins(1, "t", "1", json!({"a": 1})))),
+        Applied::Changed
+    );
+    assert_eq!(
+        s.apply(leak(ins(1, "t", "1", json!({"a": 1})))),
         Applied::Unchanged
     );
     let upd = ch(
@@ -54,7 +62,7 @@ fn fold_applies_in_order_and_counts_what_does_not_fit() {
         Some(json!({"a": 1})),
         Some(json!({"a": 2})),
     );
-    assert_eq!(s.apply(upd), Applied::Changed);
+    assert_eq!(s.apply(leak(upd)), Applied::Changed);
     let stale = ch(
         "vm0",
         3,
@@ -65,58 +73,61 @@ fn fold_applies_in_order_and_counts_what_does_not_fit() {
         Some(json!({"a": 3})),
     );
     assert_eq!(
-        s.apply(stale),
+        s.apply(leak(stale)),
         Applied::Anomaly(AnomalyKind::BeforeMismatch)
     );
-    assert_eq!(s.collections["t"][&Key::Int(1)], json!({"a": 3}));
+    assert_eq!(*s.collections["t"][&Key::Int(1)], json!({"a": 3}));
     assert_eq!(
-        s.apply(ins(4, "t", "1", json!({"a": 9}))),
+        s.apply(leak(ins(4, "t", "1", json!({"a": 9})))),
         Applied::Anomaly(AnomalyKind::InsertOverExisting)
     );
     let gone = ch("vm0", 5, "t", "2", Op::Delete, Some(json!({})), None);
     assert_eq!(
-        s.apply(gone),
+        s.apply(leak(gone)),
         Applied::Anomaly(AnomalyKind::DeleteOfMissing)
     );
     let ghost = ch("vm0", 5, "t", "3", Op::Update, None, Some(json!({"a": 0})));
     assert_eq!(
-        s.apply(ghost),
+        s.apply(leak(ghost)),
         Applied::Anomaly(AnomalyKind::UpdateOfMissing)
     );
     let del = ch("vm0", 6, "t", "1", Op::Delete, Some(json!({"a": 9})), None);
-    assert_eq!(s.apply(del), Applied::Changed);
+    assert_eq!(s.apply(leak(del)), Applied::Changed);
     assert_eq!(s.rows(), 1);
 }
 
 #[test]
 fn checksum_is_canonical() {
     let mut a = State::new();
-    a.apply(ins(
+    a.apply(leak(ins(
         1,
         "t",
         "10",
         json!({"x": 1, "y": [1, {"b": 2, "a": 1}]}),
-    ));
-    a.apply(ins(1, "t", "9", json!({"x": 2})));
+    )));
+    a.apply(leak(ins(1, "t", "9", json!({"x": 2}))));
     let mut b = State::new();
-    b.apply(ins(1, "t", "9", json!({"x": 2})));
-    b.apply(ins(
+    b.apply(leak(ins(1, "t", "9", json!({"x": 2}))));
+    b.apply(leak(ins(
         1,
         "t",
         "10",
         json!({"y": [1, {"a": 1, "b": 2}], "x": 1}),
-    ));
-    b.apply(ins(1, "empty", "1", json!(1)));
-    b.apply(ch("vm0", 2, "empty", "1", Op::Delete, None, None));
+    )));
+    b.apply(leak(ins(1, "empty", "1", json!(1))));
+    b.apply(leak(ch("vm0", 2, "empty", "1", Op::Delete, None, None)));
     b.prune();
     assert_eq!(a.checksum(), b.checksum());
     assert!(a.differences(&b, 5).is_empty());
     // Integer keys in numeric order, before text keys; "007" is text.
-    let keys: Vec<Key> = a.collections["t"].keys().cloned().collect();
+    let keys: Vec<Key> = super::state::sorted(&a.collections["t"])
+        .into_iter()
+        .map(|(k, _)| k.clone())
+        .collect();
     assert_eq!(keys, vec![Key::Int(9), Key::Int(10)]);
     assert_eq!(Key::parse("007"), Key::Text("007".into()));
     assert!(Key::Int(i64::MAX) < Key::Text("a".into()));
-    b.apply(ins(3, "t", "11", json!(null)));
+    b.apply(leak(ins(3, "t", "11", json!(null))));
     assert_ne!(a.checksum(), b.checksum());
     let d = a.differences(&b, 5);
     assert_eq!(
@@ -131,11 +142,24 @@ fn alter_table_reshapes_the_rows_it_did_not_touch() {
     let v1 = schema("CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, gone INT)");
     let v2 = schema("CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, status TEXT DEFAULT 'new')");
     let mut s = State::new();
-    s.apply(ins(1, SCHEMA, "t", v1.clone()));
-    s.apply(ins(1, "t", "1", json!({"id": 1, "a": "x", "gone": 5})));
-    s.apply(ch("vm0", 2, SCHEMA, "t", Op::Update, Some(v1), Some(v2)));
+    s.apply(leak(ins(1, SCHEMA, "t", v1.clone())));
+    s.apply(leak(ins(
+        1,
+        "t",
+        "1",
+        json!({"id": 1, "a": "x", "gone": 5}),
+    )));
+    s.apply(leak(ch(
+        "vm0",
+        2,
+        SCHEMA,
+        "t",
+        Op::Update,
+        Some(v1),
+        Some(v2),
+    )));
     assert_eq!(
-        s.collections["t"][&Key::Int(1)],
+        *s.collections["t"][&Key::Int(1)],
         json!({"id": 1, "a": "x", "status": "new"})
     );
     // A change lifted in the same barrier carries the old shape as
@@ -149,7 +173,7 @@ fn alter_table_reshapes_the_rows_it_did_not_touch() {
         Some(json!({"id": 1, "a": "x", "gone": 5})),
         Some(json!({"id": 1, "a": "y", "status": "old"})),
     );
-    assert_eq!(s.apply(upd), Applied::Changed);
+    assert_eq!(s.apply(leak(upd)), Applied::Changed);
 }
 
 #[test]
@@ -179,7 +203,7 @@ fn selections_and_filters() {
         ins(3, "t", "2", json!(2)),
     ];
     let drop = ["seq=3".parse().unwrap()];
-    let f = fold(changes, &sel, &drop);
+    let f = fold(&changes, &sel, &drop);
     assert_eq!((f.applied, f.unselected, f.dropped), (2, 3, 1));
     assert_eq!(f.state.collections["t"].len(), 1);
     assert!(f.state.collections[SCHEMA].contains_key(&Key::Text("t".into())));
@@ -234,10 +258,10 @@ fn merge_orders_by_time_and_reports_only_diverging_keys() {
         (conflicts[0].key.as_str(), conflicts[0].vms.len()),
         ("1", 2)
     );
-    let f = fold(merged, &Selection::default(), &[]);
-    assert_eq!(f.state.collections["t"][&Key::Int(1)], json!("a"));
+    let f = fold(&merged, &Selection::default(), &[]);
+    assert_eq!(*f.state.collections["t"][&Key::Int(1)], json!("a"));
     assert_eq!(f.unchanged, 2); // b's copies of the common inserts
-    // a's update was made on the row b had not changed yet.
+                                // a's update was made on the row b had not changed yet.
     assert_eq!(
         f.anomalies.into_iter().collect::<Vec<_>>(),
         vec![(AnomalyKind::BeforeMismatch, 1)]
@@ -249,27 +273,27 @@ fn sqlite_output_holds_the_rows_and_reads_back_equal() {
     let dir = tempfile::tempdir().unwrap();
     let sql = "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL, pic BLOB)";
     let mut s = State::new();
-    s.apply(ins(
+    s.apply(leak(ins(
         1,
         SCHEMA,
         "t",
         json!({"type": "table", "name": "t", "tbl_name": "t", "sql": sql}),
-    ));
-    s.apply(ins(1, SCHEMA, "t_name", json!({"type": "index", "name": "t_name", "tbl_name": "t", "sql": "CREATE INDEX t_name ON t(name)"})));
-    s.apply(ins(
+    )));
+    s.apply(leak(ins(1, SCHEMA, "t_name", json!({"type": "index", "name": "t_name", "tbl_name": "t", "sql": "CREATE INDEX t_name ON t(name)"}))));
+    s.apply(leak(ins(
         1,
         "t",
         "7",
         json!({"id": 7, "name": "Bob", "score": 1.5, "pic": {"$blob": "00ff"}}),
-    ));
-    s.apply(ins(
+    )));
+    s.apply(leak(ins(
         1,
         "t",
         "3",
         json!({"id": 3, "name": null, "score": -2.25, "pic": null}),
-    ));
+    )));
     // A table the log has no schema for: columns from the rows.
-    s.apply(ins(1, "loose", "1", json!({"k": "a", "v": 1})));
+    s.apply(leak(ins(1, "loose", "1", json!({"k": "a", "v": 1}))));
     let path = dir.path().join("out.db");
     output::write(&s, Format::Sqlite, &SchemaHints::default(), &path).unwrap();
     let db = rusqlite::Connection::open(&path).unwrap();
@@ -292,12 +316,12 @@ fn sqlite_output_holds_the_rows_and_reads_back_equal() {
     output::write(&no_schema, Format::Sqlite, &SchemaHints::default(), &path2).unwrap();
     output::verify(&no_schema, Format::Sqlite, &SchemaHints::default(), &path2).unwrap();
     // ...but catches a file that does not hold the state.
-    s.apply(ins(
+    s.apply(leak(ins(
         2,
         "t",
         "8",
         json!({"id": 8, "name": "x", "score": 0.5, "pic": null}),
-    ));
+    )));
     let err = output::verify(&s, Format::Sqlite, &SchemaHints::default(), &path).unwrap_err();
     assert!(err.to_string().contains("t[8]"), "{err}");
     // Never over an existing file.
@@ -317,11 +341,19 @@ fn json_document_and_kv_map() {
         c
     };
     let mut s = State::new();
-    s.apply(json_change("/records", "2", json!({"id": 2, "n": "b"})));
-    s.apply(json_change("/records", "1", json!({"id": 1, "n": "a"})));
-    s.apply(json_change("", "/version", json!(3)));
-    s.apply(json_change("/meta/tags", "/meta/tags/1", json!("y")));
-    s.apply(json_change("/meta/tags", "/meta/tags/0", json!("x")));
+    s.apply(leak(json_change(
+        "/records",
+        "2",
+        json!({"id": 2, "n": "b"}),
+    )));
+    s.apply(leak(json_change(
+        "/records",
+        "1",
+        json!({"id": 1, "n": "a"}),
+    )));
+    s.apply(leak(json_change("", "/version", json!(3))));
+    s.apply(leak(json_change("/meta/tags", "/meta/tags/1", json!("y"))));
+    s.apply(leak(json_change("/meta/tags", "/meta/tags/0", json!("x"))));
     let doc = output::document(&s, &hints);
     assert_eq!(
         doc,
@@ -338,8 +370,8 @@ fn json_document_and_kv_map() {
     output::verify(&State::new(), Format::Json, &hints, &empty).unwrap();
 
     let mut kv = State::new();
-    kv.apply(ins(1, "", "k1", json!("v1")));
-    kv.apply(ins(1, "", "k2", json!({"$blob": "00"})));
+    kv.apply(leak(ins(1, "", "k1", json!("v1"))));
+    kv.apply(leak(ins(1, "", "k2", json!({"$blob": "00"}))));
     assert_eq!(
         output::kv_map(&kv),
         json!({"k1": "v1", "k2": {"$blob": "00"}})
