@@ -368,10 +368,12 @@ pub fn document(state: &State<'_>, hints: &SchemaHints) -> Value {
     }
     if let (Some(path), Some(rows)) = (record_path, records) {
         let rows = sorted(rows);
+        // The decoder renders a string key as is, any other as its JSON.
         let keyed = rows.iter().all(|(k, r)| {
+            let key = k.to_string();
             r.get(key_field).is_some_and(|v| match v {
-                Value::String(s) => *s == k.to_string(),
-                other => other.to_string() == k.to_string(),
+                Value::String(s) => *s == key,
+                other => serde_json::to_string(other).is_ok_and(|text| text == key),
             })
         });
         let set = if keyed {
