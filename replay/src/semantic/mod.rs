@@ -59,7 +59,7 @@ pub enum SemanticError {
     NoVm,
     #[error("the log of {vm} has no changes of and no hint for a file named '{file}'; `vmm changes DIR` lists the files that have changes")]
     NoSuchFile { file: String, vm: String },
-    #[error("'{file}' is not at a consistent point at barrier seq {seq} and the log never lifted it before")]
+    #[error("'{file}' is not at a consistent point at barrier seq {seq} and the log has no earlier lift of it to prove against")]
     NeverConsistent { file: String, seq: u64 },
     #[error("cannot decode '{file}' from the replayed disk at barrier seq {seq}: {reason}")]
     Decode {
@@ -342,9 +342,9 @@ pub fn replay_semantic(
             let sum = hex::encode(&d.state.checksum());
             report.proof.barrier = Some(d.barrier);
             report.proof.disk_rows = Some(d.state.rows());
-            report.proof.note = d.fell_back_from.map(|b| {
+            report.proof.note = d.fell_back_from.map(|(b, why)| {
                 format!(
-                    "'{}' was not at a consistent point at barrier seq {b}; proved at seq {}, where it was last lifted",
+                    "'{}' {why} at barrier seq {b}; proved at seq {}, where the log last lifted it",
                     req.file, d.barrier
                 )
             });

@@ -8,9 +8,11 @@
 //! the recording host found it: the guest's hints from the log placed in a
 //! fresh [`Lifter`]'s file table, which also says whether the file is at a
 //! consistent point there (an SQLite rollback journal that is hot is not;
-//! a WAL's committed frames are applied). If it is not, the proof falls back
-//! to the last barrier at which the log lifted the file — the fold holds
-//! the same state there, as nothing was lifted after it. The decoder reads
+//! a WAL's committed frames are applied). If it is not, or its bytes there
+//! do not decode (the recording host then logged a decode error and kept
+//! its last good state), the proof falls back to the last barrier at which
+//! the log lifted changes of the file — the fold holds the same state
+//! there, as nothing was lifted after it — and says so. The decoder reads
 //! the bytes as a diff against an empty file (all inserts), folded into a
 //! [`State`] like any stream.
 use std::collections::BTreeSet;
@@ -117,9 +119,9 @@ fn read_version(
 pub struct Decoded {
     pub barrier: u64,
     pub state: State<'static>,
-    /// The proof fell back from the last barrier (where the file was not
-    /// consistent) to this one.
-    pub fell_back_from: Option<u64>,
+    /// The proof fell back from this barrier (the last), where the file
+    /// was not consistent or not decodable (why), to `barrier`.
+    pub fell_back_from: Option<(u64, String)>,
 }
 
 /// Removes the scratch image however the proof ends.
@@ -145,12 +147,8 @@ pub fn decode_from_disk(
     let Some(last) = stream.last_barrier() else {
         return Ok(None);
     };
-    let lifted = stream
-        .changes
-        .iter()
-        .map(|c| c.seq)
-        .chain(stream.decode_errors.iter().copied())
-        .max();
+    // The last barrier at which the log lifted changes of the file.
+    let lifted = stream.changes.iter().map(|c| c.seq).max();
     let reader = LogReader::open(dir.log_dir(&stream.vm))?;
     let _guard = Scratch(scratch.to_path_buf());
     let from = base::prepare(&reader, &Base::Empty, last, scratch)?;
@@ -187,32 +185,38 @@ pub fn decode_from_disk(
             ..engine::Options::default()
         },
     )?;
-    let (barrier, found, fell_back_from) =
-        match read_version(stream, disk_bytes, file, scratch, last)? {
-            AtBarrier::Inconsistent => match (lifted, at_lift.transpose()?) {
-                (Some(seq), Some(v @ (AtBarrier::Present(_) | AtBarrier::Absent))) => {
-                    (seq, v, Some(last))
+    let decode_at = |found: AtBarrier, seq: u64| match found {
+        AtBarrier::Present(v) => decode::diff(v.format, &[], &v.bytes, &v.schema)
+            .map(|changes| State::from_decoded(v.format, changes))
+            .map_err(|e| SemanticError::Decode {
+                file: file.to_string(),
+                seq,
+                reason: e.to_string(),
+            }),
+        AtBarrier::Absent => Ok(State::new()),
+        AtBarrier::Inconsistent => Err(SemanticError::NeverConsistent {
+            file: file.to_string(),
+            seq,
+        }),
+    };
+    let at_last = read_version(stream, disk_bytes, file, scratch, last)?;
+    let (barrier, state, fell_back_from) = match decode_at(at_last, last) {
+        Ok(state) => (last, state, None),
+        Err(e @ (SemanticError::NeverConsistent { .. } | SemanticError::Decode { .. })) => {
+            match (lifted, at_lift) {
+                (Some(seq), Some(found)) => {
+                    let why = match &e {
+                        SemanticError::Decode { reason, .. } => {
+                            format!("could not be decoded ({reason})")
+                        }
+                        _ => "was not at a consistent point".to_string(),
+                    };
+                    (seq, decode_at(found?, seq)?, Some((last, why)))
                 }
-                _ => {
-                    return Err(SemanticError::NeverConsistent {
-                        file: file.to_string(),
-                        seq: last,
-                    })
-                }
-            },
-            v => (last, v, None),
-        };
-    let state = match found {
-        AtBarrier::Present(version) => {
-            let changes = decode::diff(version.format, &[], &version.bytes, &version.schema)
-                .map_err(|e| SemanticError::Decode {
-                    file: file.to_string(),
-                    seq: barrier,
-                    reason: e.to_string(),
-                })?;
-            State::from_decoded(version.format, changes)
+                _ => return Err(e),
+            }
         }
-        _ => State::new(),
+        Err(e) => return Err(e),
     };
     Ok(Some(Decoded {
         barrier,
