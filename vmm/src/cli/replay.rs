@@ -31,8 +31,9 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "DIR")]
     pub log: PathBuf,
     /// Whose log to replay. With --semantic, several VMs (clones of one
-    /// database) as a,b: their changes are merged in time order and keys
-    /// they changed differently are reported as conflicts.
+    /// database) as a,b: their changes (each log up to --until) are merged
+    /// in time order and keys they changed differently are reported as
+    /// conflicts.
     #[arg(long, value_name = "ID", default_value = "vm0")]
     pub vm: String,
     /// Where to start: `empty` (the log's own base: it holds the disk as it
