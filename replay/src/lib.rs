@@ -13,6 +13,8 @@
 //! - [`engine`]: the replay loop itself.
 //! - [`filter`]: what-if transformations.
 //! - [`replay_to_file`]: all of it, writing a new image atomically.
+//! - [`semantic`]: application-level replay (rows, documents, keys) from
+//!   the semantic change log, proved against the block-level replay.
 use std::path::{Path, PathBuf};
 
 use introspection::log::LogError;
@@ -24,6 +26,7 @@ pub mod base;
 pub mod engine;
 pub mod filter;
 mod progress;
+pub mod semantic;
 
 pub use base::Base;
 pub use engine::{replay, Control, Options, ReplayReport, Step};
@@ -114,7 +117,7 @@ pub fn replay_to_file(
     result
 }
 
-fn temp_path(out: &Path) -> PathBuf {
+pub(crate) fn temp_path(out: &Path) -> PathBuf {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

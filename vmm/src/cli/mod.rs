@@ -11,6 +11,7 @@ mod log;
 mod refs;
 mod replay;
 mod run;
+mod semantic_replay;
 mod snapshot;
 mod store;
 mod trust;
@@ -75,6 +76,12 @@ pub enum Command {
     ///   vmm replay --log rec/ --until end --drop seq=100..120 --out whatif.img
     ///   vmm replay --log rec/ --until seq=50 --step barrier --out x.img
     ///   vmm replay --log rec/ --until end --out web1.img --force
+    ///
+    /// Application-level replay (rows of one file, proved against the disk):
+    ///   vmm replay --log rec/ --semantic --file app.db --until mark=m1 --out app-m1.db
+    ///   vmm replay --log rec/ --semantic --file app.db --table customers --key 1..100 --out c.db
+    ///   vmm replay --log rec/ --semantic --file app.db --drop seq=40..60 --out whatif.db
+    ///   vmm replay --log rec/ --semantic --file app.db --vm a,b --out merged.db --json
     #[command(verbatim_doc_comment)]
     Replay(replay::ReplayArgs),
     /// Disaster-recovery drill: restore, boot, check; PASS/FAIL with timings.
