@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{self, sqlite::apply_wal, DecodeLimits, SchemaHints};
 use crate::semantic::{Change, DecodeErrorEvent, Format, SemanticChange};
 
+mod restore;
+
 const BLOCK: u64 = 4096;
 /// Largest file the lifter reads (a hostile guest cannot make it read more).
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
@@ -53,6 +55,8 @@ pub struct FileInfo {
     pub size: Option<u64>,
     pub exists: bool,
     pub schema: SchemaHints,
+    /// The schema hint's text as the guest sent it (kept for snapshots).
+    pub schema_text: Option<String>,
 }
 
 impl FileInfo {
@@ -162,39 +166,12 @@ impl FileTable {
                         size: None,
                         exists: true,
                         schema: SchemaHints::default(),
+                        schema_text: None,
                     },
                 );
             }
             Hint::Extents { file_id, extents } => {
-                let new: Vec<Extent> = extents.iter().collect();
-                for e in &new {
-                    let end = e.sector.checked_mul(512).and_then(|s| s.checked_add(e.len));
-                    if end.is_none_or(|end| end > self.disk_bytes) {
-                        return Err(format!(
-                            "file {file_id}: extent at sector {} of {} bytes lies outside the {}-byte disk",
-                            e.sector, e.len, self.disk_bytes
-                        ));
-                    }
-                }
-                for (other_id, other) in &self.files {
-                    if *other_id == file_id {
-                        continue;
-                    }
-                    for a in &new {
-                        for b in &other.extents {
-                            let (a0, a1) = (a.sector * 512, a.sector * 512 + a.len);
-                            let (b0, b1) = (b.sector * 512, b.sector * 512 + b.len);
-                            if a0 < b1 && b0 < a1 {
-                                return Err(format!(
-                                    "file {file_id}: extent at sector {} overlaps file {other_id} ({})",
-                                    a.sector, other.path
-                                ));
-                            }
-                        }
-                    }
-                }
-                let file = self.file_mut(file_id)?;
-                file.extents = new;
+                self.set_extents(file_id, extents.iter().collect())?;
             }
             Hint::Size {
                 file_id,
@@ -208,11 +185,45 @@ impl FileTable {
             Hint::Schema { file_id, text } => {
                 let file = self.file_mut(file_id)?;
                 file.schema = parse_schema(file.format, text);
+                file.schema_text = Some(text.to_string());
             }
             Hint::Forget { file_id } => {
                 self.files.remove(&file_id);
             }
         }
+        Ok(())
+    }
+
+    /// Sets file `file_id`'s extents, if they lie inside the disk and
+    /// overlap no other file's.
+    fn set_extents(&mut self, file_id: u32, new: Vec<Extent>) -> Result<(), String> {
+        for e in &new {
+            let end = e.sector.checked_mul(512).and_then(|s| s.checked_add(e.len));
+            if end.is_none_or(|end| end > self.disk_bytes) {
+                return Err(format!(
+                    "file {file_id}: extent at sector {} of {} bytes lies outside the {}-byte disk",
+                    e.sector, e.len, self.disk_bytes
+                ));
+            }
+        }
+        for (other_id, other) in &self.files {
+            if *other_id == file_id {
+                continue;
+            }
+            for a in &new {
+                for b in &other.extents {
+                    let (a0, a1) = (a.sector * 512, a.sector * 512 + a.len);
+                    let (b0, b1) = (b.sector * 512, b.sector * 512 + b.len);
+                    if a0 < b1 && b0 < a1 {
+                        return Err(format!(
+                            "file {file_id}: extent at sector {} overlaps file {other_id} ({})",
+                            a.sector, other.path
+                        ));
+                    }
+                }
+            }
+        }
+        self.file_mut(file_id)?.extents = new;
         Ok(())
     }
 
@@ -459,6 +470,9 @@ pub struct Differ {
     last: BTreeMap<u32, Arc<Vec<u8>>>,
     /// Limits of each decode (`--decode-budget-mib`).
     limits: DecodeLimits,
+    /// Files of a restored VM whose state at the snapshot is unknown (see
+    /// [`Differ::seed`]): their next good version becomes the baseline.
+    unseeded: BTreeSet<u32>,
 }
 
 impl Differ {
@@ -467,6 +481,7 @@ impl Differ {
         Differ {
             last: BTreeMap::new(),
             limits,
+            unseeded: BTreeSet::new(),
         }
     }
 
@@ -500,6 +515,17 @@ impl Differ {
             };
             let old = self.last.get(&v.id).map(|b| b.as_slice()).unwrap_or(&[]);
             match decode::diff_with(v.format, old, &new, &v.schema, &self.limits) {
+                Ok(_) if self.unseeded.remove(&v.id) => {
+                    self.last.insert(v.id, new);
+                    out.push(Lifted::Error {
+                        file: v.file,
+                        format: v.format,
+                        reason: "first consistent state since the restore; what changed between \
+                                 the snapshot and here is unknown (the snapshot caught the file \
+                                 mid-transaction), changes from here on are decoded"
+                            .into(),
+                    });
+                }
                 Ok(changes) => {
                     self.last.insert(v.id, new);
                     if !changes.is_empty() {

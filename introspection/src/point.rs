@@ -1,11 +1,23 @@
-//! Where to replay to: a sequence number, a time, or a mark.
+//! A point in a VM's recorded history: a sequence number, a time, or a
+//! mark. One syntax for every command that takes one (`vmm replay
+//! --until`, `vmm drill --at`, `vmm changes --since/--until/--between`).
 use std::fmt;
 use std::str::FromStr;
 use std::time::UNIX_EPOCH;
 
-use introspection::log::{LogReader, RecordKind};
+use thiserror::Error;
 
-use crate::ReplayError;
+use crate::log::{LogError, LogReader, RecordKind};
+
+/// Why a point could not be found in a log.
+#[derive(Debug, Error)]
+pub enum PointError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The log has no such seq, time or mark.
+    #[error("{0}")]
+    NotInLog(String),
+}
 
 /// A point in a VM's recorded history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +40,7 @@ impl FromStr for Point {
     /// `mark=NAME` or `end`.
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("'{s}' is not a replay point: use seq=N, time=RFC3339 (e.g. time=2026-11-21T06:01:42Z), mark=NAME or end")
+            format!("'{s}' is not a point in the log: use seq=N, time=RFC3339 (e.g. time=2026-11-21T06:01:42Z), mark=NAME or end")
         };
         if s == "end" {
             return Ok(Point::End);
@@ -65,17 +77,17 @@ impl fmt::Display for Point {
 
 impl Point {
     /// The seq of the last record this point includes.
-    pub fn resolve(&self, reader: &LogReader) -> Result<u64, ReplayError> {
+    pub fn resolve(&self, reader: &LogReader) -> Result<u64, PointError> {
         let last = reader.last_seq();
         match self {
             Point::End => Ok(last),
             Point::Seq(n) if *n >= 1 && *n <= last => Ok(*n),
-            Point::Seq(n) => Err(ReplayError::PointNotInLog(format!(
+            Point::Seq(n) => Err(PointError::NotInLog(format!(
                 "seq {n} is outside the log (seq 1..{last})"
             ))),
-            Point::Time(ns) => reader.find_seq_at_time(*ns)?.ok_or_else(|| {
-                ReplayError::PointNotInLog(format!("{self} is before the first record"))
-            }),
+            Point::Time(ns) => reader
+                .find_seq_at_time(*ns)?
+                .ok_or_else(|| PointError::NotInLog(format!("{self} is before the first record"))),
             Point::Mark(name) => {
                 let mut found = None;
                 for record in reader.iter()? {
@@ -85,7 +97,7 @@ impl Point {
                     }
                 }
                 found.ok_or_else(|| {
-                    ReplayError::PointNotInLog(format!("no mark named '{name}' in the log"))
+                    PointError::NotInLog(format!("no mark named '{name}' in the log"))
                 })
             }
         }
