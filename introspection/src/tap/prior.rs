@@ -5,9 +5,12 @@
 //! again. So when a main file is first decoded in a run and the log has
 //! semantic events naming its path from before this run, the decoder is
 //! first seeded with the file as it was at the end of the previous run:
-//! read with the file's current hints from the log's disk state then
-//! (block hashes replayed from the log, contents from the store), not
-//! from the image. Then:
+//! read from the log's disk state then (block hashes replayed from the
+//! log, contents from the store), not from the image, with the file's
+//! extents and size as the hints logged before this run left them (the
+//! log's `Hint` records replayed into a file table; the current hints when
+//! the path has none), so a file that grew or moved between runs is still
+//! read as it was. Then:
 //! - if the image matched the log when the tap opened (the log's checksum
 //!   equals the image's, no base was written), that state is also the disk
 //!   at the start of this run, and only what this run changed is reported;
@@ -24,11 +27,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use hint_proto::Role;
 use serde::Deserialize;
 use snapshot::{ObjectId, Store};
 
 use super::{BlockTap, JobKind, LiftJob, BLOCK};
 use crate::disk_state::{DiskState, ZERO_BLOCK_HASH};
+use crate::lift::{FileTable, Lifter};
 use crate::log::{LogError, LogReader, RecordKind};
 
 /// The log's view of the disk before this run.
@@ -40,9 +45,9 @@ pub(crate) struct RunStart {
     opened: Option<(DiskState, u64)>,
     /// The last seq before this run.
     before_seq: u64,
-    /// Paths named by semantic events up to `before_seq` (read when first
-    /// needed; `Err` when the log could not be read).
-    history: Option<Result<BTreeSet<String>, String>>,
+    /// What the log says up to `before_seq` (read when first needed;
+    /// `Err` when the log could not be read).
+    history: Option<Result<Past, String>>,
 }
 
 impl RunStart {
@@ -60,27 +65,50 @@ impl RunStart {
     }
 }
 
-/// The file names semantic events up to `last` name.
-fn files_with_history(dir: &Path, last: u64) -> Result<BTreeSet<String>, LogError> {
+/// The log before this run.
+pub(crate) struct Past {
+    /// The paths its semantic events name.
+    files: BTreeSet<String>,
+    /// Its hints applied in order: the files as the last run left them.
+    lifter: Lifter,
+}
+
+/// Reads the log up to seq `last`, for a disk of `disk_bytes`.
+fn read_past(dir: &Path, last: u64, disk_bytes: u64) -> Result<Past, LogError> {
     #[derive(Deserialize)]
     struct Named {
         file: String,
     }
     let mut files = BTreeSet::new();
+    let mut table = FileTable::new(disk_bytes);
     let reader = LogReader::open(dir)?;
     for record in reader.iter()? {
         let record = record?;
         if record.seq > last {
             break;
         }
-        if let RecordKind::Semantic { json } = record.kind {
-            // Both changes and decode-error events name their file.
-            if let Ok(named) = serde_json::from_str::<Named>(&json) {
-                files.insert(named.file);
+        match record.kind {
+            RecordKind::Semantic { json } => {
+                // Both changes and decode-error events name their file.
+                if let Ok(named) = serde_json::from_str::<Named>(&json) {
+                    files.insert(named.file);
+                }
             }
+            RecordKind::Hint { message } => {
+                // As the live tap did: a bad hint changes nothing.
+                if let Ok((hint, used)) = hint_proto::decode(&message) {
+                    if used == message.len() {
+                        let _ = table.apply(&hint);
+                    }
+                }
+            }
+            _ => {}
         }
     }
-    Ok(files)
+    Ok(Past {
+        files,
+        lifter: Lifter::restored(table),
+    })
 }
 
 /// Reads `len` bytes at byte `offset` of the disk `state` describes, the
@@ -128,18 +156,19 @@ impl BlockTap {
         let Some(start) = self.run_start.as_mut() else {
             return;
         };
+        let disk_bytes = self.state.num_blocks() * BLOCK as u64;
         let history = start.history.get_or_insert_with(|| {
-            files_with_history(self.log.dir(), start.before_seq).map_err(|e| e.to_string())
+            read_past(self.log.dir(), start.before_seq, disk_bytes).map_err(|e| e.to_string())
         });
-        let with_past: Vec<u32> = match history {
-            Ok(files) => first
+        let with_past: Vec<u32> = match &*history {
+            Ok(past) => first
                 .iter()
                 .copied()
                 .filter(|id| {
                     self.lifter
                         .table
                         .get(*id)
-                        .is_some_and(|f| files.contains(&f.path))
+                        .is_some_and(|f| past.files.contains(&f.path))
                 })
                 .collect(),
             // Unknown past: no phantom inserts, at worst a file's first
@@ -156,13 +185,27 @@ impl BlockTap {
         if let Some((opened, base_barrier)) = &start.opened {
             states.push((JobKind::Outside, opened, *base_barrier));
         }
+        let mut past = history.as_mut().ok();
         for (kind, state, seq) in states {
             let store = &self.store;
             let mut read = |offset: u64, len: usize| read_state(store, state, offset, len);
-            let versions = with_past
-                .iter()
-                .filter_map(|id| self.lifter.version_with(*id, &mut read))
-                .collect();
+            let mut versions = Vec::new();
+            for &id in &with_past {
+                // The end of the last run is read as its hints left the
+                // file; the start of this one as this run's hints say.
+                let earlier = match (kind, past.as_deref_mut()) {
+                    (JobKind::SeedPrior, Some(past)) => {
+                        same_file(&past.lifter.table, &self.lifter.table, id).and_then(|old| {
+                            past.lifter.version_with(old, &mut read).map(|mut v| {
+                                v.id = id;
+                                v
+                            })
+                        })
+                    }
+                    _ => None,
+                };
+                versions.extend(earlier.or_else(|| self.lifter.version_with(id, &mut read)));
+            }
             let job = LiftJob {
                 vm: self.vm_id.clone(),
                 seq,
@@ -175,6 +218,20 @@ impl BlockTap {
             }
         }
     }
+}
+
+/// The main file of `old` with the path and format of main file `id` of
+/// `now`.
+fn same_file(old: &FileTable, now: &FileTable, id: u32) -> Option<u32> {
+    let file = now.get(id)?;
+    old.files()
+        .find(|(_, f)| {
+            f.role == Role::Main
+                && f.path == file.path
+                && f.format == file.format
+                && !f.extents.is_empty()
+        })
+        .map(|(old_id, _)| *old_id)
 }
 
 #[cfg(test)]

@@ -16,13 +16,17 @@ const AT: u64 = 8 * 4096;
 const LEN: usize = 200;
 
 fn doc(rows: &[(u32, &str)]) -> Vec<u8> {
+    doc_of(rows, LEN)
+}
+
+fn doc_of(rows: &[(u32, &str)], len: usize) -> Vec<u8> {
     let rows: Vec<String> = rows
         .iter()
         .map(|(id, v)| format!(r#"{{"id":{id},"v":"{v}"}}"#))
         .collect();
     let mut d = format!(r#"{{"rows":[{}]}}"#, rows.join(",")).into_bytes();
-    assert!(d.len() <= LEN);
-    d.resize(LEN, b' ');
+    assert!(d.len() <= len);
+    d.resize(len, b' ');
     d
 }
 
@@ -35,6 +39,18 @@ fn hint(tap: &mut BlockTap, enc: impl FnOnce(&mut [u8]) -> Result<usize, hint_pr
 /// One recorded run: the guest hints `path` and, if given, writes `write`
 /// into it. Returns the semantic events the run logged.
 fn run(dir: &RecordDir, image: &Path, path: &str, write: Option<&[u8]>) -> Vec<SemanticEvent> {
+    run_at(dir, image, path, AT, LEN, write)
+}
+
+/// [`run`] of a file of `size` bytes at byte `at` of the disk.
+fn run_at(
+    dir: &RecordDir,
+    image: &Path,
+    path: &str,
+    at: u64,
+    size: usize,
+    write: Option<&[u8]>,
+) -> Vec<SemanticEvent> {
     let (mut tap, _) = BlockTap::open(dir, "vm", image).unwrap();
     let from = tap.last_seq();
     hint(&mut tap, |b| {
@@ -42,12 +58,12 @@ fn run(dir: &RecordDir, image: &Path, path: &str, write: Option<&[u8]>) -> Vec<S
     });
     let ext = [Extent {
         file_offset: 0,
-        sector: AT / 512,
+        sector: at / 512,
         len: 4096,
     }];
     hint(&mut tap, |b| hint_proto::encode_extents(1, &ext, b));
     hint(&mut tap, |b| {
-        hint_proto::encode_size(1, LEN as u64, true, b)
+        hint_proto::encode_size(1, size as u64, true, b)
     });
     hint(&mut tap, |b| hint_proto::encode_schema(1, "/rows:id", b));
     tap.barrier(BarrierKind::Flush).unwrap();
@@ -58,9 +74,9 @@ fn run(dir: &RecordDir, image: &Path, path: &str, write: Option<&[u8]>) -> Vec<S
             .write(true)
             .open(image)
             .unwrap()
-            .write_all_at(&block, AT)
+            .write_all_at(&block, at)
             .unwrap();
-        tap.record_write(AT, &block).unwrap();
+        tap.record_write(at, &block).unwrap();
         tap.barrier(BarrierKind::Flush).unwrap();
     }
     tap.close().unwrap();
@@ -167,4 +183,27 @@ fn a_file_new_to_the_log_is_inserted_even_on_a_disk_with_history() {
     // Another file name at the same place: no past, so its rows are news.
     let events = run(&dir, &image, "other.json", None);
     assert_eq!(ops(&events), vec![(Op::Insert, "1".into(), None)]);
+}
+
+#[test]
+fn a_file_that_moved_between_runs_is_read_as_the_last_run_left_it() {
+    let (_tmp, dir, image) = setup();
+    run(&dir, &image, "app.json", Some(&doc(&[(1, "a"), (2, "b")])));
+    // Outside recording the file grows by a row and moves to block 20.
+    let moved = 20 * 4096;
+    let mut block = doc_of(&[(1, "a"), (2, "b"), (3, "c")], LEN + 100);
+    block.resize(4096, 0);
+    std::fs::File::options()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .write_all_at(&block, moved)
+        .unwrap();
+    // This run hints the new place and size; the last run's state is read
+    // where and as long as its own hints said, so only row 3 is new.
+    let events = run_at(&dir, &image, "app.json", moved, LEN + 100, None);
+    assert_eq!(
+        ops(&events),
+        vec![(Op::Insert, "3".into(), Some(Source::OutsideRecording))]
+    );
 }
