@@ -216,3 +216,30 @@ fn the_decode_budget_flag_reaches_the_recorder() {
         events.first()
     );
 }
+
+/// Runs `cmdline` recorded twice on one disk; every change of both runs
+/// must fold as a real history does (no second insert of a key).
+fn rerun_folds_strictly(cmdline: &str) -> (usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), "disk.img", 64);
+    let rec = dir.path().join("rec");
+    run_recorded(&disk, &rec, "vm0", cmdline, &["--timeout", "120"]);
+    let first = changes(&rec, &[]).len();
+    run_recorded(&disk, &rec, "vm0", cmdline, &["--timeout", "120"]);
+    let all = changes(&rec, &[]);
+    strict_fold(&all);
+    (first, all.len())
+}
+
+#[test]
+fn rerunning_json_kv_and_leveldb_workloads_keeps_a_real_history() {
+    for cmdline in [
+        "workload=json seed=5 records=40 rewrites=3 ops=20",
+        "workload=kv seed=3 ops=300 batch=20 keys=50 compact_at=65536",
+        "workload=leveldb seed=3 ops=300 batch=20 keys=50 compact_at=65536",
+    ] {
+        let (first, all) = rerun_folds_strictly(cmdline);
+        eprintln!("{cmdline}: {first} changes, then {all}");
+        assert!(first > 0, "{cmdline}");
+    }
+}

@@ -21,6 +21,11 @@
 //! therefore replays onto an all-zero disk by itself. Before that, records
 //! a crashed run left after the log's sync point are checked against the
 //! store (`crate::tap_recovery`).
+//!
+//! The first decode of a hinted file in a run is diffed against the file's
+//! state at the end of the previous recorded run when the log has a past
+//! for it, so reopening a database logs no phantom inserts, and changes
+//! made between runs are reported once, labelled (`tap/prior.rs`).
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
