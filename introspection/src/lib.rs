@@ -50,5 +50,5 @@ pub use log::{
     verify, verify_with, BarrierKind, LogError, LogOptions, LogReader, LogWriter, OpenReport,
     Record, RecordKind, VerifyProblem, VerifyReport,
 };
-pub use semantic::{Change, DecodeErrorEvent, Format, Op, SemanticChange};
+pub use semantic::{Change, DecodeErrorEvent, Format, Op, SemanticChange, Source};
 pub use tap::{BlockTap, TapError, TapOpenReport, TapStats};

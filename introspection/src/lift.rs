@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{self, sqlite::apply_wal, DecodeLimits, SchemaHints};
 use crate::semantic::{Change, DecodeErrorEvent, Format, SemanticChange};
 
+mod prior;
 mod restore;
 
 const BLOCK: u64 = 4096;
@@ -473,6 +474,10 @@ pub struct Differ {
     /// Files of a restored VM whose state at the snapshot is unknown (see
     /// [`Differ::seed`]): their next good version becomes the baseline.
     unseeded: BTreeSet<u32>,
+    /// Files seeded with their state at the end of an earlier recorded run
+    /// ([`Differ::seed_prior`]) and not diffed yet: if that state does not
+    /// decode, the next good version becomes the baseline instead.
+    tentative: BTreeSet<u32>,
 }
 
 impl Differ {
@@ -482,6 +487,7 @@ impl Differ {
             last: BTreeMap::new(),
             limits,
             unseeded: BTreeSet::new(),
+            tentative: BTreeSet::new(),
         }
     }
 
@@ -513,16 +519,25 @@ impl Differ {
                     continue;
                 }
             };
+            let tentative = self.tentative.remove(&v.id);
             let old = self.last.get(&v.id).map(|b| b.as_slice()).unwrap_or(&[]);
-            match decode::diff_with(v.format, old, &new, &v.schema, &self.limits) {
+            let result = decode::diff_with(v.format, old, &new, &v.schema, &self.limits);
+            if tentative {
+                if let Err(e) = &result {
+                    out.push(self.replace_prior((v.id, v.file, v.format), &v.schema, new, e));
+                    continue;
+                }
+            }
+            match result {
                 Ok(_) if self.unseeded.remove(&v.id) => {
                     self.last.insert(v.id, new);
                     out.push(Lifted::Error {
                         file: v.file,
                         format: v.format,
-                        reason: "first consistent state since the restore; what changed between \
-                                 the snapshot and here is unknown (the snapshot caught the file \
-                                 mid-transaction), changes from here on are decoded"
+                        reason: "first consistent state since its last known state (a snapshot, \
+                                 or the end of the last recorded run) caught the file \
+                                 mid-transaction; what changed up to here is unknown, changes \
+                                 from here on are decoded"
                             .into(),
                     });
                 }

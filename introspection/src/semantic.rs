@@ -126,6 +126,20 @@ pub struct SemanticChange {
     pub op: Op,
     pub before: Option<Value>,
     pub after: Option<Value>,
+    /// Where the change came from when it is not the guest's own write
+    /// during recording; absent (and not serialized) for those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+/// The origin of a change that the recorder did not see happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The file differed, when a recorded run first decoded it, from its
+    /// state at the end of the previous recorded run: the disk was changed
+    /// between runs. The change is that difference, reported once.
+    OutsideRecording,
 }
 
 impl SemanticChange {
@@ -149,6 +163,7 @@ impl SemanticChange {
             op: change.op,
             before: change.before,
             after: change.after,
+            source: None,
         }
     }
 
@@ -179,15 +194,19 @@ impl fmt::Display for SemanticChange {
         write!(f, " {}: ", self.op)?;
         let null = Value::Null;
         match self.op {
-            Op::Insert => write!(f, "{}", self.after.as_ref().unwrap_or(&null)),
-            Op::Delete => write!(f, "{}", self.before.as_ref().unwrap_or(&null)),
+            Op::Insert => write!(f, "{}", self.after.as_ref().unwrap_or(&null))?,
+            Op::Delete => write!(f, "{}", self.before.as_ref().unwrap_or(&null))?,
             Op::Update => {
                 let b = self.before.as_ref().unwrap_or(&null);
                 let a = self.after.as_ref().unwrap_or(&null);
                 let (b, a) = changed_members(b, a);
-                write!(f, "{b} -> {a}")
+                write!(f, "{b} -> {a}")?;
             }
         }
+        if self.source == Some(Source::OutsideRecording) {
+            write!(f, " (changed outside recording)")?;
+        }
+        Ok(())
     }
 }
 

@@ -21,11 +21,16 @@
 //! therefore replays onto an all-zero disk by itself. Before that, records
 //! a crashed run left after the log's sync point are checked against the
 //! store (`crate::tap_recovery`).
+//!
+//! The first decode of a hinted file in a run is diffed against the file's
+//! state at the end of the previous recorded run when the log has a past
+//! for it, so reopening a database logs no phantom inserts, and changes
+//! made between runs are reported once, labelled (`tap/prior.rs`).
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use serde::Serialize;
@@ -34,13 +39,17 @@ use thiserror::Error;
 
 use crate::decode::DecodeLimits;
 use crate::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
-use crate::lift::{Differ, Lifted, Lifter, SemanticEvent};
+use crate::lift::{Lifter, SemanticEvent};
 use crate::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
 use crate::recording::RecordDir;
-use crate::semantic::{DecodeErrorEvent, SemanticChange};
+use crate::semantic::DecodeErrorEvent;
 use crate::tap_recovery::{open_log, Abandoned, TapCut};
 
+mod differ;
+mod prior;
 mod restore;
+
+use differ::{run_differ, JobKind, LiftJob, LIFT_QUEUE};
 
 const BLOCK: usize = 4096;
 /// Pending block data is stored (and its log frame committed) beyond this.
@@ -140,6 +149,11 @@ pub struct BlockTap {
     /// once the guest hinted a file).
     written_since: BTreeSet<u64>,
     hinted_since: BTreeSet<u32>,
+    /// The log's disk states before this run, for the first decode of a
+    /// file with a past in the log (`tap/prior.rs`); None for a new log.
+    run_start: Option<prior::RunStart>,
+    /// Main files whose first decode in this run has been sent.
+    baselined: BTreeSet<u32>,
 }
 
 impl BlockTap {
@@ -194,6 +208,8 @@ impl BlockTap {
             lift_worker: Some(lift_worker),
             written_since: BTreeSet::new(),
             hinted_since: BTreeSet::new(),
+            run_start: None,
+            baselined: BTreeSet::new(),
             pending_data: Vec::new(),
             pending_ids: Vec::new(),
             dirty: false,
@@ -231,7 +247,9 @@ impl BlockTap {
             },
             other => other,
         })?;
+        let before_seq = self.log.last_seq();
         if !fresh && logged.checksum() == self.state.checksum() {
+            self.run_start = Some(prior::RunStart::new(logged, None, before_seq));
             return Ok(0);
         }
         let differs = |b: u64| self.state.block_hash(b) != logged.block_hash(b);
@@ -268,7 +286,11 @@ impl BlockTap {
                 })?;
             self.log_write(start * BLOCK as u64, &data, false)?;
         }
-        self.barrier(BarrierKind::Flush)?;
+        let base_barrier = self.barrier(BarrierKind::Flush)?;
+        if !fresh {
+            let opened = (self.state.clone(), base_barrier);
+            self.run_start = Some(prior::RunStart::new(logged, Some(opened), before_seq));
+        }
         Ok(changed.len() as u64)
     }
 
@@ -410,13 +432,21 @@ impl BlockTap {
                 .versions(&self.written_since, &self.hinted_since, &mut read);
             self.written_since.clear();
             self.hinted_since.clear();
+            let first: Vec<u32> = versions
+                .iter()
+                .map(|v| v.id)
+                .filter(|id| self.baselined.insert(*id))
+                .collect();
+            if !first.is_empty() {
+                self.send_priors(&first);
+            }
             if !versions.is_empty() {
                 let job = LiftJob {
                     vm: self.vm_id.clone(),
                     seq,
                     ts_ns: crate::log::now_ns(),
                     versions,
-                    seed: false,
+                    kind: JobKind::Diff,
                 };
                 if let Some(jobs) = &self.lift_jobs {
                     let _ = jobs.send(job);
@@ -554,62 +584,6 @@ impl BlockTap {
             cut,
             last_barrier,
         })
-    }
-}
-
-/// Versions read at one barrier, for the decoding thread.
-struct LiftJob {
-    vm: String,
-    seq: u64,
-    ts_ns: u64,
-    versions: Vec<crate::lift::Version>,
-    /// A restored VM's baseline: remembered, not diffed.
-    seed: bool,
-}
-
-/// Barriers' worth of file versions queued for decoding.
-const LIFT_QUEUE: usize = 8;
-
-/// The decoding thread: diffs each job's versions against the previous
-/// ones, in barrier order.
-fn run_differ(jobs: Receiver<LiftJob>, events: Sender<Vec<SemanticEvent>>, limits: DecodeLimits) {
-    let mut differ = Differ::with_limits(limits);
-    for job in jobs {
-        if job.seed {
-            differ.seed(job.versions);
-            continue;
-        }
-        let mut out = Vec::new();
-        for item in differ.diff(job.versions) {
-            match item {
-                Lifted::Changes {
-                    file,
-                    format,
-                    changes,
-                } => {
-                    out.extend(changes.into_iter().map(|c| {
-                        SemanticEvent::Change(SemanticChange::from_change(
-                            &job.vm, job.seq, job.ts_ns, &file, format, c,
-                        ))
-                    }));
-                }
-                Lifted::Error {
-                    file,
-                    format,
-                    reason,
-                } => out.push(SemanticEvent::DecodeError(DecodeErrorEvent {
-                    vm: job.vm.clone(),
-                    seq: job.seq,
-                    ts_ns: job.ts_ns,
-                    file,
-                    format,
-                    reason,
-                })),
-            }
-        }
-        if !out.is_empty() && events.send(out).is_err() {
-            return;
-        }
     }
 }
 

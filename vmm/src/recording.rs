@@ -9,6 +9,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
+use introspection::decode::DecodeLimits;
 use introspection::log::BarrierKind;
 use introspection::recording::RecordDir;
 use introspection::tap_recovery::Abandoned;
@@ -27,6 +28,8 @@ pub struct RecordConfig {
     /// Offer the guest the hint channel, so that hinted files are decoded
     /// into semantic changes at every barrier.
     pub decode: bool,
+    /// Limits of each decode of a hinted file (`--decode-budget-mib`).
+    pub decode_limits: DecodeLimits,
 }
 
 /// A VM id names a log directory: keep it a plain, short file name.
@@ -119,7 +122,9 @@ impl Recorder {
         let dir = RecordDir::new(&config.dir);
         std::fs::create_dir_all(dir.root())
             .map_err(|e| VmmError::Record(format!("{}: {e}", dir.root().display())))?;
-        let (tap, open_report) = BlockTap::open(&dir, &config.vm_id, image).map_err(tap_error)?;
+        let (tap, open_report) =
+            BlockTap::open_with_limits(&dir, &config.vm_id, image, config.decode_limits)
+                .map_err(tap_error)?;
         let log = &open_report.log;
         if log.truncated_bytes > 0 {
             tracing::warn!(

@@ -38,6 +38,7 @@ fn write_log(dir: &RecordDir, vm: &str, steps: &[(&str, &str, Option<i64>)]) {
             op,
             before: None,
             after: after.map(|v| json!({ "v": v })),
+            source: None,
         };
         let json = serde_json::to_string(&SemanticEvent::Change(c)).unwrap();
         w.append(RecordKind::Semantic { json }).unwrap();

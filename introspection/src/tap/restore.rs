@@ -3,7 +3,7 @@
 //! (see `lift/restore.rs`).
 use std::os::unix::fs::FileExt;
 
-use super::{BlockTap, LiftJob, BLOCK};
+use super::{BlockTap, JobKind, LiftJob, BLOCK};
 use crate::lift::{FileTable, Lifter};
 
 impl BlockTap {
@@ -23,6 +23,8 @@ impl BlockTap {
         let disk_bytes = self.state.num_blocks() * BLOCK as u64;
         let table = FileTable::from_guest_files(disk_bytes, files)?;
         self.lifter = Lifter::restored(table);
+        // Their baseline is the restored disk, not the log's past.
+        self.baselined = self.lifter.table.files().map(|(id, _)| *id).collect();
         let image = &self.image;
         let mut read = |offset: u64, len: usize| {
             let mut buf = vec![0u8; len];
@@ -38,7 +40,7 @@ impl BlockTap {
             seq: self.log.last_seq(),
             ts_ns: crate::log::now_ns(),
             versions,
-            seed: true,
+            kind: JobKind::Seed,
         };
         if let Some(jobs) = &self.lift_jobs {
             let _ = jobs.send(job);

@@ -79,6 +79,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
                 dir: rec.clone(),
                 vm_id: vm.to_string(),
                 decode: true,
+                decode_limits: Default::default(),
             }),
             ..VmConfig::default()
         };
@@ -263,6 +264,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             dir: sqlrec.clone(),
             vm_id: "app1".into(),
             decode: true,
+            decode_limits: Default::default(),
         }),
         ..VmConfig::default()
     };

@@ -56,6 +56,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_decode: bool,
 
+    /// With --record: MiB of decoded state each decode of a hinted file
+    /// may hold (rows, values, changes); a file that needs more gets a
+    /// decode-error event naming this flag (example: --decode-budget-mib 1024).
+    #[arg(long, value_name = "N", default_value_t = introspection::decode::DEFAULT_DECODE_BUDGET_MIB)]
+    pub decode_budget_mib: u64,
+
     /// The VM's name in the record directory (with --record).
     #[arg(long, value_name = "ID", default_value = "vm0", value_parser = parse_vm_id)]
     pub vm_id: String,
@@ -137,6 +143,9 @@ impl RunArgs {
                 dir,
                 vm_id: self.vm_id.clone(),
                 decode: !self.no_decode,
+                decode_limits: introspection::decode::DecodeLimits {
+                    budget_mib: self.decode_budget_mib,
+                },
             }),
             snapshot: self
                 .snapshots

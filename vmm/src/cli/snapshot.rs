@@ -28,6 +28,10 @@ pub struct RestoreArgs {
     /// Go on recording the disk into DIR (see `vmm run --record`).
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// With --record: MiB of decoded state each decode of a hinted file
+    /// may hold (see `vmm run --decode-budget-mib`).
+    #[arg(long, value_name = "N", default_value_t = introspection::decode::DEFAULT_DECODE_BUDGET_MIB)]
+    pub decode_budget_mib: u64,
     /// The restored VM's name for its log and further snapshots (a clone
     /// should get its own).
     #[arg(long, value_name = "ID", default_value = "vm0", value_parser = parse_vm_id)]
@@ -89,6 +93,9 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
             dir,
             vm_id: args.vm_id.clone(),
             decode: true,
+            decode_limits: introspection::decode::DecodeLimits {
+                budget_mib: args.decode_budget_mib,
+            },
         }),
         snapshot: Some(SnapshotConfig {
             dir: args.snapshots.clone().unwrap_or(dir),
