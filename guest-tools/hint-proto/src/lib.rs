@@ -63,6 +63,7 @@ extern crate std;
 mod decode;
 mod encode;
 mod error;
+pub mod fuzz_entry;
 mod stream;
 mod types;
 
