@@ -177,13 +177,13 @@ fn flipped_bit_is_reported_at_the_right_record() {
 }
 
 #[test]
-fn log_cut_mid_record_opens_with_the_tail_dropped() {
+fn a_cleanly_closed_log_cut_mid_record_is_damage_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
     let disk = blank_disk(dir.path(), "disk.img", 4);
     record(&disk, &rec, "vm0", &WORKLOAD);
     let (seg, frames) = frames(&rec, "vm0");
-    // Cut inside the frame before the final barrier's: writes are lost.
+    // Cut inside the frame before the final barrier's: acknowledged writes.
     let (offset, first_seq) = frames[frames.len() - 2];
     let next = frames[frames.len() - 1].0;
     let cut = offset + (next - offset) / 2;
@@ -196,30 +196,55 @@ fn log_cut_mid_record_opens_with_the_tail_dropped() {
 
     let out = vmm(&["log", "verify", rec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("torn tail"), "{}", stdout(&out));
-
-    // The next recording cuts the tail, says so, and re-bases what was lost.
-    let again = BlkWrites {
-        seed: 5,
-        writes: 20,
-        ..WORKLOAD
-    };
-    let out = record(&disk, &rec, "vm0", &again);
-    let err = stderr(&out);
+    let text = stdout(&out);
     assert!(
-        err.contains(&format!(
-            "cut {} bytes after seq {}",
-            cut - offset,
-            first_seq - 1
-        )),
-        "{err}"
+        text.contains(&format!("FAILED at seq {first_seq} ")),
+        "{text}"
     );
-    assert!(err.contains("as a new base"), "{err}");
-    let out = vmm(&["log", "verify", rec.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    let img = blank_disk(dir.path(), "replayed.img", 4);
-    replay::apply(&RecordDir::new(&rec), "vm0", &img, 1, None).unwrap();
-    assert!(std::fs::read(&img).unwrap() == std::fs::read(&disk).unwrap());
+    assert!(
+        text.contains("sealed by a clean close, so this is damage, not a torn tail"),
+        "{text}"
+    );
+
+    // The next recording refuses the log (never cuts acknowledged records).
+    let out = vmm(&[
+        "run",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--record",
+        rec.to_str().unwrap(),
+        "--cmdline",
+        &WORKLOAD.cmdline(),
+    ]);
+    assert_one_line_error(
+        &out,
+        125,
+        &format!("is damaged at offset {offset} (seq {first_seq})"),
+    );
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        cut,
+        "nothing was cut"
+    );
+}
+
+/// Starts a recorded run of `w`, waits until `ready` says so (at most 20 s),
+/// then kills the VMM with SIGKILL.
+fn kill_recording(disk: &Path, rec: &Path, w: &BlkWrites, ready: impl Fn() -> bool) {
+    let mut child = Command::new(VMM)
+        .args(["run", "--disk", disk.to_str().unwrap(), "--record"])
+        .arg(rec)
+        .args(["--cmdline", &w.cmdline()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ready() && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]
@@ -231,17 +256,10 @@ fn killed_vmm_leaves_a_log_that_verifies_to_its_last_barrier() {
         writes: 1_000_000,
         ..WORKLOAD
     };
-    let mut child = Command::new(VMM)
-        .args(["run", "--disk", disk.to_str().unwrap(), "--record"])
-        .arg(&rec)
-        .args(["--cmdline", &w.cmdline()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let started = std::time::Instant::now();
+    kill_recording(&disk, &rec, &w, || {
+        started.elapsed() > std::time::Duration::from_millis(400)
+    });
     let out = vmm(&["log", "verify", rec.to_str().unwrap(), "--json"]);
     let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     // Either clean, or only a torn tail: never damage before it.
@@ -249,6 +267,73 @@ fn killed_vmm_leaves_a_log_that_verifies_to_its_last_barrier() {
         assert_eq!(p["torn_tail"], true, "{report}");
     }
     assert!(report["barriers_checked"].as_u64().unwrap() > 1, "{report}");
+}
+
+#[test]
+fn a_torn_tail_after_a_kill_is_cut_and_the_log_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let disk = blank_disk(dir.path(), "disk.img", 16);
+    let log_dir = RecordDir::new(&rec).log_dir("vm0");
+    // No flushes: after the base barrier, frames are written (when 16 MiB
+    // of blocks are stored) but never synced, as a crash would find them.
+    let w = BlkWrites {
+        writes: 1_000_000,
+        flush_every: 0,
+        ..WORKLOAD
+    };
+    kill_recording(&disk, &rec, &w, || {
+        LogReader::open(&log_dir)
+            .and_then(|r| r.frames())
+            .is_ok_and(|f| f.len() >= 3)
+    });
+    let frames = LogReader::open(&log_dir).unwrap().frames().unwrap();
+    assert!(frames.len() >= 3, "the guest wrote too little: {frames:?}");
+    // Tear the last frame, as a power cut after the kill could have.
+    let last = frames.last().unwrap().clone();
+    let torn_at = last.offset + 56 + u64::from(last.stored_len) / 2;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last.segment)
+        .unwrap();
+    f.set_len(torn_at).unwrap();
+    let out = vmm(&["log", "verify", rec.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["problem"]["torn_tail"], true, "{report}");
+
+    // The next recording cuts the torn tail, says so, re-bases the writes
+    // it lost, and the log replays to the disk byte for byte.
+    let again = BlkWrites {
+        seed: 5,
+        writes: 20,
+        ..WORKLOAD
+    };
+    let out = run_recorded(&disk, &rec, "vm0", &again.cmdline(), &[]);
+    let err = stderr(&out);
+    let cut = format!(
+        "cut {} bytes after seq {}",
+        torn_at - last.offset,
+        last.first_seq - 1
+    );
+    assert!(err.contains(&cut), "{err}");
+    assert!(err.contains("as a new base"), "{err}");
+    let out = vmm(&["log", "verify", rec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // The torn frame's seqs are not reused.
+    let torn = last.first_seq..last.first_seq + u64::from(last.count);
+    let reader = LogReader::open(&log_dir).unwrap();
+    let mut records = reader.iter().unwrap().map(|r| r.unwrap().seq);
+    assert!(!records.any(|s| torn.contains(&s)), "torn seqs were reused");
+    let replayed = dir.path().join("replayed.img");
+    let out = vmm(&[
+        "replay",
+        "--log",
+        rec.to_str().unwrap(),
+        "--out",
+        replayed.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(std::fs::read(&replayed).unwrap() == std::fs::read(&disk).unwrap());
 }
 
 #[test]

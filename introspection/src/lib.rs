@@ -15,6 +15,8 @@
 //!   state checksum ([`DiskState`]) recorded at every barrier.
 //! - [`tap`]: the block tap: completed guest writes and flushes become
 //!   log records, their blocks go to the content store ([`BlockTap`]).
+//! - [`tap_recovery`]: at a tap's open, cutting back records a failed or
+//!   crashed run left after the log's sync point that name missing blocks.
 //! - [`checkpoint`]: the disk state saved when a log closes, so that the
 //!   next open need not scan the whole log.
 //! - [`recording`]: a record directory (store + one log per VM) and its
@@ -36,6 +38,7 @@ pub mod log;
 pub mod recording;
 pub mod semantic;
 pub mod tap;
+pub mod tap_recovery;
 
 pub use disk_state::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
 pub use log::{

@@ -4,7 +4,10 @@
 //!
 //! Ordering, which is what makes a crash safe:
 //! 1. blocks are put into the store *before* the log frame that references
-//!    them is written (pending blocks are stored, then the frame committed);
+//!    them is written (pending blocks are stored, then the frame committed,
+//!    also when a full frame would commit by itself); after a failure the
+//!    tap is [`BlockTap::abandon`]ed: nothing it buffered is written, and
+//!    the log is cut back to its last durable barrier;
 //! 2. at a barrier the store is synced, then the log (with the barrier
 //!    record) is synced, and only then does the device tell the guest the
 //!    flush is done. After a crash, every record up to the last barrier the
@@ -13,9 +16,11 @@
 //! When a tap opens, the log's recorded disk state (the block hashes of
 //! every write so far) is compared with the image on disk. Blocks that
 //! differ — every non-zero block of a fresh log, or blocks changed outside
-//! the recorder — are written into the log as a base, after a `vmm:base`
-//! mark and followed by a barrier. A log therefore replays onto an all-zero
-//! disk by itself.
+//! the recorder or left by a crashed or failed run — are written into the
+//! log as a base, after a `vmm:base` mark and followed by a barrier. A log
+//! therefore replays onto an all-zero disk by itself. Before that, records
+//! a crashed run left after the log's sync point are checked against the
+//! store (`crate::tap_recovery`).
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -33,6 +38,7 @@ use crate::lift::{Differ, Lifted, Lifter, SemanticEvent};
 use crate::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
 use crate::recording::RecordDir;
 use crate::semantic::{DecodeErrorEvent, SemanticChange};
+use crate::tap_recovery::{open_log, Abandoned, TapCut};
 
 const BLOCK: usize = 4096;
 /// Pending block data is stored (and its log frame committed) beyond this.
@@ -82,8 +88,12 @@ pub struct TapOpenReport {
     /// Blocks written into the log as the base (0 when the image matched).
     pub base_blocks: u64,
     /// True when the log already had records and the image no longer
-    /// matched them (changed outside the recorder).
+    /// matched them (changed outside the recorder, or writes a failed run
+    /// could not record).
     pub rebased: bool,
+    /// Records after the log's last sync point that named blocks missing
+    /// from the store, cut before anything else was written.
+    pub cut: Option<TapCut>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -150,7 +160,7 @@ impl BlockTap {
     ) -> Result<(Self, TapOpenReport), TapError> {
         let store = dir.open_store()?;
         let pin = store.pin()?;
-        let (log, log_report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
+        let (log, log_report, cut) = open_log(dir, &store, vm_id)?;
         let state = DiskState::from_image(image).map_err(|source| TapError::Image {
             path: image.to_path_buf(),
             source,
@@ -188,21 +198,29 @@ impl BlockTap {
             last_barrier: None,
             stats: TapStats::default(),
         };
-        let had_records = log_report.last_seq > 0;
-        let base_blocks = tap.write_base(dir, vm_id, image)?;
+        // Seqs may start above 1 (after a declared gap): ask what is kept.
+        let had_records = cut.as_ref().map_or(log_report.last_seq, |c| c.cut.last_seq) > 0;
+        let base_blocks = tap.write_base(dir, vm_id, image, !had_records)?;
         Ok((
             tap,
             TapOpenReport {
                 log: log_report,
                 base_blocks,
                 rebased: had_records && base_blocks > 0,
+                cut,
             },
         ))
     }
 
     /// Logs every block whose content differs between the log's recorded
     /// state and the image, then a barrier.
-    fn write_base(&mut self, dir: &RecordDir, vm_id: &str, image: &Path) -> Result<u64, TapError> {
+    fn write_base(
+        &mut self,
+        dir: &RecordDir,
+        vm_id: &str,
+        image: &Path,
+        fresh: bool,
+    ) -> Result<u64, TapError> {
         let num_blocks = self.state.num_blocks();
         let logged = dir.logged_state(vm_id, num_blocks).map_err(|e| match e {
             TapError::Image { .. } => TapError::ImageTooSmall {
@@ -211,7 +229,6 @@ impl BlockTap {
             },
             other => other,
         })?;
-        let fresh = self.log.last_seq() == 0;
         if !fresh && logged.checksum() == self.state.checksum() {
             return Ok(0);
         }
@@ -229,7 +246,7 @@ impl BlockTap {
             path: image.to_path_buf(),
             source,
         })?;
-        self.log.append(RecordKind::Mark {
+        self.append(RecordKind::Mark {
             name: format!("{BASE_MARK} bytes={}", num_blocks * BLOCK as u64),
         })?;
         let mut i = 0;
@@ -289,7 +306,7 @@ impl BlockTap {
                 path: self.log.dir().to_path_buf(),
                 source,
             })?;
-        let seq = self.log.append(RecordKind::BlockWrite {
+        let seq = self.append(RecordKind::BlockWrite {
             sector: offset / 512,
             len: data.len() as u32,
             blocks: hashes,
@@ -305,6 +322,16 @@ impl BlockTap {
             self.log.commit()?;
         }
         Ok(seq)
+    }
+
+    /// Appends a record. A record reaches the log file only after the
+    /// blocks of every write before it are in the store: when this append
+    /// is about to commit the pending frame, the pending blocks go first.
+    fn append(&mut self, kind: RecordKind) -> Result<u64, TapError> {
+        if self.log.append_commits() {
+            self.store_pending()?;
+        }
+        Ok(self.log.append(kind)?)
     }
 
     /// Puts the pending blocks into the store (not yet durable).
@@ -324,13 +351,13 @@ impl BlockTap {
     pub fn barrier(&mut self, kind: BarrierKind) -> Result<u64, TapError> {
         self.store_pending()?;
         self.store.sync()?;
-        let seq = self.log.append(RecordKind::Barrier {
+        let seq = self.append(RecordKind::Barrier {
             kind,
             disk_checksum: self.state.checksum(),
         })?;
-        self.last_barrier = Some(seq);
         self.lift(seq)?;
         self.log.sync()?;
+        self.last_barrier = Some(seq);
         self.dirty = false;
         self.stats.barriers += 1;
         Ok(seq)
@@ -341,7 +368,7 @@ impl BlockTap {
     /// disk is kept in the log, counted and reported, and changes nothing.
     pub fn record_hint(&mut self, message: &[u8]) -> Result<u64, TapError> {
         let message = &message[..message.len().min(crate::log::MAX_HINT_LEN)];
-        let seq = self.log.append(RecordKind::Hint {
+        let seq = self.append(RecordKind::Hint {
             message: message.to_vec(),
         })?;
         self.dirty = true;
@@ -424,7 +451,7 @@ impl BlockTap {
                 }))
                 .expect("events serialize");
             }
-            self.log.append(RecordKind::Semantic { json })?;
+            self.append(RecordKind::Semantic { json })?;
             self.dirty = true;
         }
         Ok(())
@@ -445,7 +472,7 @@ impl BlockTap {
     /// A named mark at the current position (committed, not synced).
     pub fn mark(&mut self, name: &str) -> Result<u64, TapError> {
         self.store_pending()?;
-        let seq = self.log.append(RecordKind::Mark {
+        let seq = self.append(RecordKind::Mark {
             name: name.to_string(),
         })?;
         self.log.commit()?;
@@ -468,6 +495,11 @@ impl BlockTap {
         self.state.checksum()
     }
 
+    /// The last barrier this tap made durable.
+    pub fn last_barrier(&self) -> Option<u64> {
+        self.last_barrier
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.log.last_seq()
     }
@@ -476,13 +508,20 @@ impl BlockTap {
         self.stats
     }
 
-    /// Ends recording with a final barrier (unless nothing happened since
-    /// the last one) and closes the log.
-    pub fn close(mut self) -> Result<TapStats, TapError> {
+    /// The final barrier (unless nothing happened since the last one) and
+    /// the decoder's last events: what [`BlockTap::close`] does before it
+    /// seals the log. A caller that must abandon the tap when this fails
+    /// calls it first.
+    pub fn finish(&mut self) -> Result<(), TapError> {
         if self.dirty {
             self.barrier(BarrierKind::Flush)?;
         }
-        self.finish_lifting()?;
+        self.finish_lifting()
+    }
+
+    /// Ends recording ([`BlockTap::finish`]) and closes (seals) the log.
+    pub fn close(mut self) -> Result<TapStats, TapError> {
+        self.finish()?;
         let stats = self.stats;
         let dir = self.log.dir().to_path_buf();
         self.log.close()?;
@@ -492,6 +531,26 @@ impl BlockTap {
             crate::checkpoint::save(&dir, seq, &self.state);
         }
         Ok(stats)
+    }
+}
+
+impl BlockTap {
+    /// Ends a tap after a failure (of the store or the log): the blocks and
+    /// records not yet stored are dropped, and the log is cut back to its
+    /// last sync point, so it names nothing that is not in the store. The
+    /// log stays unsealed; the next open logs a new base for the image.
+    pub fn abandon(self) -> Result<Abandoned, TapError> {
+        // Pending blocks and the decoding thread's queue go with `self`.
+        let BlockTap {
+            log, last_barrier, ..
+        } = self;
+        let last_seq = log.last_seq();
+        let cut = log.abandon()?;
+        Ok(Abandoned {
+            last_seq: cut.as_ref().map_or(last_seq, |c| c.last_seq),
+            cut,
+            last_barrier,
+        })
     }
 }
 

@@ -4,41 +4,9 @@ mod common;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use common::*;
-use introspection::log::FrameInfo;
 use introspection::{LogError, LogOptions, LogReader, LogWriter, RecordKind};
-
-/// A log of `frames` frames of 5 records each (seq = 5 * frame + 1 ..).
-fn make_log(dir: &Path, frames: u64, opts: LogOptions) -> Vec<FrameInfo> {
-    let (mut w, _) = LogWriter::open_with(dir, "vm-1", opts).unwrap();
-    for seq in 1..=frames * 5 {
-        w.append_at(ts(seq), kind(seq)).unwrap();
-        if seq % 5 == 0 {
-            w.commit().unwrap();
-        }
-    }
-    w.close().unwrap();
-    let f = LogReader::open(dir).unwrap().frames().unwrap();
-    assert_eq!(f.len() as u64, frames);
-    f
-}
-
-fn flip_bit(path: &Path, offset: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, offset).unwrap();
-    f.write_all_at(&[b[0] ^ 0x08], offset).unwrap();
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).unwrap().len()
-}
 
 #[test]
 fn flipped_bit_in_a_middle_frame_is_found_and_never_truncated() {
@@ -120,11 +88,23 @@ fn damage_in_an_earlier_segment_is_reported_by_verify_and_the_reader() {
     assert_eq!(first_err as u64, bad.first_seq - 1);
 }
 
+/// The seq the next append gets after an open that reported `skipped`: above
+/// every seq handed out before the crash.
+fn next_after(report: &introspection::OpenReport, handed_out: u64) -> u64 {
+    let (first, last) = report.skipped_seqs.expect("a crash's seqs are skipped");
+    assert_eq!(first, report.last_seq + 1);
+    assert!(
+        last >= handed_out,
+        "seqs up to {handed_out} were handed out"
+    );
+    last + 1
+}
+
 #[test]
 fn torn_tail_is_cut_and_appends_continue() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = log_dir(&tmp);
-    let frames = make_log(&dir, 6, LogOptions::default());
+    let frames = make_crashed_log(&dir, 6, 3, LogOptions::default());
     let last = frames.last().unwrap();
     let seg = last.segment.clone();
     let len = file_len(&seg);
@@ -143,21 +123,33 @@ fn torn_tail_is_cut_and_appends_continue() {
     let (mut w, report) = LogWriter::open(&dir, "vm-1").unwrap();
     assert_eq!(report.truncated_bytes, 56 + u64::from(last.stored_len) - 10);
     assert_eq!(report.last_seq, 25);
+    assert_eq!(report.was_sealed, Some(false));
     assert_eq!(report.truncated_segment, Some((seg.clone(), last.offset)));
     assert!(report.tail_reason.is_some());
     assert_eq!(file_len(&seg), last.offset);
-    assert_eq!(w.append_at(ts(26), kind(26)).unwrap(), 26);
-    w.append_at(ts(27), kind(27)).unwrap();
+    // Seqs 26..=30 were in the torn frame: never handed out again.
+    let next = next_after(&report, 30);
+    assert_eq!(w.append_at(ts(next), kind(next)).unwrap(), next);
+    w.append_at(ts(next + 1), kind(next + 1)).unwrap();
     w.close().unwrap();
-    assert_eq!(read_all(&dir), (1..=27).map(expected).collect::<Vec<_>>());
+    let want: Vec<_> = (1..=25).chain([next, next + 1]).map(expected).collect();
+    assert_eq!(read_all(&dir), want);
     assert!(introspection::verify(&dir).unwrap().is_ok());
+    // Reading from a seq inside the gap starts at the first record after it.
+    let from_gap: Vec<_> = LogReader::open(&dir)
+        .unwrap()
+        .iter_from(27)
+        .unwrap()
+        .map(|r| r.unwrap().seq)
+        .collect();
+    assert_eq!(from_gap, vec![next, next + 1]);
 }
 
 #[test]
 fn crc_bad_last_frame_and_zeroed_tail_are_torn_tails() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = log_dir(&tmp);
-    let frames = make_log(&dir, 4, LogOptions::default());
+    let frames = make_crashed_log(&dir, 4, 2, LogOptions::default());
     let last = frames.last().unwrap();
     // The file grew but the data never made it: zeros after the last frame.
     let f = OpenOptions::new().write(true).open(&last.segment).unwrap();
@@ -166,41 +158,46 @@ fn crc_bad_last_frame_and_zeroed_tail_are_torn_tails() {
     let (w, report) = LogWriter::open(&dir, "vm-1").unwrap();
     assert_eq!((report.truncated_bytes, report.last_seq), (4096, 20));
     drop(w);
-    // A last frame whose data fails its CRC, with nothing valid after it.
+    // A last frame whose data fails its CRC, after the last sync point,
+    // with nothing valid after it.
     flip_bit(&last.segment, last.offset + 70);
     let p = introspection::verify(&dir).unwrap().problem.unwrap();
     assert!(p.torn_tail, "{p}");
     let (mut w, report) = LogWriter::open(&dir, "vm-1").unwrap();
     assert_eq!(report.truncated_bytes, 56 + u64::from(last.stored_len));
     assert_eq!(report.last_seq, 15);
-    assert_eq!(w.append_at(ts(16), kind(16)).unwrap(), 16);
+    let next = next_after(&report, 20);
+    assert_eq!(w.append_at(ts(next), kind(next)).unwrap(), next);
     w.close().unwrap();
-    assert_eq!(read_all(&dir), (1..=16).map(expected).collect::<Vec<_>>());
+    let want: Vec<_> = (1..=15).chain([next]).map(expected).collect();
+    assert_eq!(read_all(&dir), want);
 }
 
 #[test]
 fn torn_new_segment_is_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = log_dir(&tmp);
-    make_log(&dir, 10, small_segments());
+    make_crashed_log(&dir, 10, 2, small_segments());
     let segs = files_with_ext(&dir, "seg");
-    let next = dir.join(format!("{:08}.seg", segs.len() + 1));
-    std::fs::write(&next, b"VMMCLOG\0\x01").unwrap();
+    let next_seg = dir.join(format!("{:08}.seg", segs.len() + 1));
+    std::fs::write(&next_seg, b"VMMCLOG\0\x01").unwrap();
     assert_eq!(
         read_all(&dir).len(),
         50,
         "readers ignore a segment still being created"
     );
     let (mut w, report) = LogWriter::open_with(&dir, "vm-1", small_segments()).unwrap();
-    assert_eq!(report.removed_segments, vec![next.clone()]);
+    assert_eq!(report.removed_segments, vec![next_seg.clone()]);
     assert_eq!((report.truncated_bytes, report.last_seq), (9, 50));
-    assert!(!next.exists());
-    for seq in 51..=80 {
+    assert!(!next_seg.exists());
+    let next = next_after(&report, 50);
+    for seq in next..next + 30 {
         w.append_at(ts(seq), kind(seq)).unwrap();
         w.commit().unwrap();
     }
     w.close().unwrap();
-    assert_eq!(read_all(&dir), (1..=80).map(expected).collect::<Vec<_>>());
+    let want: Vec<_> = (1..=50).chain(next..next + 30).map(expected).collect();
+    assert_eq!(read_all(&dir), want);
     assert!(introspection::verify(&dir).unwrap().is_ok());
 }
 

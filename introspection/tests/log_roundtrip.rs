@@ -47,20 +47,21 @@ fn roundtrip_all_kinds_across_reopen() {
 }
 
 #[test]
-fn seq_is_gap_free_across_reopens_and_drop_commits_pending() {
+fn seq_is_gap_free_across_clean_reopens_and_drop_discards_pending() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = log_dir(&tmp);
     let mut next = 1;
     for round in 0..4 {
         let (mut w, report) = LogWriter::open(&dir, "vm-1").unwrap();
         assert_eq!(report.last_seq, next - 1, "round {round}");
+        assert_eq!(report.skipped_seqs, None, "a sealed log has no gap");
         for _ in 0..3 {
             // The host clock: seqs stay gap-free, times never go back.
             assert_eq!(w.append(kind(next)).unwrap(), next);
             next += 1;
         }
         assert_eq!(w.pending(), 3);
-        // Dropped without commit: Drop writes the pending frame.
+        w.close().unwrap();
     }
     let all = read_all(&dir);
     assert_eq!(
@@ -68,6 +69,16 @@ fn seq_is_gap_free_across_reopens_and_drop_commits_pending() {
         (1..next).collect::<Vec<_>>()
     );
     assert!(all.windows(2).all(|p| p[0].ts_ns <= p[1].ts_ns));
+
+    // Dropped without close: what was only buffered is not written for
+    // the caller, and its seqs are not handed out again.
+    let (mut w, _) = LogWriter::open(&dir, "vm-1").unwrap();
+    assert_eq!(w.append(kind(next)).unwrap(), next);
+    drop(w);
+    assert_eq!(read_all(&dir).len() as u64, next - 1);
+    let (w, report) = LogWriter::open(&dir, "vm-1").unwrap();
+    assert_eq!(report.was_sealed, Some(false));
+    assert!(w.next_seq() > next, "seq {next} was handed out");
 }
 
 #[test]

@@ -69,6 +69,10 @@ pub enum VmmError {
     SnapshotState(String),
     #[error("recording: {0}")]
     Record(String),
+    /// Recording failed while the guest ran (the guest got I/O errors from
+    /// then on); the message is the recorder's one line about it.
+    #[error("{0}")]
+    RecordingFailed(String),
     #[error("--record records one disk; this VM has {0} (pass a single --disk)")]
     RecordDisks(usize),
     #[error("too many disks ({0}); at most {max} are supported", max = crate::devices::MAX_VIRTIO_DEVICES)]
@@ -113,11 +117,13 @@ impl VmmError {
         }
     }
 
-    /// Process exit status for this error: 124 when the guest timed out, 126
-    /// when the guest crashed, 125 when the VMM itself could not go on.
+    /// Process exit status for this error: 122 when recording failed at run
+    /// time, 124 when the guest timed out, 126 when the guest crashed, 125
+    /// when the VMM itself could not go on.
     pub fn exit_status(&self) -> i32 {
         match self {
             VmmError::Timeout(_) => exit::TIMEOUT,
+            VmmError::RecordingFailed(_) => exit::RECORDING_FAILED,
             _ if self.registers().is_some() => exit::GUEST_CRASHED,
             _ => exit::CANNOT_RUN,
         }

@@ -6,11 +6,12 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use introspection::log::BarrierKind;
 use introspection::recording::RecordDir;
+use introspection::tap_recovery::Abandoned;
 use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
 
 use crate::devices::virtio::block::WriteTap;
@@ -70,9 +71,14 @@ const QUEUE_DEPTH: usize = 16;
 /// over each completed write (ownership of its buffer, no copy) and goes
 /// on, while the thread hashes, stores and logs it. A flush waits for the
 /// thread to drain and make everything durable, which keeps the device's
-/// durability contract. If recording fails, every later write and flush
-/// fails with that error, so the guest sees I/O errors instead of silently
-/// unrecorded writes.
+/// durability contract.
+///
+/// If storing or logging fails (a full disk, an I/O error), the failure is
+/// sticky: the thread drops what it had not stored, cuts the log back to
+/// its last durable barrier (so the log names nothing that is not in the
+/// store), prints one line saying what failed, and from then on every write
+/// and flush of the guest gets an I/O error. [`Recorder::close`] then
+/// returns [`VmmError::RecordingFailed`] (exit status 122).
 pub struct Recorder {
     tx: Mutex<Option<SyncSender<Msg>>>,
     /// Completed writes not yet handed to the thread, and their bytes.
@@ -82,6 +88,9 @@ pub struct Recorder {
     image: File,
     vm_id: String,
     pub open_report: TapOpenReport,
+    /// Set once by the recording thread when recording failed: the line
+    /// that says what failed and where the log ends.
+    failure: Arc<OnceLock<String>>,
 }
 
 fn tap_error(e: TapError) -> VmmError {
@@ -106,18 +115,33 @@ impl Recorder {
         }
         if open_report.rebased {
             tracing::warn!(
-                "disk image {} differs from what the log of {} recorded (changed outside the recorder, or writes lost with a torn tail): logged {} differing blocks as a new base",
+                "disk image {} differs from what the log of {} recorded (changed outside the recorder, or writes a crashed or failed run could not keep): logged {} differing blocks as a new base",
                 image.display(),
                 config.vm_id,
                 open_report.base_blocks
             );
         }
+        if let Some(cut) = &open_report.cut {
+            tracing::warn!(
+                "log of {} ended after a failed or crashed run: {cut}",
+                config.vm_id
+            );
+        }
+        if let Some((first, last)) = log.skipped_seqs {
+            tracing::warn!(
+                "log of {} was not closed cleanly (a crash or a failed recording): it continues at seq {}, skipping seqs {first}..={last}, which may have been handed out",
+                config.vm_id,
+                last + 1
+            );
+        }
         let image =
             File::open(image).map_err(|e| VmmError::Record(format!("{}: {e}", image.display())))?;
         let (tx, rx) = sync_channel(QUEUE_DEPTH);
+        let failure = Arc::new(OnceLock::new());
+        let shared = failure.clone();
         let worker = std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || run_tap(tap, rx))
+            .spawn(move || run_tap(tap, rx, &shared))
             .map_err(|e| VmmError::Record(format!("starting the recording thread: {e}")))?;
         Ok(Arc::new(Self {
             tx: Mutex::new(Some(tx)),
@@ -126,7 +150,13 @@ impl Recorder {
             image,
             vm_id: config.vm_id.clone(),
             open_report,
+            failure,
         }))
+    }
+
+    /// The line saying what failed, once recording has failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
     }
 
     fn send(&self, msg: Msg) -> std::result::Result<(), String> {
@@ -167,6 +197,9 @@ impl Recorder {
 
     /// Queues a completed write; hands the batch over once it is large.
     pub fn write(&self, offset: u64, data: Vec<u8>) -> std::result::Result<(), String> {
+        if let Some(line) = self.failure() {
+            return Err(line.to_string());
+        }
         let full = {
             let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
             batch.1 += data.len();
@@ -212,84 +245,147 @@ impl Recorder {
 
     /// Syncs the image, writes a final barrier if anything happened since
     /// the last one, closes the log and stops the thread.
+    /// Fails with [`VmmError::RecordingFailed`] if recording failed at any
+    /// point of the run.
     pub fn close(&self) -> Result<Option<TapStats>> {
         if self.tx.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Ok(None);
         }
-        self.send_writes().map_err(VmmError::Record)?;
-        self.image
+        let handed = self.send_writes().map_err(VmmError::Record);
+        let synced = self
+            .image
             .sync_data()
-            .map_err(|e| VmmError::Record(format!("syncing the disk image: {e}")))?;
-        let stats = self.ask(Msg::Close).map_err(VmmError::Record);
+            .map_err(|e| VmmError::Record(format!("syncing the disk image: {e}")));
+        let stats = handed
+            .and(synced)
+            .and_then(|()| self.ask(Msg::Close).map_err(VmmError::Record));
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(worker) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = worker.join();
+        }
+        if let Some(line) = self.failure() {
+            return Err(VmmError::RecordingFailed(line.to_string()));
         }
         stats.map(Some)
     }
 }
 
-/// The recording thread: applies requests in order; the first failure
-/// sticks and is returned to every later request.
-fn run_tap(mut tap: BlockTap, rx: Receiver<Msg>) {
-    let mut failed: Option<String> = None;
+/// The recording thread: applies requests in order. The first failure
+/// abandons the tap (see [`Recorder`]) and is the answer to every later
+/// request; writes after it are dropped.
+fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
+    let mut tap = Some(tap);
     for msg in rx {
-        match msg {
-            Msg::Writes(writes) => {
-                for (offset, data) in writes {
-                    if failed.is_some() {
-                        break;
-                    }
-                    if let Err(e) = tap.record_write(offset, &data) {
-                        tracing::error!("recording a write failed: {e}");
-                        failed = Some(e.to_string());
-                    }
+        let Some(t) = tap.as_mut() else {
+            let line = failure.get().cloned().unwrap_or_default();
+            match msg {
+                Msg::Writes(_) | Msg::Hint(_) => {}
+                Msg::Barrier(reply) | Msg::Mark(_, reply) => {
+                    let _ = reply.send(Err(line));
+                }
+                Msg::Snapshot(_, reply) => {
+                    let _ = reply.send(Err(line));
+                }
+                Msg::Close(reply) => {
+                    let _ = reply.send(Err(line));
+                    return;
                 }
             }
-            Msg::Hint(message) => {
-                if failed.is_none() {
-                    if let Err(e) = tap.record_hint(&message) {
-                        tracing::error!("recording a hint failed: {e}");
-                        failed = Some(e.to_string());
-                    }
-                }
-            }
-            Msg::Barrier(reply) => {
-                let r = match &failed {
-                    Some(e) => Err(e.clone()),
-                    None => tap.barrier(BarrierKind::Flush).map_err(|e| e.to_string()),
-                };
-                let _ = reply.send(r);
-            }
-            Msg::Mark(name, reply) => {
-                let r = match &failed {
-                    Some(e) => Err(e.clone()),
-                    None => tap.mark(&name).map_err(|e| e.to_string()),
-                };
-                let _ = reply.send(r);
-            }
+            continue;
+        };
+        let failed = match msg {
+            Msg::Writes(writes) => writes
+                .into_iter()
+                .try_for_each(|(offset, data)| t.record_write(offset, &data).map(|_| ()))
+                .err(),
+            Msg::Hint(message) => t.record_hint(&message).err(),
+            Msg::Barrier(reply) => answer(t.barrier(BarrierKind::Flush), reply),
+            Msg::Mark(name, reply) => answer(t.mark(&name), reply),
             Msg::Snapshot(id, reply) => {
-                let r = match &failed {
-                    Some(e) => Err(e.clone()),
-                    None => tap
-                        .barrier(BarrierKind::Flush)
-                        .and_then(|seq| {
-                            let checksum = tap.checksum();
-                            tap.snapshot_taken(&id).map(|_| (seq, checksum))
-                        })
-                        .map_err(|e| e.to_string()),
-                };
-                let _ = reply.send(r);
+                let r = t.barrier(BarrierKind::Flush).and_then(|seq| {
+                    let checksum = t.checksum();
+                    t.snapshot_taken(&id).map(|_| (seq, checksum))
+                });
+                answer(r, reply)
             }
-            Msg::Close(reply) => {
-                let r = match failed {
-                    Some(e) => Err(e),
-                    None => tap.close().map_err(|e| e.to_string()),
-                };
-                let _ = reply.send(r);
-                return;
-            }
+            Msg::Close(reply) => match t.finish() {
+                Ok(()) => {
+                    let tap = tap.take().expect("checked above");
+                    let last_barrier = tap.last_barrier();
+                    let r = tap.close();
+                    if let Err(e) = &r {
+                        // Everything up to the final barrier is durable; the
+                        // log is only not sealed (its next open is a crash's).
+                        let end = match last_barrier {
+                            Some(b) => format!("the log ends at barrier seq {b}"),
+                            None => "the log was not sealed".to_string(),
+                        };
+                        let line = failure_line(e, &end);
+                        tracing::error!("{line}");
+                        let _ = failure.set(line);
+                    }
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                    return;
+                }
+                Err(e) => {
+                    // Abandoned below; the answer is the failure line.
+                    let _ = reply.send(Err(format!("recording failed: {e}")));
+                    Some(e)
+                }
+            },
+        };
+        if let Some(e) = failed {
+            let line = match tap.take().expect("checked above").abandon() {
+                Ok(a) => failure_line(&e, &log_end(&a)),
+                Err(e2) => failure_line(
+                    &e,
+                    &format!("cutting the log back to its last barrier failed too ({e2}); its next open will"),
+                ),
+            };
+            tracing::error!("{line}");
+            let _ = failure.set(line);
         }
+    }
+}
+
+/// Sends a result to its requester; returns the error to make sticky.
+fn answer<T>(
+    r: std::result::Result<T, TapError>,
+    reply: SyncSender<std::result::Result<T, String>>,
+) -> Option<TapError> {
+    match r {
+        Ok(v) => {
+            let _ = reply.send(Ok(v));
+            None
+        }
+        Err(e) => {
+            // The requester gets the same line as everyone after it.
+            let _ = reply.send(Err(format!("recording failed: {e}")));
+            Some(e)
+        }
+    }
+}
+
+/// The one line printed when recording fails.
+fn failure_line(e: &TapError, log_end: &str) -> String {
+    let what = match e {
+        TapError::Store(_) => format!("store: {e}"),
+        _ => e.to_string(),
+    };
+    format!("recording failed: {what}; the guest now gets I/O errors; {log_end}")
+}
+
+fn log_end(a: &Abandoned) -> String {
+    let end = match a.last_barrier {
+        Some(b) => format!("the log ends at barrier seq {b}"),
+        None => format!("the log ends at seq {}", a.last_seq),
+    };
+    match &a.cut {
+        Some(c) => format!(
+            "{end} (seqs {}..={} after it were cut, and are never reused)",
+            c.seqs.0, c.seqs.1
+        ),
+        None => end,
     }
 }
 
@@ -305,11 +401,19 @@ impl WriteTap for DeviceTap {
         self.0.write(offset, data)
     }
 
+    fn failed(&self) -> bool {
+        self.0.failure().is_some()
+    }
+
     fn flush(&mut self) -> std::result::Result<(), String> {
         self.0.barrier().map(|_| ())
     }
 
     fn close(&mut self) -> std::result::Result<(), String> {
+        if self.failed() {
+            // Reported once by the recorder, and again when it closes.
+            return Ok(());
+        }
         self.0.send_writes()
     }
 }

@@ -33,6 +33,9 @@ pub(crate) struct BadFrame {
     pub seq: Option<u64>,
     pub reason: String,
     pub kind: BadKind,
+    /// The last seq the bad frame's header names, when the header is valid
+    /// (a cut torn frame's seqs were handed out: they are never reused).
+    pub torn_last_seq: Option<u64>,
 }
 
 impl BadFrame {
@@ -71,6 +74,7 @@ pub(crate) fn frame_bad(e: FrameError, path: &Path, offset: u64, first_seq: u64)
         seq: Some(seq),
         reason,
         kind,
+        torn_last_seq: None,
     }
 }
 
@@ -98,6 +102,9 @@ pub(crate) struct Cursor {
     expected_seq: Option<u64>,
     chain: Option<u32>,
     last_ts: u64,
+    /// The segment header starts after a seq gap: its first frame must
+    /// declare it.
+    need_gap: bool,
 }
 
 impl Cursor {
@@ -113,6 +120,7 @@ impl Cursor {
             expected_seq: Some(expected),
             chain: Some(chain),
             last_ts: 0,
+            need_gap: false,
         }
     }
 
@@ -153,6 +161,7 @@ impl Cursor {
             seq: self.expected_seq,
             reason,
             kind,
+            torn_last_seq: None,
         })
     }
 
@@ -167,15 +176,31 @@ impl Cursor {
                     "the frame from seq {} runs past the end of the file",
                     h.first_seq
                 );
-                return self.incomplete(r);
+                return Ok(match self.incomplete(r)? {
+                    Step::Bad(mut b) => {
+                        b.torn_last_seq = Some(h.last_seq());
+                        Step::Bad(b)
+                    }
+                    other => other,
+                });
             }
             Probe::Bad(r) => {
                 return Ok(self.bad(BadKind::Damaged, format!("bad frame header: {r}")))
             }
             Probe::Whole(h) => h,
         };
-        if let Some(want) = self.expected_seq.filter(|&s| s != h.first_seq) {
+        // A frame may start above the expected seq only when it declares
+        // the gap (seqs lost with a crash's tail); the CRC chain still links.
+        let gap_ok = |want: u64| h.seq_gap() && h.first_seq > want;
+        if let Some(want) = self
+            .expected_seq
+            .filter(|&s| s != h.first_seq && !gap_ok(s))
+        {
             let r = format!("frame starts at seq {}, expected seq {want}", h.first_seq);
+            return Ok(self.bad(BadKind::Invalid, r));
+        }
+        if self.need_gap && !h.seq_gap() {
+            let r = "segment starts after a seq gap its first frame does not declare".into();
             return Ok(self.bad(BadKind::Invalid, r));
         }
         if self.chain.is_some_and(|c| c != h.prev_crc) {
@@ -196,9 +221,14 @@ impl Cursor {
                     self.chain = Some(chain);
                     Some(records)
                 }
-                Err(e) => return Ok(Step::Bad(frame_bad(e, &self.seg.path, offset, h.first_seq))),
+                Err(e) => {
+                    let mut b = frame_bad(e, &self.seg.path, offset, h.first_seq);
+                    b.torn_last_seq = Some(h.last_seq());
+                    return Ok(Step::Bad(b));
+                }
             }
         };
+        self.need_gap = false;
         self.offset += h.total_len();
         self.expected_seq = Some(h.last_seq() + 1);
         self.last_ts = h.last_ts;
@@ -207,6 +237,21 @@ impl Cursor {
             header: h,
             records,
         })
+    }
+
+    /// Like [`Cursor::step`], but an unfinished frame that the seal file
+    /// says is durable is probed once more: a live writer may have finished
+    /// and synced it between the probe and the seal read.
+    pub fn step_settled(&mut self, skip_before: u64) -> Result<Step, LogError> {
+        let step = self.step(skip_before)?;
+        if let Step::Bad(b) = &step {
+            if b.kind == BadKind::Incomplete
+                && super::seal::protects(&self.dir, &b.path, b.offset)?.is_some()
+            {
+                return self.step(skip_before);
+            }
+        }
+        Ok(step)
     }
 
     fn later_segment_exists(&self, after: u32) -> Result<bool, LogError> {
@@ -231,6 +276,7 @@ impl Cursor {
                 seq: self.expected_seq,
                 reason,
                 kind,
+                torn_last_seq: None,
             })
         };
         let (file, header) = match open_segment(&path)? {
@@ -256,7 +302,7 @@ impl Cursor {
                 "segment is for VM {:?}, the log for {:?}",
                 header.vm_id, self.vm_id
             ))
-        } else if self.expected_seq.is_some_and(|s| s != header.first_seq) {
+        } else if self.expected_seq.is_some_and(|s| s > header.first_seq) {
             Some(format!(
                 "segment starts at seq {}, expected seq {}",
                 header.first_seq,
@@ -270,6 +316,7 @@ impl Cursor {
         if let Some(r) = problem {
             return Ok(at_new(BadKind::Invalid, r));
         }
+        self.need_gap = self.expected_seq.is_some_and(|s| s < header.first_seq);
         self.expected_seq = Some(header.first_seq);
         self.chain = Some(header.prev_crc);
         self.seg = SegmentFile { path, file, header };

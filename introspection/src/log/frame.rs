@@ -7,6 +7,10 @@ use super::{get_u32, get_u64};
 pub(crate) const FRAME_MAGIC: [u8; 4] = *b"VLFR";
 pub(crate) const FRAME_HEADER_LEN: usize = 56;
 pub(crate) const FLAG_ZSTD: u8 = 0x01;
+/// The frame's first seq may be above the previous record's seq + 1: the
+/// seqs between were handed out before a crash and are not in the log.
+pub(crate) const FLAG_SEQ_GAP: u8 = 0x02;
+const KNOWN_FLAGS: u8 = FLAG_ZSTD | FLAG_SEQ_GAP;
 /// Largest stored or raw frame a reader accepts.
 pub(crate) const MAX_FRAME_BYTES: u32 = 64 << 20;
 /// `len u32 | crc u32 | type u8`.
@@ -39,6 +43,11 @@ impl FrameHeader {
 
     pub fn compressed(&self) -> bool {
         self.flags & FLAG_ZSTD != 0
+    }
+
+    /// The frame follows a documented seq gap.
+    pub fn seq_gap(&self) -> bool {
+        self.flags & FLAG_SEQ_GAP != 0
     }
 
     pub fn encode(&self) -> [u8; FRAME_HEADER_LEN] {
@@ -77,7 +86,7 @@ impl FrameHeader {
             last_ts: get_u64(b, 40),
             data_crc: get_u32(b, 48),
         };
-        let problem = if h.flags & !FLAG_ZSTD != 0 || b[5..8] != [0; 3] {
+        let problem = if h.flags & !KNOWN_FLAGS != 0 || b[5..8] != [0; 3] {
             Some(format!("unknown frame flags {:#04x}", h.flags))
         } else if h.first_seq == 0 || h.count == 0 {
             Some("frame with seq 0 or no records".into())
@@ -125,6 +134,7 @@ pub(crate) struct FrameBuilder {
     chain: u32,
     first_ts: u64,
     last_ts: u64,
+    gap: bool,
 }
 
 impl FrameBuilder {
@@ -138,6 +148,15 @@ impl FrameBuilder {
             chain,
             first_ts: 0,
             last_ts: 0,
+            gap: false,
+        }
+    }
+
+    /// Like [`FrameBuilder::new`], for a frame that starts after a seq gap.
+    pub fn after_gap(first_seq: u64, chain: u32) -> Self {
+        FrameBuilder {
+            gap: true,
+            ..FrameBuilder::new(first_seq, chain)
         }
     }
 
@@ -193,6 +212,11 @@ impl FrameBuilder {
         let (flags, stored) = match &packed {
             Some(c) => (FLAG_ZSTD, c.as_slice()),
             None => (0, self.raw.as_slice()),
+        };
+        let flags = if self.gap {
+            flags | FLAG_SEQ_GAP
+        } else {
+            flags
         };
         let h = FrameHeader {
             flags,

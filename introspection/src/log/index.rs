@@ -142,7 +142,11 @@ impl SegmentIndex {
     /// fsynced: it is a cache, rebuilt if lost.
     pub fn store(&self, path: &Path) -> Result<(), LogError> {
         let tmp = path.with_extension("idx.tmp");
-        fs::write(&tmp, self.encode()).map_err(io_err("writing", &tmp))?;
+        if let Err(e) = fs::write(&tmp, self.encode()) {
+            // A full disk must not also leave a partial temp file behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("writing", &tmp)(e));
+        }
         fs::rename(&tmp, path).map_err(io_err("renaming into place", path))
     }
 }
@@ -160,7 +164,10 @@ fn extend(
     let mut first = true;
     loop {
         match seg.probe(idx.covered_len)? {
-            Probe::Whole(h) if h.first_seq == idx.next_seq && h.first_ts >= idx.last_ts => {
+            Probe::Whole(h)
+                if (h.first_seq == idx.next_seq || (h.seq_gap() && h.first_seq > idx.next_seq))
+                    && h.first_ts >= idx.last_ts =>
+            {
                 idx.note_frame(idx.covered_len, &h, interval);
             }
             Probe::End => return Ok(true),

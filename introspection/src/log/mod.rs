@@ -1,6 +1,7 @@
 //! The change log: one per VM, in its own directory (for example
 //! `RECORD_DIR/logs/<vm-id>/`), an append-only sequence of records with a
-//! gap-free, monotonic `seq` (starting at 1) and a host timestamp.
+//! strictly increasing `seq` (starting at 1; gap-free except for declared
+//! gaps after a crash, see below) and a host timestamp.
 //!
 //! Write with [`LogWriter`], read with [`LogReader`], check with [`verify`].
 //!
@@ -10,13 +11,67 @@
 //! [`LogWriter::commit`] writes the buffered records as one frame with one
 //! `write` (visible to readers, not yet durable). [`LogWriter::sync`] commits
 //! and then `fdatasync`s the segment (and `fsync`s the directory when a
-//! segment file was created since the last sync). **A record is durable once
-//! a `sync()` that started after its `append` has returned `Ok`.** After a
+//! segment file was created since the last sync), then records that point
+//! as the log's *sync point* in `SEAL`. **A record is durable once a
+//! `sync()` that started after its `append` has returned `Ok`.** After a
 //! crash, everything up to the last completed `sync()` is there; later frames
 //! may be there, whole, or be a torn tail that [`LogWriter::open`] cuts off
 //! (and reports in [`OpenReport`]). A failed `fsync` poisons the writer: it
 //! refuses further work until the log is reopened (the page cache can no
-//! longer be trusted to hold what was written).
+//! longer be trusted to hold what was written). Dropping a writer writes
+//! nothing it had only buffered (a caller that failed half-way must not get
+//! records committed for it); [`LogWriter::close`] syncs and *seals* the log.
+//!
+//! # Seal, sync point and seq gaps
+//!
+//! A torn tail can only follow a crash, and only after the last sync point.
+//! So [`LogWriter::open`] cuts a bad or incomplete frame only when the log is
+//! not sealed and the frame lies after its sync point (and nothing valid
+//! follows it). Anything bad in a sealed log, or before the sync point of an
+//! unsealed one (records that were fsynced and acknowledged), is refused as
+//! [`LogError::Corrupt`] naming the segment, offset and seq; so is a
+//! segment shorter than its synced length, and any bytes after a sealed end.
+//! [`verify`] reports such a problem with `torn_tail: false`.
+//!
+//! Seqs are never used twice. The seal file keeps a seq limit: no seq at or
+//! above it was ever handed out. An open sets it 4096 above the next seq,
+//! and a commit that would cross it first raises it by 4096, durably; so a
+//! record reaches the file only below a durable limit, and records a writer
+//! only buffered before dying are covered by the reserve. After a crash (an unsealed log), the next record
+//! starts at the limit (or above a cut torn frame's seqs, whichever is
+//! higher); the seqs between are reported in [`OpenReport::skipped_seqs`].
+//! The first frame after such a gap has frame flag bit 1 (`SEQ_GAP`) set:
+//! readers accept a frame whose first seq is above the expected one only
+//! with that flag, and the CRC chain still links it to the record before,
+//! so a gap can never hide a lost frame. A segment whose header starts
+//! above the expected seq must begin with such a frame.
+//! [`LogWriter::cut_to_sync_point`] (and [`LogWriter::abandon`], for a
+//! caller that failed) removes everything after the sync point, keeping its
+//! seqs used.
+//!
+//! `SEAL` (128 bytes) is two 64-byte slots; the valid slot with the higher
+//! generation is current, and each update writes the other slot and
+//! `fdatasync`s it, so a torn update leaves the previous state. The file is
+//! created whole (temp file, rename); a seal file without a valid slot is
+//! damage. A slot, little-endian:
+//!
+//! | off | size | field |
+//! |----:|-----:|-------|
+//! | 0   | 8    | magic `b"VMMCSEAL"` |
+//! | 8   | 8    | generation |
+//! | 16  | 4    | flags: bit 0 = sealed (closed cleanly, ends at the sync point) |
+//! | 20  | 4    | segment number of the sync point (0: no segment yet) |
+//! | 24  | 8    | durable length of that segment |
+//! | 32  | 8    | seq after the last record before the sync point |
+//! | 40  | 8    | seq limit: no seq at or above it was ever handed out |
+//! | 48  | 4    | reserved (0) |
+//! | 52  | 4    | CRC32 of bytes 0..52 |
+//!
+//! A log without `SEAL` (written before seals existed) opens as before: a
+//! torn-looking tail is cut, seqs continue after the last record kept; the
+//! open then creates its seal file. The segment format version stays 1:
+//! older readers refuse the one new thing in segments, the `SEQ_GAP` flag,
+//! by name ("unknown frame flags"), and ignore `SEAL`.
 //!
 //! Timestamps (`ts_ns`, host `CLOCK_REALTIME`) never go backwards within a
 //! log: [`LogWriter::append`] clamps a clock that stepped back to the
@@ -25,8 +80,8 @@
 //! # On-disk format, version 1 (all integers little-endian)
 //!
 //! Directory: `NNNNNNNN.seg` segments (8 decimal digits, numbered from 1),
-//! `NNNNNNNN.idx` sparse index beside each, and `LOCK` (held with `flock` by
-//! the one writer). A new segment is started when the next frame would push
+//! `NNNNNNNN.idx` sparse index beside each, `SEAL` (the sync point, see
+//! above) and `LOCK` (held with `flock` by the one writer). A new segment is started when the next frame would push
 //! the current one past [`LogOptions::segment_max_bytes`]; frames never span
 //! segments.
 //!
@@ -49,7 +104,7 @@
 //! | off | size | field |
 //! |----:|-----:|-------|
 //! | 0   | 4    | magic `b"VLFR"` |
-//! | 4   | 1    | flags: bit 0 = stored bytes are zstd-compressed |
+//! | 4   | 1    | flags: bit 0 = stored bytes are zstd-compressed; bit 1 = `SEQ_GAP` (first seq follows a declared gap) |
 //! | 5   | 3    | reserved (0) |
 //! | 8   | 8    | first seq |
 //! | 16  | 4    | record count (>= 1) |
@@ -94,16 +149,19 @@
 //! its seq.
 
 mod cursor;
+mod cut;
 mod error;
 mod frame;
 mod index;
 mod open;
 mod reader;
 mod record;
+mod seal;
 mod segment;
 mod verify;
 mod writer;
 
+pub use cut::CutReport;
 pub use error::LogError;
 pub use open::OpenReport;
 pub use reader::{FrameInfo, LogReader, RecordIter};

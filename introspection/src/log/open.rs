@@ -9,6 +9,7 @@ use super::cursor::{BadKind, Cursor, Step};
 use super::error::{io_err, LogError};
 use super::frame::FrameBuilder;
 use super::index::{self, load_or_rebuild, SegmentIndex};
+use super::seal::{self, SealFile, SealState, SEQ_RESERVE};
 use super::segment::{
     find_valid_frame, idx_path, list_segments, open_segment, seg_path, HeaderState, SegmentFile,
     MAX_VM_ID_LEN, SEG_HEADER_LEN,
@@ -33,15 +34,28 @@ pub struct OpenReport {
     pub tail_reason: Option<String>,
     /// Index files that were missing or stale and were rewritten.
     pub rebuilt_indexes: Vec<PathBuf>,
+    /// Whether the log was sealed (closed cleanly) before this open; `None`
+    /// when it has no seal file (new, or written before seals existed).
+    pub was_sealed: Option<bool>,
+    /// Seqs handed out by the writer before a crash that are not in the log
+    /// (first, last): the next record starts above them, after a declared
+    /// gap, so no seq is ever used for two records.
+    pub skipped_seqs: Option<(u64, u64)>,
+    /// First seq of the records kept after the last sync point: written
+    /// before a crash, never made durable (their store objects may be
+    /// missing; see [`LogWriter::cut_to_sync_point`]). `None` if none.
+    pub unsynced_from: Option<u64>,
 }
 
 /// The state of the last segment after its check.
-struct Tail {
-    seg_no: u32,
-    len: u64,
-    index: SegmentIndex,
-    next_seq: u64,
-    chain: u32,
+pub(crate) struct Tail {
+    pub seg_no: u32,
+    pub len: u64,
+    pub index: SegmentIndex,
+    pub next_seq: u64,
+    pub chain: u32,
+    /// The last seq a cut torn frame's (valid) header named, if any.
+    pub torn_last_seq: Option<u64>,
 }
 
 impl LogWriter {
@@ -77,21 +91,31 @@ impl LogWriter {
         }
         let lock = lock_dir(&dir)?;
         let mut report = OpenReport::default();
+        let sealed = seal::load(&dir)?;
+        report.was_sealed = sealed.map(|s| s.sealed);
+        let protect = sealed;
         let mut nos = list_segments(&dir)?;
-        let tail = loop {
-            let Some(&no) = nos.last() else { break None };
-            if let Some(seg) = open_last_segment(&dir, no, vm_id, &mut report)? {
-                break Some(check_tail(&dir, no, seg, &opts, &mut report)?);
-            }
-            nos.pop();
-        };
-        let tail = tail.unwrap_or(Tail {
-            seg_no: 0,
-            len: 0,
-            index: SegmentIndex::new(1),
-            next_seq: 1,
-            chain: 0,
-        });
+        let tail = find_tail(&dir, &mut nos, vm_id, &opts, protect, &mut report)?;
+        if let Some(s) = sealed.filter(|s| s.seg_no > tail.seg_no) {
+            return Err(LogError::Corrupt {
+                path: seg_path(&dir, s.seg_no),
+                offset: 0,
+                seq: Some(s.next_seq.saturating_sub(1)),
+                reason: "this segment was fsynced (the seal file names it) but is missing".into(),
+            });
+        }
+        if let Some(s) = sealed.filter(|s| s.sealed && s.next_seq != tail.next_seq) {
+            return Err(LogError::Corrupt {
+                path: seg_path(&dir, tail.seg_no),
+                offset: tail.len,
+                seq: Some(tail.next_seq),
+                reason: format!(
+                    "the log was sealed after seq {}, but its records end at seq {}",
+                    s.next_seq - 1,
+                    tail.next_seq - 1
+                ),
+            });
+        }
         refresh_sealed_indexes(&dir, &nos, &opts, &mut report)?;
         let mut last_ts = tail.index.last_ts;
         if tail.index.entries.is_empty() && tail.seg_no > 1 {
@@ -111,6 +135,55 @@ impl LogWriter {
         };
         report.last_seq = tail.next_seq - 1;
         report.segments = nos.len();
+        // Where the next record starts: above every seq a crashed writer
+        // may have handed out (a sealed log handed out exactly its records).
+        let mut next_seq = tail.next_seq;
+        if let Some(s) = sealed.filter(|s| !s.sealed) {
+            next_seq = next_seq
+                .max(s.seq_limit)
+                .max(tail.torn_last_seq.map_or(0, |l| l + 1));
+            if tail.next_seq > s.next_seq {
+                report.unsynced_from = Some(s.next_seq.max(1));
+            }
+        }
+        if next_seq > tail.next_seq {
+            report.skipped_seqs = Some((tail.next_seq, next_seq - 1));
+        }
+        // The sync point the seal file names from now on: an unsealed log
+        // keeps its old one (records after it were never made durable); a
+        // sealed or new one ends here, made durable first.
+        if let Some(seg) = &seg {
+            seg.sync_data()
+                .map_err(io_err("fsync of", &seg_path(&dir, tail.seg_no)))?;
+        }
+        let point = match sealed {
+            Some(s) if !s.sealed => s,
+            _ => SealState {
+                generation: 0,
+                sealed: false,
+                seg_no: tail.seg_no,
+                end: tail.len,
+                next_seq: tail.next_seq,
+                seq_limit: 0,
+            },
+        };
+        let seal = SealFile::open(
+            &dir,
+            SealState {
+                sealed: false,
+                // Reserved ahead, so records this writer buffers and never
+                // commits (it dies first) are covered as well.
+                seq_limit: sealed
+                    .map_or(0, |s| s.seq_limit)
+                    .max(next_seq + SEQ_RESERVE),
+                ..point
+            },
+        )?;
+        let frame = if next_seq > tail.next_seq {
+            FrameBuilder::after_gap(next_seq, tail.chain)
+        } else {
+            FrameBuilder::new(next_seq, tail.chain)
+        };
         let writer = LogWriter {
             dir,
             vm_id: vm_id.to_string(),
@@ -120,12 +193,14 @@ impl LogWriter {
             seg,
             seg_len: tail.len,
             index: tail.index,
-            frame: FrameBuilder::new(tail.next_seq, tail.chain),
+            frame,
             last_ts,
             data_sync_needed: false,
             dir_sync_needed: false,
             poisoned: None,
             closed: false,
+            seal,
+            seal_stale: false,
         };
         if writer.seg.is_some() {
             let ipath = idx_path(&writer.dir, writer.seg_no);
@@ -136,6 +211,32 @@ impl LogWriter {
         }
         Ok((writer, report))
     }
+}
+
+/// Finds and checks the last segment (removing segments torn at creation),
+/// cutting a torn tail where `protect` allows it.
+pub(crate) fn find_tail(
+    dir: &Path,
+    nos: &mut Vec<u32>,
+    vm_id: &str,
+    opts: &LogOptions,
+    protect: Option<SealState>,
+    report: &mut OpenReport,
+) -> Result<Tail, LogError> {
+    while let Some(&no) = nos.last() {
+        if let Some(seg) = open_last_segment(dir, no, vm_id, protect, report)? {
+            return check_tail(dir, no, seg, opts, protect, report);
+        }
+        nos.pop();
+    }
+    Ok(Tail {
+        seg_no: 0,
+        len: 0,
+        index: SegmentIndex::new(1),
+        next_seq: 1,
+        chain: 0,
+        torn_last_seq: None,
+    })
 }
 
 /// Takes `dir/LOCK` exclusively (released when the file closes).
@@ -167,6 +268,7 @@ fn open_last_segment(
     dir: &Path,
     no: u32,
     vm_id: &str,
+    protect: Option<SealState>,
     report: &mut OpenReport,
 ) -> Result<Option<SegmentFile>, LogError> {
     let path = seg_path(dir, no);
@@ -185,6 +287,14 @@ fn open_last_segment(
         HeaderState::Short => "segment header cut short".to_string(),
         HeaderState::Bad(r) => r,
     };
+    if let Some(p) = protect.filter(|p| p.covers(no, 0)) {
+        return Err(LogError::Corrupt {
+            path,
+            offset: 0,
+            seq: None,
+            reason: format!("{reason}; {}", p.why()),
+        });
+    }
     if find_valid_frame(&file, &path, 0)?.is_some() {
         return Err(LogError::Corrupt {
             path,
@@ -213,6 +323,7 @@ fn check_tail(
     no: u32,
     seg: SegmentFile,
     opts: &LogOptions,
+    protect: Option<SealState>,
     report: &mut OpenReport,
 ) -> Result<Tail, LogError> {
     let mut index = SegmentIndex::new(seg.header.first_seq);
@@ -251,6 +362,32 @@ fn check_tail(
     };
     let path = cursor.segment().path.clone();
     let mut len = cursor.segment().len()?;
+    if let Some(p) = protect {
+        let refuse = |offset: u64, seq: Option<u64>, reason: String| LogError::Corrupt {
+            path: path.clone(),
+            offset,
+            seq,
+            reason,
+        };
+        if let Some(bad) = cut.as_ref().filter(|b| p.covers(no, b.offset)) {
+            let reason = format!("{}; {}", bad.reason, p.why());
+            return Err(refuse(bad.offset, bad.seq, reason));
+        }
+        let durable = if no == p.seg_no { p.end } else { 0 };
+        if cut.is_none() && len < durable {
+            let r =
+                format!("the segment is {len} bytes, shorter than its fsynced length {durable}");
+            return Err(refuse(len, cursor.next_seq(), r));
+        }
+        if p.sealed && cut.is_none() && (no != p.seg_no || len != p.end) {
+            let r = format!(
+                "the log was sealed at {} bytes of segment {:08}, but it ends here",
+                p.end, p.seg_no
+            );
+            return Err(refuse(len, cursor.next_seq(), r));
+        }
+    }
+    let torn_last_seq = cut.as_ref().and_then(|b| b.torn_last_seq);
     if let Some(bad) = cut {
         let keep = cursor.offset();
         let f = OpenOptions::new().write(true).open(&path);
@@ -270,6 +407,7 @@ fn check_tail(
         next_seq: cursor.next_seq().expect("known from the segment header"),
         chain: cursor.chain().expect("every frame was decoded"),
         index,
+        torn_last_seq,
     })
 }
 

@@ -113,18 +113,26 @@ impl LogReader {
 
     /// All records, in seq order.
     pub fn iter(&self) -> Result<RecordIter, LogError> {
-        self.iter_from(1)
+        self.iter_from(self.first_seq().unwrap_or(1))
     }
 
-    /// Records from `seq` on (an empty iterator past the end). Seeks with
+    /// Records from `seq` on (an empty iterator past the end; from the first
+    /// record when `seq` is below a log that starts after a gap). Seeks with
     /// the index; every frame read is checked. The iterator yields an error
     /// at the first bad frame and then ends; it ends quietly at a frame the
-    /// writer has not finished (or a torn tail not yet cut by an open).
+    /// writer has not finished (or a torn tail not yet cut by an open), but
+    /// not at one before the log's sealed end or sync point: that is damage.
     pub fn iter_from(&self, seq: u64) -> Result<RecordIter, LogError> {
-        let seq = seq.max(1);
+        let mut seq = seq.max(1);
         let Some(first) = self.first_seq() else {
             return Ok(RecordIter::empty());
         };
+        // A log whose very first segment starts above seq 1 began after a
+        // declared gap (its first records were lost with a crash before
+        // anything was durable): the seqs below never existed in it.
+        if seq < first && self.segments[0].no == 1 {
+            seq = first;
+        }
         if seq < first {
             return Err(LogError::SeqNotFound {
                 dir: self.dir.clone(),
@@ -137,6 +145,7 @@ impl LogReader {
         let (seg, offset) = self.locate(info, info.index.lookup_seq(seq))?;
         Ok(RecordIter {
             cursor: Some(Cursor::at_offset(&self.dir, info.no, seg, offset)),
+            dir: self.dir.clone(),
             skip_before: seq,
             pending: Vec::new().into_iter(),
         })
@@ -237,6 +246,7 @@ fn bad_header(path: PathBuf, reason: String) -> LogError {
 /// Records in seq order; see [`LogReader::iter_from`].
 pub struct RecordIter {
     cursor: Option<Cursor>,
+    dir: PathBuf,
     skip_before: u64,
     pending: std::vec::IntoIter<Record>,
 }
@@ -245,6 +255,7 @@ impl RecordIter {
     fn empty() -> RecordIter {
         RecordIter {
             cursor: None,
+            dir: PathBuf::new(),
             skip_before: 0,
             pending: Vec::new().into_iter(),
         }
@@ -260,7 +271,7 @@ impl Iterator for RecordIter {
                 return Some(Ok(r));
             }
             let cursor = self.cursor.as_mut()?;
-            let step = cursor.step(self.skip_before);
+            let step = cursor.step_settled(self.skip_before);
             let failure = match step {
                 Ok(Step::Frame {
                     records: Some(mut records),
@@ -272,7 +283,19 @@ impl Iterator for RecordIter {
                 }
                 Ok(Step::Frame { records: None, .. } | Step::NewSegment(_)) => continue,
                 Ok(Step::End) => None,
-                Ok(Step::Bad(b)) if b.kind == BadKind::Incomplete => None,
+                // An unfinished frame ends the records quietly, unless the
+                // seal says the log ends (durably) after it: then it is damage.
+                Ok(Step::Bad(b)) if b.kind == BadKind::Incomplete => {
+                    match super::seal::protects(&self.dir, &b.path, b.offset) {
+                        Ok(None) => None,
+                        Ok(Some(why)) => {
+                            let mut b = b;
+                            b.reason = format!("{}; {why}", b.reason);
+                            Some(b.into_error())
+                        }
+                        Err(e) => Some(e),
+                    }
+                }
                 Ok(Step::Bad(b)) => Some(b.into_error()),
                 Err(e) => Some(e),
             };

@@ -108,7 +108,7 @@ pub fn verify_with(
     report.segments = 1;
     let mut cursor = Cursor::at_segment_start(dir, first_no, header);
     loop {
-        match cursor.step(0)? {
+        match cursor.step_settled(0)? {
             Step::Frame {
                 offset,
                 header,
@@ -135,12 +135,16 @@ pub fn verify_with(
             Step::NewSegment(_) => report.segments += 1,
             Step::End => return Ok(report),
             Step::Bad(b) => {
-                let torn_tail = is_torn_tail(dir, &b)?;
+                let (torn_tail, protected) = is_torn_tail(dir, &b)?;
+                let reason = match protected {
+                    Some(why) => format!("{}; {why}", b.reason),
+                    None => b.reason,
+                };
                 report.problem = Some(VerifyProblem {
                     segment: b.path,
                     offset: b.offset,
                     seq: b.seq,
-                    reason: b.reason,
+                    reason,
                     torn_tail,
                 });
                 return Ok(report);
@@ -151,18 +155,26 @@ pub fn verify_with(
 
 /// A bad frame is a torn tail when the file ends inside it, or when its
 /// bytes fail their CRC in the last segment with no valid frame after it.
-fn is_torn_tail(dir: &Path, b: &BadFrame) -> Result<bool, LogError> {
-    match b.kind {
-        BadKind::Incomplete => Ok(true),
+/// Never in a sealed log, nor before an unsealed log's last sync point.
+/// The second value says why a tail-like problem is not one.
+fn is_torn_tail(dir: &Path, b: &BadFrame) -> Result<(bool, Option<&'static str>), LogError> {
+    if matches!(b.kind, BadKind::Incomplete | BadKind::Damaged) {
+        if let Some(why) = super::seal::protects(dir, &b.path, b.offset)? {
+            return Ok((false, Some(why)));
+        }
+    }
+    let torn = match b.kind {
+        BadKind::Incomplete => true,
         BadKind::Damaged => {
             let last = list_segments(dir)?.last().map(|&n| seg_path(dir, n));
             if last.as_deref() != Some(b.path.as_path()) {
-                return Ok(false);
+                return Ok((false, None));
             }
             let file =
                 std::fs::File::open(&b.path).map_err(super::error::io_err("opening", &b.path))?;
-            Ok(find_valid_frame(&file, &b.path, b.offset + 1)?.is_none())
+            find_valid_frame(&file, &b.path, b.offset + 1)?.is_none()
         }
-        BadKind::Invalid | BadKind::UnknownType(_) => Ok(false),
-    }
+        BadKind::Invalid | BadKind::UnknownType(_) => false,
+    };
+    Ok((torn, None))
 }

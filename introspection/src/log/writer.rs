@@ -10,6 +10,7 @@ use super::error::{io_err, LogError};
 use super::frame::{FrameBuilder, FrameHeader};
 use super::index::SegmentIndex;
 use super::record::RecordKind;
+use super::seal::{SealFile, SealState, SEQ_RESERVE};
 use super::segment::{idx_path, seg_path, SegmentHeader, SEG_HEADER_LEN};
 
 /// Tuning for a [`LogWriter`]. Readers need none of it.
@@ -64,8 +65,10 @@ impl LogOptions {
 
 /// The one writer of a VM's change log (it holds the directory's `LOCK`).
 /// See the `log` module doc for the durability contract. Dropping it
-/// commits pending records and stores the index, without syncing; call
-/// [`LogWriter::close`] to sync and see errors.
+/// stores the index of what was committed and discards records not yet
+/// committed (as a crash would: a caller that failed half-way must not have
+/// its buffered records written for it); call [`LogWriter::close`] to
+/// commit, sync, seal and see errors.
 pub struct LogWriter {
     pub(crate) dir: PathBuf,
     pub(crate) vm_id: String,
@@ -82,6 +85,10 @@ pub struct LogWriter {
     pub(crate) dir_sync_needed: bool,
     pub(crate) poisoned: Option<String>,
     pub(crate) closed: bool,
+    /// The durable sync point, seal flag and seq limit (`SEAL`).
+    pub(crate) seal: SealFile,
+    /// Frames were written since the seal file last named the sync point.
+    pub(crate) seal_stale: bool,
 }
 
 impl LogWriter {
@@ -124,6 +131,15 @@ impl LogWriter {
             .frame
             .build(self.opts.compress, self.opts.zstd_level)
             .map_err(io_err("compressing a frame for", &self.dir))?;
+        if h.last_seq() >= self.seal.state.seq_limit {
+            // Never let a seq reach the disk before the limit covering it
+            // is durable: a writer after a crash starts above it.
+            let state = SealState {
+                seq_limit: h.last_seq() + 1 + SEQ_RESERVE,
+                ..self.seal.state
+            };
+            self.seal.write(state)?;
+        }
         let fits = self.seg_len == SEG_HEADER_LEN
             || self.seg_len + bytes.len() as u64 <= self.opts.segment_max_bytes;
         if self.seg.is_some() && fits {
@@ -152,14 +168,48 @@ impl LogWriter {
             self.poison_on_err(r, "fsync of directory", self.dir.clone())?;
             self.dir_sync_needed = false;
         }
+        if self.seal_stale {
+            let state = self.sync_point(false);
+            if let Err(e) = self.seal.write(state) {
+                self.poisoned = Some(format!("recording the sync point failed: {e}"));
+                return Err(e);
+            }
+            self.seal_stale = false;
+        }
         Ok(())
     }
 
-    /// Syncs and stores the index; reports what `Drop` would swallow.
+    /// Syncs, stores the index and seals the log (a later open then
+    /// refuses any damage instead of taking it for a torn tail); reports
+    /// what `Drop` would swallow.
     pub fn close(mut self) -> Result<(), LogError> {
         self.sync()?;
+        self.store_index()?;
+        let state = self.sync_point(true);
+        self.seal.write(state)?;
         self.closed = true;
-        self.store_index()
+        Ok(())
+    }
+
+    /// The seal state for the current end of the log (everything committed).
+    fn sync_point(&self, sealed: bool) -> SealState {
+        let next_seq = self.frame.next_seq();
+        SealState {
+            sealed,
+            seg_no: self.seg_no,
+            end: self.seg_len,
+            next_seq,
+            seq_limit: self.seal.state.seq_limit.max(next_seq + SEQ_RESERVE),
+            ..self.seal.state
+        }
+    }
+
+    /// True when the next [`LogWriter::append`] will first commit the
+    /// pending records as a frame by itself (the frame is full). A caller
+    /// that must make something durable before its records reach the log
+    /// (the tap stores blocks first) does that before appending.
+    pub fn append_commits(&self) -> bool {
+        self.frame.raw_len() >= self.opts.frame_max_bytes
     }
 
     /// The seq the next appended record gets.
@@ -231,6 +281,7 @@ impl LogWriter {
             .note_frame(self.seg_len, h, self.opts.index_interval_bytes);
         self.seg_len += bytes.len() as u64;
         self.data_sync_needed = true;
+        self.seal_stale = true;
         Ok(())
     }
 
@@ -272,6 +323,7 @@ impl LogWriter {
             .note_frame(SEG_HEADER_LEN, h, self.opts.index_interval_bytes);
         self.data_sync_needed = true;
         self.dir_sync_needed = true;
+        self.seal_stale = true;
         Ok(())
     }
 }
@@ -295,7 +347,6 @@ impl Drop for LogWriter {
         if self.closed || self.poisoned.is_some() {
             return;
         }
-        let _ = self.commit();
         let _ = self.store_index();
     }
 }

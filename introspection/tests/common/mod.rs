@@ -1,9 +1,12 @@
 //! Helpers shared by the change-log tests.
 #![allow(dead_code)]
 
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use introspection::{BarrierKind, LogOptions, LogReader, Record, RecordKind};
+use introspection::log::FrameInfo;
+use introspection::{BarrierKind, LogOptions, LogReader, LogWriter, Record, RecordKind};
 
 pub fn hashes(n: usize, salt: u64) -> Vec<[u8; 32]> {
     (0..n as u64)
@@ -78,4 +81,56 @@ pub fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// A log of `frames` frames of 5 records each (seq = 5 * frame + 1 ..).
+pub fn make_log(dir: &Path, frames: u64, opts: LogOptions) -> Vec<FrameInfo> {
+    let (mut w, _) = LogWriter::open_with(dir, "vm-1", opts).unwrap();
+    for seq in 1..=frames * 5 {
+        w.append_at(ts(seq), kind(seq)).unwrap();
+        if seq % 5 == 0 {
+            w.commit().unwrap();
+        }
+    }
+    w.close().unwrap();
+    frames_of(dir, frames)
+}
+
+/// Like [`make_log`], but the writer "crashes" (is dropped without a close)
+/// after syncing only the first `synced` frames: the log is unsealed and
+/// its later frames lie after the last sync point.
+pub fn make_crashed_log(dir: &Path, frames: u64, synced: u64, opts: LogOptions) -> Vec<FrameInfo> {
+    let (mut w, _) = LogWriter::open_with(dir, "vm-1", opts).unwrap();
+    for seq in 1..=frames * 5 {
+        w.append_at(ts(seq), kind(seq)).unwrap();
+        if seq % 5 == 0 {
+            w.commit().unwrap();
+        }
+        if seq == synced * 5 {
+            w.sync().unwrap();
+        }
+    }
+    drop(w);
+    frames_of(dir, frames)
+}
+
+fn frames_of(dir: &Path, frames: u64) -> Vec<FrameInfo> {
+    let f = LogReader::open(dir).unwrap().frames().unwrap();
+    assert_eq!(f.len() as u64, frames);
+    f
+}
+
+pub fn flip_bit(path: &Path, offset: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, offset).unwrap();
+    f.write_all_at(&[b[0] ^ 0x08], offset).unwrap();
+}
+
+pub fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
 }

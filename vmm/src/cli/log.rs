@@ -4,7 +4,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use introspection::hex;
-use introspection::log::{LogReader, LogWriter, Record, RecordKind};
+use introspection::log::{LogReader, Record, RecordKind};
 use introspection::recording::{self, RecordDir};
 use introspection::semantic::{describe_hint, SemanticChange};
 
@@ -244,8 +244,14 @@ pub fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
 pub fn mark(args: &MarkArgs) -> Result<i32, CliError> {
     let dir = RecordDir::new(&args.dir);
     vms(&dir, &Some(args.vm.clone()))?;
-    let (mut log, _) =
-        LogWriter::open(dir.log_dir(&args.vm), &args.vm).map_err(CliError::from_display)?;
+    // Through the recorder's open: a failed run's unstored records are cut
+    // before this mark makes the log's sync point move past them.
+    let store = dir.open_store().map_err(CliError::from_display)?;
+    let (mut log, _, cut) = introspection::tap_recovery::open_log(&dir, &store, &args.vm)
+        .map_err(CliError::from_display)?;
+    if let Some(cut) = cut {
+        tracing::warn!("log of {}: {cut}", args.vm);
+    }
     let seq = log
         .append(RecordKind::Mark {
             name: args.name.clone(),

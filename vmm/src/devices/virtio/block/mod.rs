@@ -4,7 +4,9 @@
 //! Durability contract: a FLUSH completes (status OK reaches the guest) only
 //! after the disk image is fdatasync'ed and the tap has made everything up to
 //! this barrier durable. A crash of the VMM process therefore loses nothing
-//! the guest was told is safe.
+//! the guest was told is safe. Once the tap has failed for good
+//! ([`WriteTap::failed`]), every write, zeroing and flush completes with
+//! IOERR (the image is not touched); reads are still served.
 pub mod disk;
 pub mod request;
 
@@ -37,6 +39,11 @@ pub trait WriteTap: Send {
     fn flush(&mut self) -> Result<(), String>;
     /// The device is stopping: hand off anything buffered (no barrier).
     fn close(&mut self) -> Result<(), String>;
+    /// Recording failed for good: every later write and flush gets an I/O
+    /// error (the tap reported the failure itself, once).
+    fn failed(&self) -> bool {
+        false
+    }
 }
 
 /// Counters a test or benchmark can read after a run.
@@ -47,6 +54,8 @@ pub struct BlockCounters {
     pub flushes: u64,
     pub bytes_written: u64,
     pub errors: u64,
+    /// Writes and flushes refused because recording had failed.
+    pub tap_refused: u64,
 }
 
 pub struct Block {
@@ -89,6 +98,16 @@ impl Block {
 
     /// Executes a checked request; returns (status, bytes written to guest buffers).
     fn execute(&mut self, mem: &GuestMemory, req: &Request) -> (u8, u32) {
+        let changes_disk = matches!(
+            req.kind,
+            RequestType::Out | RequestType::Discard | RequestType::WriteZeroes | RequestType::Flush
+        );
+        if changes_disk && self.tap.as_ref().is_some_and(|t| t.failed()) {
+            // Nothing more can be recorded: refuse rather than let the disk
+            // drift from its log, or acknowledge a flush that is not durable.
+            self.counters.tap_refused += 1;
+            return (VIRTIO_BLK_S_IOERR, 0);
+        }
         match req.kind {
             RequestType::In => {
                 let Some((start, end)) = req.disk_range(&self.disk) else {
@@ -125,7 +144,7 @@ impl Block {
                 self.counters.writes += 1;
                 self.counters.bytes_written += buf.len() as u64;
                 if let Err(e) = self.tap_write(start, end, buf) {
-                    tracing::error!("recording a write failed: {e}");
+                    tracing::debug!("recording a write failed: {e}");
                     return (VIRTIO_BLK_S_IOERR, 0);
                 }
                 (VIRTIO_BLK_S_OK, 0)
@@ -151,7 +170,7 @@ impl Block {
                     self.counters.writes += 1;
                     self.counters.bytes_written += zeros.len() as u64;
                     if let Err(e) = self.tap_write(start, end, zeros) {
-                        tracing::error!("recording a write failed: {e}");
+                        tracing::debug!("recording a write failed: {e}");
                         return (VIRTIO_BLK_S_IOERR, 0);
                     }
                 }
@@ -159,15 +178,15 @@ impl Block {
             }
             RequestType::Flush => {
                 self.counters.flushes += 1;
-                let result = self
-                    .disk
-                    .sync()
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| self.tap.as_mut().map_or(Ok(()), |t| t.flush()));
-                match result {
+                if let Err(e) = self.disk.sync() {
+                    tracing::error!(disk = %self.disk.path().display(), "flush failed: {e}");
+                    return (VIRTIO_BLK_S_IOERR, 0);
+                }
+                // A failing tap reports its failure itself, once.
+                match self.tap.as_mut().map_or(Ok(()), |t| t.flush()) {
                     Ok(()) => (VIRTIO_BLK_S_OK, 0),
                     Err(e) => {
-                        tracing::error!(disk = %self.disk.path().display(), "flush failed: {e}");
+                        tracing::debug!("recording a flush failed: {e}");
                         (VIRTIO_BLK_S_IOERR, 0)
                     }
                 }
@@ -198,9 +217,11 @@ impl Block {
             return tap.write(start, buf);
         }
         let mut whole = vec![0u8; (a_end - a_start) as usize];
-        self.disk
-            .read_at(&mut whole, a_start)
-            .map_err(|e| format!("reading back an unaligned write: {e}"))?;
+        if let Err(e) = self.disk.read_at(&mut whole, a_start) {
+            let e = format!("reading back an unaligned write: {e}");
+            tracing::error!(disk = %self.disk.path().display(), "{e}");
+            return Err(e);
+        }
         tap.write(a_start, whole)
     }
 }
@@ -302,5 +323,75 @@ impl VirtioDevice for Block {
 
     fn stop(&mut self) -> Result<(), String> {
         self.tap.as_mut().map_or(Ok(()), |t| t.close())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use vm_memory::GuestAddress;
+
+    /// A tap whose first write fails for good.
+    struct FailingTap(Arc<AtomicBool>);
+
+    impl WriteTap for FailingTap {
+        fn write(&mut self, _offset: u64, _data: Vec<u8>) -> Result<(), String> {
+            self.0.store(true, Ordering::SeqCst);
+            Err("recording failed: store: disk full".into())
+        }
+        fn flush(&mut self) -> Result<(), String> {
+            Err("recording failed".into())
+        }
+        fn close(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn failed(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn request(kind: RequestType, sector: u64, len: u32) -> Request {
+        Request {
+            kind,
+            sector,
+            data: if len == 0 {
+                Vec::new()
+            } else {
+                vec![(GuestAddress(0x10_0000), len)]
+            },
+            data_len: len,
+            status_addr: GuestAddress(0x18_0000),
+        }
+    }
+
+    #[test]
+    fn after_the_tap_fails_writes_and_flushes_get_ioerr_and_reads_still_work() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("disk.img");
+        std::fs::write(&path, vec![0x11u8; 64 * 1024]).unwrap();
+        let disk = DiskImage::open(&path, false).unwrap();
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut block = Block::new(disk, "d", Some(Box::new(FailingTap(failed.clone()))));
+        let mem = crate::memory::create_guest_memory(crate::memory::MIN_MEM_MIB).unwrap();
+        mem.write_slice(&[0x22u8; 4096], GuestAddress(0x10_0000))
+            .unwrap();
+
+        // The write that fails to record: IOERR, and the tap is failed now.
+        let write = request(RequestType::Out, 0, 4096);
+        assert_eq!(block.execute(&mem, &write).0, VIRTIO_BLK_S_IOERR);
+        assert!(failed.load(Ordering::SeqCst));
+        // Every later write and flush is refused without touching the image.
+        let later = request(RequestType::Out, 8, 4096);
+        assert_eq!(block.execute(&mem, &later).0, VIRTIO_BLK_S_IOERR);
+        let flush = request(RequestType::Flush, 0, 0);
+        assert_eq!(block.execute(&mem, &flush).0, VIRTIO_BLK_S_IOERR);
+        assert_eq!(block.counters().tap_refused, 2);
+        let image = std::fs::read(&path).unwrap();
+        assert!(image[4096..8192].iter().all(|&b| b == 0x11));
+        // Reads are still served.
+        let read = request(RequestType::In, 16, 4096);
+        assert_eq!(block.execute(&mem, &read), (VIRTIO_BLK_S_OK, 4096));
     }
 }
