@@ -87,6 +87,11 @@ impl<'a> Members<'a> {
         self.0.iter().map(|(k, v)| (&**k, v))
     }
 
+    /// The members, sorted by name.
+    pub(crate) fn entries(&self) -> &[(Cow<'a, str>, Node<'a>)] {
+        &self.0
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -195,15 +200,6 @@ impl<'a> Node<'a> {
                 a.get(token.parse::<usize>().ok()?)
             }
             _ => None,
-        }
-    }
-
-    /// The tokens of a branch's children, in order.
-    pub(crate) fn keys(&self) -> Vec<String> {
-        match self {
-            Node::Obj(o) => o.iter().map(|(k, _)| k.to_owned()).collect(),
-            Node::Arr(a) => (0..a.len()).map(|i| i.to_string()).collect(),
-            _ => Vec::new(),
         }
     }
 

@@ -5,20 +5,25 @@
 //! Built for throughput on large documents: the input is validated as
 //! UTF-8 once up front, so strings, member names and numbers without
 //! escapes are borrowed from it (no allocation, no per-string validation);
-//! an object's members are collected into one vector and sorted only when
-//! they were not written in order; containers are kept on an explicit
-//! stack (no recursion, so no stack overflow on deep input).
+//! children are gathered on two shared stacks and moved into one exactly
+//! sized vector per container when it closes; an object's members are
+//! sorted only when they were not written in order; open containers are
+//! kept on an explicit stack (no recursion, so no stack overflow on deep
+//! input).
 
 use std::borrow::Cow;
 
 use super::node::{Members, Node, MAX_DEPTH, NODE_COST};
 use crate::decode::{bad, Budget, DecodeError};
 
-/// An open container while parsing.
+/// An open container while parsing. Its children so far sit at the end of
+/// the parser's shared element or member stack, from the index given, and
+/// move into one exactly sized vector when it closes (rather than each
+/// container growing its own vector by doubling).
 enum Frame<'a> {
-    Arr(Vec<Node<'a>>),
-    /// The members so far and the name of the member being parsed.
-    Obj(Vec<(Cow<'a, str>, Node<'a>)>, Cow<'a, str>),
+    Arr(usize),
+    /// Where its members start, and the name of the member being parsed.
+    Obj(usize, Cow<'a, str>),
 }
 
 struct Parser<'a> {
@@ -270,6 +275,8 @@ pub(crate) fn parse<'a>(data: &'a [u8], budget: &mut Budget) -> Result<Node<'a>,
     };
     let mut p = Parser { s, b: data, i: 0 };
     let mut stack: Vec<Frame<'a>> = Vec::new();
+    let mut elems: Vec<Node<'a>> = Vec::new();
+    let mut members: Vec<(Cow<'a, str>, Node<'a>)> = Vec::new();
     'value: loop {
         p.ws();
         budget.charge(NODE_COST)?;
@@ -289,13 +296,13 @@ pub(crate) fn parse<'a>(data: &'a [u8], budget: &mut Budget) -> Result<Node<'a>,
                     } else {
                         let k = p.key()?;
                         budget.charge(k.len() as u64)?;
-                        stack.push(Frame::Obj(Vec::new(), k));
+                        stack.push(Frame::Obj(members.len(), k));
                         continue 'value;
                     }
                 } else if p.eat(b']') {
                     Node::Arr(Vec::new())
                 } else {
-                    stack.push(Frame::Arr(Vec::new()));
+                    stack.push(Frame::Arr(elems.len()));
                     continue 'value;
                 }
             }
@@ -326,8 +333,8 @@ pub(crate) fn parse<'a>(data: &'a [u8], budget: &mut Budget) -> Result<Node<'a>,
                     }
                     return Ok(node);
                 }
-                Some(Frame::Arr(a)) => {
-                    a.push(node);
+                Some(Frame::Arr(_)) => {
+                    elems.push(node);
                     if p.eat(b',') {
                         continue 'value;
                     }
@@ -335,8 +342,8 @@ pub(crate) fn parse<'a>(data: &'a [u8], budget: &mut Budget) -> Result<Node<'a>,
                         return p.err("expected ',' or ']'");
                     }
                 }
-                Some(Frame::Obj(o, k)) => {
-                    o.push((std::mem::take(k), node));
+                Some(Frame::Obj(_, k)) => {
+                    members.push((std::mem::take(k), node));
                     if p.eat(b',') {
                         let next = p.key()?;
                         budget.charge(next.len() as u64)?;
@@ -349,8 +356,10 @@ pub(crate) fn parse<'a>(data: &'a [u8], budget: &mut Budget) -> Result<Node<'a>,
                 }
             }
             node = match stack.pop() {
-                Some(Frame::Arr(a)) => Node::Arr(a),
-                Some(Frame::Obj(o, _)) => Node::Obj(Members::from_parsed(o)),
+                Some(Frame::Arr(start)) => Node::Arr(elems.drain(start..).collect()),
+                Some(Frame::Obj(start, _)) => {
+                    Node::Obj(Members::from_parsed(members.drain(start..).collect()))
+                }
                 None => unreachable!("a frame was just examined"),
             };
         }
