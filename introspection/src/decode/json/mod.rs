@@ -303,7 +303,7 @@ impl Walker {
                     while xs.get(i).is_some_and(|(xk, _)| xk < k) {
                         i += 1;
                     }
-                    if !xs.get(i).is_some_and(|(xk, _)| xk == k) {
+                    if xs.get(i).is_none_or(|(xk, _)| xk != k) {
                         self.child(path, len, Token::Name(k), None, Some(cb))?;
                     }
                 }
