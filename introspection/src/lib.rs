@@ -28,6 +28,9 @@
 //!   decode-error event ([`DecodeErrorEvent`]).
 //! - [`lift`]: the guest's file table from its hints, and lifting hinted
 //!   files into semantic changes at barriers.
+//! - [`point`]: a point in a VM's history (`seq=N`, `time=T`, `mark=NAME`).
+//! - [`query`]: audit queries over the semantic change log (changes,
+//!   history, net change between two points), damage-tolerant.
 
 pub mod checkpoint;
 pub mod decode;
@@ -35,6 +38,8 @@ pub mod disk_state;
 pub mod hex;
 pub mod lift;
 pub mod log;
+pub mod point;
+pub mod query;
 pub mod recording;
 pub mod semantic;
 pub mod tap;

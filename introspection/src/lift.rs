@@ -14,7 +14,11 @@
 //! at barriers where its journal is not hot (absent, empty, or without a
 //! valid header); a WAL database is lifted as the main file plus the
 //! committed frames of its WAL. JSON and KV files are lifted at every
-//! barrier after they were written.
+//! barrier after they were written. A LevelDB database (main file
+//! `CURRENT`, every other file of its directory a `Part`) is lifted as a
+//! bundle of all its existing files (`decode::leveldb::bundle`), named by
+//! the directory; its files need Size hints (a table's footer is at its
+//! end).
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -23,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::{self, sqlite::apply_wal, DecodeLimits, SchemaHints};
 use crate::semantic::{Change, DecodeErrorEvent, Format, SemanticChange};
+
+mod restore;
 
 const BLOCK: u64 = 4096;
 /// Largest file the lifter reads (a hostile guest cannot make it read more).
@@ -49,6 +55,8 @@ pub struct FileInfo {
     pub size: Option<u64>,
     pub exists: bool,
     pub schema: SchemaHints,
+    /// The schema hint's text as the guest sent it (kept for snapshots).
+    pub schema_text: Option<String>,
 }
 
 impl FileInfo {
@@ -86,6 +94,7 @@ fn format_of(f: WireFormat) -> Format {
         WireFormat::Sqlite => Format::Sqlite,
         WireFormat::Json => Format::Json,
         WireFormat::Kv => Format::Kv,
+        WireFormat::LevelDb => Format::LevelDb,
     }
 }
 
@@ -111,7 +120,7 @@ pub fn parse_schema(format: Format, text: &str) -> SchemaHints {
             hints.json_record_path = Some(path.to_string());
             hints.json_record_key = Some(key.to_string());
         }
-        Format::Kv => {}
+        Format::Kv | Format::LevelDb => {}
     }
     hints
 }
@@ -157,39 +166,12 @@ impl FileTable {
                         size: None,
                         exists: true,
                         schema: SchemaHints::default(),
+                        schema_text: None,
                     },
                 );
             }
             Hint::Extents { file_id, extents } => {
-                let new: Vec<Extent> = extents.iter().collect();
-                for e in &new {
-                    let end = e.sector.checked_mul(512).and_then(|s| s.checked_add(e.len));
-                    if end.is_none_or(|end| end > self.disk_bytes) {
-                        return Err(format!(
-                            "file {file_id}: extent at sector {} of {} bytes lies outside the {}-byte disk",
-                            e.sector, e.len, self.disk_bytes
-                        ));
-                    }
-                }
-                for (other_id, other) in &self.files {
-                    if *other_id == file_id {
-                        continue;
-                    }
-                    for a in &new {
-                        for b in &other.extents {
-                            let (a0, a1) = (a.sector * 512, a.sector * 512 + a.len);
-                            let (b0, b1) = (b.sector * 512, b.sector * 512 + b.len);
-                            if a0 < b1 && b0 < a1 {
-                                return Err(format!(
-                                    "file {file_id}: extent at sector {} overlaps file {other_id} ({})",
-                                    a.sector, other.path
-                                ));
-                            }
-                        }
-                    }
-                }
-                let file = self.file_mut(file_id)?;
-                file.extents = new;
+                self.set_extents(file_id, extents.iter().collect())?;
             }
             Hint::Size {
                 file_id,
@@ -203,11 +185,45 @@ impl FileTable {
             Hint::Schema { file_id, text } => {
                 let file = self.file_mut(file_id)?;
                 file.schema = parse_schema(file.format, text);
+                file.schema_text = Some(text.to_string());
             }
             Hint::Forget { file_id } => {
                 self.files.remove(&file_id);
             }
         }
+        Ok(())
+    }
+
+    /// Sets file `file_id`'s extents, if they lie inside the disk and
+    /// overlap no other file's.
+    fn set_extents(&mut self, file_id: u32, new: Vec<Extent>) -> Result<(), String> {
+        for e in &new {
+            let end = e.sector.checked_mul(512).and_then(|s| s.checked_add(e.len));
+            if end.is_none_or(|end| end > self.disk_bytes) {
+                return Err(format!(
+                    "file {file_id}: extent at sector {} of {} bytes lies outside the {}-byte disk",
+                    e.sector, e.len, self.disk_bytes
+                ));
+            }
+        }
+        for (other_id, other) in &self.files {
+            if *other_id == file_id {
+                continue;
+            }
+            for a in &new {
+                for b in &other.extents {
+                    let (a0, a1) = (a.sector * 512, a.sector * 512 + a.len);
+                    let (b0, b1) = (b.sector * 512, b.sector * 512 + b.len);
+                    if a0 < b1 && b0 < a1 {
+                        return Err(format!(
+                            "file {file_id}: extent at sector {} overlaps file {other_id} ({})",
+                            a.sector, other.path
+                        ));
+                    }
+                }
+            }
+        }
+        self.file_mut(file_id)?.extents = new;
         Ok(())
     }
 
@@ -398,6 +414,9 @@ impl Lifter {
                 }
             }
         }
+        if main.format == Format::LevelDb {
+            return self.leveldb_bundle(id, main, &siblings, written, hinted, read);
+        }
         let bytes = self.cached(id, written, hinted, read)?;
         let mut wal = None;
         if main.format == Format::Sqlite {
@@ -410,6 +429,38 @@ impl Lifter {
         }
         Ok(Some(FileBytes { bytes, wal }))
     }
+
+    /// A LevelDB database's existing files, bundled under the directory
+    /// name (see `decode::leveldb` for the hint convention).
+    fn leveldb_bundle(
+        &mut self,
+        id: u32,
+        main: &FileInfo,
+        siblings: &[(u32, FileInfo)],
+        written: &BTreeSet<u64>,
+        hinted: &BTreeSet<u32>,
+        read: ReadDisk<'_>,
+    ) -> std::io::Result<Option<FileBytes>> {
+        let split = |p: &str| match p.rsplit_once('/') {
+            Some((dir, base)) => (dir.to_string(), base.to_string()),
+            None => (String::new(), p.to_string()),
+        };
+        let (dir, base) = split(&main.path);
+        let mut files = vec![(base, self.cached(id, written, hinted, read)?)];
+        for (sid, f) in siblings {
+            if f.exists && f.format == Format::LevelDb {
+                files.push((split(&f.path).1, self.cached(*sid, written, hinted, read)?));
+            }
+        }
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        Ok(Some(FileBytes {
+            bytes: Arc::new(decode::leveldb::bundle::encode(&dir, &refs)),
+            wal: None,
+        }))
+    }
 }
 
 /// Diffs each file's versions against the previous one it saw.
@@ -419,6 +470,9 @@ pub struct Differ {
     last: BTreeMap<u32, Arc<Vec<u8>>>,
     /// Limits of each decode (`--decode-budget-mib`).
     limits: DecodeLimits,
+    /// Files of a restored VM whose state at the snapshot is unknown (see
+    /// [`Differ::seed`]): their next good version becomes the baseline.
+    unseeded: BTreeSet<u32>,
 }
 
 impl Differ {
@@ -427,6 +481,7 @@ impl Differ {
         Differ {
             last: BTreeMap::new(),
             limits,
+            unseeded: BTreeSet::new(),
         }
     }
 
@@ -460,6 +515,17 @@ impl Differ {
             };
             let old = self.last.get(&v.id).map(|b| b.as_slice()).unwrap_or(&[]);
             match decode::diff_with(v.format, old, &new, &v.schema, &self.limits) {
+                Ok(_) if self.unseeded.remove(&v.id) => {
+                    self.last.insert(v.id, new);
+                    out.push(Lifted::Error {
+                        file: v.file,
+                        format: v.format,
+                        reason: "first consistent state since the restore; what changed between \
+                                 the snapshot and here is unknown (the snapshot caught the file \
+                                 mid-transaction), changes from here on are decoded"
+                            .into(),
+                    });
+                }
                 Ok(changes) => {
                     self.last.insert(v.id, new);
                     if !changes.is_empty() {

@@ -5,15 +5,15 @@
 //! `op`, source position): a [`SemanticChange`] carries the VM, the change-log
 //! position (`seq`) and time of the consistency point it was lifted at, the
 //! file (as named by the guest's hint), the decoder [`Format`], the
-//! collection (SQLite table, JSON record path, `""` for key/value files), the
-//! rendered key, the [`Op`] and the row/value before and after.
+//! collection (SQLite table, JSON record path, `""` for key/value files,
+//! the database directory for LevelDB), the rendered key, the [`Op`] and the row/value before and after.
 //!
 //! Decoders only know about bytes, so they return [`Change`]s; the caller
 //! (who knows the VM, the log position and the file) lifts them with
 //! [`SemanticChange::from_change`]. When a file cannot be decoded the caller
 //! records a [`DecodeErrorEvent`] instead and goes on.
 //!
-//! JSON encoding (`serde`): `format` is `"sqlite" | "json" | "kv"`, `op` is
+//! JSON encoding (`serde`): `format` is `"sqlite" | "json" | "kv" | "leveldb"`, `op` is
 //! `"insert" | "update" | "delete"`, `before`/`after` are `null` when absent
 //! (insert has no `before`, delete has no `after`).
 
@@ -33,6 +33,9 @@ pub enum Format {
     Json,
     /// The `VMMKV001` append-only key/value log (see [`crate::decode::kv`]).
     Kv,
+    /// A LevelDB database (see [`crate::decode::leveldb`]).
+    #[serde(rename = "leveldb")]
+    LevelDb,
 }
 
 impl Format {
@@ -42,6 +45,7 @@ impl Format {
             Format::Sqlite => "sqlite",
             Format::Json => "json",
             Format::Kv => "kv",
+            Format::LevelDb => "leveldb",
         }
     }
 }
@@ -59,8 +63,9 @@ impl FromStr for Format {
             "sqlite" => Ok(Format::Sqlite),
             "json" => Ok(Format::Json),
             "kv" => Ok(Format::Kv),
+            "leveldb" => Ok(Format::LevelDb),
             other => Err(format!(
-                "unknown format {other:?} (expected sqlite, json or kv)"
+                "unknown format {other:?} (expected sqlite, json, kv or leveldb)"
             )),
         }
     }
@@ -94,7 +99,8 @@ impl fmt::Display for Op {
 /// One change as a decoder reports it, without the source position.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
-    /// Table name, JSON record path (or parent pointer), `""` for kv.
+    /// Table name, JSON record path (or parent pointer), `""` for kv, the
+    /// database directory for LevelDB.
     pub collection: String,
     /// Rendered key: rowid or key columns, JSON record key or pointer, kv key.
     pub key: String,

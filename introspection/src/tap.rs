@@ -40,6 +40,8 @@ use crate::recording::RecordDir;
 use crate::semantic::{DecodeErrorEvent, SemanticChange};
 use crate::tap_recovery::{open_log, Abandoned, TapCut};
 
+mod restore;
+
 const BLOCK: usize = 4096;
 /// Pending block data is stored (and its log frame committed) beyond this.
 const PENDING_LIMIT: usize = 16 << 20;
@@ -414,6 +416,7 @@ impl BlockTap {
                     seq,
                     ts_ns: crate::log::now_ns(),
                     versions,
+                    seed: false,
                 };
                 if let Some(jobs) = &self.lift_jobs {
                     let _ = jobs.send(job);
@@ -560,6 +563,8 @@ struct LiftJob {
     seq: u64,
     ts_ns: u64,
     versions: Vec<crate::lift::Version>,
+    /// A restored VM's baseline: remembered, not diffed.
+    seed: bool,
 }
 
 /// Barriers' worth of file versions queued for decoding.
@@ -570,6 +575,10 @@ const LIFT_QUEUE: usize = 8;
 fn run_differ(jobs: Receiver<LiftJob>, events: Sender<Vec<SemanticEvent>>, limits: DecodeLimits) {
     let mut differ = Differ::with_limits(limits);
     for job in jobs {
+        if job.seed {
+            differ.seed(job.versions);
+            continue;
+        }
         let mut out = Vec::new();
         for item in differ.diff(job.versions) {
             match item {

@@ -13,6 +13,8 @@
 //! - [`engine`]: the replay loop itself.
 //! - [`filter`]: what-if transformations.
 //! - [`replay_to_file`]: all of it, writing a new image atomically.
+//! - [`semantic`]: application-level replay (rows, documents, keys) from
+//!   the semantic change log, proved against the block-level replay.
 use std::path::{Path, PathBuf};
 
 use introspection::log::LogError;
@@ -23,13 +25,14 @@ use thiserror::Error;
 pub mod base;
 pub mod engine;
 pub mod filter;
-pub mod point;
 mod progress;
+pub mod semantic;
 
 pub use base::Base;
 pub use engine::{replay, Control, Options, ReplayReport, Step};
 pub use filter::{Filter, WhatIf};
-pub use point::Point;
+/// Replay points are the introspection crate's (one syntax everywhere).
+pub use introspection::point::{Point, PointError};
 
 #[derive(Debug, Error)]
 pub enum ReplayError {
@@ -60,6 +63,15 @@ pub enum ReplayError {
     },
     #[error("replay cancelled before it finished; the output was not written")]
     Cancelled,
+}
+
+impl From<PointError> for ReplayError {
+    fn from(e: PointError) -> ReplayError {
+        match e {
+            PointError::Log(e) => ReplayError::Log(e),
+            PointError::NotInLog(m) => ReplayError::PointNotInLog(m),
+        }
+    }
 }
 
 /// Replays from `base` to `point` into a new file `out`. The result is
@@ -105,7 +117,7 @@ pub fn replay_to_file(
     result
 }
 
-fn temp_path(out: &Path) -> PathBuf {
+pub(crate) fn temp_path(out: &Path) -> PathBuf {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -18,8 +18,9 @@ pub mod store;
 mod testutil;
 
 pub use manifest::{
-    check, merge, new_snapshot_id, DiskPosition, DiskRecord, Manifest, ManifestError, MemoryRegion,
-    PathResolution, SharedRegion, SnapshotDir, SnapshotKind, SnapshotStats, StateBlob,
+    check, merge, new_snapshot_id, DiskPosition, DiskRecord, GuestExtent, GuestFile, Manifest,
+    ManifestError, MemoryRegion, PathResolution, SharedRegion, SnapshotDir, SnapshotKind,
+    SnapshotStats, StateBlob,
 };
 pub use pages::{
     capture, restore, restore_filtered, restore_over, restore_page, set_max_threads, CaptureStats,

@@ -13,6 +13,7 @@ use introspection::log::BarrierKind;
 use introspection::recording::RecordDir;
 use introspection::tap_recovery::Abandoned;
 use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
+use snapshot::GuestFile;
 
 use crate::devices::virtio::block::WriteTap;
 use crate::devices::virtio::console::HintSink;
@@ -53,12 +54,28 @@ enum Msg {
     Mark(String, SyncSender<std::result::Result<u64, String>>),
     /// A hint message from the guest (after the writes before it).
     Hint(Vec<u8>),
-    /// A barrier, then a SnapshotTaken record: (barrier seq, checksum).
+    /// A barrier, then a SnapshotTaken record.
     Snapshot(
         String,
-        SyncSender<std::result::Result<(u64, [u8; 32]), String>>,
+        SyncSender<std::result::Result<SnapshotPoint, String>>,
+    ),
+    /// A snapshot's hinted files for a restored VM: the files whose state
+    /// at the snapshot is unknown come back.
+    RestoreFiles(
+        Vec<GuestFile>,
+        SyncSender<std::result::Result<Vec<(String, String)>, String>>,
     ),
     Close(SyncSender<std::result::Result<TapStats, String>>),
+}
+
+/// Where a snapshot was taken in the log.
+pub struct SnapshotPoint {
+    /// The barrier's seq.
+    pub seq: u64,
+    /// The disk checksum there.
+    pub checksum: [u8; 32],
+    /// The guest's hinted files there.
+    pub guest_files: Vec<GuestFile>,
 }
 
 /// Completed writes (byte offset, data) and their total size.
@@ -185,14 +202,22 @@ impl Recorder {
     }
 
     /// A consistent point for a snapshot: the image made durable, a
-    /// barrier, then a SnapshotTaken record. Returns the barrier's seq and
-    /// the disk checksum there.
-    pub fn snapshot_point(&self, id: &str) -> std::result::Result<(u64, [u8; 32]), String> {
+    /// barrier, then a SnapshotTaken record.
+    pub fn snapshot_point(&self, id: &str) -> std::result::Result<SnapshotPoint, String> {
         self.send_writes()?;
         self.image
             .sync_data()
             .map_err(|e| format!("syncing the disk image: {e}"))?;
         self.ask(|reply| Msg::Snapshot(id.to_string(), reply))
+    }
+
+    /// Takes over the hinted files of the snapshot this VM was restored
+    /// from; returns the files whose state is unknown and why.
+    pub fn restore_guest_files(
+        &self,
+        files: Vec<GuestFile>,
+    ) -> std::result::Result<Vec<(String, String)>, String> {
+        self.ask(|reply| Msg::RestoreFiles(files, reply))
     }
 
     /// Queues a completed write; hands the batch over once it is large.
@@ -286,6 +311,9 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
                 Msg::Snapshot(_, reply) => {
                     let _ = reply.send(Err(line));
                 }
+                Msg::RestoreFiles(_, reply) => {
+                    let _ = reply.send(Err(line));
+                }
                 Msg::Close(reply) => {
                     let _ = reply.send(Err(line));
                     return;
@@ -303,10 +331,20 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
             Msg::Mark(name, reply) => answer(t.mark(&name), reply),
             Msg::Snapshot(id, reply) => {
                 let r = t.barrier(BarrierKind::Flush).and_then(|seq| {
-                    let checksum = t.checksum();
-                    t.snapshot_taken(&id).map(|_| (seq, checksum))
+                    let point = SnapshotPoint {
+                        seq,
+                        checksum: t.checksum(),
+                        guest_files: t.guest_files(),
+                    };
+                    t.snapshot_taken(&id).map(|_| point)
                 });
                 answer(r, reply)
+            }
+            Msg::RestoreFiles(files, reply) => {
+                // A saved table that does not fit the disk fails the
+                // restore, not the recording.
+                let _ = reply.send(t.restore_guest_files(&files));
+                None
             }
             Msg::Close(reply) => match t.finish() {
                 Ok(()) => {

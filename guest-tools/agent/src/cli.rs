@@ -103,7 +103,7 @@ pub fn check_schema(format: Format, schema: &str) -> Result<(), String> {
                 "bad json schema {schema:?} (expected /path/to/records:keyfield)"
             )),
         },
-        Format::Kv => Ok(()),
+        Format::Kv | Format::LevelDb => Ok(()),
     }
 }
 

@@ -39,9 +39,13 @@
 //! Forget  (5): file_id u32; payload_len exactly 4
 //! ```
 //!
-//! `format`: 1 sqlite, 2 json, 3 kv. `role`: 1 main, 2 journal, 3 wal. A
-//! journal or WAL file names its main file's id in `main_id`; a main file names
-//! itself. That relation, overlaps between extents, and extents beyond the end
+//! `format`: 1 sqlite, 2 json, 3 kv, 4 leveldb. `role`: 1 main, 2 journal,
+//! 3 wal, 4 part. A journal, WAL or part file names its main file's id in
+//! `main_id`; a main file names itself. A LevelDB database is hinted file by
+//! file: `CURRENT` as main, every other file of its directory as a part
+//! (format and role codes 4 were added without a version bump: old messages
+//! decode as before, and an older host rejects a message with code 4 as
+//! malformed and skips it). That relation, overlaps between extents, and extents beyond the end
 //! of the disk are semantic: the host checks them against its own state; this
 //! crate validates each message on its own.
 //!

@@ -15,6 +15,10 @@ pub enum Format {
     Json = 2,
     /// A key-value log.
     Kv = 3,
+    /// A LevelDB database: every file of its directory, `CURRENT` as the
+    /// main file and the others as [`Role::Part`] (added in version 1 as a
+    /// new code; older hosts reject it as an unknown format).
+    LevelDb = 4,
 }
 
 impl Format {
@@ -24,20 +28,22 @@ impl Format {
             1 => Some(Self::Sqlite),
             2 => Some(Self::Json),
             3 => Some(Self::Kv),
+            4 => Some(Self::LevelDb),
             _ => None,
         }
     }
-    /// Lower-case name: `sqlite`, `json`, `kv`.
+    /// Lower-case name: `sqlite`, `json`, `kv`, `leveldb`.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Sqlite => "sqlite",
             Self::Json => "json",
             Self::Kv => "kv",
+            Self::LevelDb => "leveldb",
         }
     }
     /// The format for a lower-case name (inverse of [`Format::name`]).
     pub fn from_name(s: &str) -> Option<Self> {
-        [Self::Sqlite, Self::Json, Self::Kv]
+        [Self::Sqlite, Self::Json, Self::Kv, Self::LevelDb]
             .into_iter()
             .find(|f| f.name() == s)
     }
@@ -59,6 +65,9 @@ pub enum Role {
     Journal = 2,
     /// An SQLite write-ahead log (`-wal`).
     Wal = 3,
+    /// Another file of a multi-file database (LevelDB: its logs, MANIFEST
+    /// and tables); `main_id` names the database's main file.
+    Part = 4,
 }
 
 impl Role {
@@ -68,15 +77,17 @@ impl Role {
             1 => Some(Self::Main),
             2 => Some(Self::Journal),
             3 => Some(Self::Wal),
+            4 => Some(Self::Part),
             _ => None,
         }
     }
-    /// Lower-case name: `main`, `journal`, `wal`.
+    /// Lower-case name: `main`, `journal`, `wal`, `part`.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Main => "main",
             Self::Journal => "journal",
             Self::Wal => "wal",
+            Self::Part => "part",
         }
     }
 }

@@ -139,7 +139,7 @@ fn malformed_file() {
         "unknown file format"
     );
     assert_eq!(
-        malformed(kind::FILE, &file_payload(4, 1, b"/a")),
+        malformed(kind::FILE, &file_payload(5, 1, b"/a")),
         "unknown file format"
     );
     assert_eq!(
@@ -147,7 +147,7 @@ fn malformed_file() {
         "unknown file role"
     );
     assert_eq!(
-        malformed(kind::FILE, &file_payload(1, 4, b"/a")),
+        malformed(kind::FILE, &file_payload(1, 5, b"/a")),
         "unknown file role"
     );
     assert_eq!(

@@ -16,8 +16,8 @@ fn roundtrip(buf: &[u8], n: usize) -> Hint<'_> {
 #[test]
 fn file_roundtrip_all_formats_and_roles() {
     let mut buf = [0u8; 512];
-    for format in [Format::Sqlite, Format::Json, Format::Kv] {
-        for role in [Role::Main, Role::Journal, Role::Wal] {
+    for format in [Format::Sqlite, Format::Json, Format::Kv, Format::LevelDb] {
+        for role in [Role::Main, Role::Journal, Role::Wal, Role::Part] {
             let n = encode_file(7, 3, format, role, "/data/é.db", &mut buf).unwrap();
             assert_eq!(n, HEADER_LEN + 10 + "/data/é.db".len() + TRAILER_LEN);
             let h = roundtrip(&buf, n);
@@ -201,16 +201,16 @@ fn encode_errors() {
 
 #[test]
 fn format_and_role_names() {
-    for f in [Format::Sqlite, Format::Json, Format::Kv] {
+    for f in [Format::Sqlite, Format::Json, Format::Kv, Format::LevelDb] {
         assert_eq!(Format::from_name(f.name()), Some(f));
         assert_eq!(Format::from_u8(f as u8), Some(f));
         assert_eq!(f.to_string(), f.name());
     }
-    for r in [Role::Main, Role::Journal, Role::Wal] {
+    for r in [Role::Main, Role::Journal, Role::Wal, Role::Part] {
         assert_eq!(Role::from_u8(r as u8), Some(r));
     }
     assert_eq!(
-        (Format::from_u8(0), Format::from_u8(4), Role::from_u8(4)),
+        (Format::from_u8(0), Format::from_u8(5), Role::from_u8(5)),
         (None, None, None)
     );
     assert_eq!(Format::from_name("SQLITE"), None);

@@ -17,7 +17,9 @@
 //! 0x02e0_0000       94208    app.db-wal        12 MiB  SQLite write-ahead log
 //! 0x03a0_0000      118784    doc.json           2 MiB  JSON document, zero-filled
 //!                                                      after its end (workloads/json.rs)
-//! 0x03c0_0000      122880    kv.log             4 MiB  KV log format v1 (workloads/kv.rs)
+//! 0x03c0_0000      122880    kv.log             2 MiB  KV log format v1 (workloads/kv.rs)
+//! 0x03e0_0000      126976    leveldb/000001.log 2 MiB  LevelDB write-ahead log, zero-filled
+//!                                                      after its end (workloads/leveldb.rs)
 //! 0x0400_0000                end: a 64 MiB disk holds every file
 //! ```
 //! The SQLite WAL index (`app.db-shm`) is not on disk: the VFS keeps it in
@@ -31,7 +33,7 @@ use crate::say;
 pub struct Extent {
     pub name: &'static str,
     /// What the file holds: sqlite, sqlite-journal, sqlite-wal, vfs-dir,
-    /// json, kv.
+    /// json, kv, leveldb.
     pub format: &'static str,
     /// First 512-byte sector (4 KiB aligned).
     pub sector: u64,
@@ -79,17 +81,24 @@ pub const KV_LOG: Extent = Extent {
     name: "kv.log",
     format: "kv",
     sector: at(60),
-    len: 4 * MIB,
+    len: 2 * MIB,
+};
+pub const LEVELDB_LOG: Extent = Extent {
+    name: "leveldb/000001.log",
+    format: "leveldb",
+    sector: at(62),
+    len: 2 * MIB,
 };
 
 /// Every extent, in disk order.
-pub const ALL: [&Extent; 6] = [
+pub const ALL: [&Extent; 7] = [
     &VFS_DIR,
     &APP_DB,
     &APP_DB_JOURNAL,
     &APP_DB_WAL,
     &DOC_JSON,
     &KV_LOG,
+    &LEVELDB_LOG,
 ];
 
 /// The files of the SQLite VFS (the directory's entries, in order).
@@ -113,6 +122,9 @@ impl Extent {
             "sqlite-wal" => (3, 1, Format::Sqlite, Role::Wal),
             "json" => (4, 4, Format::Json, Role::Main),
             "kv" => (5, 5, Format::Kv, Role::Main),
+            // A lone log: the host reads a LevelDB database without CURRENT
+            // as its logs (decode::leveldb), named by the directory.
+            "leveldb" => (6, 6, Format::LevelDb, Role::Main),
             _ => return None,
         })
     }

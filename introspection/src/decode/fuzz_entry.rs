@@ -10,7 +10,7 @@
 //! Limits are [`FUZZ_LIMITS`]: small enough that no input can run the
 //! fuzzer out of memory, large enough never to bind on inputs of a few KiB.
 
-use super::{json, kv, sqlite, DecodeLimits, Decoder, SchemaHints};
+use super::{json, kv, leveldb, sqlite, DecodeLimits, Decoder, SchemaHints};
 
 /// The decode budget of every fuzz run.
 pub const FUZZ_LIMITS: DecodeLimits = DecodeLimits { budget_mib: 32 };
@@ -168,4 +168,24 @@ fn reencodes(data: &[u8], log: &kv::Log<'_>) {
     }
     assert_eq!(at, log.end);
     assert_eq!(out, &data[..log.end], "a parsed log re-encodes differently");
+}
+
+/// LevelDB: a bundle of a database directory or a lone write-ahead log.
+/// Mode `data[0] % 2`: 0 one input diffed against no database (and, when
+/// it decodes, against itself: no changes); 1 two inputs split by
+/// [`split_u16`] diffed.
+pub fn leveldb(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let d = &leveldb::LevelDbDecoder;
+    let hints = SchemaHints::default();
+    if flags % 2 == 0 {
+        if d.diff_with(&[], rest, &hints, &FUZZ_LIMITS).is_ok() {
+            assert_self_diff_empty(d, rest, &hints);
+        }
+    } else {
+        let (old, new) = split_u16(rest);
+        let _ = d.diff_with(old, new, &hints, &FUZZ_LIMITS);
+    }
 }

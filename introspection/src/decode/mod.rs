@@ -8,6 +8,8 @@
 //!   when [`SchemaHints::json_record_path`] is given, else per leaf.
 //! - [`kv`]: the `VMMKV001` append-only key/value log (format, encoder and
 //!   decoder in that module).
+//! - [`leveldb`]: LevelDB databases (write-ahead logs, MANIFEST, tables),
+//!   a directory passed as a bundle of files, or a lone write-ahead log.
 //!
 //! Inputs come from a guest's disk and are untrusted: every decoder bounds
 //! every length, offset and pointer it follows, detects cycles, never panics
@@ -33,6 +35,7 @@ pub use crate::semantic::{Change, Format, Op};
 pub mod fuzz_entry;
 pub mod json;
 pub mod kv;
+pub mod leveldb;
 pub mod sqlite;
 
 /// Why a file version could not be decoded.
@@ -128,6 +131,7 @@ pub fn decoder_for(format: Format) -> &'static dyn Decoder {
         Format::Sqlite => &sqlite::SqliteDecoder,
         Format::Json => &json::JsonDecoder,
         Format::Kv => &kv::KvDecoder,
+        Format::LevelDb => &leveldb::LevelDbDecoder,
     }
 }
 

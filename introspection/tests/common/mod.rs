@@ -1,6 +1,8 @@
 //! Helpers shared by the change-log tests.
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

@@ -98,7 +98,7 @@ pub fn live_objects(
 /// written to `dir` under a new id, and returns it.
 ///
 /// Page lists are complete in every snapshot, so the merged one takes the
-/// latest (`id`'s) state blobs, regions, disk position and annotations,
+/// latest (`id`'s) state blobs, regions, disk position, annotations and guest files,
 /// with `kind` Full and no parent; it then restores without any of the
 /// chain. The whole chain must be readable (a missing parent or a cycle is
 /// an error, as it would be for any use of the chain), and every object

@@ -60,6 +60,9 @@ pub struct SnapshotSummary {
     pub changed_pages: u64,
     /// Size of the manifest file.
     pub file_bytes: u64,
+    /// The change-log seq of the disk at the snapshot (recorded disks):
+    /// `vmm replay --until seq=N` rebuilds a disk to restore it onto.
+    pub log_seq: Option<u64>,
 }
 
 impl SnapshotDir {
@@ -361,6 +364,7 @@ fn summary(m: &Manifest, file_bytes: u64) -> SnapshotSummary {
         memory_bytes: m.regions().iter().map(|(_, p)| p.bytes()).sum(),
         changed_pages: m.stats.changed_pages,
         file_bytes,
+        log_seq: m.disk.as_ref().map(|d| d.seq),
     }
 }
 

@@ -83,15 +83,15 @@ pub enum ManifestError {
     },
 
     /// A format version this build does not read.
-    #[error("snapshot: {path} has manifest format version {found}, {} this build reads version {supported}; {}",
-        if found > supported { "newer than" } else { "older than" },
+    #[error("snapshot: {path} has manifest format version {found}, {} this build reads (1 to {supported}); {}",
+        if found > supported { "newer than the versions" } else { "older than the versions" },
         if found > supported { "use a newer vmm to read it" } else { "use the older vmm that wrote it, or re-take the snapshot" })]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
         /// The version in the file.
         found: u32,
-        /// The version this build reads and writes.
+        /// The newest version this build reads (and the one it writes).
         supported: u32,
     },
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0..8     magic        b"VMMSNAP\0"
-//! 8..12    version      u32 = 1 (FORMAT_VERSION)
+//! 8..12    version      u32 = 2 (FORMAT_VERSION); 1 is still read
 //! 12..20   body_len     u64
 //! 20..24   body_crc     u32  crc32 (IEEE, crc32fast) of the body
 //! 24..28   header_crc   u32  crc32 of bytes 0..24
@@ -12,7 +12,7 @@
 //! All integers little-endian. The CRCs frame (they catch torn and damaged
 //! files); identity of memory contents is the BLAKE3 ids inside.
 //!
-//! **Body (version 1)**: the [`Manifest`] serialized with `postcard` 1.x,
+//! **Body (version 2)**: the [`Manifest`] serialized with `postcard` 1.x,
 //! not compressed. Postcard was chosen over bincode because its wire format
 //! is specified and frozen for 1.x (so a file stays readable by any build
 //! using postcard 1), it is compact (LEB128 varints for integers), and it
@@ -30,15 +30,64 @@
 //! `FORMAT_VERSION` bumped and a decoder for the old version kept here.
 //! Readers refuse other versions with
 //! [`ManifestError::UnsupportedVersion`], naming both versions.
+//!
+//! **Version history.** 1: every field up to `annotations`. 2: adds
+//! `guest_files` (an `Option`, after `annotations`): the guest's hinted
+//! files. A version 1 body decodes as [`ManifestV1`] and becomes a
+//! [`Manifest`] with `guest_files: None` (the VM's hints are unknown).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{Manifest, ManifestError, Result};
+use serde::Deserialize;
+
+use super::{
+    DiskPosition, Manifest, ManifestError, MemoryRegion, Result, SharedRegion, SnapshotKind,
+    SnapshotStats, StateBlob,
+};
 
 /// First bytes of every manifest file.
 pub const MAGIC: [u8; 8] = *b"VMMSNAP\0";
-/// The one body version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The body version this build writes (and the newest it reads).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest body version this build reads.
+pub const OLDEST_VERSION: u32 = 1;
+
+/// The version 1 body: [`Manifest`] without `guest_files`.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct ManifestV1 {
+    id: String,
+    parent: Option<String>,
+    created_ns: u64,
+    vm_id: String,
+    kind: SnapshotKind,
+    state: Vec<StateBlob>,
+    memory: Vec<MemoryRegion>,
+    shared: Vec<SharedRegion>,
+    disk: Option<DiskPosition>,
+    stats: SnapshotStats,
+    annotations: BTreeMap<String, String>,
+}
+
+impl From<ManifestV1> for Manifest {
+    fn from(m: ManifestV1) -> Manifest {
+        Manifest {
+            id: m.id,
+            parent: m.parent,
+            created_ns: m.created_ns,
+            vm_id: m.vm_id,
+            kind: m.kind,
+            state: m.state,
+            memory: m.memory,
+            shared: m.shared,
+            disk: m.disk,
+            stats: m.stats,
+            annotations: m.annotations,
+            guest_files: None,
+        }
+    }
+}
 /// Header length.
 pub const HEADER_LEN: usize = 28;
 
@@ -54,15 +103,40 @@ pub(crate) fn encode_version(m: &Manifest, version: u32) -> Result<Vec<u8>> {
         id: m.id.clone(),
         detail: e.to_string(),
     })?;
+    Ok(frame(&body, version))
+}
+
+/// The file bytes of `m` as a version 1 manifest (what older builds
+/// wrote), for the tests of reading it.
+#[cfg(test)]
+pub(crate) fn encode_v1(m: &Manifest) -> Vec<u8> {
+    let v1 = ManifestV1 {
+        id: m.id.clone(),
+        parent: m.parent.clone(),
+        created_ns: m.created_ns,
+        vm_id: m.vm_id.clone(),
+        kind: m.kind,
+        state: m.state.clone(),
+        memory: m.memory.clone(),
+        shared: m.shared.clone(),
+        disk: m.disk.clone(),
+        stats: m.stats,
+        annotations: m.annotations.clone(),
+    };
+    frame(&postcard::to_stdvec(&v1).expect("encodes"), 1)
+}
+
+/// Header + `body`.
+fn frame(body: &[u8], version: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
     let hcrc = crc32fast::hash(&out);
     out.extend_from_slice(&hcrc.to_le_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    out.extend_from_slice(body);
+    out
 }
 
 /// Decodes the bytes of manifest file `path` (the path is for messages).
@@ -99,7 +173,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Manifest> {
         )));
     }
     let version = u32_at(8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(ManifestError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -130,13 +204,19 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Manifest> {
             u32_at(20)
         )));
     }
-    let (m, rest) = postcard::take_from_bytes::<Manifest>(body).map_err(|e| {
+    let undecodable = |e: postcard::Error| {
         corrupt(format!(
-            "the body passes its CRC but does not decode as a version {FORMAT_VERSION} \
+            "the body passes its CRC but does not decode as a version {version} \
              manifest ({e}); it was written by a build with a different manifest layout \
              under the same version"
         ))
-    })?;
+    };
+    let (m, rest) = if version == 1 {
+        let (m, rest) = postcard::take_from_bytes::<ManifestV1>(body).map_err(undecodable)?;
+        (Manifest::from(m), rest)
+    } else {
+        postcard::take_from_bytes::<Manifest>(body).map_err(undecodable)?
+    };
     if !rest.is_empty() {
         return Err(corrupt(format!(
             "{} bytes of the body are left over after the manifest",

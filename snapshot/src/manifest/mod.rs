@@ -13,7 +13,8 @@
 //! ([`encode`], [`decode`]), the directory layout in `manifest/dir.rs`
 //! ([`SnapshotDir`]: atomic writes, listing, subtree deletion), the disks a
 //! snapshot was taken with and their BLAKE3 in `manifest/disks.rs`
-//! ([`DiskRecord`], [`fingerprint`]), consistency checks and chain merge
+//! ([`DiskRecord`], [`fingerprint`]), the guest's hinted files in
+//! `manifest/guest_files.rs` ([`GuestFile`]), consistency checks and chain merge
 //! in [`check`] and [`merge`].
 
 mod check;
@@ -21,6 +22,7 @@ mod dir;
 mod disks;
 mod error;
 mod format;
+mod guest_files;
 
 #[cfg(test)]
 mod tests;
@@ -41,7 +43,8 @@ pub use disks::{
     TREE_LEAF,
 };
 pub use error::{ManifestError, Result};
-pub use format::{decode, encode, FORMAT_VERSION, HEADER_LEN, MAGIC};
+pub use format::{decode, encode, FORMAT_VERSION, HEADER_LEN, MAGIC, OLDEST_VERSION};
+pub use guest_files::{GuestExtent, GuestFile};
 
 /// A snapshot manifest (serialized field by field in this order; see
 /// `manifest/format.rs`).
@@ -69,6 +72,10 @@ pub struct Manifest {
     pub stats: SnapshotStats,
     /// Free-form key/value notes (who, why, merged_from, ...).
     pub annotations: BTreeMap<String, String>,
+    /// The files the guest's hints had described (format version 2):
+    /// `None` when the VM did not decode hints (or the manifest is
+    /// version 1), else the table, possibly empty. See `guest_files.rs`.
+    pub guest_files: Option<Vec<GuestFile>>,
 }
 
 /// How a snapshot was captured.
@@ -206,6 +213,7 @@ impl Manifest {
             disk: None,
             stats: SnapshotStats::default(),
             annotations: BTreeMap::new(),
+            guest_files: None,
         }
     }
 

@@ -184,15 +184,17 @@ fn damaged_files_give_typed_errors() {
     bad.push(0);
     assert!(matches!(put(&bad), ManifestError::Corrupt { .. }));
 
-    for (v, word) in [(2, "newer than"), (0, "older than")] {
+    for (v, word) in [(3, "newer than"), (0, "older than")] {
         let e = put(&encode_version(&m, v).unwrap());
         assert!(
-            matches!(e, ManifestError::UnsupportedVersion { found, supported: 1, .. } if found == v),
+            matches!(e, ManifestError::UnsupportedVersion { found, supported: 2, .. } if found == v),
             "{e}"
         );
         let msg = e.to_string();
         assert!(
-            msg.contains(&format!("version {v}, {word} this build reads version 1")),
+            msg.contains(&format!(
+                "version {v}, {word} the versions this build reads (1 to 2)"
+            )),
             "{msg}"
         );
     }
@@ -408,4 +410,38 @@ fn delete_refuses_to_orphan_children_and_removes_subtrees_leaves_first() {
         );
     }
     assert!(SnapshotDir::open_existing(tmp.path()).is_ok());
+}
+
+#[test]
+fn guest_files_round_trip_and_version_1_manifests_still_load() {
+    let (_tmp, dir, store) = setup();
+    let mem = memory(8, 3);
+    let (mut m, _) = snapshot_of(&store, &mem, None, None);
+    let path = std::path::Path::new("x.snap");
+
+    // Version 1 (written by older builds): everything but the hint table.
+    let old = decode(&super::format::encode_v1(&m), path).unwrap();
+    assert_eq!(old, m);
+    assert_eq!(old.guest_files, None);
+
+    m.guest_files = Some(vec![GuestFile {
+        id: 1,
+        main_id: 1,
+        path: "app.db".into(),
+        format: "sqlite".into(),
+        role: "main".into(),
+        extents: vec![GuestExtent {
+            file_offset: 0,
+            sector: 2048,
+            len: 1 << 20,
+        }],
+        size: Some(8192),
+        exists: true,
+        schema: Some("t=a,b".into()),
+    }]);
+    let bytes = encode(&m).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    assert_eq!(decode(&bytes, path).unwrap(), m);
+    dir.write(&m).unwrap();
+    assert_eq!(dir.read(&m.id).unwrap().guest_files, m.guest_files);
 }

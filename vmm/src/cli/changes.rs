@@ -1,15 +1,22 @@
 //! `vmm changes`, `vmm history` and `vmm diff`: the semantic change log.
+//!
+//! The queries themselves are `introspection::query`; this module parses
+//! arguments and prints: text (a time column, long values shortened) or
+//! NDJSON (values whole), a damaged VM log as one `warning:` line on
+//! stderr (a `{"event":"damaged",...}` object in `--json`) and exit
+//! status 1 after everything readable was shown.
 use std::path::PathBuf;
-use std::time::UNIX_EPOCH;
 
 use clap::Args;
 use introspection::decode;
 use introspection::lift::SemanticEvent;
-use introspection::log::{LogReader, RecordKind};
+use introspection::point::Point;
+use introspection::query::{self, Damage, Filter, Found};
 use introspection::recording::RecordDir;
 use introspection::semantic::Format;
 
 use super::CliError;
+use vmm::error::exit;
 
 #[derive(Debug, Args)]
 pub struct ChangesArgs {
@@ -27,84 +34,106 @@ pub struct ChangesArgs {
     /// Only this key (rowid, primary key, JSON record key or KV key).
     #[arg(long, value_name = "K")]
     pub key: Option<String>,
-    /// Only changes at or after this time (RFC3339).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    pub since: Option<u64>,
-    /// Only changes at or before this time (RFC3339).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    pub until: Option<u64>,
+    /// Only changes at or after this point: seq=N, mark=NAME (in each VM's
+    /// own log) or time=RFC3339.
+    #[arg(long, value_name = "POINT", value_parser = parse_bound)]
+    pub since: Option<Point>,
+    /// Only changes at or before this point (seq=N, mark=NAME, time=T).
+    #[arg(long, value_name = "POINT", value_parser = parse_bound)]
+    pub until: Option<Point>,
+    /// With --net: the first point (seq=N, mark=NAME, time=T).
+    #[arg(long, value_name = "A", value_parser = parse_bound, requires_all = ["and", "net"], conflicts_with_all = ["since", "until"])]
+    pub between: Option<Point>,
+    /// With --net: the second point (seq=N, mark=NAME, time=T or end).
+    #[arg(long = "and", value_name = "B", value_parser = parse_bound, requires = "between")]
+    pub and: Option<Point>,
+    /// Net view: one line per key that differs between --between A and
+    /// --and B (its row at A and at B); keys unchanged between them are
+    /// left out.
+    #[arg(long, requires = "between")]
+    pub net: bool,
     /// Include decode-error events (files the host could not decode).
     #[arg(long)]
     pub errors: bool,
-    /// One JSON object per change (NDJSON).
+    /// One JSON object per change (NDJSON), values in full.
     #[arg(long)]
     pub json: bool,
 }
 
-fn parse_time(s: &str) -> Result<u64, String> {
-    let t = humantime::parse_rfc3339_weak(s)
-        .map_err(|e| format!("'{s}' is not an RFC3339 time (e.g. 2026-11-21T06:01:42Z): {e}"))?;
-    Ok(t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64))
+/// A point (`seq=N`, `mark=NAME`, `time=T`, `end`), or a bare RFC3339
+/// time as `--since`/`--until` took before they took points.
+fn parse_bound(s: &str) -> Result<Point, String> {
+    s.parse::<Point>().or_else(|e| {
+        if s.contains('=') {
+            return Err(e);
+        }
+        format!("time={s}").parse::<Point>().map_err(|_| e)
+    })
 }
 
-/// Every semantic event of the selected VMs, in log order.
-fn events(dir: &RecordDir, vm: &Option<String>) -> Result<Vec<SemanticEvent>, CliError> {
-    let all = dir
-        .vm_ids()
-        .map_err(|e| CliError::new(format!("{}: {e}", dir.root().display())))?;
-    if all.is_empty() {
-        return Err(CliError::new(format!(
-            "{} holds no logs; record one with `vmm run --disk IMG --record DIR`",
-            dir.root().display()
-        )));
+fn query_err(e: query::QueryError) -> CliError {
+    CliError::from_display(e)
+}
+
+/// Prints damage (stderr, or NDJSON objects) and notes; the exit status.
+fn finish<T>(found: &Found<T>, json: bool) -> i32 {
+    for note in &found.notes {
+        eprintln!("note: {note}");
     }
-    let mut out = Vec::new();
-    for id in all.iter().filter(|id| vm.as_ref().is_none_or(|v| v == *id)) {
-        let reader = LogReader::open(dir.log_dir(id)).map_err(CliError::from_display)?;
-        for record in reader.iter().map_err(CliError::from_display)? {
-            if let RecordKind::Semantic { json } = record.map_err(CliError::from_display)?.kind {
-                match serde_json::from_str(&json) {
-                    Ok(event) => out.push(event),
-                    Err(e) => eprintln!("warning: unreadable semantic record in {id}'s log: {e}"),
-                }
-            }
+    for d in &found.damaged {
+        if json {
+            println!("{}", damaged_json(d));
         }
+        eprintln!("warning: {d}");
     }
-    Ok(out)
+    if found.damaged.is_empty() {
+        0
+    } else {
+        exit::CHECK_FAILED
+    }
+}
+
+fn damaged_json(d: &Damage) -> String {
+    serde_json::json!({"event": "damaged", "vm": d.vm, "seq": d.seq, "reason": d.reason})
+        .to_string()
 }
 
 pub fn changes(args: &ChangesArgs) -> Result<i32, CliError> {
     let dir = RecordDir::new(&args.dir);
-    for event in events(&dir, &args.vm)? {
-        let keep = match &event {
-            SemanticEvent::Change(c) => {
-                args.file.as_ref().is_none_or(|f| *f == c.file)
-                    && args.table.as_ref().is_none_or(|t| *t == c.collection)
-                    && args.key.as_ref().is_none_or(|k| *k == c.key)
-                    && args.since.is_none_or(|t| c.ts_ns >= t)
-                    && args.until.is_none_or(|t| c.ts_ns <= t)
+    let filter = Filter {
+        vm: args.vm.clone(),
+        file: args.file.clone(),
+        table: args.table.clone(),
+        key: args.key.clone(),
+        since: args.since.clone(),
+        until: args.until.clone(),
+        errors: args.errors,
+    };
+    if let (true, Some(a), Some(b)) = (args.net, &args.between, &args.and) {
+        let found = query::net(&dir, &filter, a, b).map_err(query_err)?;
+        for c in &found.items {
+            if args.json {
+                println!("{}", serde_json::to_string(c).expect("serialize"));
+            } else {
+                println!("{c}");
             }
-            SemanticEvent::DecodeError(e) => {
-                args.errors && args.file.as_ref().is_none_or(|f| *f == e.file)
-            }
-        };
-        if !keep {
+        }
+        return Ok(finish(&found, args.json));
+    }
+    let found = query::changes(&dir, &filter).map_err(query_err)?;
+    for event in &found.items {
+        if args.json {
+            println!("{}", serde_json::to_string(event).expect("serialize"));
             continue;
         }
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&event).expect("events serialize")
-            );
-        } else {
-            match &event {
-                SemanticEvent::Change(c) => println!("{c}"),
-                SemanticEvent::DecodeError(e) => println!("{e}"),
+        match event {
+            SemanticEvent::Change(c) => {
+                println!("{}  {}", query::format_time(c.ts_ns), query::shortened(c))
             }
+            SemanticEvent::DecodeError(e) => println!("{}  {e}", query::format_time(e.ts_ns)),
         }
     }
-    Ok(0)
+    Ok(finish(&found, args.json))
 }
 
 #[derive(Debug, Args)]
@@ -119,41 +148,44 @@ pub struct HistoryArgs {
     /// The table / collection (needed when several have the key).
     #[arg(long, value_name = "T")]
     pub table: Option<String>,
+    /// Only this VM.
+    #[arg(long, value_name = "ID")]
+    pub vm: Option<String>,
+    /// One JSON object per version (NDJSON), values in full.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn history(args: &HistoryArgs) -> Result<i32, CliError> {
     let dir = RecordDir::new(&args.dir);
+    let filter = Filter {
+        vm: args.vm.clone(),
+        file: Some(args.file.clone()),
+        table: args.table.clone(),
+        key: Some(args.key.clone()),
+        ..Filter::default()
+    };
+    let found = query::changes(&dir, &filter).map_err(query_err)?;
     let mut versions = 0;
-    for event in events(&dir, &None)? {
+    for event in &found.items {
         let SemanticEvent::Change(c) = event else {
             continue;
         };
-        if c.file != args.file
-            || c.key != args.key
-            || args.table.as_ref().is_some_and(|t| *t != c.collection)
-        {
-            continue;
-        }
         versions += 1;
         if args.json {
-            println!("{}", serde_json::to_string(&c).expect("serialize"));
+            println!("{}", serde_json::to_string(c).expect("serialize"));
         } else {
-            let when = humantime::format_rfc3339_micros(
-                UNIX_EPOCH + std::time::Duration::from_nanos(c.ts_ns),
-            );
-            let value = c
-                .after
-                .as_ref()
-                .map_or("(deleted)".to_string(), |v| v.to_string());
+            let value = c.after.as_ref().map_or("(deleted)".to_string(), |v| {
+                query::shorten(v, query::TEXT_MAX).to_string()
+            });
             println!(
-                "{when}  {} seq {:<8} {:<6} {}[{}] = {value}",
+                "{}  {} seq {:<8} {:<6} {}[{}] = {value}",
+                query::format_time(c.ts_ns),
                 c.vm,
                 c.seq,
                 c.op.as_str(),
                 c.collection,
-                c.key
+                query::shorten_str(&c.key, query::TEXT_MAX, "chars"),
             );
         }
     }
@@ -165,12 +197,13 @@ pub fn history(args: &HistoryArgs) -> Result<i32, CliError> {
             args.dir.display()
         );
     }
-    Ok(0)
+    Ok(finish(&found, args.json))
 }
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// sqlite, json or kv.
+    /// sqlite, json, kv or leveldb (OLD and NEW: database directories or
+    /// lone write-ahead logs).
     #[arg(long, value_name = "FORMAT")]
     pub format: Format,
     /// The older version of the file.
@@ -198,9 +231,18 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
 }
 
+/// A file's bytes, or a LevelDB directory bundled as its decoder expects.
+fn read_version(path: &PathBuf, format: Format) -> Result<Vec<u8>, CliError> {
+    if format == Format::LevelDb && path.is_dir() {
+        return decode::leveldb::bundle::read_dir(path)
+            .map_err(|e| CliError::new(format!("{}: {e}", path.display())));
+    }
+    read(path)
+}
+
 pub fn diff(args: &DiffArgs) -> Result<i32, CliError> {
     let with_wal = |db: &PathBuf, wal: &Option<PathBuf>| -> Result<Vec<u8>, CliError> {
-        let bytes = read(db)?;
+        let bytes = read_version(db, args.format)?;
         match wal {
             Some(w) => decode::sqlite::apply_wal(&bytes, &read(w)?)
                 .map_err(|e| CliError::new(format!("{}: {e}", w.display()))),

@@ -11,6 +11,7 @@ mod log;
 mod refs;
 mod replay;
 mod run;
+mod semantic_replay;
 mod snapshot;
 mod store;
 mod trust;
@@ -75,6 +76,12 @@ pub enum Command {
     ///   vmm replay --log rec/ --until end --drop seq=100..120 --out whatif.img
     ///   vmm replay --log rec/ --until seq=50 --step barrier --out x.img
     ///   vmm replay --log rec/ --until end --out web1.img --force
+    ///
+    /// Application-level replay (rows of one file, proved against the disk):
+    ///   vmm replay --log rec/ --semantic --file app.db --until mark=m1 --out app-m1.db
+    ///   vmm replay --log rec/ --semantic --file app.db --table customers --key 1..100 --out c.db
+    ///   vmm replay --log rec/ --semantic --file app.db --drop seq=40..60 --out whatif.db
+    ///   vmm replay --log rec/ --semantic --file app.db --vm a,b --out merged.db --json
     #[command(verbatim_doc_comment)]
     Replay(replay::ReplayArgs),
     /// Disaster-recovery drill: restore, boot, check; PASS/FAIL with timings.
@@ -100,14 +107,19 @@ pub enum Command {
     /// Row/key-level changes lifted from recorded disk writes and the
     /// guests' file hints (SQLite, JSON, key-value).
     ///
+    /// A damaged VM log is reported (one warning naming the VM, the seq
+    /// and why) and the other VMs are shown; the exit status is then 1.
+    ///
     /// Examples:
     ///   vmm changes rec/ --file app.db --table customers
-    ///   vmm changes rec/ --key 123 --since 2026-11-21T06:00:00Z --json
+    ///   vmm changes rec/ --vm web1 --since mark=before-upgrade --until seq=900
+    ///   vmm changes rec/ --key 123 --since time=2026-11-21T06:00:00Z --json
+    ///   vmm changes rec/ --between mark=nightly --and end --net
     #[command(verbatim_doc_comment)]
     Changes(changes::ChangesArgs),
     /// Every version of one row or key, with VM and time.
     ///
-    /// Example: vmm history rec/ --file app.db --table customers --key 123
+    /// Example: vmm history rec/ --vm web1 --file app.db --table customers --key 123
     History(changes::HistoryArgs),
     /// Pause a running VM (its control socket: `vmm run --api-sock`).
     Pause(snapshot::SocketArgs),

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use introspection::recording::RecordDir;
+use replay::semantic::{ChangeFilter, KeyRange};
 use replay::{Base, Control, Filter, Options, Point, ReplayError, ReplayReport, Step, WhatIf};
 use serde::Serialize;
 use vmm::lock::{self, LockError, LockMode};
@@ -29,7 +30,10 @@ pub struct ReplayArgs {
     /// Record directory (as given to `vmm run --record`).
     #[arg(long, value_name = "DIR")]
     pub log: PathBuf,
-    /// Whose log to replay.
+    /// Whose log to replay. With --semantic, several VMs (clones of one
+    /// database) as a,b: their changes (each log up to --until) are merged
+    /// in time order and keys they changed differently are reported as
+    /// conflicts.
     #[arg(long, value_name = "ID", default_value = "vm0")]
     pub vm: String,
     /// Where to start: `empty` (the log's own base: it holds the disk as it
@@ -58,9 +62,11 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "X")]
     pub speed: Option<f64>,
     /// What-if: leave out writes matching FILTER (seq=N, seq=A..B, sector=N,
-    /// sector=A..B); repeatable. The result is not the recorded history.
+    /// sector=A..B); with --semantic, changes matching seq=N, seq=A..B
+    /// (the barrier they were lifted at), key=K, key=A..B or table=T;
+    /// repeatable. The result is not the recorded history.
     #[arg(long = "drop", value_name = "FILTER")]
-    pub drop: Vec<Filter>,
+    pub drop: Vec<DropFilter>,
     /// What-if: stop just before record SEQ.
     #[arg(long, value_name = "SEQ")]
     pub stop_before: Option<u64>,
@@ -70,6 +76,59 @@ pub struct ReplayArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Application-level replay: rebuild one application file (--file)
+    /// from the semantic change log and write its data to --out: an SQLite
+    /// database, the JSON document, or a key-value file's map as JSON. The
+    /// state is proved against the file decoded from the block-level replay
+    /// at the same barrier (BLAKE3 of the row set; a mismatch exits 1).
+    #[arg(long, requires = "file", conflicts_with_all = ["base", "step", "speed", "stop_before", "allow_unverified"])]
+    pub semantic: bool,
+    /// With --semantic: the file, as the guest named it (e.g. app.db).
+    #[arg(long, value_name = "F", requires = "semantic")]
+    pub file: Option<String>,
+    /// With --semantic: only this table / JSON record path (selective: not
+    /// the recorded history).
+    #[arg(long, value_name = "T", requires = "semantic")]
+    pub table: Option<String>,
+    /// With --semantic: only this key or inclusive key range A..B
+    /// (selective: not the recorded history).
+    #[arg(long, value_name = "K|A..B", requires = "semantic")]
+    pub key: Option<KeyRange>,
+}
+
+/// A --drop filter: of disk writes, of semantic changes, or valid as both
+/// (`seq=`); which one applies depends on --semantic.
+#[derive(Debug, Clone)]
+pub struct DropFilter {
+    pub(super) text: String,
+    block: Option<Filter>,
+    pub(super) change: Option<ChangeFilter>,
+}
+
+impl std::str::FromStr for DropFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let block = s.parse().ok();
+        let change = s.parse().ok();
+        if block.is_none() && change.is_none() {
+            return Err(format!(
+                "'{s}' is not a filter: use seq=N, seq=A..B, sector=N or sector=A..B; with --semantic seq=N, seq=A..B, key=K, key=A..B or table=T"
+            ));
+        }
+        Ok(DropFilter {
+            text: s.to_string(),
+            block,
+            change,
+        })
+    }
+}
+
+pub(super) fn usage(message: String) -> CliError {
+    CliError {
+        message,
+        status: vmm::error::exit::USAGE,
+        registers: None,
+    }
 }
 
 fn describe(step: &Step) -> String {
@@ -114,7 +173,7 @@ fn describe(step: &Step) -> String {
 /// Why `out` may not be written, or the lock on the file it replaces
 /// (held until the replay's result is renamed over it, so that no VM
 /// attaches that file meanwhile).
-fn claim_output(out: &Path, force: bool, flag: &str) -> Result<Option<File>, CliError> {
+pub(super) fn claim_output(out: &Path, force: bool, flag: &str) -> Result<Option<File>, CliError> {
     let refuse = |why: String| CliError::new(format!("{flag} {}: {why}", out.display()));
     let name = out
         .file_name()
@@ -180,7 +239,7 @@ fn lock_base(base: &Base, out_lock: Option<&File>) -> Result<Option<File>, CliEr
 }
 
 /// The exit status and message for a replay that a signal cancelled.
-fn cancelled(out: &Path) -> Result<i32, CliError> {
+pub(super) fn cancelled(out: &Path) -> Result<i32, CliError> {
     let signal = shutdown::requested().unwrap_or(libc::SIGINT);
     eprintln!(
         "vmm: replay stopped on {}; {} was not written and its temporary file was removed",
@@ -191,6 +250,21 @@ fn cancelled(out: &Path) -> Result<i32, CliError> {
 }
 
 pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
+    if args.semantic {
+        return super::semantic_replay::run(args);
+    }
+    let mut block_filters = Vec::new();
+    for f in &args.drop {
+        match &f.block {
+            Some(b) => block_filters.push(b.clone()),
+            None => {
+                return Err(usage(format!(
+                    "--drop {} filters semantic changes: use it with --semantic --file F",
+                    f.text
+                )))
+            }
+        }
+    }
     let out_lock = claim_output(&args.out, args.force, "--out")?;
     let _base_lock = lock_base(&args.base, out_lock.as_ref())?;
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
@@ -228,7 +302,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
     let opts = Options {
         verify: !args.allow_unverified,
         what_if: WhatIf {
-            drop: args.drop.clone(),
+            drop: block_filters,
             stop_before: args.stop_before,
         },
         observer: if observe { Some(&mut stepper) } else { None },

@@ -156,6 +156,9 @@ impl Machine {
             Some(_) => return Err(VmmError::RecordDisks(disks.len())),
             None => None,
         };
+        if let (Some(r), true) = (&recorder, hint_channel) {
+            restore_guest_files(&manifest, r)?;
+        }
 
         let mem = memory::create_guest_memory(mem_mib)?;
         let mut lists = restore_memory(&store, &manifest, &mem)?;
@@ -216,6 +219,32 @@ impl Machine {
             build_time: started.elapsed(),
         })
     }
+}
+
+/// Gives the restored VM's recorder the files the guest had hinted before
+/// the snapshot: its guest will not hint them again, and without them
+/// every later hint names an unknown file and nothing is decoded.
+fn restore_guest_files(m: &Manifest, recorder: &Recorder) -> Result<()> {
+    let Some(files) = &m.guest_files else {
+        tracing::warn!(
+            "snapshot {} was taken by an older vmm that did not save the guest's hinted files: the restored VM's application changes are not decoded until its guest hints its files again",
+            m.id
+        );
+        return Ok(());
+    };
+    let unknown = recorder.restore_guest_files(files.clone()).map_err(|e| {
+        VmmError::Snapshot(format!(
+            "snapshot {}'s hinted files do not fit the restored disk: {e}",
+            m.id
+        ))
+    })?;
+    for (file, why) in unknown {
+        tracing::warn!(
+            "{file}: its state at snapshot {} is unknown ({why}); its changes are decoded from its next consistent state on",
+            m.id
+        );
+    }
+    Ok(())
 }
 
 /// The shared region recorded in a manifest's annotations.

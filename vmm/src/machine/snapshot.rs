@@ -207,13 +207,17 @@ impl Machine {
         for t in &mut self.virtio {
             t.stop().map_err(VmmError::Record)?; // writes the device still holds
         }
+        let mut guest_files = None;
         let disk = match &self.recorder {
             Some(r) => {
-                let (seq, checksum) = r.snapshot_point(&id).map_err(VmmError::Record)?;
+                let point = r.snapshot_point(&id).map_err(VmmError::Record)?;
+                // Only a VM that offered the hint channel has a file table
+                // (empty is a table too: the guest hinted nothing yet).
+                guest_files = self.hint_channel.then_some(point.guest_files);
                 Some(DiskPosition {
                     log_vm_id: r.vm_id().to_string(),
-                    seq,
-                    checksum,
+                    seq: point.seq,
+                    checksum: point.checksum,
                 })
             }
             None => None,
@@ -267,6 +271,7 @@ impl Machine {
             disk,
             stats: SnapshotStats::default(),
             annotations: self.annotations(),
+            guest_files,
         };
         manifest.set_disks(&disk_records);
         let layout = self.region_layout();

@@ -13,7 +13,8 @@ use crate::say;
 use crate::workloads::spec::Rng;
 
 const REGION: usize = 16 << 20;
-const SNAPSHOT_PORT: u16 = 0xf5;
+/// The VMM snapshots the VM when it writes 1 (full) or 2 (incremental) here.
+pub(crate) const SNAPSHOT_PORT: u16 = 0xf5;
 
 pub fn run(cmdline: &Cmdline) -> u32 {
     let pages = cmdline.get_u64("pages", 1024) as usize;

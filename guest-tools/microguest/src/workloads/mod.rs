@@ -9,6 +9,7 @@ mod evil;
 mod evil_hints;
 mod json;
 mod kv;
+mod leveldb;
 mod memtest;
 mod shm;
 pub mod spec;
@@ -35,8 +36,9 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "sqlite-summary" => sqlite::summary(cmdline),
         "json" => json::run(cmdline),
         "kv" => kv::run(cmdline),
+        "leveldb" => leveldb::run(cmdline),
         other => {
-            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-zero blk-checksum blk-bench evil-blk evil-hints memtest shm-write shm-read sqlite sqlite-summary json kv)\n");
+            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-zero blk-checksum blk-bench evil-blk evil-hints memtest shm-write shm-read sqlite sqlite-summary json kv leveldb)\n");
             crate::EXIT_GUEST_ERROR
         }
     }

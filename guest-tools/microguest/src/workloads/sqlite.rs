@@ -3,7 +3,9 @@
 //!
 //! Command line of `sqlite`: `seed=S` (1), `rows=N` (1000: customers
 //! loaded; the other phases scale with it, see `spec::SqliteScript`),
-//! `txn=T` (50 statements per transaction), `journal=delete|truncate|persist|wal`
+//! `txn=T` (50 statements per transaction), `snap_every=K` (0: after every
+//! K-th committed transaction ask the VMM for a snapshot, the first full,
+//! later ones incremental), `journal=delete|truncate|persist|wal`
 //! (delete), `close=1|0` (1: close the database and shut the VFS down at the
 //! end; 0: stop right after the summary, like a power cut: only what
 //! committed transactions synced is on disk, and in WAL mode the WAL keeps
@@ -19,7 +21,9 @@
 use alloc::string::String;
 
 use super::spec::{sqlite_pragmas, Fnv, SqliteParams, SqliteScript, SqliteSummary, SQLITE_SUMMARY};
+use super::memtest::SNAPSHOT_PORT;
 use crate::cmdline::Cmdline;
+use crate::io::outb;
 use crate::disk::Disk;
 use crate::layout::{self, APP_DB, APP_DB_JOURNAL, APP_DB_WAL, VFS_DIR};
 use crate::say;
@@ -90,6 +94,8 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         txn: cmdline.get_u64("txn", 50),
     };
     let close = cmdline.get_u64("close", 1) != 0;
+    let snap_every = cmdline.get_u64("snap_every", 0);
+    let mut snaps = 0u64;
     if start(cmdline).is_none() {
         return crate::EXIT_GUEST_ERROR;
     }
@@ -108,6 +114,10 @@ pub fn run(cmdline: &Cmdline) -> u32 {
                 })?;
             }
             db.run("COMMIT", &[])?;
+            if snap_every != 0 && script.txns() % snap_every == 0 {
+                outb(SNAPSHOT_PORT, if snaps == 0 { 1 } else { 2 });
+                snaps += 1;
+            }
         }
         let line = summarize(&db)?;
         Ok((db, line))

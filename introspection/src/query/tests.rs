@@ -1,0 +1,183 @@
+//! Queries over hand-written logs: bounds, damage, net view, shortening.
+use serde_json::json;
+
+use super::*;
+use crate::log::LogWriter;
+use crate::semantic::SemanticChange;
+
+/// Writes a log for `vm`: per step either a mark or a change
+/// (table t, key, op, after), each change at its own barrier seq.
+fn write_log(dir: &RecordDir, vm: &str, steps: &[(&str, &str, Option<i64>)]) {
+    let (mut w, _) = LogWriter::open(dir.log_dir(vm), vm).unwrap();
+    for (i, (what, key, after)) in steps.iter().enumerate() {
+        if *what == "mark" {
+            w.append(RecordKind::Mark {
+                name: key.to_string(),
+            })
+            .unwrap();
+            continue;
+        }
+        let op = match *what {
+            "insert" => Op::Insert,
+            "update" => Op::Update,
+            _ => Op::Delete,
+        };
+        let seq = w
+            .append(RecordKind::Mark {
+                name: format!("step{i}"),
+            })
+            .unwrap();
+        let c = SemanticChange {
+            vm: vm.into(),
+            seq,
+            ts_ns: 1_000 + seq,
+            file: "app.db".into(),
+            format: Format::Sqlite,
+            collection: "t".into(),
+            key: key.to_string(),
+            op,
+            before: None,
+            after: after.map(|v| json!({ "v": v })),
+        };
+        let json = serde_json::to_string(&SemanticEvent::Change(c)).unwrap();
+        w.append(RecordKind::Semantic { json }).unwrap();
+        w.commit().unwrap(); // one frame per step: damage can hit one
+    }
+    w.close().unwrap();
+}
+
+fn keys(found: &Found<SemanticEvent>) -> Vec<String> {
+    found
+        .items
+        .iter()
+        .map(|e| match e {
+            SemanticEvent::Change(c) => format!("{}:{}:{}", c.vm, c.key, c.op),
+            SemanticEvent::DecodeError(e) => e.file.clone(),
+        })
+        .collect()
+}
+
+fn steps() -> Vec<(&'static str, &'static str, Option<i64>)> {
+    vec![
+        ("insert", "1", Some(1)),
+        ("insert", "2", Some(2)),
+        ("mark", "m", None),
+        ("update", "1", Some(10)),
+        ("delete", "2", None),
+        ("insert", "3", Some(3)),
+        ("update", "3", Some(30)),
+        ("update", "3", Some(3)),
+    ]
+}
+
+#[test]
+fn bounds_by_seq_and_mark() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RecordDir::new(tmp.path());
+    write_log(&dir, "a", &steps());
+    let all = changes(&dir, &Filter::default()).unwrap();
+    assert_eq!(all.items.len(), 7);
+    let mark: Point = "mark=m".parse().unwrap();
+    let f = Filter {
+        until: Some(mark.clone()),
+        ..Filter::default()
+    };
+    assert_eq!(
+        keys(&changes(&dir, &f).unwrap()),
+        ["a:1:insert", "a:2:insert"]
+    );
+    let f = Filter {
+        since: Some(mark),
+        until: Some("seq=9".parse().unwrap()),
+        ..Filter::default()
+    };
+    assert_eq!(
+        keys(&changes(&dir, &f).unwrap()),
+        ["a:1:update", "a:2:delete"]
+    );
+    let f = Filter {
+        since: Some("mark=nope".parse().unwrap()),
+        ..Filter::default()
+    };
+    let e = changes(&dir, &f).unwrap_err();
+    assert!(e.to_string().contains("mark=nope"), "{e}");
+}
+
+#[test]
+fn net_shows_each_key_at_both_points_and_omits_unchanged_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RecordDir::new(tmp.path());
+    write_log(&dir, "a", &steps());
+    let at = |p: &str| p.parse::<Point>().unwrap();
+    let found = net(&dir, &Filter::default(), &at("mark=m"), &at("end")).unwrap();
+    let shown: Vec<String> = found.items.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            r#"a app.db t[1] update: {"v":1} -> {"v":10}"#,
+            r#"a app.db t[2] delete: {"v":2} -> (absent)"#,
+            r#"a app.db t[3] insert: (absent) -> {"v":3}"#,
+        ]
+    );
+    // Key 3 changed and changed back between its insert and the end.
+    let after_insert = found.items[2].clone();
+    let seq_of_insert = 10; // a mark record before each change: see write_log
+    let later = net(
+        &dir,
+        &Filter::default(),
+        &Point::Seq(seq_of_insert),
+        &at("end"),
+    )
+    .unwrap();
+    assert!(
+        later.items.iter().all(|c| c.key != "3"),
+        "{:?} (key 3 was {after_insert:?})",
+        later.items
+    );
+    let e = net(&dir, &Filter::default(), &at("end"), &at("seq=1"));
+    assert!(e.is_ok(), "End is open, not a seq");
+    let e = net(&dir, &Filter::default(), &at("seq=9"), &at("seq=1")).unwrap_err();
+    assert!(e.to_string().contains("comes after"), "{e}");
+}
+
+#[test]
+fn a_damaged_log_is_reported_and_the_others_are_answered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RecordDir::new(tmp.path());
+    write_log(&dir, "good", &steps());
+    write_log(&dir, "bad", &steps());
+    let reader = LogReader::open(dir.log_dir("bad")).unwrap();
+    let frames = reader.frames().unwrap();
+    let victim = &frames[frames.len() / 2];
+    let mut bytes = std::fs::read(&victim.segment).unwrap();
+    bytes[victim.offset as usize + victim.stored_len as usize / 2 + 8] ^= 0x40;
+    std::fs::write(&victim.segment, bytes).unwrap();
+
+    let found = changes(&dir, &Filter::default()).unwrap();
+    assert_eq!(found.damaged.len(), 1, "{:?}", found.damaged);
+    let d = &found.damaged[0];
+    assert_eq!(d.vm, "bad");
+    assert_eq!(d.seq, Some(victim.first_seq));
+    let good = keys(&found)
+        .iter()
+        .filter(|k| k.starts_with("good:"))
+        .count();
+    assert_eq!(good, 7);
+    let bad = keys(&found)
+        .iter()
+        .filter(|k| k.starts_with("bad:"))
+        .count();
+    assert!(bad < 7, "only what precedes the damage: {bad}");
+    assert!(d.to_string().contains("VM bad is damaged at seq"), "{d}");
+}
+
+#[test]
+fn long_values_and_blobs_are_shortened_for_text() {
+    let long = "x".repeat(100);
+    let v = json!({"name": long, "pic": {"$blob": "ab".repeat(500)}, "n": 5});
+    let s = shorten(&v, 8).to_string();
+    assert!(s.contains(r#""xxxxxxxx…[100 chars]""#), "{s}");
+    assert!(s.contains(r#""abababab…[500 bytes]""#), "{s}");
+    assert!(s.contains(r#""n":5"#), "{s}");
+    assert_eq!(shorten(&json!("short"), 8), json!("short"));
+}

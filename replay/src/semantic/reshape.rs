@@ -1,0 +1,47 @@
+//! SQLite schema changes in the fold.
+//!
+//! `ALTER TABLE ... ADD COLUMN` and `DROP COLUMN` change what every row of
+//! a table reads as without rewriting (or even touching) the rows, so the
+//! change log records only the schema entry's update: the rows that were
+//! not written keep their old members in the stream. The decoder reads them
+//! as SQLite does — a column added later reads as its default, a dropped
+//! one is gone — so the fold does the same when a table's `CREATE TABLE`
+//! changes: every row of the table gets the new definition's stored
+//! columns, a missing one as its default, and loses members the table no
+//! longer has.
+use introspection::decode::sqlite::schema::parse_create_table;
+use serde_json::Value;
+
+use super::state::Rows;
+
+/// Reshapes `rows` to the table defined by `sql` (a `CREATE TABLE`).
+/// A definition the parser does not understand leaves the rows as they
+/// are (the proof then says whether that mattered).
+pub fn reshape_rows(rows: &mut Rows<'_>, sql: &str) {
+    let Ok(def) = parse_create_table(sql) else {
+        return;
+    };
+    let stored: Vec<_> = def.columns.iter().filter(|c| c.stored).collect();
+    for row in rows.values_mut() {
+        let Value::Object(members) = row.to_mut() else {
+            continue;
+        };
+        members.retain(|name, _| stored.iter().any(|c| c.name == *name));
+        for c in &stored {
+            if !members.contains_key(&c.name) {
+                members.insert(c.name.clone(), c.default.clone());
+            }
+        }
+    }
+}
+
+/// The table a schema entry defines and its sql, when it is a table.
+pub fn table_entry(entry: &Value) -> Option<(&str, &str)> {
+    if entry.get("type")?.as_str()? != "table" {
+        return None;
+    }
+    Some((
+        entry.get("tbl_name")?.as_str()?,
+        entry.get("sql")?.as_str()?,
+    ))
+}

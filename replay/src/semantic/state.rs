@@ -1,0 +1,383 @@
+//! The folded state of one application file: collection -> key -> value,
+//! and its canonical checksum.
+//!
+//! A [`State`] is what the semantic change log says a file holds at a
+//! point: every insert/update/delete of the stream applied in order. The
+//! same type holds what a decoder reads from the file's bytes (a decode
+//! against an empty file is a stream of inserts), so "the log and the disk
+//! agree" is one comparison of two [`State::checksum`]s.
+//!
+//! One rule is the format's, not the stream's: when an SQLite table's
+//! definition changes (`ALTER TABLE ADD/DROP COLUMN`), its rows are
+//! reshaped as SQLite reads them ([`super::reshape`]).
+//!
+//! Otherwise the fold takes the stream as given and never guesses: each change is
+//! applied (insert/update set the row to `after`, delete removes it), and
+//! a change that does not fit the state (an insert of a key already there
+//! with another value, an update or delete whose `before` differs from the
+//! row folded so far, a delete of a missing key) is applied anyway and
+//! counted as an anomaly, so that the report (and the block-level proof)
+//! can say the stream was not self-consistent.
+//!
+//! # Checksum (BLAKE3, canonical row set)
+//! ```text
+//! "vmm-semantic-state v1\n"
+//! for each collection in byte order of its name, skipping empty ones:
+//!     u64le len | name | u64le rows
+//!     for each row in key order (integer keys numerically, before text keys):
+//!         u64le len | key as rendered | u64le len | canonical JSON of the value
+//! ```
+//! Canonical JSON: object members sorted by name, no whitespace, numbers and
+//! strings as serde_json writes them.
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use introspection::semantic::{Format, Op, SemanticChange};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::reshape;
+use super::stream::SCHEMA;
+
+/// A row key: integer keys (SQLite rowids, numeric JSON ids) order
+/// numerically and before text keys, so rows come out in their natural
+/// order (and SQLite inserts them in rowid order).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Int(i64),
+    Text(String),
+}
+
+impl Key {
+    /// The key as the change log renders it; an integer only when it reads
+    /// back to the same text (`"007"` stays text).
+    pub fn parse(s: &str) -> Key {
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        let canonical = match digits.as_bytes() {
+            [] => false,
+            [b'0'] => digits.len() == s.len(), // "0", not "-0"
+            [b'0', ..] => false,
+            d => d.iter().all(u8::is_ascii_digit),
+        };
+        match s.parse::<i64>() {
+            Ok(i) if canonical => Key::Int(i),
+            _ => Key::Text(s.to_string()),
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Key::Int(i) => Some(*i),
+            Key::Text(_) => None,
+        }
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Key::Int(a), Key::Int(b)) => a.cmp(b),
+            (Key::Int(_), Key::Text(_)) => Ordering::Less,
+            (Key::Text(_), Key::Int(_)) => Ordering::Greater,
+            (Key::Text(a), Key::Text(b)) => a.cmp(b),
+        }
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Int(i) => write!(f, "{i}"),
+            Key::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// What applying one change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The state changed as the change says.
+    Changed,
+    /// An insert of the row already there (e.g. the same insert from a
+    /// clone's stream).
+    Unchanged,
+    /// The change did not fit the state (see the module doc); applied anyway.
+    Anomaly(AnomalyKind),
+}
+
+/// How a change did not fit the state it was applied to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    /// An insert of a key that holds another value.
+    InsertOverExisting,
+    /// An update of a key that is not there.
+    UpdateOfMissing,
+    /// A delete of a key that is not there.
+    DeleteOfMissing,
+    /// An update or delete whose `before` is not the row folded so far.
+    BeforeMismatch,
+}
+
+/// A row on which two states differ.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Difference {
+    pub collection: String,
+    pub key: String,
+    /// The row in the state folded from the log (None: absent).
+    pub log: Option<Value>,
+    /// The row decoded from the disk (None: absent).
+    pub disk: Option<Value>,
+}
+
+/// collection -> key -> value. Values are borrowed from the change stream
+/// while the fold only moves them around (no copy of a row is made unless
+/// a schema change rewrites it), so folding costs no allocation per row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State<'a> {
+    pub collections: BTreeMap<String, Rows<'a>>,
+}
+
+/// One collection's rows. Hashed (not ordered) while folding, because a
+/// fold is one lookup per change; [`sorted`] gives them in key order.
+pub type Rows<'a> = HashMap<Key, Cow<'a, Value>>;
+
+/// The rows in key order.
+pub fn sorted<'r>(rows: &'r Rows<'_>) -> Vec<(&'r Key, &'r Value)> {
+    let mut v: Vec<(&Key, &Value)> = rows.iter().map(|(k, v)| (k, &**v)).collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
+}
+
+static NULL: Value = Value::Null;
+
+impl<'a> State<'a> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one change and says how it fit.
+    pub fn apply(&mut self, change: &'a SemanticChange) -> Applied {
+        let after = Cow::Borrowed(change.after.as_ref().unwrap_or(&NULL));
+        self.apply_parts(
+            change.format,
+            &change.collection,
+            &change.key,
+            change.op,
+            change.before.as_ref(),
+            after,
+        )
+    }
+
+    fn apply_parts(
+        &mut self,
+        format: Format,
+        collection: &str,
+        key: &str,
+        op: Op,
+        before: Option<&Value>,
+        after: Cow<'a, Value>,
+    ) -> Applied {
+        // A table whose definition changed: its rows read differently.
+        if format == Format::Sqlite && collection == SCHEMA && op == Op::Update {
+            let old = before.and_then(reshape::table_entry);
+            if let Some((table, sql)) = reshape::table_entry(&after) {
+                if old.is_some_and(|(t, s)| t == table && s != sql) {
+                    if let Some(rows) = self.collections.get_mut(table) {
+                        reshape::reshape_rows(rows, sql);
+                    }
+                }
+            }
+        }
+        if !self.collections.contains_key(collection) {
+            self.collections.insert(collection.to_string(), Rows::new());
+        }
+        let rows = self.collections.get_mut(collection).expect("just made");
+        let key = Key::parse(key);
+        match op {
+            Op::Insert | Op::Update => match rows.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(after);
+                    if op == Op::Insert {
+                        Applied::Changed
+                    } else {
+                        Applied::Anomaly(AnomalyKind::UpdateOfMissing)
+                    }
+                }
+                Entry::Occupied(mut slot) => {
+                    let old = slot.get_mut();
+                    let outcome = if op == Op::Insert {
+                        if **old == *after {
+                            Applied::Unchanged
+                        } else {
+                            Applied::Anomaly(AnomalyKind::InsertOverExisting)
+                        }
+                    } else if before.is_none_or(|b| fits(b, old)) {
+                        Applied::Changed
+                    } else {
+                        Applied::Anomaly(AnomalyKind::BeforeMismatch)
+                    };
+                    *old = after;
+                    outcome
+                }
+            },
+            Op::Delete => match rows.remove(&key) {
+                None => Applied::Anomaly(AnomalyKind::DeleteOfMissing),
+                Some(old) if before.is_some_and(|b| !fits(b, &old)) => {
+                    Applied::Anomaly(AnomalyKind::BeforeMismatch)
+                }
+                Some(_) => Applied::Changed,
+            },
+        }
+    }
+
+    /// The state a decoder's changes against an empty file describe (all
+    /// inserts), pruned.
+    pub fn from_decoded(
+        format: Format,
+        changes: Vec<introspection::semantic::Change>,
+    ) -> State<'static> {
+        let mut state = State::new();
+        for c in changes {
+            let after = Cow::Owned(c.after.unwrap_or(Value::Null));
+            state.apply_parts(
+                format,
+                &c.collection,
+                &c.key,
+                c.op,
+                c.before.as_ref(),
+                after,
+            );
+        }
+        state.prune();
+        state
+    }
+
+    /// Rows in every collection.
+    pub fn rows(&self) -> u64 {
+        self.collections.values().map(|c| c.len() as u64).sum()
+    }
+
+    /// Drops collections left empty (a table whose rows were all deleted
+    /// holds the same row set as a table never written).
+    pub fn prune(&mut self) {
+        self.collections.retain(|_, rows| !rows.is_empty());
+    }
+
+    /// Up to `max` rows that differ from `other`: (collection, key, value
+    /// here, value there), `None` where a side lacks the row.
+    pub fn differences(&self, other: &State<'_>, max: usize) -> Vec<Difference> {
+        let empty = Rows::new();
+        let mut names: Vec<&String> = self
+            .collections
+            .keys()
+            .chain(other.collections.keys())
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut out = Vec::new();
+        for name in names {
+            let a = self.collections.get(name).unwrap_or(&empty);
+            let b = other.collections.get(name).unwrap_or(&empty);
+            let mut keys: Vec<&Key> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let (va, vb) = (a.get(k), b.get(k));
+                if va != vb {
+                    out.push(Difference {
+                        collection: name.clone(),
+                        key: k.to_string(),
+                        log: va.map(|v| v.clone().into_owned()),
+                        disk: vb.map(|v| v.clone().into_owned()),
+                    });
+                    if out.len() >= max {
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The canonical BLAKE3 checksum of the row set (see the module doc).
+    pub fn checksum(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"vmm-semantic-state v1\n");
+        let mut buf = Vec::new();
+        for (name, rows) in self.collections.iter().filter(|(_, r)| !r.is_empty()) {
+            put(&mut h, name.as_bytes());
+            h.update(&(rows.len() as u64).to_le_bytes());
+            for (key, value) in sorted(rows) {
+                put(&mut h, key.to_string().as_bytes());
+                buf.clear();
+                canonical_json(value, &mut buf);
+                put(&mut h, &buf);
+            }
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+/// Whether a change's `before` is the row folded so far. Rows are compared
+/// on the members both have: a `before` lifted in the same barrier as an
+/// `ALTER TABLE` is read with the old definition, the row with the new.
+fn fits(before: &Value, row: &Value) -> bool {
+    if before == row {
+        return true;
+    }
+    match (before, row) {
+        (Value::Object(b), Value::Object(r)) => b
+            .iter()
+            .all(|(name, v)| r.get(name).is_none_or(|rv| rv == v)),
+        _ => before == row,
+    }
+}
+
+fn put(h: &mut blake3::Hasher, bytes: &[u8]) {
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// `value` as canonical JSON text (object members sorted by name).
+pub fn canonical_json(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Writing JSON into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                canonical_json(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(v, out);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}

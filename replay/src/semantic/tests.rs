@@ -1,0 +1,379 @@
+//! Unit tests of the fold, checksum, filters, merge and outputs (no VM).
+use introspection::decode::SchemaHints;
+use introspection::semantic::{Change, Format, Op, SemanticChange};
+use serde_json::{json, Value};
+
+use super::output;
+use super::state::{AnomalyKind, Applied, Key, State};
+use super::stream::{merge, ChangeFilter, KeyRange, Selection};
+use super::{fold, SCHEMA};
+
+fn ch(
+    vm: &str,
+    seq: u64,
+    collection: &str,
+    key: &str,
+    op: Op,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> SemanticChange {
+    SemanticChange::from_change(
+        vm,
+        seq,
+        seq * 10,
+        "app.db",
+        Format::Sqlite,
+        Change {
+            collection: collection.into(),
+            key: key.into(),
+            op,
+            before,
+            after,
+        },
+    )
+}
+
+/// A change that lives as long as the test (states borrow their rows).
+fn leak(c: SemanticChange) -> &'static SemanticChange {
+    Box::leak(Box::new(c))
+}
+
+fn ins(seq: u64, t: &str, k: &str, v: Value) -> SemanticChange {
+    ch("vm0", seq, t, k, Op::Insert, None, Some(v))
+}
+
+#[test]
+fn fold_applies_in_order_and_counts_what_does_not_fit() {
+    let mut s = State::new();
+    assert_eq!(
+        s.apply(leak(ins(1, "t", "1", json!({"a": 1})))),
+        Applied::Changed
+    );
+    assert_eq!(
+        s.apply(leak(ins(1, "t", "1", json!({"a": 1})))),
+        Applied::Unchanged
+    );
+    let upd = ch(
+        "vm0",
+        2,
+        "t",
+        "1",
+        Op::Update,
+        Some(json!({"a": 1})),
+        Some(json!({"a": 2})),
+    );
+    assert_eq!(s.apply(leak(upd)), Applied::Changed);
+    let stale = ch(
+        "vm0",
+        3,
+        "t",
+        "1",
+        Op::Update,
+        Some(json!({"a": 1})),
+        Some(json!({"a": 3})),
+    );
+    assert_eq!(
+        s.apply(leak(stale)),
+        Applied::Anomaly(AnomalyKind::BeforeMismatch)
+    );
+    assert_eq!(*s.collections["t"][&Key::Int(1)], json!({"a": 3}));
+    assert_eq!(
+        s.apply(leak(ins(4, "t", "1", json!({"a": 9})))),
+        Applied::Anomaly(AnomalyKind::InsertOverExisting)
+    );
+    let gone = ch("vm0", 5, "t", "2", Op::Delete, Some(json!({})), None);
+    assert_eq!(
+        s.apply(leak(gone)),
+        Applied::Anomaly(AnomalyKind::DeleteOfMissing)
+    );
+    let ghost = ch("vm0", 5, "t", "3", Op::Update, None, Some(json!({"a": 0})));
+    assert_eq!(
+        s.apply(leak(ghost)),
+        Applied::Anomaly(AnomalyKind::UpdateOfMissing)
+    );
+    let del = ch("vm0", 6, "t", "1", Op::Delete, Some(json!({"a": 9})), None);
+    assert_eq!(s.apply(leak(del)), Applied::Changed);
+    assert_eq!(s.rows(), 1);
+}
+
+#[test]
+fn checksum_is_canonical() {
+    let mut a = State::new();
+    a.apply(leak(ins(
+        1,
+        "t",
+        "10",
+        json!({"x": 1, "y": [1, {"b": 2, "a": 1}]}),
+    )));
+    a.apply(leak(ins(1, "t", "9", json!({"x": 2}))));
+    let mut b = State::new();
+    b.apply(leak(ins(1, "t", "9", json!({"x": 2}))));
+    b.apply(leak(ins(
+        1,
+        "t",
+        "10",
+        json!({"y": [1, {"a": 1, "b": 2}], "x": 1}),
+    )));
+    b.apply(leak(ins(1, "empty", "1", json!(1))));
+    b.apply(leak(ch("vm0", 2, "empty", "1", Op::Delete, None, None)));
+    b.prune();
+    assert_eq!(a.checksum(), b.checksum());
+    assert!(a.differences(&b, 5).is_empty());
+    // Integer keys in numeric order, before text keys; "007" is text.
+    let keys: Vec<Key> = super::state::sorted(&a.collections["t"])
+        .into_iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(keys, vec![Key::Int(9), Key::Int(10)]);
+    assert_eq!(Key::parse("007"), Key::Text("007".into()));
+    assert!(Key::Int(i64::MAX) < Key::Text("a".into()));
+    b.apply(leak(ins(3, "t", "11", json!(null))));
+    assert_ne!(a.checksum(), b.checksum());
+    let d = a.differences(&b, 5);
+    assert_eq!(
+        (d.len(), d[0].key.as_str(), d[0].log.is_none()),
+        (1, "11", true)
+    );
+}
+
+#[test]
+fn alter_table_reshapes_the_rows_it_did_not_touch() {
+    let schema = |sql: &str| json!({"type": "table", "name": "t", "tbl_name": "t", "sql": sql});
+    let v1 = schema("CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, gone INT)");
+    let v2 = schema("CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, status TEXT DEFAULT 'new')");
+    let mut s = State::new();
+    s.apply(leak(ins(1, SCHEMA, "t", v1.clone())));
+    s.apply(leak(ins(
+        1,
+        "t",
+        "1",
+        json!({"id": 1, "a": "x", "gone": 5}),
+    )));
+    s.apply(leak(ch(
+        "vm0",
+        2,
+        SCHEMA,
+        "t",
+        Op::Update,
+        Some(v1),
+        Some(v2),
+    )));
+    assert_eq!(
+        *s.collections["t"][&Key::Int(1)],
+        json!({"id": 1, "a": "x", "status": "new"})
+    );
+    // A change lifted in the same barrier carries the old shape as
+    // `before`: that still fits.
+    let upd = ch(
+        "vm0",
+        2,
+        "t",
+        "1",
+        Op::Update,
+        Some(json!({"id": 1, "a": "x", "gone": 5})),
+        Some(json!({"id": 1, "a": "y", "status": "old"})),
+    );
+    assert_eq!(s.apply(leak(upd)), Applied::Changed);
+}
+
+#[test]
+fn selections_and_filters() {
+    let r: KeyRange = "5..20".parse().unwrap();
+    assert!(r.contains("5") && r.contains("20") && !r.contains("100") && !r.contains("abc"));
+    assert!("20..5".parse::<KeyRange>().is_err());
+    assert_eq!(
+        "seq=3..9".parse::<ChangeFilter>(),
+        Ok(ChangeFilter::Seq { first: 3, last: 9 })
+    );
+    for bad in ["sector=1", "seq=9..3", "key=", "table=", "x"] {
+        assert!(bad.parse::<ChangeFilter>().is_err(), "{bad}");
+    }
+    let sel = Selection {
+        table: Some("t".into()),
+        keys: Some("1..2".parse().unwrap()),
+    };
+    let own = json!({"type": "table", "name": "t", "tbl_name": "t", "sql": "CREATE TABLE t(a)"});
+    let other = json!({"type": "table", "name": "u", "tbl_name": "u", "sql": "CREATE TABLE u(a)"});
+    let changes = vec![
+        ins(1, SCHEMA, "t", own),
+        ins(1, SCHEMA, "u", other),
+        ins(1, "t", "1", json!(1)),
+        ins(1, "t", "3", json!(3)),
+        ins(2, "u", "1", json!(1)),
+        ins(3, "t", "2", json!(2)),
+    ];
+    let drop = ["seq=3".parse().unwrap()];
+    let f = fold(&changes, &sel, &drop);
+    assert_eq!((f.applied, f.unselected, f.dropped), (2, 3, 1));
+    assert_eq!(f.state.collections["t"].len(), 1);
+    assert!(f.state.collections[SCHEMA].contains_key(&Key::Text("t".into())));
+}
+
+#[test]
+fn merge_orders_by_time_and_reports_only_diverging_keys() {
+    let base = |vm: &str| {
+        vec![
+            ch(vm, 1, "t", "1", Op::Insert, None, Some(json!("base"))),
+            ch(vm, 1, "t", "2", Op::Insert, None, Some(json!("base"))),
+        ]
+    };
+    let mut a = base("a");
+    a.push(ch(
+        "a",
+        5,
+        "t",
+        "1",
+        Op::Update,
+        Some(json!("base")),
+        Some(json!("a")),
+    ));
+    let mut b = base("b");
+    b.push(ch(
+        "b",
+        3,
+        "t",
+        "1",
+        Op::Update,
+        Some(json!("base")),
+        Some(json!("b")),
+    ));
+    b.push(ch("b", 4, "t", "3", Op::Insert, None, Some(json!("b"))));
+    let (merged, conflicts) = merge(vec![("a".into(), a), ("b".into(), b)]);
+    let order: Vec<(String, u64)> = merged.iter().map(|c| (c.vm.clone(), c.seq)).collect();
+    assert_eq!(
+        order,
+        [
+            ("a", 1),
+            ("a", 1),
+            ("b", 1),
+            ("b", 1),
+            ("b", 3),
+            ("b", 4),
+            ("a", 5)
+        ]
+        .map(|(v, s)| (v.to_string(), s))
+    );
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(
+        (conflicts[0].key.as_str(), conflicts[0].vms.len()),
+        ("1", 2)
+    );
+    let f = fold(&merged, &Selection::default(), &[]);
+    assert_eq!(*f.state.collections["t"][&Key::Int(1)], json!("a"));
+    assert_eq!(f.unchanged, 2); // b's copies of the common inserts
+                                // a's update was made on the row b had not changed yet.
+    assert_eq!(
+        f.anomalies.into_iter().collect::<Vec<_>>(),
+        vec![(AnomalyKind::BeforeMismatch, 1)]
+    );
+}
+
+#[test]
+fn sqlite_output_holds_the_rows_and_reads_back_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL, pic BLOB)";
+    let mut s = State::new();
+    s.apply(leak(ins(
+        1,
+        SCHEMA,
+        "t",
+        json!({"type": "table", "name": "t", "tbl_name": "t", "sql": sql}),
+    )));
+    s.apply(leak(ins(1, SCHEMA, "t_name", json!({"type": "index", "name": "t_name", "tbl_name": "t", "sql": "CREATE INDEX t_name ON t(name)"}))));
+    s.apply(leak(ins(
+        1,
+        "t",
+        "7",
+        json!({"id": 7, "name": "Bob", "score": 1.5, "pic": {"$blob": "00ff"}}),
+    )));
+    s.apply(leak(ins(
+        1,
+        "t",
+        "3",
+        json!({"id": 3, "name": null, "score": -2.25, "pic": null}),
+    )));
+    // A table the log has no schema for: columns from the rows.
+    s.apply(leak(ins(1, "loose", "1", json!({"k": "a", "v": 1}))));
+    let path = dir.path().join("out.db");
+    output::write(&s, Format::Sqlite, &SchemaHints::default(), &path).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let (name, pic): (String, Vec<u8>) = db
+        .query_row("SELECT name, pic FROM t WHERE id = 7", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((name.as_str(), pic), ("Bob", vec![0, 0xff]));
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM loose", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    // The read-back check ignores the schema it invented for `loose`...
+    output::verify(&s, Format::Sqlite, &SchemaHints::default(), &path).unwrap();
+    let mut no_schema = s.clone();
+    no_schema.collections.remove(SCHEMA);
+    let path2 = dir.path().join("out2.db");
+    output::write(&no_schema, Format::Sqlite, &SchemaHints::default(), &path2).unwrap();
+    output::verify(&no_schema, Format::Sqlite, &SchemaHints::default(), &path2).unwrap();
+    // ...but catches a file that does not hold the state.
+    s.apply(leak(ins(
+        2,
+        "t",
+        "8",
+        json!({"id": 8, "name": "x", "score": 0.5, "pic": null}),
+    )));
+    let err = output::verify(&s, Format::Sqlite, &SchemaHints::default(), &path).unwrap_err();
+    assert!(err.to_string().contains("t[8]"), "{err}");
+    // Never over an existing file.
+    assert!(output::write(&s, Format::Sqlite, &SchemaHints::default(), &path).is_err());
+}
+
+#[test]
+fn json_document_and_kv_map() {
+    let hints = SchemaHints {
+        json_record_path: Some("/records".into()),
+        json_record_key: Some("id".into()),
+        ..Default::default()
+    };
+    let json_change = |collection: &str, key: &str, v: Value| {
+        let mut c = ins(1, collection, key, v);
+        c.format = Format::Json;
+        c
+    };
+    let mut s = State::new();
+    s.apply(leak(json_change(
+        "/records",
+        "2",
+        json!({"id": 2, "n": "b"}),
+    )));
+    s.apply(leak(json_change(
+        "/records",
+        "1",
+        json!({"id": 1, "n": "a"}),
+    )));
+    s.apply(leak(json_change("", "/version", json!(3))));
+    s.apply(leak(json_change("/meta/tags", "/meta/tags/1", json!("y"))));
+    s.apply(leak(json_change("/meta/tags", "/meta/tags/0", json!("x"))));
+    let doc = output::document(&s, &hints);
+    assert_eq!(
+        doc,
+        json!({"records": [{"id": 1, "n": "a"}, {"id": 2, "n": "b"}], "version": 3, "meta": {"tags": ["x", "y"]}})
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.json");
+    output::write(&s, Format::Json, &hints, &path).unwrap();
+    output::verify(&s, Format::Json, &hints, &path).unwrap();
+    // Nothing yet: an empty file, which reads back as no document.
+    let empty = dir.path().join("empty.json");
+    output::write(&State::new(), Format::Json, &hints, &empty).unwrap();
+    assert_eq!(std::fs::read(&empty).unwrap().len(), 0);
+    output::verify(&State::new(), Format::Json, &hints, &empty).unwrap();
+
+    let mut kv = State::new();
+    kv.apply(leak(ins(1, "", "k1", json!("v1"))));
+    kv.apply(leak(ins(1, "", "k2", json!({"$blob": "00"}))));
+    assert_eq!(
+        output::kv_map(&kv),
+        json!({"k1": "v1", "k2": {"$blob": "00"}})
+    );
+}
