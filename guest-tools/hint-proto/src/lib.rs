@@ -67,6 +67,7 @@ extern crate std;
 mod decode;
 mod encode;
 mod error;
+pub mod fuzz_entry;
 mod stream;
 mod types;
 

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::semantic::{Change, Format, Op};
 
+pub mod fuzz_entry;
 pub mod json;
 pub mod kv;
 pub mod leveldb;

@@ -31,10 +31,12 @@
 //! limit ([`node::MAX_DEPTH`]).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use super::{bad, Budget, Change, DecodeError, DecodeLimits, Decoder, Op, SchemaHints};
 
 pub mod node;
+mod parse;
 
 use node::Node;
 
@@ -90,13 +92,20 @@ impl Decoder for JsonDecoder {
 }
 
 /// Parse one version: trailing NULs stripped, blank means no document.
-fn parse(data: &[u8], budget: &mut Budget) -> Result<Option<Node>, DecodeError> {
+fn parse<'a>(data: &'a [u8], budget: &mut Budget) -> Result<Option<Node<'a>>, DecodeError> {
     let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let data = &data[..end];
     if data.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(None);
     }
-    node::parse(data, budget).map(Some)
+    parse::parse(data, budget).map(Some)
+}
+
+/// The number of values (scalars, arrays and objects) in one version of a
+/// document, 0 for a blank file: a parse without a diff, for callers that
+/// only need to know the file is valid JSON, and for the benchmark.
+pub fn count_values(data: &[u8], limits: &DecodeLimits) -> Result<usize, DecodeError> {
+    Ok(parse(data, &mut Budget::new(limits))?.map_or(0, |n| n.count()))
 }
 
 /// `customers` -> `/customers`; `""` and `/` style pointers are kept.
@@ -111,6 +120,10 @@ fn normalize_pointer(p: &str) -> String {
 /// Escape one reference token (RFC 6901).
 fn push_token(path: &mut String, token: &str) {
     path.push('/');
+    if !token.contains(['~', '/']) {
+        path.push_str(token);
+        return;
+    }
     for c in token.chars() {
         match c {
             '~' => path.push_str("~0"),
@@ -120,16 +133,31 @@ fn push_token(path: &mut String, token: &str) {
     }
 }
 
+/// One step of a pointer: a member name or an array index.
+enum Token<'k> {
+    Name(&'k str),
+    Index(usize),
+}
+
+/// A branch's children with their tokens, in order.
+fn children<'n, 'a>(n: &'n Node<'a>) -> Box<dyn Iterator<Item = (Token<'n>, &'n Node<'a>)> + 'n> {
+    match n {
+        Node::Obj(o) => Box::new(o.iter().map(|(k, v)| (Token::Name(k), v))),
+        Node::Arr(a) => Box::new(a.iter().enumerate().map(|(i, v)| (Token::Index(i), v))),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
 /// The parent pointer of a pointer (`""` for the root and its children).
 pub fn parent_pointer(p: &str) -> &str {
     p.rfind('/').map_or("", |i| &p[..i])
 }
 
 fn records<'v>(
-    set: Option<&'v Node>,
+    set: Option<&'v Node<'_>>,
     key_field: &str,
     budget: &mut Budget,
-) -> Result<BTreeMap<String, &'v Node>, DecodeError> {
+) -> Result<BTreeMap<String, &'v Node<'v>>, DecodeError> {
     let mut m = BTreeMap::new();
     let mut put = |k: String, v: &'v Node| {
         if m.insert(k.clone(), v).is_some() {
@@ -140,8 +168,8 @@ fn records<'v>(
     match set {
         None | Some(Node::Null) => {}
         Some(Node::Obj(o)) => {
-            for (k, v) in o {
-                put(k.clone(), v)?;
+            for (k, v) in o.iter() {
+                put(k.to_owned(), v)?;
             }
         }
         Some(Node::Arr(a)) => {
@@ -172,8 +200,8 @@ impl Walker {
         &mut self,
         collection: String,
         key: String,
-        before: Option<&Node>,
-        after: Option<&Node>,
+        before: Option<&Node<'_>>,
+        after: Option<&Node<'_>>,
     ) -> Result<(), DecodeError> {
         self.budget
             .charge_value(collection.len().saturating_add(key.len()))?;
@@ -197,8 +225,8 @@ impl Walker {
     fn leaf(
         &mut self,
         path: &str,
-        before: Option<&Node>,
-        after: Option<&Node>,
+        before: Option<&Node<'_>>,
+        after: Option<&Node<'_>>,
     ) -> Result<(), DecodeError> {
         if before == after {
             return Ok(());
@@ -211,12 +239,33 @@ impl Walker {
         )
     }
 
+    /// [`Self::walk`] of one child: its token appended to `path` (of
+    /// length `len`), then removed.
+    fn child(
+        &mut self,
+        path: &mut String,
+        len: usize,
+        token: Token<'_>,
+        a: Option<&Node<'_>>,
+        b: Option<&Node<'_>>,
+    ) -> Result<(), DecodeError> {
+        match token {
+            Token::Name(k) => push_token(path, k),
+            Token::Index(i) => {
+                let _ = write!(path, "/{i}");
+            }
+        }
+        self.walk(path, a, b)?;
+        path.truncate(len);
+        Ok(())
+    }
+
     /// Recurses once per nesting level, at most [`node::MAX_DEPTH`].
     fn walk(
         &mut self,
         path: &mut String,
-        a: Option<&Node>,
-        b: Option<&Node>,
+        a: Option<&Node<'_>>,
+        b: Option<&Node<'_>>,
     ) -> Result<(), DecodeError> {
         if self.skip.as_deref() == Some(path.as_str()) {
             return Ok(());
@@ -234,21 +283,47 @@ impl Walker {
         if ba.is_none() {
             self.leaf(path, a, None)?;
         }
-        let mut ks = ba.map(Node::keys).unwrap_or_default();
-        if let Some(y) = bb {
-            for k in y.keys() {
-                if ba.is_none_or(|x| x.child(&k).is_none()) {
-                    ks.push(k);
+        // Children in the order: `a`'s (members by name, elements by
+        // index), then those only `b` has. Objects are merge-joined over
+        // their sorted members, so no child is looked up by name.
+        let len = path.len();
+        match (ba, bb) {
+            (Some(Node::Obj(x)), Some(Node::Obj(y))) => {
+                let (xs, ys) = (x.entries(), y.entries());
+                let mut j = 0;
+                for (k, ca) in xs {
+                    while ys.get(j).is_some_and(|(yk, _)| yk < k) {
+                        j += 1;
+                    }
+                    let cb = ys.get(j).filter(|(yk, _)| yk == k).map(|(_, v)| v);
+                    self.child(path, len, Token::Name(k), Some(ca), cb)?;
+                }
+                let mut i = 0;
+                for (k, cb) in ys {
+                    while xs.get(i).is_some_and(|(xk, _)| xk < k) {
+                        i += 1;
+                    }
+                    if xs.get(i).is_none_or(|(xk, _)| xk != k) {
+                        self.child(path, len, Token::Name(k), None, Some(cb))?;
+                    }
                 }
             }
-        }
-        let len = path.len();
-        for k in ks {
-            push_token(path, &k);
-            let ca = ba.and_then(|x| x.child(&k));
-            let cb = bb.and_then(|y| y.child(&k));
-            self.walk(path, ca, cb)?;
-            path.truncate(len);
+            (Some(Node::Arr(x)), Some(Node::Arr(y))) => {
+                for i in 0..x.len().max(y.len()) {
+                    self.child(path, len, Token::Index(i), x.get(i), y.get(i))?;
+                }
+            }
+            (Some(n), None) => {
+                for (t, c) in children(n) {
+                    self.child(path, len, t, Some(c), None)?;
+                }
+            }
+            (None, Some(n)) => {
+                for (t, c) in children(n) {
+                    self.child(path, len, t, None, Some(c))?;
+                }
+            }
+            _ => {}
         }
         if bb.is_none() {
             self.leaf(path, None, b)?;

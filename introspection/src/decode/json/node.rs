@@ -1,7 +1,6 @@
-//! A JSON document as the decoder compares it: an iterative, stack-safe
-//! RFC 8259 parser (strict like `serde_json`: UTF-8, no trailing commas,
-//! no comments, no lone surrogates; a duplicate member keeps its last
-//! value) into [`Node`]s that keep every number exactly.
+//! A JSON document as the decoder compares it: [`Node`]s (built by the
+//! parser in [`super::parse`]) that keep every number exactly and borrow
+//! their text from the input.
 //!
 //! # Numbers
 //! A number is kept as written. Two numbers are the same value when they
@@ -24,11 +23,11 @@
 //! the limit keeps well inside a 2 MiB thread stack). Every node is
 //! charged to the diff's [`Budget`].
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::decode::{bad, Budget, DecodeError};
+use crate::decode::{Budget, DecodeError};
 
 /// Deepest nesting of arrays and objects accepted (ten times that of
 /// deeply nested documents seen in practice).
@@ -36,25 +35,70 @@ pub const MAX_DEPTH: usize = 1000;
 
 /// Bytes a node costs in the budget beyond its text (its size in memory
 /// and that of the map entry holding it).
-const NODE_COST: u64 = 64;
+pub(crate) const NODE_COST: u64 = 64;
 
-/// A parsed JSON value.
+/// A parsed JSON value, borrowing from the document's bytes.
 #[derive(Clone, Debug)]
-pub(crate) enum Node {
+pub(crate) enum Node<'a> {
     Null,
     Bool(bool),
     /// An integer written in canonical form (no sign on zero, no leading
     /// zeros, no fraction or exponent) that fits in an i64.
     Int(i64),
     /// Any other number, as written (valid JSON number syntax).
-    Num(Box<str>),
-    Str(String),
-    Arr(Vec<Node>),
-    Obj(BTreeMap<String, Node>),
+    Num(&'a str),
+    /// A string, borrowed unless it had escapes.
+    Str(Cow<'a, str>),
+    Arr(Vec<Node<'a>>),
+    Obj(Members<'a>),
 }
 
-impl PartialEq for Node {
-    fn eq(&self, other: &Node) -> bool {
+/// An object's members, sorted by name (byte order, as `BTreeMap<String,
+/// _>` would), names unique: of duplicates the last one written wins, as
+/// in `serde_json`. A sorted vector rather than a map: one allocation per
+/// object, and documents usually hold few members per object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Members<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
+
+impl<'a> Members<'a> {
+    /// The members in document order.
+    pub(crate) fn from_parsed(mut v: Vec<(Cow<'a, str>, Node<'a>)>) -> Self {
+        // Writers usually emit names sorted (serde_json, Python with
+        // sort_keys) or at least unique; sort only when needed.
+        if !v.windows(2).all(|w| w[0].0 < w[1].0) {
+            // Stable: equal names stay in document order; reversed, the
+            // first of each run is the last written, which dedup keeps.
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v.reverse();
+            v.dedup_by(|later, kept| later.0 == kept.0);
+            v.reverse();
+        }
+        Members(v)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Node<'a>> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Node<'a>)> {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// The members, sorted by name.
+    pub(crate) fn entries(&self) -> &[(Cow<'a, str>, Node<'a>)] {
+        &self.0
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl PartialEq for Node<'_> {
+    fn eq(&self, other: &Node<'_>) -> bool {
         match (self, other) {
             (Node::Null, Node::Null) => true,
             (Node::Bool(a), Node::Bool(b)) => a == b,
@@ -111,13 +155,28 @@ fn canon(text: &str) -> Canon {
     Canon { neg, digits, pow }
 }
 
-impl Node {
+impl<'a> Node<'a> {
     fn num_text(&self) -> Option<std::borrow::Cow<'_, str>> {
         match self {
             Node::Int(i) => Some(i.to_string().into()),
-            Node::Num(t) => Some((&**t).into()),
+            Node::Num(t) => Some((*t).into()),
             _ => None,
         }
+    }
+
+    /// This value and every value inside it (iterative: no recursion).
+    pub(crate) fn count(&self) -> usize {
+        let mut n = 0;
+        let mut todo = vec![self];
+        while let Some(v) = todo.pop() {
+            n += 1;
+            match v {
+                Node::Arr(a) => todo.extend(a.iter()),
+                Node::Obj(o) => todo.extend(o.iter().map(|(_, v)| v)),
+                _ => {}
+            }
+        }
+        n
     }
 
     /// A non-empty array or object (one with leaves below it).
@@ -131,7 +190,7 @@ impl Node {
 
     /// The member or element named by one pointer token (an array index
     /// is decimal without leading zeros, as RFC 6901 says).
-    pub(crate) fn child(&self, token: &str) -> Option<&Node> {
+    pub(crate) fn child(&self, token: &str) -> Option<&Node<'a>> {
         match self {
             Node::Obj(o) => o.get(token),
             Node::Arr(a) => {
@@ -144,17 +203,8 @@ impl Node {
         }
     }
 
-    /// The tokens of a branch's children, in order.
-    pub(crate) fn keys(&self) -> Vec<String> {
-        match self {
-            Node::Obj(o) => o.keys().cloned().collect(),
-            Node::Arr(a) => (0..a.len()).map(|i| i.to_string()).collect(),
-            _ => Vec::new(),
-        }
-    }
-
     /// The node at an RFC 6901 pointer (`""` is the root).
-    pub(crate) fn pointer(&self, ptr: &str) -> Option<&Node> {
+    pub(crate) fn pointer(&self, ptr: &str) -> Option<&Node<'a>> {
         if ptr.is_empty() {
             return Some(self);
         }
@@ -175,7 +225,7 @@ impl Node {
             Node::Num(t) => number_value(t),
             Node::Str(s) => {
                 budget.charge(s.len() as u64)?;
-                Value::String(s.clone())
+                Value::String(s.to_string())
             }
             Node::Arr(a) => Value::Array(
                 a.iter()
@@ -184,9 +234,9 @@ impl Node {
             ),
             Node::Obj(o) => {
                 let mut m = serde_json::Map::new();
-                for (k, v) in o {
+                for (k, v) in o.iter() {
                     budget.charge(k.len() as u64)?;
-                    m.insert(k.clone(), v.to_value(budget)?);
+                    m.insert(k.to_owned(), v.to_value(budget)?);
                 }
                 Value::Object(m)
             }
@@ -197,7 +247,7 @@ impl Node {
     /// its compact JSON text.
     pub(crate) fn key_text(&self, budget: &mut Budget) -> Result<String, DecodeError> {
         Ok(match self {
-            Node::Str(s) => s.clone(),
+            Node::Str(s) => s.to_string(),
             Node::Int(i) => i.to_string(),
             Node::Num(t) => t.to_string(),
             other => other.to_value(budget)?.to_string(),
@@ -229,301 +279,14 @@ fn number_value(text: &str) -> Value {
     Value::Object(m)
 }
 
-/// An open container while parsing.
-enum Frame {
-    Arr(Vec<Node>),
-    Obj(BTreeMap<String, Node>, String),
-}
-
-struct Parser<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
-    }
-
-    fn err<T>(&self, what: &str) -> Result<T, DecodeError> {
-        match self.b.get(self.i) {
-            Some(&c) => bad(format!(
-                "json: {what} at byte {} (found {:?})",
-                self.i, c as char
-            )),
-            None => bad(format!("json: {what} at byte {} (end of input)", self.i)),
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        self.ws();
-        if self.b.get(self.i) == Some(&c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn literal(&mut self, word: &[u8], node: Node) -> Result<Node, DecodeError> {
-        if self.b[self.i..].starts_with(word) {
-            self.i += word.len();
-            Ok(node)
-        } else {
-            self.err("invalid literal")
-        }
-    }
-
-    fn number(&mut self) -> Result<Node, DecodeError> {
-        let start = self.i;
-        let digits = |p: &mut Self| {
-            let s = p.i;
-            while p.b.get(p.i).is_some_and(u8::is_ascii_digit) {
-                p.i += 1;
-            }
-            p.i - s
-        };
-        if self.b.get(self.i) == Some(&b'-') {
-            self.i += 1;
-        }
-        match self.b.get(self.i) {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                digits(self);
-            }
-            _ => return self.err("invalid number"),
-        }
-        let mut plain = true;
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            plain = false;
-            if digits(self) == 0 {
-                return self.err("invalid number");
-            }
-        }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            self.i += 1;
-            plain = false;
-            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            if digits(self) == 0 {
-                return self.err("invalid number");
-            }
-        }
-        // Only ASCII was consumed.
-        let text = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("0");
-        if plain && text != "-0" {
-            if let Ok(i) = text.parse::<i64>() {
-                return Ok(Node::Int(i));
-            }
-        }
-        Ok(Node::Num(text.into()))
-    }
-
-    fn hex4(&mut self) -> Result<u32, DecodeError> {
-        let h = self
-            .b
-            .get(self.i..self.i + 4)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u32::from_str_radix(h, 16).ok());
-        match h {
-            Some(v) => {
-                self.i += 4;
-                Ok(v)
-            }
-            None => self.err("invalid \\u escape"),
-        }
-    }
-
-    /// A string; `self.i` is at its opening quote.
-    fn string(&mut self) -> Result<String, DecodeError> {
-        self.i += 1;
-        let mut out = Vec::new();
-        loop {
-            let start = self.i;
-            while self
-                .b
-                .get(self.i)
-                .is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20)
-            {
-                self.i += 1;
-            }
-            out.extend_from_slice(&self.b[start..self.i]);
-            match self.b.get(self.i) {
-                Some(b'"') => {
-                    self.i += 1;
-                    return match String::from_utf8(out) {
-                        Ok(s) => Ok(s),
-                        Err(_) => bad(format!(
-                            "json: invalid UTF-8 in a string before byte {}",
-                            self.i
-                        )),
-                    };
-                }
-                Some(b'\\') => {
-                    self.i += 1;
-                    let c = self.b.get(self.i).copied();
-                    self.i += 1;
-                    let ch = match c {
-                        Some(b'"') => '"',
-                        Some(b'\\') => '\\',
-                        Some(b'/') => '/',
-                        Some(b'b') => '\u{8}',
-                        Some(b'f') => '\u{c}',
-                        Some(b'n') => '\n',
-                        Some(b'r') => '\r',
-                        Some(b't') => '\t',
-                        Some(b'u') => {
-                            let hi = self.hex4()?;
-                            let cp = if (0xD800..0xDC00).contains(&hi) {
-                                if !self.b[self.i..].starts_with(b"\\u") {
-                                    return self.err("lone leading surrogate in \\u escape");
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return self.err("invalid surrogate pair in \\u escape");
-                                }
-                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                            } else {
-                                hi
-                            };
-                            match char::from_u32(cp) {
-                                Some(ch) => ch,
-                                None => return self.err("lone trailing surrogate in \\u escape"),
-                            }
-                        }
-                        _ => {
-                            self.i -= 1;
-                            return self.err("invalid escape");
-                        }
-                    };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                }
-                Some(_) => return self.err("control character in a string"),
-                None => return self.err("unterminated string"),
-            }
-        }
-    }
-
-    /// A member name and its colon.
-    fn key(&mut self) -> Result<String, DecodeError> {
-        self.ws();
-        if self.b.get(self.i) != Some(&b'"') {
-            return self.err("expected a member name");
-        }
-        let k = self.string()?;
-        if !self.eat(b':') {
-            return self.err("expected ':'");
-        }
-        Ok(k)
-    }
-}
-
-/// Parse one document (no trailing NULs; not blank).
-pub(crate) fn parse(data: &[u8], budget: &mut Budget) -> Result<Node, DecodeError> {
-    let mut p = Parser { b: data, i: 0 };
-    let mut stack: Vec<Frame> = Vec::new();
-    'value: loop {
-        p.ws();
-        budget.charge(NODE_COST)?;
-        let mut node = match p.b.get(p.i) {
-            Some(b'{') | Some(b'[') => {
-                if stack.len() >= MAX_DEPTH {
-                    return bad(format!(
-                        "json: nesting deeper than the limit of {MAX_DEPTH} levels at byte {}",
-                        p.i
-                    ));
-                }
-                let obj = p.b[p.i] == b'{';
-                p.i += 1;
-                if obj {
-                    if p.eat(b'}') {
-                        Node::Obj(BTreeMap::new())
-                    } else {
-                        let k = p.key()?;
-                        budget.charge(k.len() as u64)?;
-                        stack.push(Frame::Obj(BTreeMap::new(), k));
-                        continue 'value;
-                    }
-                } else if p.eat(b']') {
-                    Node::Arr(Vec::new())
-                } else {
-                    stack.push(Frame::Arr(Vec::new()));
-                    continue 'value;
-                }
-            }
-            Some(b'"') => {
-                let s = p.string()?;
-                budget.charge(s.len() as u64)?;
-                Node::Str(s)
-            }
-            Some(b't') => p.literal(b"true", Node::Bool(true))?,
-            Some(b'f') => p.literal(b"false", Node::Bool(false))?,
-            Some(b'n') => p.literal(b"null", Node::Null)?,
-            Some(b'-' | b'0'..=b'9') => {
-                let n = p.number()?;
-                if let Node::Num(t) = &n {
-                    budget.charge(t.len() as u64)?;
-                }
-                n
-            }
-            _ => return p.err("expected a value"),
-        };
-        // Hand the finished value to its container, closing containers.
-        loop {
-            match stack.last_mut() {
-                None => {
-                    p.ws();
-                    if p.i != p.b.len() {
-                        return p.err("trailing characters");
-                    }
-                    return Ok(node);
-                }
-                Some(Frame::Arr(a)) => {
-                    a.push(node);
-                    if p.eat(b',') {
-                        continue 'value;
-                    }
-                    if !p.eat(b']') {
-                        return p.err("expected ',' or ']'");
-                    }
-                }
-                Some(Frame::Obj(o, k)) => {
-                    o.insert(std::mem::take(k), node);
-                    if p.eat(b',') {
-                        let k = p.key()?;
-                        budget.charge(k.len() as u64)?;
-                        if let Some(Frame::Obj(_, slot)) = stack.last_mut() {
-                            *slot = k;
-                        }
-                        continue 'value;
-                    }
-                    if !p.eat(b'}') {
-                        return p.err("expected ',' or '}'");
-                    }
-                }
-            }
-            node = match stack.pop() {
-                Some(Frame::Arr(a)) => Node::Arr(a),
-                Some(Frame::Obj(o, _)) => Node::Obj(o),
-                None => unreachable!("a frame was just examined"),
-            };
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::json::parse::parse;
     use crate::decode::DecodeLimits;
     use serde_json::json;
 
-    fn n(s: &str) -> Node {
+    fn n(s: &str) -> Node<'_> {
         parse(s.as_bytes(), &mut Budget::new(&DecodeLimits::default())).unwrap()
     }
 
@@ -584,6 +347,9 @@ mod tests {
             "[1]x",
             "\"\\x\"",
             "[",
+            // Found by fuzzing: a sign inside \u escapes was accepted.
+            "\"\\u+400\"",
+            "\"\\u-001\"",
         ] {
             let r = parse(bad.as_bytes(), &mut Budget::new(&DecodeLimits::default()));
             assert!(r.is_err(), "{bad:?} parsed");

@@ -1,0 +1,4 @@
+//! See `introspection::decode::fuzz_entry::json` for what is checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| introspection::decode::fuzz_entry::json(data));
