@@ -19,6 +19,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use introspection::decode::SchemaHints;
 use introspection::semantic::Format;
@@ -26,6 +27,7 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::ToSql;
 use serde_json::{Map, Value};
 
+use super::row::{Names, Row};
 use super::state::{sorted, Rows, State};
 use super::stream::SCHEMA;
 use super::SemanticError;
@@ -95,7 +97,7 @@ pub fn verify(
     };
     // Tables made from the columns seen: their schema entries are ours,
     // not the log's.
-    let empty = Rows::new();
+    let empty = Rows::default();
     let logged = state.collections.get(SCHEMA).unwrap_or(&empty);
     if let Some(entries) = back.collections.get_mut(SCHEMA) {
         entries.retain(|name, _| {
@@ -184,9 +186,9 @@ pub fn write_sqlite(
     db.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
         .map_err(&err)?;
     let tx = db.transaction().map_err(&err)?;
-    let empty = Rows::new();
+    let empty = Rows::default();
     let schema = state.collections.get(SCHEMA).unwrap_or(&empty);
-    let entry = |v: &Value, f: &str| v.get(f).and_then(Value::as_str).map(str::to_string);
+    let entry = |v: &Row, f: &str| v.get_str(f).map(str::to_string);
     let mut later = Vec::new();
     for (_, value) in sorted(schema) {
         let (Some(kind), Some(name), Some(sql)) = (
@@ -219,9 +221,9 @@ pub fn write_sqlite(
             .map_err(&err)?
             > 0;
         if !exists {
-            let mut cols: Vec<&String> = Vec::new();
+            let mut cols: Vec<&str> = Vec::new();
             for (_, row) in sorted(rows) {
-                for c in row.as_object().into_iter().flat_map(|o| o.keys()) {
+                for (c, _) in row.members() {
                     if !cols.contains(&c) {
                         cols.push(c);
                     }
@@ -296,14 +298,10 @@ fn insert_rows(
         names.join(",")
     );
     let mut stmt = tx.prepare(&sql)?;
-    // Row members come sorted by name (serde_json's map): walk them beside
-    // the columns sorted by name instead of looking each one up.
-    let mut by_name: Vec<(&str, usize)> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i + 1 + usize::from(by_rowid)))
-        .collect();
-    by_name.sort_unstable();
+    let first = 1 + usize::from(by_rowid);
+    // Per row shape (rows of one shape share their name list): which
+    // member each column takes, worked out once per shape.
+    let mut plan: Option<(Names, Vec<Option<usize>>)> = None;
     for (key, row) in sorted(rows) {
         if by_rowid {
             match key.as_int() {
@@ -312,27 +310,24 @@ fn insert_rows(
             }
         }
         match row {
-            Value::Object(o) => {
-                let mut aligned = o.len() == by_name.len();
-                if aligned {
-                    for ((k, v), (c, at)) in o.iter().zip(&by_name) {
-                        if k != c {
-                            aligned = false;
-                            break;
-                        }
-                        stmt.raw_bind_parameter(*at, Sql(Some(v)))?;
-                    }
+            Row::Object { names, cells } => {
+                let fresh = plan.as_ref().is_none_or(|(n, _)| !Arc::ptr_eq(n, names));
+                if fresh {
+                    let at = cols
+                        .iter()
+                        .map(|c| names.binary_search_by(|n| (**n).cmp(c.as_str())).ok())
+                        .collect();
+                    plan = Some((names.clone(), at));
                 }
-                if !aligned {
-                    for (c, at) in &by_name {
-                        stmt.raw_bind_parameter(*at, Sql(o.get(*c)))?;
-                    }
+                let (_, at) = plan.as_ref().expect("just made");
+                for (i, member) in at.iter().enumerate() {
+                    stmt.raw_bind_parameter(first + i, Sql(member.map(|m| &cells[m])))?;
                 }
             }
             // A value that is not a row (a table created from values).
-            v => {
-                for (_, at) in &by_name {
-                    stmt.raw_bind_parameter(*at, Sql(Some(v)))?;
+            Row::Other(v) => {
+                for i in 0..cols.len() {
+                    stmt.raw_bind_parameter(first + i, Sql(Some(v)))?;
                 }
             }
         }
@@ -346,7 +341,7 @@ pub fn kv_map(state: &State<'_>) -> Value {
     let mut map = Map::new();
     for rows in state.collections.values() {
         for (k, v) in rows {
-            map.insert(k.to_string(), (**v).clone());
+            map.insert(k.to_string(), v.to_value());
         }
     }
     Value::Object(map)
@@ -364,7 +359,7 @@ pub fn document(state: &State<'_>, hints: &SchemaHints) -> Value {
             continue;
         }
         for (pointer, v) in sorted(rows) {
-            set_pointer(&mut doc, &pointer.to_string(), v.clone());
+            set_pointer(&mut doc, &pointer.to_string(), v.to_value());
         }
     }
     if let (Some(path), Some(rows)) = (record_path, records) {
@@ -378,11 +373,11 @@ pub fn document(state: &State<'_>, hints: &SchemaHints) -> Value {
             })
         });
         let set = if keyed {
-            Value::Array(rows.iter().map(|(_, v)| (*v).clone()).collect())
+            Value::Array(rows.iter().map(|(_, v)| v.to_value()).collect())
         } else {
             Value::Object(
                 rows.iter()
-                    .map(|(k, v)| (k.to_string(), (*v).clone()))
+                    .map(|(k, v)| (k.to_string(), v.to_value()))
                     .collect(),
             )
         };

@@ -3,6 +3,7 @@ use introspection::decode::SchemaHints;
 use introspection::semantic::{Change, Format, Op, SemanticChange};
 use serde_json::{json, Value};
 
+use super::change::Lifted;
 use super::output;
 use super::state::{AnomalyKind, Applied, Key, State};
 use super::stream::{merge, ChangeFilter, KeyRange, Selection};
@@ -16,8 +17,8 @@ fn ch(
     op: Op,
     before: Option<Value>,
     after: Option<Value>,
-) -> SemanticChange {
-    SemanticChange::from_change(
+) -> Lifted {
+    Lifted::from(&SemanticChange::from_change(
         vm,
         seq,
         seq * 10,
@@ -30,15 +31,15 @@ fn ch(
             before,
             after,
         },
-    )
+    ))
 }
 
 /// A change that lives as long as the test (states borrow their rows).
-fn leak(c: SemanticChange) -> &'static SemanticChange {
+fn leak(c: Lifted) -> &'static Lifted {
     Box::leak(Box::new(c))
 }
 
-fn ins(seq: u64, t: &str, k: &str, v: Value) -> SemanticChange {
+fn ins(seq: u64, t: &str, k: &str, v: Value) -> Lifted {
     ch("vm0", seq, t, k, Op::Insert, None, Some(v))
 }
 
@@ -239,7 +240,7 @@ fn merge_orders_by_time_and_reports_only_diverging_keys() {
     ));
     b.push(ch("b", 4, "t", "3", Op::Insert, None, Some(json!("b"))));
     let (merged, conflicts) = merge(vec![("a".into(), a), ("b".into(), b)]);
-    let order: Vec<(String, u64)> = merged.iter().map(|c| (c.vm.clone(), c.seq)).collect();
+    let order: Vec<(String, u64)> = merged.iter().map(|c| (c.vm.to_string(), c.seq)).collect();
     assert_eq!(
         order,
         [
