@@ -162,6 +162,17 @@ fn main() {
     // The final rows as native tuples, for the baseline; timed too, as the
     // floor of what reading rows out of their JSON form costs.
     let (rows, extract_wall, extract_cpu) = timed(|| extract(&state));
+    if std::env::var("EXP").is_ok() {
+        let f = fold(&changes, &Selection::default(), &[]);
+        for _ in 0..5 {
+            let rows = &f.state.collections["customers"];
+            let (s, w, c) = timed(|| replay::semantic::state::sorted(rows));
+            let (n, w2, c2) = timed(|| s.iter().map(|(_, r)| r.cells().count()).sum::<usize>());
+            let (m, w3, c3) = timed(|| rows.iter().map(|(_, r)| r.cells().count()).sum::<usize>());
+            println!("sort {:?} {:?} walk-sorted {:?} {:?} walk-hash {:?} {:?} {n} {m}", w, c, w2, c2, w3, c3);
+        }
+        return;
+    }
     // For profiling one side: SEMANTIC_BENCH_ONLY=write|baseline.
     if let Ok(only) = std::env::var("SEMANTIC_BENCH_ONLY") {
         for round in 0..20 {
