@@ -6,7 +6,7 @@
 //! database (`replay::semantic::fold` + `output::write_sqlite`); the baseline
 //! inserts the same final rows with rusqlite in one transaction, with the
 //! same pragmas (journal off: both build a new file that is renamed into
-//! place). Best of 7 rounds (alternating) each; the ratio is baseline time / replay time (the
+//! place). Best of 11 rounds (alternating) each; the ratio is baseline time / replay time (the
 //! goal is >= 0.5). The read-back check `vmm replay --semantic` does after
 //! writing (decode the new file, compare checksums) is timed on its own.
 //!
@@ -25,7 +25,7 @@ use replay::semantic::{fold, output, Key, Selection, SCHEMA};
 use serde_json::{json, Value};
 
 const CHANGES: u64 = 100_000;
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 11;
 const SQL: &str =
     "CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT, email TEXT, score REAL)";
 
@@ -162,17 +162,6 @@ fn main() {
     // The final rows as native tuples, for the baseline; timed too, as the
     // floor of what reading rows out of their JSON form costs.
     let (rows, extract_wall, extract_cpu) = timed(|| extract(&state));
-    if std::env::var("EXP").is_ok() {
-        let f = fold(&changes, &Selection::default(), &[]);
-        for _ in 0..5 {
-            let rows = &f.state.collections["customers"];
-            let (s, w, c) = timed(|| replay::semantic::state::sorted(rows));
-            let (n, w2, c2) = timed(|| s.iter().map(|(_, r)| r.cells().count()).sum::<usize>());
-            let (m, w3, c3) = timed(|| rows.iter().map(|(_, r)| r.cells().count()).sum::<usize>());
-            println!("sort {:?} {:?} walk-sorted {:?} {:?} walk-hash {:?} {:?} {n} {m}", w, c, w2, c2, w3, c3);
-        }
-        return;
-    }
     // For profiling one side: SEMANTIC_BENCH_ONLY=write|baseline.
     if let Ok(only) = std::env::var("SEMANTIC_BENCH_ONLY") {
         for round in 0..20 {

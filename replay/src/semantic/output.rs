@@ -28,7 +28,7 @@ use rusqlite::ToSql;
 use serde_json::{Map, Value};
 
 use super::row::{Cell, Names, Row};
-use super::state::{sorted, Rows, State};
+use super::state::{prefetch, sorted, Rows, State, AHEAD};
 use super::stream::SCHEMA;
 use super::SemanticError;
 
@@ -283,22 +283,6 @@ pub fn write_sqlite(
     }
     tx.commit().map_err(&err)?;
     db.close().map_err(|(_, e)| err(e))
-}
-
-/// How many rows ahead [`insert_rows`] starts loading.
-const AHEAD: usize = 8;
-
-/// A hint to the CPU to start loading `p`'s cache line.
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it reads nothing and cannot fault,
-    // whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 fn insert_rows(

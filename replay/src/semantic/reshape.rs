@@ -9,9 +9,9 @@
 //! changes: every row of the table gets the new definition's stored
 //! columns, a missing one as its default, and loses members the table no
 //! longer has.
-use introspection::decode::sqlite::schema::parse_create_table;
 use super::row::Row;
 use super::state::Rows;
+use introspection::decode::sqlite::schema::parse_create_table;
 
 /// Reshapes `rows` to the table defined by `sql` (a `CREATE TABLE`).
 /// A definition the parser does not understand leaves the rows as they

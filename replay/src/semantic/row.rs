@@ -139,7 +139,10 @@ impl<'r> Iterator for Cells<'r> {
         let text = || {
             let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
             // Encoded from a &str by `encode_text`.
-            (std::str::from_utf8(&rest[4..4 + len]).unwrap_or(""), 4 + len)
+            (
+                std::str::from_utf8(&rest[4..4 + len]).unwrap_or(""),
+                4 + len,
+            )
         };
         let (cell, len) = match tag {
             0 => (Cell::Null, 0),
@@ -199,7 +202,10 @@ impl Row {
 
     /// The members of an object row, by name.
     pub fn members(&self) -> impl Iterator<Item = (&str, Cell<'_>)> {
-        self.names().iter().map(|n| &**n).zip(self.cells().map(|c| c.0))
+        self.names()
+            .iter()
+            .map(|n| &**n)
+            .zip(self.cells().map(|c| c.0))
     }
 
     fn names(&self) -> &[Box<str>] {
@@ -449,7 +455,9 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         Ok(Row::Other(Value::Number(u.into())))
     }
     fn visit_f64<E: de::Error>(self, f: f64) -> Result<Row, E> {
-        Ok(Row::Other(Number::from_f64(f).map_or(Value::Null, Value::Number)))
+        Ok(Row::Other(
+            Number::from_f64(f).map_or(Value::Null, Value::Number),
+        ))
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Row, E> {
         Ok(Row::Other(Value::String(s.to_string())))
@@ -481,11 +489,17 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
         f.write_str("a JSON value")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        encode(&Value::deserialize(MapAccessDeserializer::new(map))?, self.0);
+        encode(
+            &Value::deserialize(MapAccessDeserializer::new(map))?,
+            self.0,
+        );
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        encode(&Value::deserialize(SeqAccessDeserializer::new(seq))?, self.0);
+        encode(
+            &Value::deserialize(SeqAccessDeserializer::new(seq))?,
+            self.0,
+        );
         Ok(())
     }
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
