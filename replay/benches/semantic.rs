@@ -177,7 +177,7 @@ fn main() {
     // each figure is the best of its rounds.
     let mut t = Times::default();
     for _ in 0..3 {
-        let (parsed, pw, pc) = timed(&parse);
+        let (parsed, pw, pc) = timed(parse);
         t.parse = t.parse.min((pw, pc));
         drop(parsed);
         let (parsed, vw, vc) = timed(|| {
