@@ -239,11 +239,11 @@ impl<'a> State<'a> {
                 }
             }
         }
-        if !self.collections.contains_key(collection) {
-            self.collections
-                .insert(collection.to_string(), Rows::default());
-        }
-        let rows = self.collections.get_mut(collection).expect("just made");
+        // One lookup per change, an allocation only for a new collection.
+        let rows = match self.collections.get_mut(collection) {
+            Some(rows) => rows,
+            None => self.collections.entry(collection.to_string()).or_default(),
+        };
         match op {
             Op::Insert | Op::Update => match rows.entry(key.clone()) {
                 Entry::Vacant(slot) => {
