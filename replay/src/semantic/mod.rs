@@ -2,6 +2,8 @@
 //! at a point of the recorded history, rebuilt from the semantic change log
 //! and proved against the block-level replay.
 //!
+//! - [`change`] and [`row`]: a change and its rows in the compact form the
+//!   fold holds, read from the log's JSON records without `Value` trees.
 //! - [`stream`]: reading one VM's changes of a file (and its hints and
 //!   barriers) up to a point; selections; what-if filters; merging several
 //!   VMs' streams by time with their conflicting keys.
@@ -29,14 +31,18 @@ use thiserror::Error;
 
 use crate::{Point, ReplayError};
 
+pub mod change;
 pub mod output;
 pub mod proof;
 mod reshape;
+pub mod row;
 pub mod state;
 pub mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use change::Lifted;
+pub use row::Row;
 pub use state::{AnomalyKind, Applied, Key, State};
 pub use stream::{ChangeFilter, Conflict, KeyRange, Selection, VmStream, SCHEMA};
 
@@ -167,7 +173,7 @@ pub struct Fold<'a> {
 /// Folds `changes` in order, keeping the selected ones not dropped. The
 /// state borrows the rows from `changes`.
 pub fn fold<'a>(
-    changes: impl IntoIterator<Item = &'a introspection::semantic::SemanticChange>,
+    changes: impl IntoIterator<Item = &'a Lifted>,
     selection: &Selection,
     drop: &[ChangeFilter],
 ) -> Fold<'a> {

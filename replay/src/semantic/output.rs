@@ -19,6 +19,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use introspection::decode::SchemaHints;
 use introspection::semantic::Format;
@@ -26,7 +27,8 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::ToSql;
 use serde_json::{Map, Value};
 
-use super::state::{sorted, Rows, State};
+use super::row::{Cell, Names, Row};
+use super::state::{prefetch, sorted, Rows, State, AHEAD};
 use super::stream::SCHEMA;
 use super::SemanticError;
 
@@ -95,7 +97,7 @@ pub fn verify(
     };
     // Tables made from the columns seen: their schema entries are ours,
     // not the log's.
-    let empty = Rows::new();
+    let empty = Rows::default();
     let logged = state.collections.get(SCHEMA).unwrap_or(&empty);
     if let Some(entries) = back.collections.get_mut(SCHEMA) {
         entries.retain(|name, _| {
@@ -156,6 +158,43 @@ impl ToSql for Sql<'_> {
     }
 }
 
+/// A row's cell as SQLite stores it (see [`Sql`]); text is bound in
+/// place.
+struct SqlCell<'r>(Option<Cell<'r>>);
+
+impl ToSql for SqlCell<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            None | Some(Cell::Null) => ToSqlOutput::Owned(SqlValue::Null),
+            Some(Cell::Bool(b)) => ToSqlOutput::Owned(SqlValue::Integer(i64::from(b))),
+            Some(Cell::U64(u)) => ToSqlOutput::Owned(match i64::try_from(u) {
+                Ok(i) => SqlValue::Integer(i),
+                Err(_) => SqlValue::Real(u as f64),
+            }),
+            Some(Cell::I64(i)) => ToSqlOutput::Owned(SqlValue::Integer(i)),
+            Some(Cell::F64(f)) => ToSqlOutput::Owned(SqlValue::Real(f)),
+            Some(Cell::Str(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Some(c @ Cell::Json(_)) => ToSqlOutput::Owned(owned(&c.to_value())?),
+        })
+    }
+}
+
+/// What [`Sql`] makes of `v`, owned.
+fn owned(v: &Value) -> rusqlite::Result<SqlValue> {
+    Ok(match Sql(Some(v)).to_sql()? {
+        ToSqlOutput::Owned(o) => o,
+        ToSqlOutput::Borrowed(r) => match r {
+            ValueRef::Null => SqlValue::Null,
+            ValueRef::Integer(i) => SqlValue::Integer(i),
+            ValueRef::Real(r) => SqlValue::Real(r),
+            ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+        },
+        // Sql makes no other outputs.
+        _ => SqlValue::Null,
+    })
+}
+
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
@@ -184,9 +223,9 @@ pub fn write_sqlite(
     db.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
         .map_err(&err)?;
     let tx = db.transaction().map_err(&err)?;
-    let empty = Rows::new();
+    let empty = Rows::default();
     let schema = state.collections.get(SCHEMA).unwrap_or(&empty);
-    let entry = |v: &Value, f: &str| v.get(f).and_then(Value::as_str).map(str::to_string);
+    let entry = |v: &Row, f: &str| v.get_str(f).map(str::to_string);
     let mut later = Vec::new();
     for (_, value) in sorted(schema) {
         let (Some(kind), Some(name), Some(sql)) = (
@@ -219,9 +258,9 @@ pub fn write_sqlite(
             .map_err(&err)?
             > 0;
         if !exists {
-            let mut cols: Vec<&String> = Vec::new();
+            let mut cols: Vec<&str> = Vec::new();
             for (_, row) in sorted(rows) {
-                for c in row.as_object().into_iter().flat_map(|o| o.keys()) {
+                for (c, _) in row.members() {
                     if !cols.contains(&c) {
                         cols.push(c);
                     }
@@ -296,15 +335,21 @@ fn insert_rows(
         names.join(",")
     );
     let mut stmt = tx.prepare(&sql)?;
-    // Row members come sorted by name (serde_json's map): walk them beside
-    // the columns sorted by name instead of looking each one up.
-    let mut by_name: Vec<(&str, usize)> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i + 1 + usize::from(by_rowid)))
-        .collect();
-    by_name.sort_unstable();
-    for (key, row) in sorted(rows) {
+    let first = 1 + usize::from(by_rowid);
+    // Per row shape (rows of one shape share their name list): which
+    // member each column takes, worked out once per shape.
+    let mut plan: Option<(Names, Vec<Option<usize>>)> = None;
+    let mut cells: Vec<Cell<'_>> = Vec::new();
+    let order = sorted(rows);
+    for (i, &(key, row)) in order.iter().enumerate() {
+        // The rows lie where the stream put them, not in key order: start
+        // loading the next ones while SQLite stores this one.
+        if let Some((_, ahead)) = order.get(i + 2 * AHEAD) {
+            prefetch(*ahead as *const Row);
+        }
+        if let Some((_, Row::Object { data, .. })) = order.get(i + AHEAD) {
+            prefetch(data.as_ptr());
+        }
         if by_rowid {
             match key.as_int() {
                 Some(rowid) => stmt.raw_bind_parameter(1, rowid)?,
@@ -312,27 +357,26 @@ fn insert_rows(
             }
         }
         match row {
-            Value::Object(o) => {
-                let mut aligned = o.len() == by_name.len();
-                if aligned {
-                    for ((k, v), (c, at)) in o.iter().zip(&by_name) {
-                        if k != c {
-                            aligned = false;
-                            break;
-                        }
-                        stmt.raw_bind_parameter(*at, Sql(Some(v)))?;
-                    }
+            Row::Object { names, .. } => {
+                let fresh = plan.as_ref().is_none_or(|(n, _)| !Arc::ptr_eq(n, names));
+                if fresh {
+                    let at = cols
+                        .iter()
+                        .map(|c| names.binary_search_by(|n| (**n).cmp(c.as_str())).ok())
+                        .collect();
+                    plan = Some((names.clone(), at));
                 }
-                if !aligned {
-                    for (c, at) in &by_name {
-                        stmt.raw_bind_parameter(*at, Sql(o.get(*c)))?;
-                    }
+                let (_, at) = plan.as_ref().expect("just made");
+                cells.clear();
+                cells.extend(row.cells().map(|(c, _)| c));
+                for (i, member) in at.iter().enumerate() {
+                    stmt.raw_bind_parameter(first + i, SqlCell(member.map(|m| cells[m])))?;
                 }
             }
             // A value that is not a row (a table created from values).
-            v => {
-                for (_, at) in &by_name {
-                    stmt.raw_bind_parameter(*at, Sql(Some(v)))?;
+            Row::Other(v) => {
+                for i in 0..cols.len() {
+                    stmt.raw_bind_parameter(first + i, Sql(Some(v)))?;
                 }
             }
         }
@@ -346,7 +390,7 @@ pub fn kv_map(state: &State<'_>) -> Value {
     let mut map = Map::new();
     for rows in state.collections.values() {
         for (k, v) in rows {
-            map.insert(k.to_string(), (**v).clone());
+            map.insert(k.to_string(), v.to_value());
         }
     }
     Value::Object(map)
@@ -364,7 +408,7 @@ pub fn document(state: &State<'_>, hints: &SchemaHints) -> Value {
             continue;
         }
         for (pointer, v) in sorted(rows) {
-            set_pointer(&mut doc, &pointer.to_string(), v.clone());
+            set_pointer(&mut doc, &pointer.to_string(), v.to_value());
         }
     }
     if let (Some(path), Some(rows)) = (record_path, records) {
@@ -374,15 +418,15 @@ pub fn document(state: &State<'_>, hints: &SchemaHints) -> Value {
             let key = k.to_string();
             r.get(key_field).is_some_and(|v| match v {
                 Value::String(s) => *s == key,
-                other => serde_json::to_string(other).is_ok_and(|text| text == key),
+                other => serde_json::to_string(&other).is_ok_and(|text| text == key),
             })
         });
         let set = if keyed {
-            Value::Array(rows.iter().map(|(_, v)| (*v).clone()).collect())
+            Value::Array(rows.iter().map(|(_, v)| v.to_value()).collect())
         } else {
             Value::Object(
                 rows.iter()
-                    .map(|(k, v)| (k.to_string(), (*v).clone()))
+                    .map(|(k, v)| (k.to_string(), v.to_value()))
                     .collect(),
             )
         };

@@ -9,10 +9,9 @@
 //! changes: every row of the table gets the new definition's stored
 //! columns, a missing one as its default, and loses members the table no
 //! longer has.
-use introspection::decode::sqlite::schema::parse_create_table;
-use serde_json::Value;
-
+use super::row::Row;
 use super::state::Rows;
+use introspection::decode::sqlite::schema::parse_create_table;
 
 /// Reshapes `rows` to the table defined by `sql` (a `CREATE TABLE`).
 /// A definition the parser does not understand leaves the rows as they
@@ -21,27 +20,23 @@ pub fn reshape_rows(rows: &mut Rows<'_>, sql: &str) {
     let Ok(def) = parse_create_table(sql) else {
         return;
     };
-    let stored: Vec<_> = def.columns.iter().filter(|c| c.stored).collect();
+    let stored: Vec<_> = def
+        .columns
+        .iter()
+        .filter(|c| c.stored)
+        .map(|c| (c.name.as_str(), &c.default))
+        .collect();
     for row in rows.values_mut() {
-        let Value::Object(members) = row.to_mut() else {
-            continue;
-        };
-        members.retain(|name, _| stored.iter().any(|c| c.name == *name));
-        for c in &stored {
-            if !members.contains_key(&c.name) {
-                members.insert(c.name.clone(), c.default.clone());
-            }
+        if let Row::Object { .. } = **row {
+            row.to_mut().reshape(&stored);
         }
     }
 }
 
 /// The table a schema entry defines and its sql, when it is a table.
-pub fn table_entry(entry: &Value) -> Option<(&str, &str)> {
-    if entry.get("type")?.as_str()? != "table" {
+pub fn table_entry(entry: &Row) -> Option<(&str, &str)> {
+    if entry.get_str("type")? != "table" {
         return None;
     }
-    Some((
-        entry.get("tbl_name")?.as_str()?,
-        entry.get("sql")?.as_str()?,
-    ))
+    Some((entry.get_str("tbl_name")?, entry.get_str("sql")?))
 }

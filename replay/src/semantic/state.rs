@@ -34,12 +34,15 @@ use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use introspection::semantic::{Format, Op, SemanticChange};
+use introspection::semantic::{Format, Op};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::change::Lifted;
 use super::reshape;
+use super::row::{self, Row};
 use super::stream::SCHEMA;
 
 /// A row key: integer keys (SQLite rowids, numeric JSON ids) order
@@ -149,16 +152,54 @@ pub struct State<'a> {
 
 /// One collection's rows. Hashed (not ordered) while folding, because a
 /// fold is one lookup per change; [`sorted`] gives them in key order.
-pub type Rows<'a> = HashMap<Key, Cow<'a, Value>>;
+pub type Rows<'a> = HashMap<Key, Cow<'a, Row>, BuildHasherDefault<KeyHasher>>;
 
 /// The rows in key order.
-pub fn sorted<'r>(rows: &'r Rows<'_>) -> Vec<(&'r Key, &'r Value)> {
-    let mut v: Vec<(&Key, &Value)> = rows.iter().map(|(k, v)| (k, &**v)).collect();
-    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    v
+pub fn sorted<'r>(rows: &'r Rows<'_>) -> Vec<(&'r Key, &'r Row)> {
+    // Integer keys sort by a copy beside the references, so that sorting
+    // does not go back to the table for each comparison.
+    let mut v: Vec<(Option<i64>, &Key, &Row)> =
+        rows.iter().map(|(k, v)| (k.as_int(), k, &**v)).collect();
+    v.sort_unstable_by(|a, b| match (a.0, b.0) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => a.1.cmp(b.1),
+    });
+    v.into_iter().map(|(_, k, r)| (k, r)).collect()
 }
 
-static NULL: Value = Value::Null;
+/// A multiply-rotate hash for row keys. Keys come from the file being
+/// replayed, not from an adversary who could aim at collisions over the
+/// network, and SipHash costs more than the rest of a fold step.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.write_u64(i as u64);
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn write_isize(&mut self, i: isize) {
+        self.write_u64(i as u64);
+    }
+}
 
 impl<'a> State<'a> {
     pub fn new() -> Self {
@@ -166,8 +207,8 @@ impl<'a> State<'a> {
     }
 
     /// Applies one change and says how it fit.
-    pub fn apply(&mut self, change: &'a SemanticChange) -> Applied {
-        let after = Cow::Borrowed(change.after.as_ref().unwrap_or(&NULL));
+    pub fn apply(&mut self, change: &'a Lifted) -> Applied {
+        let after = Cow::Borrowed(change.after.as_ref().unwrap_or(&row::NULL));
         self.apply_parts(
             change.format,
             &change.collection,
@@ -182,10 +223,10 @@ impl<'a> State<'a> {
         &mut self,
         format: Format,
         collection: &str,
-        key: &str,
+        key: &Key,
         op: Op,
-        before: Option<&Value>,
-        after: Cow<'a, Value>,
+        before: Option<&Row>,
+        after: Cow<'a, Row>,
     ) -> Applied {
         // A table whose definition changed: its rows read differently.
         if format == Format::Sqlite && collection == SCHEMA && op == Op::Update {
@@ -198,13 +239,13 @@ impl<'a> State<'a> {
                 }
             }
         }
-        if !self.collections.contains_key(collection) {
-            self.collections.insert(collection.to_string(), Rows::new());
-        }
-        let rows = self.collections.get_mut(collection).expect("just made");
-        let key = Key::parse(key);
+        // One lookup per change, an allocation only for a new collection.
+        let rows = match self.collections.get_mut(collection) {
+            Some(rows) => rows,
+            None => self.collections.entry(collection.to_string()).or_default(),
+        };
         match op {
-            Op::Insert | Op::Update => match rows.entry(key) {
+            Op::Insert | Op::Update => match rows.entry(key.clone()) {
                 Entry::Vacant(slot) => {
                     slot.insert(after);
                     if op == Op::Insert {
@@ -230,7 +271,7 @@ impl<'a> State<'a> {
                     outcome
                 }
             },
-            Op::Delete => match rows.remove(&key) {
+            Op::Delete => match rows.remove(key) {
                 None => Applied::Anomaly(AnomalyKind::DeleteOfMissing),
                 Some(old) if before.is_some_and(|b| !fits(b, &old)) => {
                     Applied::Anomaly(AnomalyKind::BeforeMismatch)
@@ -248,13 +289,14 @@ impl<'a> State<'a> {
     ) -> State<'static> {
         let mut state = State::new();
         for c in changes {
-            let after = Cow::Owned(c.after.unwrap_or(Value::Null));
+            let after = Cow::Owned(Row::from_value(c.after.unwrap_or(Value::Null)));
+            let before = c.before.map(Row::from_value);
             state.apply_parts(
                 format,
                 &c.collection,
-                &c.key,
+                &Key::parse(&c.key),
                 c.op,
-                c.before.as_ref(),
+                before.as_ref(),
                 after,
             );
         }
@@ -276,7 +318,7 @@ impl<'a> State<'a> {
     /// Up to `max` rows that differ from `other`: (collection, key, value
     /// here, value there), `None` where a side lacks the row.
     pub fn differences(&self, other: &State<'_>, max: usize) -> Vec<Difference> {
-        let empty = Rows::new();
+        let empty = Rows::default();
         let mut names: Vec<&String> = self
             .collections
             .keys()
@@ -297,8 +339,8 @@ impl<'a> State<'a> {
                     out.push(Difference {
                         collection: name.clone(),
                         key: k.to_string(),
-                        log: va.map(|v| v.clone().into_owned()),
-                        disk: vb.map(|v| v.clone().into_owned()),
+                        log: va.map(|v| v.to_value()),
+                        disk: vb.map(|v| v.to_value()),
                     });
                     if out.len() >= max {
                         return out;
@@ -320,7 +362,7 @@ impl<'a> State<'a> {
             for (key, value) in sorted(rows) {
                 put(&mut h, key.to_string().as_bytes());
                 buf.clear();
-                canonical_json(value, &mut buf);
+                value.canonical_json(&mut buf);
                 put(&mut h, &buf);
             }
         }
@@ -328,19 +370,28 @@ impl<'a> State<'a> {
     }
 }
 
+/// How many rows ahead the SQLite output starts loading.
+pub const AHEAD: usize = 8;
+
+/// A hint to the CPU to start loading `p`'s cache line: rows are read in
+/// key order, which is not where they lie.
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it reads nothing and cannot fault,
+    // whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Whether a change's `before` is the row folded so far. Rows are compared
 /// on the members both have: a `before` lifted in the same barrier as an
 /// `ALTER TABLE` is read with the old definition, the row with the new.
-fn fits(before: &Value, row: &Value) -> bool {
-    if before == row {
-        return true;
-    }
-    match (before, row) {
-        (Value::Object(b), Value::Object(r)) => b
-            .iter()
-            .all(|(name, v)| r.get(name).is_none_or(|rv| rv == v)),
-        _ => before == row,
-    }
+fn fits(before: &Row, row: &Row) -> bool {
+    before == row || before.agrees_with(row)
 }
 
 fn put(h: &mut blake3::Hasher, bytes: &[u8]) {

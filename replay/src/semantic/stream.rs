@@ -5,13 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
-use introspection::lift::SemanticEvent;
 use introspection::log::{LogReader, RecordKind};
 use introspection::recording::RecordDir;
-use introspection::semantic::{Format, SemanticChange};
+use introspection::semantic::Format;
 use introspection::tap::parse_base_mark;
 use serde::Serialize;
 
+use super::change::{parse_record, Lifted, Record, Shared};
 use super::state::Key;
 use super::SemanticError;
 use crate::Point;
@@ -28,7 +28,7 @@ pub struct VmStream {
     /// Seqs of the barrier records.
     pub barriers: Vec<u64>,
     /// The file's changes, in log order.
-    pub changes: Vec<SemanticChange>,
+    pub changes: Vec<Lifted>,
     /// Barrier seqs at which the file could not be decoded.
     pub decode_errors: Vec<u64>,
     /// Semantic records that did not parse.
@@ -63,6 +63,7 @@ impl VmStream {
             until_seq: until,
             ..Default::default()
         };
+        let mut shared = Shared::default();
         for record in reader.iter()? {
             let record = record?;
             let seq = record.seq;
@@ -72,21 +73,21 @@ impl VmStream {
                 }
                 RecordKind::Hint { message } => s.hints.push((seq, message)),
                 RecordKind::Barrier { .. } if seq <= until => s.barriers.push(seq),
-                RecordKind::Semantic { json } => match serde_json::from_str(&json) {
-                    Ok(SemanticEvent::Change(c)) if c.file == file => {
+                RecordKind::Semantic { json } => match parse_record(&json, file, &mut shared) {
+                    Record::Change(c) => {
                         s.format.get_or_insert(c.format);
                         if c.seq <= until {
                             s.changes.push(c);
                         }
                     }
-                    Ok(SemanticEvent::DecodeError(e)) if e.file == file => {
-                        s.format.get_or_insert(e.format);
-                        if e.seq <= until {
-                            s.decode_errors.push(e.seq);
+                    Record::DecodeError(format, seq) => {
+                        s.format.get_or_insert(format);
+                        if seq <= until {
+                            s.decode_errors.push(seq);
                         }
                     }
-                    Ok(_) => {}
-                    Err(_) => s.unreadable += 1,
+                    Record::Other => {}
+                    Record::Unreadable => s.unreadable += 1,
                 },
                 _ => {}
             }
@@ -129,8 +130,11 @@ impl FromStr for KeyRange {
 
 impl KeyRange {
     pub fn contains(&self, key: &str) -> bool {
-        let k = Key::parse(key);
-        self.first <= k && k <= self.last
+        self.contains_key(&Key::parse(key))
+    }
+
+    pub fn contains_key(&self, k: &Key) -> bool {
+        self.first <= *k && *k <= self.last
     }
 }
 
@@ -150,17 +154,17 @@ impl Selection {
 
     /// SQLite schema entries stay when they describe a selected table, so
     /// that the output can create it.
-    pub fn keeps(&self, c: &SemanticChange) -> bool {
-        if c.format == Format::Sqlite && c.collection == SCHEMA {
+    pub fn keeps(&self, c: &Lifted) -> bool {
+        if c.format == Format::Sqlite && &*c.collection == SCHEMA {
             return self.table.as_ref().is_none_or(|t| {
                 [&c.before, &c.after]
                     .iter()
-                    .filter_map(|v| v.as_ref()?.get("tbl_name")?.as_str())
+                    .filter_map(|v| v.as_ref()?.get_str("tbl_name"))
                     .any(|n| n == t)
             });
         }
-        self.table.as_ref().is_none_or(|t| *t == c.collection)
-            && self.keys.as_ref().is_none_or(|k| k.contains(&c.key))
+        self.table.as_ref().is_none_or(|t| **t == *c.collection)
+            && self.keys.as_ref().is_none_or(|k| k.contains_key(&c.key))
     }
 }
 
@@ -204,11 +208,11 @@ impl FromStr for ChangeFilter {
 }
 
 impl ChangeFilter {
-    pub fn matches(&self, c: &SemanticChange) -> bool {
+    pub fn matches(&self, c: &Lifted) -> bool {
         match self {
             ChangeFilter::Seq { first, last } => (*first..=*last).contains(&c.seq),
-            ChangeFilter::Key(range) => range.contains(&c.key),
-            ChangeFilter::Table(t) => *t == c.collection,
+            ChangeFilter::Key(range) => range.contains_key(&c.key),
+            ChangeFilter::Table(t) => **t == *c.collection,
         }
     }
 }
@@ -227,19 +231,19 @@ pub struct Conflict {
 /// more than one VM changed with different sequences of values (clones
 /// that made the same changes, e.g. the inserts of their common base, do
 /// not conflict).
-pub fn merge(streams: Vec<(String, Vec<SemanticChange>)>) -> (Vec<SemanticChange>, Vec<Conflict>) {
+pub fn merge(streams: Vec<(String, Vec<Lifted>)>) -> (Vec<Lifted>, Vec<Conflict>) {
     // Per key: each VM's sequence of (op, after), as canonical text.
     type History = Vec<String>;
     let mut per_key: BTreeMap<(String, String), BTreeMap<usize, History>> = BTreeMap::new();
     for (i, (_, changes)) in streams.iter().enumerate() {
         for c in changes {
             let mut text = Vec::new();
-            super::state::canonical_json(
-                c.after.as_ref().unwrap_or(&serde_json::Value::Null),
-                &mut text,
-            );
+            c.after
+                .as_ref()
+                .unwrap_or(&super::row::NULL)
+                .canonical_json(&mut text);
             per_key
-                .entry((c.collection.clone(), c.key.clone()))
+                .entry((c.collection.to_string(), c.key.to_string()))
                 .or_default()
                 .entry(i)
                 .or_default()
@@ -258,7 +262,7 @@ pub fn merge(streams: Vec<(String, Vec<SemanticChange>)>) -> (Vec<SemanticChange
         }
     }
     let total = streams.iter().map(|(_, c)| c.len()).sum();
-    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<SemanticChange>>> = streams
+    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<Lifted>>> = streams
         .into_iter()
         .map(|(_, c)| c.into_iter().peekable())
         .collect();

@@ -3,6 +3,7 @@ use introspection::decode::SchemaHints;
 use introspection::semantic::{Change, Format, Op, SemanticChange};
 use serde_json::{json, Value};
 
+use super::change::Lifted;
 use super::output;
 use super::state::{AnomalyKind, Applied, Key, State};
 use super::stream::{merge, ChangeFilter, KeyRange, Selection};
@@ -16,8 +17,8 @@ fn ch(
     op: Op,
     before: Option<Value>,
     after: Option<Value>,
-) -> SemanticChange {
-    SemanticChange::from_change(
+) -> Lifted {
+    Lifted::from(&SemanticChange::from_change(
         vm,
         seq,
         seq * 10,
@@ -30,15 +31,15 @@ fn ch(
             before,
             after,
         },
-    )
+    ))
 }
 
 /// A change that lives as long as the test (states borrow their rows).
-fn leak(c: SemanticChange) -> &'static SemanticChange {
+fn leak(c: Lifted) -> &'static Lifted {
     Box::leak(Box::new(c))
 }
 
-fn ins(seq: u64, t: &str, k: &str, v: Value) -> SemanticChange {
+fn ins(seq: u64, t: &str, k: &str, v: Value) -> Lifted {
     ch("vm0", seq, t, k, Op::Insert, None, Some(v))
 }
 
@@ -239,7 +240,7 @@ fn merge_orders_by_time_and_reports_only_diverging_keys() {
     ));
     b.push(ch("b", 4, "t", "3", Op::Insert, None, Some(json!("b"))));
     let (merged, conflicts) = merge(vec![("a".into(), a), ("b".into(), b)]);
-    let order: Vec<(String, u64)> = merged.iter().map(|c| (c.vm.clone(), c.seq)).collect();
+    let order: Vec<(String, u64)> = merged.iter().map(|c| (c.vm.to_string(), c.seq)).collect();
     assert_eq!(
         order,
         [
@@ -376,4 +377,113 @@ fn json_document_and_kv_map() {
         output::kv_map(&kv),
         json!({"k1": "v1", "k2": {"$blob": "00"}})
     );
+}
+
+#[test]
+fn compact_rows_are_the_json_values() {
+    use super::row::{Interner, Row};
+    let texts = [
+        r#"{"b": 1, "a": "x\"y\u00e9", "c": null, "d": true, "e": false}"#,
+        r#"{"id": 18446744073709551615, "neg": -5, "f": 2.0, "g": 0.1, "h": -1e300}"#,
+        r#"{"z": {"y": [1, {"b": 2, "a": 1}]}, "a": [], "blob": {"$blob": "00ff"}}"#,
+        r#"{"dup": 1, "x": 0, "dup": 2}"#,
+        r#"{}"#,
+        r#""text""#,
+        r#"[1, 2]"#,
+        r#"3.5"#,
+        r#"null"#,
+    ];
+    let mut names = Interner::default();
+    for text in texts {
+        let value: Value = serde_json::from_str(text).unwrap();
+        let parsed = Row::parse(text, &mut names).unwrap();
+        let converted = Row::from_value(value.clone());
+        assert_eq!(parsed, converted, "{text}");
+        assert_eq!(parsed.to_value(), value, "{text}");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        parsed.canonical_json(&mut a);
+        super::state::canonical_json(&value, &mut b);
+        assert_eq!(a, b, "{text}");
+    }
+    // Rows of one shape share their names; a row differs from another
+    // in any member.
+    let a = Row::parse(r#"{"a": 1, "b": "x"}"#, &mut names).unwrap();
+    let b = Row::parse(r#"{"b": "x", "a": 1}"#, &mut names).unwrap();
+    let c = Row::parse(r#"{"a": 1, "b": "y"}"#, &mut names).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_eq!(a.get_str("b"), Some("x"));
+    assert_eq!(a.get("a"), Some(json!(1)));
+    assert!(Row::parse(r#"{"a": 1"#, &mut names).is_err());
+}
+
+#[test]
+fn records_read_as_the_log_type_reads_them() {
+    use super::change::{parse_record, Lifted, Record, Shared};
+    use introspection::lift::SemanticEvent;
+    let c = ch(
+        "vm0",
+        7,
+        "t",
+        "12",
+        Op::Update,
+        Some(json!({"a": 1})),
+        Some(json!({"a": 2, "b": "x"})),
+    );
+    let change = SemanticChange::from_change(
+        "vm0",
+        7,
+        70,
+        "app.db",
+        Format::Sqlite,
+        Change {
+            collection: "t".into(),
+            key: "12".into(),
+            op: Op::Update,
+            before: Some(json!({"a": 1})),
+            after: Some(json!({"a": 2, "b": "x"})),
+        },
+    );
+    let json = serde_json::to_string(&SemanticEvent::Change(change.clone())).unwrap();
+    let mut shared = Shared::default();
+    match parse_record(&json, "app.db", &mut shared) {
+        Record::Change(l) => assert_eq!(l, Lifted { ts_ns: 70, ..c }),
+        _ => panic!("not read as a change"),
+    }
+    assert!(matches!(
+        parse_record(&json, "other.db", &mut shared),
+        Record::Other
+    ));
+    // What the log type refuses is unreadable here too, also for another
+    // file's change.
+    let mut broken: Value = serde_json::from_str(&json).unwrap();
+    broken.as_object_mut().unwrap().remove("vm");
+    for bad in [
+        broken.to_string(),
+        json.replace("\"change\"", "\"chnage\""),
+        json[..json.len() - 1].to_string(),
+        json.replace("\"after\":{", "\"after\":{\"a\":"),
+    ] {
+        assert!(
+            serde_json::from_str::<SemanticEvent>(&bad).is_err(),
+            "{bad}"
+        );
+        for file in ["app.db", "other.db"] {
+            assert!(
+                matches!(parse_record(&bad, file, &mut shared), Record::Unreadable),
+                "{bad}"
+            );
+        }
+    }
+    // A change without rows (null) and a decode error.
+    let deleted = json.replace("\"after\":{\"a\":2,\"b\":\"x\"}", "\"after\":null");
+    match parse_record(&deleted, "app.db", &mut shared) {
+        Record::Change(l) => assert_eq!(l.after, None),
+        _ => panic!("not read as a change"),
+    }
+    let err = r#"{"event":"decode_error","vm":"vm0","seq":9,"ts_ns":1,"file":"app.db","format":"sqlite","reason":"bad"}"#;
+    assert!(matches!(
+        parse_record(err, "app.db", &mut shared),
+        Record::DecodeError(Format::Sqlite, 9)
+    ));
 }
