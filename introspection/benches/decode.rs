@@ -5,22 +5,15 @@
 //! then times: memcpy of the file (baseline), a full decode of every table
 //! (b-tree walk + records), and a diff of two versions one update apart
 //! (what the host does at a barrier).
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::best;
 
 use introspection::decode::{self, SchemaHints};
 use introspection::semantic::Format;
-
-fn best(n: usize, mut f: impl FnMut()) -> Duration {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap()
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

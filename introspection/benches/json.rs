@@ -10,10 +10,14 @@
 //! of 3, a diff of two versions one value apart (what the host does at a
 //! barrier: parse both, compare). Without `python3` the baseline is
 //! skipped and only MB/s are printed.
+mod common;
+
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::best;
 
 use introspection::decode::{self, json, DecodeLimits, SchemaHints};
 use introspection::semantic::Format;
@@ -22,17 +26,6 @@ use introspection::semantic::Format;
 const TARGET_BYTES: usize = 20_000_000;
 /// Rounds of (baseline, parser) timings.
 const ROUNDS: usize = 3;
-
-fn best(n: usize, mut f: impl FnMut()) -> Duration {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap()
-}
 
 /// xorshift64*, seeded: the document is the same on every run.
 struct Rng(u64);

@@ -9,22 +9,15 @@
 //! (`for_each_wal_op`: records, checksums, batches, borrowed ops), the
 //! collected decode (`wal_ops`) and the live state of the whole directory
 //! (`Database::open`: MANIFEST + log replay into a map).
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::best;
 
 use introspection::decode::leveldb::{file_kind, for_each_wal_op, wal_ops, Database, FileKind};
 use rusty_leveldb::{Options, WriteBatch, DB};
-
-fn best(n: usize, mut f: impl FnMut()) -> Duration {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap()
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

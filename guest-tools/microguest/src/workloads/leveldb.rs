@@ -195,18 +195,12 @@ pub fn run(cmdline: &Cmdline) -> u32 {
             compactions += 1;
         }
     }
-    let mut h = Fnv::default();
-    for (k, v) in &map {
-        h.write(&(k.len() as u32).to_le_bytes());
-        h.write(k);
-        h.write(&(v.len() as u32).to_le_bytes());
-        h.write(v);
-    }
+    let fnv = Fnv::of_map(&map);
     say!(
         "leveldb: ops={ops} batches={batches} compactions={compactions} live={} last_seq={last_seq} log_bytes={} fnv={:#018x}\n",
         map.len(),
         log.len(),
-        h.0
+        fnv
     );
     0
 }

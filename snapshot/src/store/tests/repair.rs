@@ -273,3 +273,32 @@ fn repair_rebuilds_an_index_whose_header_is_garbage() {
         assert_eq!(&store.get(&ObjectId::of(d)).unwrap(), d);
     }
 }
+
+#[test]
+fn deep_check_reports_a_damaged_entry_header_of_a_readable_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = store_with(tmp.path(), 31, 4);
+    let ids: Vec<ObjectId> = data.iter().map(|d| ObjectId::of(d)).collect();
+    let loc = Store::open(tmp.path())
+        .unwrap()
+        .inner()
+        .view
+        .get(&ids[1])
+        .unwrap();
+    // One byte of the id inside the header: the value is untouched.
+    xor_byte(&pack0(tmp.path()), loc.offset - ENTRY_LEN as u64 + 20);
+    let store = Store::open(tmp.path()).unwrap();
+    assert_eq!(
+        store.get(&ids[1]).unwrap(),
+        data[1],
+        "the value still reads"
+    );
+    match store.check(&ids[1], true).unwrap() {
+        ObjectCheck::Damaged(why) => assert!(why.contains("entry header"), "{why}"),
+        other => panic!("a damaged header passed the deep check: {other:?}"),
+    }
+    assert_eq!(store.check(&ids[1], false).unwrap(), ObjectCheck::Ok);
+    for id in [&ids[0], &ids[2], &ids[3]] {
+        assert_eq!(store.check(id, true).unwrap(), ObjectCheck::Ok);
+    }
+}

@@ -105,6 +105,19 @@ impl Fnv {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
         }
     }
+
+    /// The checksum of a key-value map's live pairs (length-prefixed, in
+    /// key order), as the kv and leveldb summaries print it.
+    pub fn of_map(map: &alloc::collections::BTreeMap<Vec<u8>, Vec<u8>>) -> u64 {
+        let mut h = Fnv::default();
+        for (k, v) in map {
+            h.write(&(k.len() as u32).to_le_bytes());
+            h.write(k);
+            h.write(&(v.len() as u32).to_le_bytes());
+            h.write(v);
+        }
+        h.0
+    }
 }
 
 // ------------------------------------------------------------------ SQLite
