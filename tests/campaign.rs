@@ -381,7 +381,10 @@ fn corruption_trial(
         };
         // The next recorded run must never cut or renumber what the log
         // acknowledged: it refuses the damage, or keeps every record.
-        if outcome != "wrong" && class == "log:seg" && !reopen_keeps_history(fx, copy.path()) {
+        if outcome != "wrong"
+            && (class == "log:seg" || class == "log:SEAL")
+            && !reopen_keeps_history(fx, copy.path())
+        {
             "wrong"
         } else {
             outcome
