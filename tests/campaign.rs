@@ -50,6 +50,21 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `vmm run` of workload `w` on `disk`, recorded into `rec` as vm0.
+fn recorded_run(disk: &Path, rec: &Path, w: &BlkWrites) -> std::process::Output {
+    vmm(&[
+        "run",
+        "--disk",
+        path_str(disk),
+        "--record",
+        path_str(rec),
+        "--vm-id",
+        "vm0",
+        "--cmdline",
+        &w.cmdline(),
+    ])
+}
+
 /// Runs the test binary's `vmm` with `args`; true when it exited 0.
 fn ok(args: &[&str]) -> bool {
     vmm(args).status.code() == Some(0)
@@ -166,17 +181,7 @@ fn reopen_check(i: u64, dir: &Path, tally: &mut Tally) {
             flush_every: 5,
             dup_every: 0,
         };
-        let r = vmm(&[
-            "run",
-            "--disk",
-            path_str(&disk),
-            "--record",
-            path_str(&rec),
-            "--vm-id",
-            "vm0",
-            "--cmdline",
-            &w2.cmdline(),
-        ]);
+        let r = recorded_run(&disk, &rec, &w2);
         if r.status.code() != Some(0) {
             tally.add("reopen", "wrong", || {
                 format!("kill trial {i}: next run refused: {}", stderr(&r))
@@ -265,17 +270,7 @@ fn reopen_keeps_history(fx: &Fixture, copy: &Path) -> bool {
         flush_every: 5,
         dup_every: 0,
     };
-    let r = vmm(&[
-        "run",
-        "--disk",
-        path_str(&disk),
-        "--record",
-        path_str(&rec),
-        "--vm-id",
-        "vm0",
-        "--cmdline",
-        &w.cmdline(),
-    ]);
+    let r = recorded_run(&disk, &rec, &w);
     if r.status.code() != Some(0) {
         return true;
     }

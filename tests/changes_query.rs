@@ -21,17 +21,6 @@ fn run(args: &[&str], status: i32) -> (String, String) {
     (stdout(&out), stderr(&out))
 }
 
-/// NDJSON of `vmm changes REC --json EXTRA`.
-fn changes(rec: &Path, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["changes", rec.to_str().unwrap(), "--json"];
-    args.extend_from_slice(extra);
-    run(&args, 0)
-        .0
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn sqlite(dir: &Path, rec: &Path, vm: &str, seed: u64, rows: u64) {
     let disk = blank_disk(dir, &format!("{vm}.img"), 64);
     let cmdline = format!("workload=sqlite rows={rows} seed={seed}");
@@ -69,7 +58,7 @@ fn bounds_by_seq_and_mark_one_vm_and_shortened_text() {
         &["--timeout", "60"],
     );
 
-    let all = changes(&rec, &["--vm", "vm0"]);
+    let all = changes_json(&rec, &["--vm", "vm0"]);
     assert!(all.iter().all(|e| e["vm"] == "vm0"));
     let (db, kv): (Vec<Value>, Vec<Value>) =
         all.iter().cloned().partition(|e| e["file"] == "app.db");
@@ -82,11 +71,11 @@ fn bounds_by_seq_and_mark_one_vm_and_shortened_text() {
     assert!(kv.iter().all(|e| e["file"] == "kv.log"));
     // The mark splits the two runs exactly.
     assert_eq!(
-        changes(&rec, &["--vm", "vm0", "--until", "mark=kv-phase"]),
+        changes_json(&rec, &["--vm", "vm0", "--until", "mark=kv-phase"]),
         db
     );
     assert_eq!(
-        changes(&rec, &["--vm", "vm0", "--since", "mark=kv-phase"]),
+        changes_json(&rec, &["--vm", "vm0", "--since", "mark=kv-phase"]),
         kv
     );
     // Seq bounds are inclusive.
@@ -95,7 +84,7 @@ fn bounds_by_seq_and_mark_one_vm_and_shortened_text() {
     let at_s: Vec<Value> = db.iter().filter(|e| e["seq"] == s).cloned().collect();
     assert!(!at_s.is_empty());
     assert_eq!(
-        changes(&rec, &["--vm", "vm0", "--since", &from, "--until", &from]),
+        changes_json(&rec, &["--vm", "vm0", "--since", &from, "--until", &from]),
         at_s
     );
     let from_s: Vec<Value> = all
@@ -103,13 +92,16 @@ fn bounds_by_seq_and_mark_one_vm_and_shortened_text() {
         .filter(|e| e["seq"].as_u64() >= Some(s))
         .cloned()
         .collect();
-    assert_eq!(changes(&rec, &["--vm", "vm0", "--since", &from]), from_s);
+    assert_eq!(
+        changes_json(&rec, &["--vm", "vm0", "--since", &from]),
+        from_s
+    );
     let to_s: Vec<Value> = all
         .iter()
         .filter(|e| e["seq"].as_u64() <= Some(s + 1))
         .cloned()
         .collect();
-    assert_eq!(changes(&rec, &["--vm", "vm0", "--until", &to]), to_s);
+    assert_eq!(changes_json(&rec, &["--vm", "vm0", "--until", &to]), to_s);
     // A mark only vm0 has: vm1 is left out, and said so.
     let (out, err) = run(
         &["changes", rec.to_str().unwrap(), "--since", "mark=kv-phase"],
@@ -208,9 +200,12 @@ fn bounds_by_seq_and_mark_one_vm_and_shortened_text() {
         .cloned()
         .collect();
     let since = format!("time={t}");
-    assert_eq!(changes(&rec, &["--vm", "vm0", "--since", &since]), since_t);
+    assert_eq!(
+        changes_json(&rec, &["--vm", "vm0", "--since", &since]),
+        since_t
+    );
     // A bare time works as before points existed.
-    assert_eq!(changes(&rec, &["--vm", "vm0", "--since", t]), since_t);
+    assert_eq!(changes_json(&rec, &["--vm", "vm0", "--since", t]), since_t);
 }
 
 #[test]
@@ -219,7 +214,7 @@ fn a_damaged_log_is_reported_and_the_others_are_shown() {
     let rec = dir.path().join("rec");
     sqlite(dir.path(), &rec, "vm0", 1, 100);
     sqlite(dir.path(), &rec, "vm1", 2, 100);
-    let good = changes(&rec, &["--vm", "vm0"]);
+    let good = changes_json(&rec, &["--vm", "vm0"]);
     // Flip a bit in the middle of vm1's log.
     let reader = introspection::LogReader::open(rec.join("logs").join("vm1")).unwrap();
     let frames = reader.frames().unwrap();
@@ -274,7 +269,7 @@ fn a_damaged_log_is_reported_and_the_others_are_shown() {
     );
     assert!(err.contains("VM vm1 is damaged"), "{err}");
     // The good VM alone is answered in full, without warnings.
-    assert_eq!(changes(&rec, &["--vm", "vm0"]), good);
+    assert_eq!(changes_json(&rec, &["--vm", "vm0"]), good);
 }
 
 /// Each (collection, key)'s row after applying `events` in order.
@@ -299,7 +294,7 @@ fn net_view_between_two_points_of_a_sqlite_workload() {
     let rec = dir.path().join("rec");
     sqlite(dir.path(), &rec, "vm0", 5, 200);
     run(&["log", "mark", rec.to_str().unwrap(), "done"], 0);
-    let events = changes(&rec, &["--file", "app.db"]);
+    let events = changes_json(&rec, &["--file", "app.db"]);
     let s = seqs(&events)[events.len() / 2];
     let at_a = fold(
         &events
@@ -322,7 +317,7 @@ fn net_view_between_two_points_of_a_sqlite_workload() {
 
     let from = format!("seq={s}");
     for to in ["end", "mark=done"] {
-        let net = changes(
+        let net = changes_json(
             &rec,
             &["--file", "app.db", "--between", &from, "--and", to, "--net"],
         );

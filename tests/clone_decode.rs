@@ -11,12 +11,7 @@ use serde_json::Value;
 
 /// Every change of `vm` in `rec` (NDJSON of `vmm changes --json`).
 fn changes(rec: &Path, vm: &str) -> Vec<Value> {
-    let out = vmm(&["changes", rec.to_str().unwrap(), "--vm", vm, "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    changes_json(rec, &["--vm", vm])
 }
 
 /// What a change did, without where and when it was seen.

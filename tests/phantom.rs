@@ -9,17 +9,6 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 
-fn changes(rec: &Path, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["changes", rec.to_str().unwrap(), "--json"];
-    args.extend_from_slice(extra);
-    let out = vmm(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Applies every change in order, refusing what a real history cannot
 /// contain: an insert of a row that exists, an update or delete of one
 /// that does not (what phantom inserts produce).
@@ -63,7 +52,7 @@ fn a_read_only_run_logs_no_changes_and_each_row_is_inserted_once() {
     let disk = blank_disk(dir.path(), "disk.img", 64);
     let rec = dir.path().join("rec");
     run_recorded(&disk, &rec, "vm0", FIRST, &["--timeout", "120"]);
-    let first = changes(&rec, &["--errors"]);
+    let first = changes_json(&rec, &["--errors"]);
     assert!(first.len() > 150, "the first run inserted rows");
     let out = run_recorded(
         &disk,
@@ -73,7 +62,7 @@ fn a_read_only_run_logs_no_changes_and_each_row_is_inserted_once() {
         &["--timeout", "60"],
     );
     assert!(summary_line(&out).contains("integrity=ok"));
-    let after = changes(&rec, &["--errors"]);
+    let after = changes_json(&rec, &["--errors"]);
     assert_eq!(
         after.len(),
         first.len(),
@@ -140,7 +129,7 @@ fn a_disk_changed_between_runs_is_one_labelled_difference() {
     let disk = blank_disk(dir.path(), "disk.img", 64);
     let rec = dir.path().join("rec");
     run_recorded(&disk, &rec, "vm0", FIRST, &["--timeout", "120"]);
-    let first = changes(&rec, &["--errors"]);
+    let first = changes_json(&rec, &["--errors"]);
     let rows = strict_fold(&first);
     let mut ids = rows
         .keys()
@@ -156,7 +145,7 @@ fn a_disk_changed_between_runs_is_one_labelled_difference() {
         &["--timeout", "60"],
     );
     assert!(summary_line(&out).contains("integrity=ok"));
-    let all = changes(&rec, &["--errors"]);
+    let all = changes_json(&rec, &["--errors"]);
     let new: Vec<(&str, &str, &str)> = all[first.len()..]
         .iter()
         .map(|e| {
@@ -188,7 +177,7 @@ fn a_disk_changed_between_runs_is_one_labelled_difference() {
         "workload=sqlite-summary",
         &["--timeout", "60"],
     );
-    assert_eq!(changes(&rec, &["--errors"]).len(), all.len());
+    assert_eq!(changes_json(&rec, &["--errors"]).len(), all.len());
 }
 
 #[test]
@@ -204,7 +193,7 @@ fn the_decode_budget_flag_reaches_the_recorder() {
         cmdline,
         &["--timeout", "120", "--decode-budget-mib", "0"],
     );
-    let events = changes(&rec, &["--errors"]);
+    let events = changes_json(&rec, &["--errors"]);
     assert!(!events.is_empty());
     assert!(
         events.iter().all(|e| e["event"] == "decode_error"
@@ -224,9 +213,9 @@ fn rerun_folds_strictly(cmdline: &str) -> (usize, usize) {
     let disk = blank_disk(dir.path(), "disk.img", 64);
     let rec = dir.path().join("rec");
     run_recorded(&disk, &rec, "vm0", cmdline, &["--timeout", "120"]);
-    let first = changes(&rec, &[]).len();
+    let first = changes_json(&rec, &[]).len();
     run_recorded(&disk, &rec, "vm0", cmdline, &["--timeout", "120"]);
-    let all = changes(&rec, &[]);
+    let all = changes_json(&rec, &[]);
     strict_fold(&all);
     (first, all.len())
 }

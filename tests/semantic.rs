@@ -22,15 +22,7 @@ fn recorded(dir: &Path, cmdline: &str) -> (String, Vec<u8>) {
 }
 
 fn changes(dir: &Path, extra: &[&str]) -> Vec<Value> {
-    let rec = dir.join("rec");
-    let mut args = vec!["changes", rec.to_str().unwrap(), "--json"];
-    args.extend_from_slice(extra);
-    let out = vmm(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    changes_json(&dir.join("rec"), extra)
 }
 
 /// Applies every change in order: collection -> key -> row.

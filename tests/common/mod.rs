@@ -171,3 +171,15 @@ pub fn run_recorded(
     );
     out
 }
+
+/// The NDJSON of `vmm changes REC --json EXTRA...`, which must succeed.
+pub fn changes_json(rec: &std::path::Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["changes", rec.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let out = vmm(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
