@@ -126,6 +126,17 @@ impl Log {
     }
 }
 
+/// The key-value script's options (shared with `workload=leveldb`).
+pub(super) fn params(cmdline: &Cmdline) -> KvParams {
+    KvParams {
+        seed: cmdline.get_u64("seed", 1),
+        ops: cmdline.get_u64("ops", 3000),
+        batch: cmdline.get_u64("batch", 20),
+        keys: cmdline.get_u64("keys", 400),
+        compact_at: cmdline.get_u64("compact_at", 128 << 10),
+    }
+}
+
 pub fn run(cmdline: &Cmdline) -> u32 {
     let Some(mut disk) = Disk::open(cmdline) else {
         return crate::EXIT_GUEST_ERROR;
@@ -133,13 +144,7 @@ pub fn run(cmdline: &Cmdline) -> u32 {
     if !layout::announce(&[&KV_LOG], disk.capacity()) {
         return crate::EXIT_GUEST_ERROR;
     }
-    let p = KvParams {
-        seed: cmdline.get_u64("seed", 1),
-        ops: cmdline.get_u64("ops", 3000),
-        batch: cmdline.get_u64("batch", 20),
-        keys: cmdline.get_u64("keys", 400),
-        compact_at: cmdline.get_u64("compact_at", 128 << 10),
-    };
+    let p = params(cmdline);
     let mut img = vec![0u8; KV_LOG.len as usize];
     if disk.read_at(KV_LOG.offset(), &mut img).is_err() {
         say!("kv: cannot read the log\n");

@@ -35,7 +35,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::spec::{Fnv, KvOp, KvParams, KvScript};
+use super::spec::{Fnv, KvOp, KvScript};
 use crate::cmdline::Cmdline;
 use crate::disk::{Disk, IoError};
 use crate::layout::{self, LEVELDB_LOG};
@@ -138,13 +138,7 @@ pub fn run(cmdline: &Cmdline) -> u32 {
     if !layout::announce(&[&LEVELDB_LOG], disk.capacity()) {
         return crate::EXIT_GUEST_ERROR;
     }
-    let p = KvParams {
-        seed: cmdline.get_u64("seed", 1),
-        ops: cmdline.get_u64("ops", 3000),
-        batch: cmdline.get_u64("batch", 20),
-        keys: cmdline.get_u64("keys", 400),
-        compact_at: cmdline.get_u64("compact_at", 128 << 10),
-    };
+    let p = super::kv::params(cmdline);
     let cap = LEVELDB_LOG.len as usize;
     if write_from(&mut disk, &[], 0, cap).is_err() {
         say!("leveldb: cannot initialise the log\n");

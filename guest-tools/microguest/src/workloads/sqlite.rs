@@ -20,11 +20,11 @@
 //! computed from the database as it finds it.
 use alloc::string::String;
 
-use super::spec::{sqlite_pragmas, Fnv, SqliteParams, SqliteScript, SqliteSummary, SQLITE_SUMMARY};
 use super::memtest::SNAPSHOT_PORT;
+use super::spec::{sqlite_pragmas, Fnv, SqliteParams, SqliteScript, SqliteSummary, SQLITE_SUMMARY};
 use crate::cmdline::Cmdline;
-use crate::io::outb;
 use crate::disk::Disk;
+use crate::io::outb;
 use crate::layout::{self, APP_DB, APP_DB_JOURNAL, APP_DB_WAL, VFS_DIR};
 use crate::say;
 use crate::sqlite::{vfs, Db, Error};
