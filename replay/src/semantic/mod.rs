@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use introspection::hex;
 use introspection::log::LogError;
 use introspection::recording::RecordDir;
-use introspection::semantic::Format;
+use introspection::semantic::{Format, Op};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -178,6 +178,10 @@ pub fn fold<'a>(
     drop: &[ChangeFilter],
 ) -> Fold<'a> {
     let mut f = Fold::default();
+    let changes: Vec<&Lifted> = changes.into_iter().collect();
+    for (collection, inserts) in count_inserts(&changes) {
+        f.state.reserve(collection, inserts);
+    }
     for c in changes {
         if !selection.keeps(c) {
             f.unselected += 1;
@@ -196,6 +200,27 @@ pub fn fold<'a>(
     }
     f.state.prune();
     f
+}
+
+/// How many inserts each collection of `changes` has (at most as many rows
+/// as it will hold), in a list: a file has a few collections, and a change
+/// mostly belongs to the same one as the change before it.
+fn count_inserts<'c>(changes: &[&'c Lifted]) -> Vec<(&'c str, usize)> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut last = 0;
+    for c in changes.iter().filter(|c| c.op == Op::Insert) {
+        if counts.get(last).is_none_or(|(n, _)| *n != &*c.collection) {
+            last = match counts.iter().position(|(n, _)| *n == &*c.collection) {
+                Some(i) => i,
+                None => {
+                    counts.push((&*c.collection, 0));
+                    counts.len() - 1
+                }
+            };
+        }
+        counts[last].1 += 1;
+    }
+    counts
 }
 
 /// Rebuilds `req.file` at `req.point` from the semantic log, proves it

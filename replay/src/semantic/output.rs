@@ -337,9 +337,10 @@ fn insert_rows(
     let mut stmt = tx.prepare(&sql)?;
     let first = 1 + usize::from(by_rowid);
     // Per row shape (rows of one shape share their name list): which
-    // member each column takes, worked out once per shape.
+    // column each member fills, worked out once per shape. A column the
+    // shape lacks is bound to NULL then, and keeps that binding (a
+    // statement's bindings outlive its executions) until the shape changes.
     let mut plan: Option<(Names, Vec<Option<usize>>)> = None;
-    let mut cells: Vec<Cell<'_>> = Vec::new();
     let order = sorted(rows);
     for (i, &(key, row)) in order.iter().enumerate() {
         // The rows lie where the stream put them, not in key order: start
@@ -360,17 +361,22 @@ fn insert_rows(
             Row::Object { names, .. } => {
                 let fresh = plan.as_ref().is_none_or(|(n, _)| !Arc::ptr_eq(n, names));
                 if fresh {
-                    let at = cols
+                    let slots: Vec<Option<usize>> = names
                         .iter()
-                        .map(|c| names.binary_search_by(|n| (**n).cmp(c.as_str())).ok())
+                        .map(|n| cols.iter().position(|c| c.as_str() == &**n))
                         .collect();
-                    plan = Some((names.clone(), at));
+                    for c in 0..cols.len() {
+                        if !slots.contains(&Some(c)) {
+                            stmt.raw_bind_parameter(first + c, SqlValue::Null)?;
+                        }
+                    }
+                    plan = Some((names.clone(), slots));
                 }
-                let (_, at) = plan.as_ref().expect("just made");
-                cells.clear();
-                cells.extend(row.cells().map(|(c, _)| c));
-                for (i, member) in at.iter().enumerate() {
-                    stmt.raw_bind_parameter(first + i, SqlCell(member.map(|m| cells[m])))?;
+                let (_, slots) = plan.as_ref().expect("just made");
+                for ((cell, _), slot) in row.cells().zip(slots) {
+                    if let Some(c) = slot {
+                        stmt.raw_bind_parameter(first + c, SqlCell(Some(cell)))?;
+                    }
                 }
             }
             // A value that is not a row (a table created from values).
@@ -378,6 +384,9 @@ fn insert_rows(
                 for i in 0..cols.len() {
                     stmt.raw_bind_parameter(first + i, Sql(Some(v)))?;
                 }
+                // Every column was rebound: the next object row rebinds its
+                // shape's NULLs.
+                plan = None;
             }
         }
         stmt.raw_execute()?;

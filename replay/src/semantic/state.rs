@@ -202,6 +202,19 @@ impl Hasher for KeyHasher {
 }
 
 impl<'a> State<'a> {
+    /// Makes room for `rows` more rows in `collection`, so that a fold
+    /// that knows how many inserts are coming does not rehash the table
+    /// as it grows (a rehash moves every row, out of cache).
+    pub fn reserve(&mut self, collection: &str, rows: usize) {
+        match self.collections.get_mut(collection) {
+            Some(table) => table.reserve(rows),
+            None => {
+                let table = Rows::with_capacity_and_hasher(rows, Default::default());
+                self.collections.insert(collection.to_string(), table);
+            }
+        }
+    }
+
     pub fn new() -> Self {
         Self::default()
     }

@@ -330,6 +330,51 @@ fn sqlite_output_holds_the_rows_and_reads_back_equal() {
 }
 
 #[test]
+fn sqlite_output_binds_each_row_shape_s_missing_columns_to_null() {
+    // Rows of one table with different member sets, in key order: a column
+    // a shape lacks must be NULL, never the previous row's value.
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT)";
+    let mut s = State::new();
+    s.apply(leak(ins(
+        1,
+        SCHEMA,
+        "t",
+        json!({"type": "table", "name": "t", "tbl_name": "t", "sql": sql}),
+    )));
+    for (k, row) in [
+        ("1", json!({"id": 1, "a": "a1", "b": "b1"})),
+        ("2", json!({"id": 2, "a": "a2"})),
+        ("3", json!({"id": 3, "b": "b3"})),
+        ("4", json!({"id": 4, "a": "a4", "b": "b4"})),
+        ("5", json!({"id": 5})),
+    ] {
+        s.apply(leak(ins(1, "t", k, row)));
+    }
+    let path = dir.path().join("out.db");
+    output::write(&s, Format::Sqlite, &SchemaHints::default(), &path).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let rows: Vec<(i64, Option<String>, Option<String>)> = db
+        .prepare("SELECT id, a, b FROM t ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let text = |s: &str| Some(s.to_string());
+    assert_eq!(
+        rows,
+        vec![
+            (1, text("a1"), text("b1")),
+            (2, text("a2"), None),
+            (3, None, text("b3")),
+            (4, text("a4"), text("b4")),
+            (5, None, None),
+        ]
+    );
+}
+
+#[test]
 fn json_document_and_kv_map() {
     let hints = SchemaHints {
         json_record_path: Some("/records".into()),
