@@ -209,8 +209,10 @@ fn count_inserts<'c>(changes: &[&'c Lifted]) -> Vec<(&'c str, usize)> {
     let mut counts: Vec<(&str, usize)> = Vec::new();
     let mut last = 0;
     for c in changes.iter().filter(|c| c.op == Op::Insert) {
-        if counts.get(last).is_none_or(|(n, _)| *n != &*c.collection) {
-            last = match counts.iter().position(|(n, _)| *n == &*c.collection) {
+        // Collection names are interned while reading: mostly the same str.
+        let same = |n: &str| std::ptr::eq(n, &*c.collection) || n == &*c.collection;
+        if counts.get(last).is_none_or(|(n, _)| !same(n)) {
+            last = match counts.iter().position(|(n, _)| same(n)) {
                 Some(i) => i,
                 None => {
                     counts.push((&*c.collection, 0));

@@ -38,13 +38,27 @@ use super::state::canonical_json;
 /// Member names of a row shape, sorted.
 pub type Names = Arc<[Box<str>]>;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Row {
     /// A JSON object: member `i` is named `names[i]`; `data` holds the
     /// members' values (see the module doc).
     Object { names: Names, data: Box<[u8]> },
     /// Any other JSON value.
     Other(Value),
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Row) -> bool {
+        match (self, other) {
+            (Row::Object { names, data }, Row::Object { names: n, data: d }) => {
+                // Rows of one shape share their (interned) name list: the
+                // common case is one pointer comparison, not one per name.
+                (Arc::ptr_eq(names, n) || names == n) && data == d
+            }
+            (Row::Other(a), Row::Other(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// The row of a change without one (`null`).
