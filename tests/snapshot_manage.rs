@@ -30,7 +30,7 @@ fn ok(out: Output) -> String {
 }
 
 fn store_objects(dir: &Path) -> u64 {
-    snapshot::Store::open(dir.join("store"))
+    store::Store::open(dir.join("store"))
         .unwrap()
         .stats()
         .objects
@@ -325,5 +325,5 @@ fn the_disk_fingerprint_follows_the_guests_writes_between_snapshots() {
 
 /// BLAKE3 of a whole file (what `b3sum` prints).
 fn blake3_of(path: &Path) -> [u8; 32] {
-    snapshot::ObjectId::of(&std::fs::read(path).unwrap()).0
+    store::ObjectId::of(&std::fs::read(path).unwrap()).0
 }

@@ -21,7 +21,6 @@
 //!   next open need not scan the whole log.
 //! - [`recording`]: a record directory (store + one log per VM) and its
 //!   full verification ([`recording::verify`]).
-//! - [`hex`]: hex text for 32-byte hashes (and serde helpers for `--json`).
 //! - [`decode`]: semantic decoders (sqlite incl. WAL, json, kv): two
 //!   versions of a file in, row/key-level [`Change`]s out.
 //! - [`semantic`]: the semantic change event ([`SemanticChange`]) and the
@@ -35,7 +34,6 @@
 pub mod checkpoint;
 pub mod decode;
 pub mod disk_state;
-pub mod hex;
 pub mod lift;
 pub mod log;
 pub mod point;

@@ -2,7 +2,7 @@
 //! log per VM.
 //!
 //! ```text
-//! DIR/store/          the content store (snapshot::Store)
+//! DIR/store/          the content store (store::Store)
 //! DIR/logs/<vm-id>/   that VM's change log (crate::log)
 //! ```
 //! `verify` checks a log completely: frame and record CRCs and the chain
@@ -12,12 +12,12 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use snapshot::{ObjectId, Store, StoreError, StoreStats};
+use store::{ObjectId, Store, StoreError, StoreStats};
 
 use crate::disk_state::{DiskState, ZERO_BLOCK_HASH};
-use crate::hex;
 use crate::log::{verify_with, LogError, LogReader, RecordKind, VerifyReport};
 use crate::tap::TapError;
+use store::hex;
 
 /// Upper bound on a disk's blocks when none is known (2^61 sectors).
 const ANY_DISK_BLOCKS: u64 = u64::MAX / 4096;

@@ -34,7 +34,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use serde::Serialize;
-use snapshot::{ObjectId, Store, StoreError};
+use store::{ObjectId, Store, StoreError};
 use thiserror::Error;
 
 use crate::decode::DecodeLimits;
@@ -126,7 +126,7 @@ pub struct BlockTap {
     /// Keeps `vmm store gc` away while this log may still be about to
     /// reference objects it has put (they are stored before the log frame
     /// naming them is written).
-    _pin: snapshot::Pin,
+    _pin: store::Pin,
     state: DiskState,
     pending_data: Vec<u8>,
     pending_ids: Vec<ObjectId>,
@@ -444,7 +444,7 @@ impl BlockTap {
                 let job = LiftJob {
                     vm: self.vm_id.clone(),
                     seq,
-                    ts_ns: crate::log::now_ns(),
+                    ts_ns: store::clock::now_ns(),
                     versions,
                     kind: JobKind::Diff,
                 };

@@ -7,13 +7,13 @@
 //! new base for whatever the image holds beyond it. Also where a log ends
 //! after a tap was abandoned ([`Abandoned`]).
 use serde::Serialize;
-use snapshot::{ObjectId, Store};
+use store::{ObjectId, Store};
 
 use crate::disk_state::ZERO_BLOCK_HASH;
-use crate::hex;
 use crate::log::{CutReport, LogReader, LogWriter, OpenReport, RecordKind};
 use crate::recording::RecordDir;
 use crate::tap::TapError;
+use store::hex;
 
 /// Where a log ends after [`crate::tap::BlockTap::abandon`].
 #[derive(Debug, Clone, Serialize)]

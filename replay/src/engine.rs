@@ -20,11 +20,11 @@ use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
 use introspection::disk_state::{DiskState, ZERO_BLOCK_HASH};
-use introspection::hex;
 use introspection::log::{LogReader, RecordKind};
 use introspection::recording::RecordDir;
 use serde::Serialize;
-use snapshot::ObjectId;
+use store::hex;
+use store::ObjectId;
 
 use crate::filter::WhatIf;
 use crate::ReplayError;
@@ -316,7 +316,7 @@ struct Fetched {
 
 /// A write's blocks, concatenated (each checked against its BLAKE3 by the
 /// store; zero blocks are not stored).
-fn fetch(store: &snapshot::Store, blocks: &[[u8; 32]]) -> Result<Vec<u8>, snapshot::StoreError> {
+fn fetch(store: &store::Store, blocks: &[[u8; 32]]) -> Result<Vec<u8>, store::StoreError> {
     let mut buf = Vec::with_capacity(blocks.len() * BLOCK as usize);
     for h in blocks {
         if *h == ZERO_BLOCK_HASH {

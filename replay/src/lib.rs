@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use introspection::log::LogError;
 use introspection::recording::RecordDir;
-use snapshot::StoreError;
+use store::StoreError;
 use thiserror::Error;
 
 pub mod base;

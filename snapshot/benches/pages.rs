@@ -8,7 +8,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use snapshot::{capture, restore, restore_over, set_max_threads, PageList, Store, PAGE_SIZE};
+use snapshot::{capture, restore, restore_over, set_max_threads, PageList, PAGE_SIZE};
+
+use store::Store;
 
 const REGION: usize = 256 << 20;
 const PAGES: usize = REGION / PAGE_SIZE;

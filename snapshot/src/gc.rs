@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::manifest::{ManifestError, SnapshotDir};
 use crate::pages::PageList;
-use crate::store::{GcReport, IdHashBuilder, ObjectId, Store, StoreError};
+use store::{GcReport, IdHashBuilder, ObjectId, Store, StoreError};
 
 /// The set of objects a collection keeps.
 pub type LiveSet = HashSet<ObjectId, IdHashBuilder>;
@@ -186,7 +186,7 @@ mod tests {
         let logged = store.put(&[42u8; 4096]).unwrap();
         let stray = store.put(&[43u8; 4096]).unwrap();
         // A second handle (as another process) with a view from before.
-        let other = crate::store::Store::open(store.dir()).unwrap();
+        let other = store::Store::open(store.dir()).unwrap();
         assert!(other.contains(&stray));
         let before = store.stats();
 
@@ -227,7 +227,7 @@ mod tests {
         // And writes into it without reusing a pack number.
         let id = other.put(&[44u8; PAGE_SIZE]).unwrap();
         assert_eq!(store.get(&id).unwrap(), vec![44u8; PAGE_SIZE]);
-        let reopened = crate::store::Store::open(store.dir()).unwrap();
+        let reopened = store::Store::open(store.dir()).unwrap();
         assert!(reopened.open_report().warnings.is_empty());
         assert!(restored(&reopened, &merged) == mem);
     }

@@ -12,7 +12,6 @@
 pub mod gc;
 pub mod manifest;
 pub mod pages;
-pub mod store;
 
 #[cfg(test)]
 mod testutil;
@@ -25,8 +24,4 @@ pub use manifest::{
 pub use pages::{
     capture, restore, restore_filtered, restore_over, restore_page, set_max_threads, CaptureStats,
     PageList, PagesError, PagesRef, RestoreStats, PAGE_SIZE,
-};
-pub use store::{
-    GcLock, GcReport, ObjectCheck, ObjectId, OpenReport, Pin, PutReport, Store, StoreError,
-    StoreOptions, StoreStats,
 };

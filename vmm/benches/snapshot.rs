@@ -42,7 +42,7 @@ fn run(dir: &std::path::Path, mem_mib: u64, cmdline: &str, vm: &str) -> vmm::Run
 }
 
 fn store_bytes(dir: &std::path::Path) -> u64 {
-    snapshot::Store::open(dir.join("store"))
+    store::Store::open(dir.join("store"))
         .unwrap()
         .stats()
         .stored_bytes

@@ -170,12 +170,6 @@ pub use record::{
     MAX_SEMANTIC_LEN, MAX_WRITE_LEN, SECTOR_SIZE,
 };
 
-/// Host `CLOCK_REALTIME` in ns (what records are stamped with).
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 pub use segment::{FORMAT_VERSION, MAX_VM_ID_LEN};
 pub use verify::{verify, verify_with, VerifyProblem, VerifyReport};
 pub use writer::{LogOptions, LogWriter};

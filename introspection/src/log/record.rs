@@ -46,14 +46,14 @@ pub enum RecordKind {
     BlockWrite {
         sector: u64,
         len: u32,
-        #[serde(with = "crate::hex::hashes")]
+        #[serde(with = "store::hex::hashes")]
         blocks: Vec<[u8; 32]>,
     },
     /// A flush or FUA completed; `disk_checksum` is the disk's state
     /// checksum ([`crate::DiskState::checksum`]) after every write before it.
     Barrier {
         kind: BarrierKind,
-        #[serde(with = "crate::hex::hash")]
+        #[serde(with = "store::hex::hash")]
         disk_checksum: [u8; 32],
     },
     /// A named point to replay to (1..=256 bytes of UTF-8).
@@ -63,7 +63,7 @@ pub enum RecordKind {
     /// A hint the guest sent, kept verbatim (one hint-proto wire message,
     /// at most `MAX_HINT_LEN` bytes); hex in JSON.
     Hint {
-        #[serde(with = "crate::hex::bytes")]
+        #[serde(with = "store::hex::bytes")]
         message: Vec<u8>,
     },
     /// A semantic change (`crate::semantic::SemanticChange` or a decode-error

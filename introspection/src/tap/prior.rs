@@ -29,7 +29,7 @@ use std::path::Path;
 
 use hint_proto::Role;
 use serde::Deserialize;
-use snapshot::{ObjectId, Store};
+use store::{ObjectId, Store};
 
 use super::{BlockTap, JobKind, LiftJob, BLOCK};
 use crate::disk_state::{DiskState, ZERO_BLOCK_HASH};
@@ -209,7 +209,7 @@ impl BlockTap {
             let job = LiftJob {
                 vm: self.vm_id.clone(),
                 seq,
-                ts_ns: crate::log::now_ns(),
+                ts_ns: store::clock::now_ns(),
                 versions,
                 kind,
             };

@@ -38,7 +38,7 @@ impl BlockTap {
         let job = LiftJob {
             vm: self.vm_id.clone(),
             seq: self.log.last_seq(),
-            ts_ns: crate::log::now_ns(),
+            ts_ns: store::clock::now_ns(),
             versions,
             kind: JobKind::Seed,
         };

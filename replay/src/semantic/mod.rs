@@ -22,11 +22,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use introspection::hex;
 use introspection::log::LogError;
 use introspection::recording::RecordDir;
 use introspection::semantic::{Format, Op};
 use serde::Serialize;
+use store::hex;
 use thiserror::Error;
 
 use crate::{Point, ReplayError};

@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::{
-    new_snapshot_id, now_ns, Manifest, ManifestError, Result, SnapshotDir, SnapshotKind,
-    SnapshotStats,
+    new_snapshot_id, Manifest, ManifestError, Result, SnapshotDir, SnapshotKind, SnapshotStats,
 };
 use crate::pages::PageList;
-use crate::store::{IdHashBuilder, ObjectId, Store};
+use store::clock::now_ns;
+use store::{IdHashBuilder, ObjectId, Store};
 
 /// What [`check`] looked at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use super::error::io_err;
 use super::{decode, encode, validate_id, Manifest, ManifestError, Result, SnapshotKind};
-use crate::store::{Store, StoreError};
+use store::{Store, StoreError};
 
 /// Suffix of manifest files.
 const SUFFIX: &str = ".snap";

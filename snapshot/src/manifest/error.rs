@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::RegionName;
 use crate::pages::{PagesError, PAGE_SIZE};
-use crate::store::{ObjectId, StoreError};
+use store::{ObjectId, StoreError};
 
 /// Everything that can go wrong reading, writing, checking or merging
 /// snapshot manifests. Each message names the file, snapshot, region or

@@ -30,9 +30,9 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use store::clock::now_ns;
 
 use crate::pages::{id_bytes, CaptureStats, PagesRef};
 
@@ -285,13 +285,6 @@ impl Manifest {
         }
         Ok(())
     }
-}
-
-/// Nanoseconds since the Unix epoch.
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A new snapshot id: the UTC time to the nanosecond and 8 random hex

@@ -3,8 +3,8 @@
 use super::format::encode_version;
 use super::*;
 use crate::pages::{capture, restore, restore_over, PageList, PagesError, PAGE_SIZE};
-use crate::store::{ObjectId, Store};
 use crate::testutil::{memory, mutate, Rng};
+use store::{ObjectId, Store};
 
 fn setup() -> (tempfile::TempDir, SnapshotDir, Store) {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::{split_work, threads, whole_pages, PageList, PagesError, Result, PAGE_SIZE};
-use crate::store::{is_all_zero, ObjectId, Store};
+use store::{is_all_zero, ObjectId, Store};
 
 /// Pages handed to the store per `put_batch_hashed` call (4 MiB).
 const BATCH: usize = 1024;

@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ObjectId, PutReport, Store, StoreError, BLOCK_SIZE};
+use store::{ObjectId, PutReport, Store, StoreError, BLOCK_SIZE};
 
 pub use capture::{capture, CaptureStats};
 pub use restore::{restore, restore_filtered, restore_over, restore_page, RestoreStats};

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::{split_work, threads, whole_pages, PageList, PagesError, Result, PAGE_SIZE};
-use crate::store::{IdHashBuilder, ObjectId, Store};
+use store::{IdHashBuilder, ObjectId, Store};
 
 /// Below this many pages to write, restore stays on the calling thread.
 const PARALLEL_MIN_PAGES: u64 = 256;

@@ -5,7 +5,7 @@
 pub(crate) mod id_bytes {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::store::ObjectId;
+    use store::ObjectId;
 
     pub fn serialize<S: Serializer>(id: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
@@ -28,7 +28,7 @@ pub(crate) mod id_bytes {
 pub(crate) mod ids_bytes {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::store::ObjectId;
+    use store::ObjectId;
 
     pub fn serialize<S: Serializer>(ids: &[ObjectId], s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {

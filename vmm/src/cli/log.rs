@@ -3,10 +3,10 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
-use introspection::hex;
 use introspection::log::{LogReader, Record, RecordKind};
 use introspection::recording::{self, RecordDir};
 use introspection::semantic::{describe_hint, SemanticChange};
+use store::hex;
 
 use super::refs::Scope;
 use super::{trust, CliError};

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use introspection::log::{LogError, LogReader, RecordKind};
 use introspection::recording::RecordDir;
-use snapshot::{ManifestError, ObjectId, SnapshotDir, Store};
+use snapshot::{ManifestError, SnapshotDir};
+use store::{ObjectId, Store};
 
 /// Who needs an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use introspection::recording::{self, RecordDir};
 use snapshot::gc::GcError;
-use snapshot::Store;
+use store::Store;
 
 use super::refs::{walk, Scope, Visit, WalkError};
 use super::trust::{self, TrustReport};
@@ -258,7 +258,7 @@ pub fn print_problems(report: &TrustReport) {
 
 pub fn repair(args: &StatsArgs) -> Result<i32, CliError> {
     let dir = store_dir(&args.dir)?;
-    let repaired = snapshot::store::repair(&dir.store_dir()).map_err(CliError::from_display)?;
+    let repaired = store::repair(&dir.store_dir()).map_err(CliError::from_display)?;
     let store = open(&dir)?;
     let report = trust::check(dir.root(), &store, &Scope::default(), false, true)
         .map_err(CliError::from_display)?;

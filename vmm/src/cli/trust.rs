@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use snapshot::{ObjectCheck, ObjectId, Store, StoreError};
+use store::{ObjectCheck, ObjectId, Store, StoreError};
 
 use super::refs::{walk, Referrer, Scope, Unreadable, Visit, WalkError};
 

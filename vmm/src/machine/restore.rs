@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use introspection::disk_state::DiskState;
-use introspection::hex;
 use snapshot::manifest::{fingerprint, resolve_disk_path};
 use snapshot::{check, DiskRecord, Manifest, PathResolution, SnapshotDir};
+use store::hex;
 
 use super::snapshot::{
     hash_threads, restore_memory, restore_shared, unrecorded_disk_taps, SnapshotChain,

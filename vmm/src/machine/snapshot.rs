@@ -262,7 +262,7 @@ impl Machine {
         let mut manifest = Manifest {
             id: id.clone(),
             parent: parent.as_ref().map(|(p, _)| p.clone()),
-            created_ns: snapshot::manifest::now_ns(),
+            created_ns: store::clock::now_ns(),
             vm_id: config.vm_id.clone(),
             kind,
             state,
@@ -434,7 +434,7 @@ fn blob(name: &str, bytes: Vec<u8>) -> StateBlob {
 /// Restores every region's pages into fresh (all-zero) guest memory; zero
 /// pages are not touched, so they cost the host nothing.
 pub(super) fn restore_memory(
-    store: &snapshot::Store,
+    store: &store::Store,
     manifest: &Manifest,
     mem: &GuestMemory,
 ) -> Result<Vec<(PageList, PagesRef)>> {
@@ -459,7 +459,7 @@ pub(super) fn restore_memory(
 
 /// Fills a fresh shared region (a memfd) from the snapshot.
 pub(super) fn restore_shared(
-    store: &snapshot::Store,
+    store: &store::Store,
     saved: &SharedRegion,
     shm: &crate::shared::SharedMem,
 ) -> Result<(PageList, PagesRef)> {

@@ -2,9 +2,9 @@
 //! and storing the dirty pages copied out while it was stopped, saving the
 //! page lists, syncing the store and writing the manifest durably.
 use snapshot::{
-    Manifest, MemoryRegion, ObjectId, PageList, PagesRef, SharedRegion, SnapshotDir, SnapshotStats,
-    PAGE_SIZE,
+    Manifest, MemoryRegion, PageList, PagesRef, SharedRegion, SnapshotDir, SnapshotStats, PAGE_SIZE,
 };
+use store::ObjectId;
 
 use super::snap_err;
 use crate::error::Result;
@@ -57,7 +57,7 @@ impl Capture {
 /// counts every object this snapshot added: pages and page-list chunks.
 pub(super) fn finish_snapshot(
     dir: &SnapshotDir,
-    store: &snapshot::Store,
+    store: &store::Store,
     mut manifest: Manifest,
     captures: Vec<Capture>,
     layout: &Layout,
@@ -83,7 +83,7 @@ pub(super) fn finish_snapshot(
                 let mut block_ids = Vec::new();
                 for (i, &p) in pages.iter().enumerate() {
                     let page = &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
-                    let id = if snapshot::store::is_all_zero(page) {
+                    let id = if store::is_all_zero(page) {
                         ObjectId::ZERO_BLOCK
                     } else {
                         let id = ObjectId::of(page);

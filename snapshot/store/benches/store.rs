@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use snapshot::Store;
+use store::Store;
 
 const BLOCK: usize = 4096;
 const TOTAL: usize = 128 << 20;

@@ -1,7 +1,7 @@
 //! Single-process behaviour: roundtrips, zero objects, dedup, ids, packs.
 
 use super::{object, object_records};
-use crate::store::{ObjectId, Store, StoreError, StoreOptions, BLOCK_SIZE, MAX_OBJECT_LEN};
+use crate::{ObjectId, Store, StoreError, StoreOptions, BLOCK_SIZE, MAX_OBJECT_LEN};
 
 fn pack_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("packs"))
@@ -76,7 +76,7 @@ fn zero_objects_store_nothing() {
         .put_batch(&[&zero[..], &[0u8; 8192][..], &[][..], &zero[..512]])
         .unwrap();
     assert_eq!(ids[0], ObjectId::ZERO_BLOCK);
-    assert!(ids[0].is_zero_block() && crate::store::is_zero_block(&ids[0]));
+    assert!(ids[0].is_zero_block() && crate::is_zero_block(&ids[0]));
     assert_eq!(ids[1], ObjectId::of(&[0u8; 8192]));
     assert!(
         pack_files(tmp.path()).is_empty(),
@@ -173,11 +173,11 @@ fn object_id_text_forms() {
     assert_eq!(json, format!("\"{hex}\""));
     assert_eq!(serde_json::from_str::<ObjectId>(&json).unwrap(), id);
     assert!(serde_json::from_str::<ObjectId>("\"xyz\"").is_err());
-    assert!(crate::store::is_all_zero(&[0u8; 200]));
-    assert!(!crate::store::is_all_zero(&[0, 0, 0, 1]));
+    assert!(crate::is_all_zero(&[0u8; 200]));
+    assert!(!crate::is_all_zero(&[0, 0, 0, 1]));
     let mut late = vec![0u8; 4096];
     late[4000] = 1;
-    assert!(!crate::store::is_all_zero(&late));
+    assert!(!crate::is_all_zero(&late));
 }
 
 #[test]

@@ -5,8 +5,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::object;
-use crate::store::format::{Loc, Record};
-use crate::store::{ObjectId, Store, StoreError, StoreOptions, BLOCK_SIZE};
+use crate::format::{Loc, Record};
+use crate::{ObjectId, Store, StoreError, StoreOptions, BLOCK_SIZE};
 
 /// The live location of `id` according to the index file.
 fn loc_of(dir: &Path, id: &ObjectId) -> Loc {

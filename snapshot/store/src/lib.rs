@@ -1,5 +1,14 @@
 //! The content-addressed object store, shared by many VMM processes.
 //!
+//! Owns: objects keyed by the BLAKE3 of their bytes ([`ObjectId`], in packs
+//! under one directory), the units every other crate shares (the 4 KiB
+//! [`BLOCK_SIZE`], the zero block's id [`ObjectId::ZERO_BLOCK`], the
+//! record clock [`clock::now_ns`]), hex text of hashes ([`hex`]), and
+//! the [`ObjectBackend`] trait through which logs and snapshots reach
+//! objects. Does not own: what the objects mean (change logs are
+//! `changelog`'s, snapshots are `snapshot`'s) or which objects are live
+//! (the mark phase of collection is `snapshot::gc`).
+//!
 //! One directory holds append-only pack files and an append-only index log
 //! (the on-disk format is documented beside its code, in `store/format.rs`).
 //! Objects are keyed by the BLAKE3 of their bytes ([`ObjectId`]), stored
@@ -23,7 +32,7 @@
 //!
 //! # Compaction
 //! [`Store::compact`] rewrites the store keeping only the objects a caller
-//! marks live (the sweep of [`crate::gc`]): new packs and a new index,
+//! marks live (the sweep of `snapshot::gc`): new packs and a new index,
 //! renamed over the old one; every handle reloads when it sees the new
 //! index. Protocol, pins and the crash-safety argument are in `gc.rs`.
 //!
@@ -47,9 +56,11 @@
 //! object recorded since the last sync and revokes those whose bytes did
 //! not survive, so dedup never points a new put at lost data.
 
+pub mod clock;
 mod error;
 mod format;
 mod gc;
+pub mod hex;
 mod id;
 mod index;
 mod lock;

@@ -5,12 +5,12 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::object;
-use crate::store::format::{
+use crate::format::{
     encode_header, encode_header_version, Loc, Record, ENTRY_LEN, HEADER_LEN, INDEX_MAGIC,
     PACK_MAGIC, RECORD_LEN,
 };
-use crate::store::repair::{scan_entries, Scanned};
-use crate::store::{repair, ObjectCheck, ObjectId, Store, BLOCK_SIZE};
+use crate::repair::{scan_entries, Scanned};
+use crate::{repair, ObjectCheck, ObjectId, Store, BLOCK_SIZE};
 
 fn pack0(dir: &Path) -> std::path::PathBuf {
     dir.join("packs/00000000.pack")

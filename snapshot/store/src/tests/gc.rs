@@ -1,7 +1,7 @@
 //! Compaction: stale handles, crashed compactions, pack numbering.
 
 use super::object;
-use crate::store::{ObjectId, Store, StoreOptions, BLOCK_SIZE};
+use crate::{ObjectId, Store, StoreOptions, BLOCK_SIZE};
 
 fn packs(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir.join("packs"))

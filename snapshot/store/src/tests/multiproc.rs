@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 
 use super::{object, object_records};
-use crate::store::{ObjectId, Store};
+use crate::{ObjectId, Store};
 
 const CHILD_ENV: &str = "SNAPSHOT_STORE_TEST_CHILD";
 const CHILDREN: u64 = 4;
@@ -126,6 +126,6 @@ fn four_processes_share_one_store_exactly() {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len() - 64)
         .sum();
-    let entry_headers = total * crate::store::format::ENTRY_LEN as u64;
+    let entry_headers = total * crate::format::ENTRY_LEN as u64;
     assert_eq!(pack_bytes, stats.stored_bytes + entry_headers);
 }
