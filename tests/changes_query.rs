@@ -216,7 +216,7 @@ fn a_damaged_log_is_reported_and_the_others_are_shown() {
     sqlite(dir.path(), &rec, "vm1", 2, 100);
     let good = changes_json(&rec, &["--vm", "vm0"]);
     // Flip a bit in the middle of vm1's log.
-    let reader = introspection::LogReader::open(rec.join("logs").join("vm1")).unwrap();
+    let reader = changelog::LogReader::open(rec.join("logs").join("vm1")).unwrap();
     let frames = reader.frames().unwrap();
     let victim = &frames[frames.len() / 2];
     let mut bytes = std::fs::read(&victim.segment).unwrap();

@@ -5,9 +5,9 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use changelog::log::LogReader;
+use changelog::recording::RecordDir;
 use common::*;
-use introspection::log::LogReader;
-use introspection::recording::RecordDir;
 
 const WORKLOAD: BlkWrites = BlkWrites {
     seed: 21,
@@ -67,7 +67,7 @@ fn log_verifies_and_reproduces_the_disk_byte_for_byte() {
         .iter()
         .unwrap()
         .map(|r| r.unwrap())
-        .find(|r| matches!(r.kind, introspection::RecordKind::Barrier { .. }))
+        .find(|r| matches!(r.kind, changelog::RecordKind::Barrier { .. }))
         .unwrap()
         .seq;
     let report = replay::apply(&RecordDir::new(&rec), "vm0", &copy, base_end + 1, None).unwrap();

@@ -4,9 +4,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use changelog::log::{LogReader, RecordKind};
+use changelog::recording::RecordDir;
 use common::*;
-use introspection::log::{LogReader, RecordKind};
-use introspection::recording::RecordDir;
 
 const W: BlkWrites = BlkWrites {
     seed: 9,
@@ -36,7 +36,7 @@ fn replay(rec: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     vmm(&args)
 }
 
-fn records(rec: &Path) -> Vec<introspection::Record> {
+fn records(rec: &Path) -> Vec<changelog::Record> {
     LogReader::open(RecordDir::new(rec).log_dir("vm0"))
         .unwrap()
         .iter()
@@ -52,7 +52,7 @@ fn after_writes(k: u64) -> Vec<u8> {
     image
 }
 
-fn writes_up_to(records: &[introspection::Record], seq: u64) -> u64 {
+fn writes_up_to(records: &[changelog::Record], seq: u64) -> u64 {
     // The base of a zero disk holds no writes: every write is the guest's.
     records
         .iter()

@@ -448,13 +448,13 @@ fn refusals_and_a_log_that_disagrees_with_the_disk() {
     // A forged change: the log no longer matches the disk. Exit 1, the
     // differing key named, nothing written.
     let last = *barriers(&rec, "vm0").last().unwrap();
-    let (mut log, _) = introspection::LogWriter::open(rec.join("logs/vm0"), "vm0").unwrap();
+    let (mut log, _) = changelog::LogWriter::open(rec.join("logs/vm0"), "vm0").unwrap();
     let forged = serde_json::json!({
         "event": "change", "vm": "vm0", "seq": last, "ts_ns": 1, "file": "kv.log",
         "format": "kv", "collection": "", "key": "forged", "op": "insert",
         "before": null, "after": "x"
     });
-    log.append(introspection::RecordKind::Semantic {
+    log.append(changelog::RecordKind::Semantic {
         json: forged.to_string(),
     })
     .unwrap();

@@ -7,10 +7,10 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use changelog::log::LogReader;
+use changelog::recording::RecordDir;
+use changelog::RecordKind;
 use common::*;
-use introspection::log::LogReader;
-use introspection::recording::RecordDir;
-use introspection::RecordKind;
 
 const WORKLOAD: BlkWrites = BlkWrites {
     seed: 33,
@@ -45,7 +45,7 @@ impl Recorded {
             match r.kind {
                 RecordKind::BlockWrite { blocks, .. } => {
                     for b in blocks {
-                        if b != introspection::ZERO_BLOCK_HASH && !first_seq.contains_key(&b) {
+                        if b != changelog::ZERO_BLOCK_HASH && !first_seq.contains_key(&b) {
                             first_seq.insert(b, r.seq);
                             order.push(b);
                         }

@@ -22,10 +22,10 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::lift::SemanticEvent;
-use crate::log::{LogError, LogReader, RecordKind};
-use crate::point::Point;
-use crate::recording::RecordDir;
 use crate::semantic::{changed_members, Format, Op, SemanticChange};
+use changelog::log::{LogError, LogReader, RecordKind};
+use changelog::point::Point;
+use changelog::recording::RecordDir;
 
 /// Why a query could not be answered at all.
 #[derive(Debug, Error)]

@@ -38,12 +38,12 @@ use store::{ObjectId, Store, StoreError};
 use thiserror::Error;
 
 use crate::decode::DecodeLimits;
-use crate::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
 use crate::lift::{Lifter, SemanticEvent};
-use crate::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
-use crate::recording::RecordDir;
 use crate::semantic::DecodeErrorEvent;
 use crate::tap_recovery::{open_log, Abandoned, TapCut};
+use changelog::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
+use changelog::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
+use changelog::recording::{RecordDir, RecordError};
 
 mod differ;
 mod prior;
@@ -241,11 +241,12 @@ impl BlockTap {
     ) -> Result<u64, TapError> {
         let num_blocks = self.state.num_blocks();
         let logged = dir.logged_state(vm_id, num_blocks).map_err(|e| match e {
-            TapError::Image { .. } => TapError::ImageTooSmall {
+            RecordError::Image { .. } => TapError::ImageTooSmall {
                 dir: dir.log_dir(vm_id),
                 blocks: num_blocks,
             },
-            other => other,
+            RecordError::Log(e) => TapError::Log(e),
+            RecordError::Store(e) => TapError::Store(e),
         })?;
         let before_seq = self.log.last_seq();
         if !fresh && logged.checksum() == self.state.checksum() {
@@ -391,7 +392,7 @@ impl BlockTap {
     /// to the file table. A hint that does not decode or does not fit the
     /// disk is kept in the log, counted and reported, and changes nothing.
     pub fn record_hint(&mut self, message: &[u8]) -> Result<u64, TapError> {
-        let message = &message[..message.len().min(crate::log::MAX_HINT_LEN)];
+        let message = &message[..message.len().min(changelog::log::MAX_HINT_LEN)];
         let seq = self.append(RecordKind::Hint {
             message: message.to_vec(),
         })?;
@@ -469,7 +470,7 @@ impl BlockTap {
                 }
             }
             let mut json = serde_json::to_string(&event).expect("events serialize");
-            if json.len() > crate::log::MAX_SEMANTIC_LEN {
+            if json.len() > changelog::log::MAX_SEMANTIC_LEN {
                 let (seq, ts_ns) = match &event {
                     SemanticEvent::Change(c) => (c.seq, c.ts_ns),
                     SemanticEvent::DecodeError(e) => (e.seq, e.ts_ns),
@@ -561,7 +562,7 @@ impl BlockTap {
         // After the final barrier only semantic records follow: the disk
         // state at that barrier is the state now.
         if let Some(seq) = self.last_barrier {
-            crate::checkpoint::save(&dir, seq, &self.state);
+            changelog::checkpoint::save(&dir, seq, &self.state);
         }
         Ok(stats)
     }

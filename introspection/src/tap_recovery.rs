@@ -9,10 +9,10 @@
 use serde::Serialize;
 use store::{ObjectId, Store};
 
-use crate::disk_state::ZERO_BLOCK_HASH;
-use crate::log::{CutReport, LogReader, LogWriter, OpenReport, RecordKind};
-use crate::recording::RecordDir;
 use crate::tap::TapError;
+use changelog::disk_state::ZERO_BLOCK_HASH;
+use changelog::log::{CutReport, LogReader, LogWriter, OpenReport, RecordKind};
+use changelog::recording::RecordDir;
 use store::hex;
 
 /// Where a log ends after [`crate::tap::BlockTap::abandon`].
@@ -99,8 +99,8 @@ fn cut_unstored_tail(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::BarrierKind;
     use crate::tap::BlockTap;
+    use changelog::log::BarrierKind;
 
     #[test]
     fn records_naming_unstored_blocks_are_cut_at_the_next_open() {
@@ -127,7 +127,7 @@ mod tests {
             .unwrap();
         log.commit().unwrap();
         drop(log);
-        let found = crate::recording::verify(&dir, "vm").unwrap();
+        let found = changelog::recording::verify(&dir, "vm").unwrap();
         assert!(!found.is_ok(), "verify sees the missing block");
 
         let (tap, report) = BlockTap::open(&dir, "vm", &image).unwrap();
@@ -137,7 +137,7 @@ mod tests {
         assert!(cut.reason.contains(&format!("seq {lost}")), "{cut}");
         assert!(cut.reason.contains("not in the store"), "{cut}");
         tap.close().unwrap();
-        assert!(crate::recording::verify(&dir, "vm").unwrap().is_ok());
+        assert!(changelog::recording::verify(&dir, "vm").unwrap().is_ok());
         // The cut seqs stay used.
         let reader = LogReader::open(dir.log_dir("vm")).unwrap();
         let seqs: Vec<u64> = reader.iter().unwrap().map(|r| r.unwrap().seq).collect();

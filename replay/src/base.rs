@@ -11,8 +11,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use introspection::disk_state::DiskState;
-use introspection::log::{LogReader, RecordKind};
+use changelog::disk_state::DiskState;
+use changelog::log::{LogReader, RecordKind};
 use introspection::tap::parse_base_mark;
 
 use crate::ReplayError;

@@ -19,9 +19,9 @@ use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
-use introspection::disk_state::{DiskState, ZERO_BLOCK_HASH};
-use introspection::log::{LogReader, RecordKind};
-use introspection::recording::RecordDir;
+use changelog::disk_state::{DiskState, ZERO_BLOCK_HASH};
+use changelog::log::{LogReader, RecordKind};
+use changelog::recording::RecordDir;
 use serde::Serialize;
 use store::hex;
 use store::ObjectId;
@@ -310,7 +310,7 @@ const PREFETCH: usize = 64;
 
 /// A record and, for a write to apply, its blocks from the store.
 struct Fetched {
-    record: Result<introspection::Record, String>,
+    record: Result<changelog::Record, String>,
     data: Option<Result<Vec<u8>, String>>,
 }
 

@@ -17,8 +17,8 @@
 //!   the semantic change log, proved against the block-level replay.
 use std::path::{Path, PathBuf};
 
-use introspection::log::LogError;
-use introspection::recording::RecordDir;
+use changelog::log::LogError;
+use changelog::recording::RecordDir;
 use store::StoreError;
 use thiserror::Error;
 
@@ -29,10 +29,10 @@ mod progress;
 pub mod semantic;
 
 pub use base::Base;
+/// Replay points are the introspection crate's (one syntax everywhere).
+pub use changelog::point::{Point, PointError};
 pub use engine::{replay, Control, Options, ReplayReport, Step};
 pub use filter::{Filter, WhatIf};
-/// Replay points are the introspection crate's (one syntax everywhere).
-pub use introspection::point::{Point, PointError};
 
 #[derive(Debug, Error)]
 pub enum ReplayError {
@@ -85,7 +85,7 @@ pub fn replay_to_file(
     out: &Path,
     mut opts: Options<'_>,
 ) -> Result<ReplayReport, ReplayError> {
-    let reader = introspection::log::LogReader::open(dir.log_dir(vm_id))?;
+    let reader = changelog::log::LogReader::open(dir.log_dir(vm_id))?;
     let until = point.resolve(&reader)?;
     let tmp = temp_path(out);
     let cancel = opts.cancel;

@@ -1,17 +1,22 @@
-//! VM state at rest.
+//! VM state at rest: snapshots.
 //!
-//! Owns: the content-addressed store ([`store`]: BLAKE3 keys, zstd values,
-//! the zero page never stored, packs and an index log shared by many VMM
-//! processes, compaction), guest memory as page lists in it ([`pages`]:
+//! Owns: guest memory as page lists in the content store ([`pages`]:
 //! capture full or incremental, restore), snapshot manifests and their
-//! directory ([`manifest`]: versioned file, check, chain merge) and
-//! mark-and-sweep collection of the store ([`gc`]).
+//! directory ([`manifest`]: versioned file, check, chain merge), the
+//! mark-and-sweep collection of the store ([`gc`]) with the one walk of
+//! every object that logs and snapshots reference ([`refs`]: gc's mark,
+//! store verify and repair)
+//! and what a record directory holds ([`usage`]).
 //!
-//! Does not own: running a VM (`vmm`) or reapplying change logs (`replay`).
+//! Does not own: the content store itself (`store`), the change log and the
+//! record directory's layout (`changelog`), running a VM (`vmm`) or
+//! reapplying change logs (`replay`).
 
 pub mod gc;
 pub mod manifest;
 pub mod pages;
+pub mod refs;
+pub mod usage;
 
 #[cfg(test)]
 mod testutil;

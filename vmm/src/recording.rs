@@ -9,9 +9,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
+use changelog::log::BarrierKind;
+use changelog::recording::RecordDir;
 use introspection::decode::DecodeLimits;
-use introspection::log::BarrierKind;
-use introspection::recording::RecordDir;
 use introspection::tap_recovery::Abandoned;
 use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
 use snapshot::GuestFile;

@@ -2,8 +2,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::log::LogWriter;
 use crate::semantic::SemanticChange;
+use changelog::log::LogWriter;
 
 /// Writes a log for `vm`: per step either a mark or a change
 /// (table t, key, op, after), each change at its own barrier seq.

@@ -32,9 +32,9 @@ use serde::Deserialize;
 use store::{ObjectId, Store};
 
 use super::{BlockTap, JobKind, LiftJob, BLOCK};
-use crate::disk_state::{DiskState, ZERO_BLOCK_HASH};
 use crate::lift::{FileTable, Lifter};
-use crate::log::{LogError, LogReader, RecordKind};
+use changelog::disk_state::{DiskState, ZERO_BLOCK_HASH};
+use changelog::log::{LogError, LogReader, RecordKind};
 
 /// The log's view of the disk before this run.
 pub(crate) struct RunStart {

@@ -22,8 +22,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use introspection::log::LogError;
-use introspection::recording::RecordDir;
+use changelog::log::LogError;
+use changelog::recording::RecordDir;
 use introspection::semantic::{Format, Op};
 use serde::Serialize;
 use store::hex;

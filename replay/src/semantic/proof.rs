@@ -20,11 +20,11 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use changelog::log::LogReader;
+use changelog::recording::RecordDir;
 use hint_proto::Role;
 use introspection::decode::{self, sqlite::apply_wal, SchemaHints};
 use introspection::lift::{FileInfo, Lifter};
-use introspection::log::LogReader;
-use introspection::recording::RecordDir;
 use introspection::semantic::Format;
 
 use super::state::State;

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
-use introspection::log::{LogReader, RecordKind};
-use introspection::recording::RecordDir;
+use changelog::log::{LogReader, RecordKind};
+use changelog::recording::RecordDir;
 use introspection::semantic::Format;
 use introspection::tap::parse_base_mark;
 use serde::Serialize;

@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use super::error::io_err;
 use super::{decode, encode, validate_id, Manifest, ManifestError, Result, SnapshotKind};
+use changelog::RecordDir;
 use store::{Store, StoreError};
 
 /// Suffix of manifest files.
@@ -69,7 +70,7 @@ impl SnapshotDir {
     /// Opens the record directory `root`, creating `root/snapshots`.
     pub fn open(root: impl AsRef<Path>) -> Result<SnapshotDir> {
         let root = root.as_ref().to_path_buf();
-        let snaps = root.join("snapshots");
+        let snaps = RecordDir::new(&root).snapshots_dir();
         if !snaps.is_dir() {
             std::fs::create_dir_all(&snaps).map_err(io_err("create directory", &snaps))?;
             fsync_dir(&root)?;
@@ -83,7 +84,7 @@ impl SnapshotDir {
     /// snapshots").
     pub fn open_existing(root: impl AsRef<Path>) -> Result<SnapshotDir> {
         let root = root.as_ref().to_path_buf();
-        let snaps = root.join("snapshots");
+        let snaps = RecordDir::new(&root).snapshots_dir();
         let detail = if !root.exists() {
             "it does not exist"
         } else if !root.is_dir() {
@@ -108,7 +109,7 @@ impl SnapshotDir {
 
     /// `DIR/store`, the content store of this record directory.
     pub fn store_dir(&self) -> PathBuf {
-        self.root.join("store")
+        RecordDir::new(&self.root).store_dir()
     }
 
     /// Opens (creating if needed) the content store at [`Self::store_dir`].

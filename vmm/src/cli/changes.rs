@@ -7,12 +7,12 @@
 //! status 1 after everything readable was shown.
 use std::path::PathBuf;
 
+use changelog::point::Point;
+use changelog::recording::RecordDir;
 use clap::Args;
 use introspection::decode;
 use introspection::lift::SemanticEvent;
-use introspection::point::Point;
 use introspection::query::{self, Damage, Filter, Found};
-use introspection::recording::RecordDir;
 use introspection::semantic::Format;
 
 use super::CliError;

@@ -5,8 +5,8 @@
 //! replay).
 use std::sync::{Arc, Mutex};
 
+use changelog::recording::{self, RecordDir};
 use clap::Args;
-use introspection::recording::{self, RecordDir};
 use vmm::recording::RecordConfig;
 use vmm::{DiskConfig, Machine, SerialOutput, VmConfig, VmmError};
 
@@ -105,7 +105,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             report.log.records, report.barriers_checked, report.objects_checked
         );
     }
-    let stats = recording::stats(&dir).map_err(CliError::from_display)?;
+    let stats = snapshot::usage::stats(&dir).map_err(CliError::from_display)?;
     println!(
         "   store: {} objects, {} KiB logical, {} KiB stored: dedup {:.2}x (two VMs, same data)",
         stats.store.objects,
@@ -142,12 +142,12 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
         "Point in time: rebuild vm1's disk at its 10th flush, verified, and drill on it",
     );
     let reader =
-        introspection::log::LogReader::open(dir.log_dir(vm)).map_err(CliError::from_display)?;
+        changelog::log::LogReader::open(dir.log_dir(vm)).map_err(CliError::from_display)?;
     let tenth = reader
         .iter()
         .map_err(CliError::from_display)?
         .filter_map(|r| r.ok())
-        .filter(|r| matches!(r.kind, introspection::RecordKind::Barrier { .. }))
+        .filter(|r| matches!(r.kind, changelog::RecordKind::Barrier { .. }))
         .nth(10)
         .map(|r| r.seq)
         .unwrap_or(1);
@@ -279,14 +279,14 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
         rec.hints, rec.writes, rec.barriers, rec.semantic_changes, rec.decode_errors
     );
     let mut shown = std::collections::BTreeMap::new();
-    let reader = introspection::log::LogReader::open(RecordDir::new(&sqlrec).log_dir("app1"))
+    let reader = changelog::log::LogReader::open(RecordDir::new(&sqlrec).log_dir("app1"))
         .map_err(CliError::from_display)?;
     for record in reader
         .iter()
         .map_err(CliError::from_display)?
         .filter_map(|r| r.ok())
     {
-        let introspection::RecordKind::Semantic { json } = record.kind else {
+        let changelog::RecordKind::Semantic { json } = record.kind else {
             continue;
         };
         let Ok(introspection::lift::SemanticEvent::Change(c)) = serde_json::from_str(&json) else {

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use changelog::log::{LogReader, RecordKind};
+use changelog::recording::RecordDir;
 use clap::Args;
 use hint_proto::{Format, Hint, Role};
-use introspection::log::{LogReader, RecordKind};
-use introspection::recording::RecordDir;
 use replay::{Base, Options, Point};
 use serde::Serialize;
 use vmm::{shutdown, DiskConfig, Machine, SerialOutput, VmConfig};

@@ -2,14 +2,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
+use changelog::log::{LogReader, Record, RecordKind};
+use changelog::recording::{self, RecordDir};
 use clap::{Args, Subcommand};
-use introspection::log::{LogReader, Record, RecordKind};
-use introspection::recording::{self, RecordDir};
 use introspection::semantic::{describe_hint, SemanticChange};
 use store::hex;
 
-use super::refs::Scope;
 use super::{trust, CliError};
+use snapshot::refs::Scope;
 
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {

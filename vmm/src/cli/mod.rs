@@ -9,7 +9,6 @@ mod changes;
 mod demo;
 mod drill;
 mod log;
-mod refs;
 mod replay;
 mod run;
 mod semantic_replay;

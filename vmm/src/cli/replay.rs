@@ -5,8 +5,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use changelog::recording::RecordDir;
 use clap::{Args, ValueEnum};
-use introspection::recording::RecordDir;
 use replay::semantic::{ChangeFilter, KeyRange};
 use replay::{Base, Control, Filter, Options, Point, ReplayError, ReplayReport, Step, WhatIf};
 use vmm::lock::{self, LockError, LockMode};

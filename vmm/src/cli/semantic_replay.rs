@@ -6,7 +6,7 @@ use vmm::shutdown;
 
 use super::replay::{cancelled, claim_output, ReplayArgs};
 use super::CliError;
-use introspection::recording::RecordDir;
+use changelog::recording::RecordDir;
 
 pub fn run(args: &ReplayArgs) -> Result<i32, CliError> {
     let mut drops = Vec::new();

@@ -2,14 +2,14 @@
 //! snapshot) directory.
 use std::path::{Path, PathBuf};
 
+use changelog::recording::RecordDir;
 use clap::{Args, Subcommand};
-use introspection::recording::{self, RecordDir};
 use snapshot::gc::GcError;
 use store::Store;
 
-use super::refs::{walk, Scope, Visit, WalkError};
 use super::trust::{self, TrustReport};
 use super::CliError;
+use snapshot::refs::{walk, Scope, Visit, WalkError};
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
@@ -83,7 +83,7 @@ fn store_dir(dir: &Path) -> Result<RecordDir, CliError> {
 
 pub fn stats(args: &StatsArgs) -> Result<i32, CliError> {
     let dir = store_dir(&args.dir)?;
-    let stats = recording::stats(&dir).map_err(CliError::from_display)?;
+    let stats = snapshot::usage::stats(&dir).map_err(CliError::from_display)?;
     if args.json {
         println!(
             "{}",

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use store::{ObjectCheck, ObjectId, Store, StoreError};
 
-use super::refs::{walk, Referrer, Scope, Unreadable, Visit, WalkError};
+use snapshot::refs::{walk, Referrer, Scope, Unreadable, Visit, WalkError};
 
 /// Seqs listed per log for one bad object (the count says how many more).
 const MAX_SEQS: usize = 20;

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use introspection::disk_state::DiskState;
+use changelog::disk_state::DiskState;
 use snapshot::manifest::{fingerprint, resolve_disk_path};
 use snapshot::{check, DiskRecord, Manifest, PathResolution, SnapshotDir};
 use store::hex;

@@ -6,10 +6,10 @@ use std::path::Path;
 use hint_proto::{Extent, Format as WireFormat, Role};
 
 use crate::lift::SemanticEvent;
-use crate::log::{BarrierKind, LogReader, RecordKind};
-use crate::recording::RecordDir;
 use crate::semantic::{Op, Source};
 use crate::tap::BlockTap;
+use changelog::log::{BarrierKind, LogReader, RecordKind};
+use changelog::recording::RecordDir;
 
 /// The file sits in block 8; its length never changes (padded JSON).
 const AT: u64 = 8 * 4096;

@@ -71,7 +71,7 @@ fn four_processes_share_one_store_exactly() {
             Command::new(&exe)
                 .args([
                     "--exact",
-                    "store::tests::multiproc::child_writer",
+                    "tests::multiproc::child_writer",
                     "--nocapture",
                     "--test-threads=1",
                 ])

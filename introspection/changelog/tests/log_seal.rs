@@ -6,8 +6,8 @@ mod common;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
+use changelog::{LogError, LogOptions, LogReader, LogWriter};
 use common::*;
-use introspection::{LogError, LogOptions, LogReader, LogWriter};
 
 fn seqs(dir: &std::path::Path) -> Vec<u64> {
     read_all(dir).into_iter().map(|r| r.seq).collect()
@@ -22,7 +22,7 @@ fn last_frame_damage_of_a_sealed_log_is_refused_not_cut() {
     let len = file_len(&last.segment);
     flip_bit(&last.segment, last.offset + 70);
 
-    let p = introspection::verify(&dir).unwrap().problem.unwrap();
+    let p = changelog::verify(&dir).unwrap().problem.unwrap();
     assert!(!p.torn_tail, "a sealed log has no torn tail: {p}");
     match LogWriter::open(&dir, "vm-1") {
         Err(LogError::Corrupt {
@@ -63,7 +63,7 @@ fn damage_before_a_crashed_logs_sync_point_is_refused() {
     let frames = make_crashed_log(&dir, 4, 4, LogOptions::default());
     let last = frames.last().unwrap();
     flip_bit(&last.segment, last.offset + 70);
-    let p = introspection::verify(&dir).unwrap().problem.unwrap();
+    let p = changelog::verify(&dir).unwrap().problem.unwrap();
     assert!(!p.torn_tail, "{p}");
     let err = LogWriter::open(&dir, "vm-1").unwrap_err();
     match &err {
@@ -107,7 +107,7 @@ fn a_cut_to_the_sync_point_never_reuses_seqs() {
     assert_eq!((cut.seqs, cut.last_seq), ((11, 40), 10));
     assert!(files_with_ext(&dir, "seg").len() < segs_before);
     assert_eq!(seqs(&dir), (1..=10).collect::<Vec<_>>());
-    assert!(introspection::verify(&dir).unwrap().is_ok());
+    assert!(changelog::verify(&dir).unwrap().is_ok());
 
     let (mut w, report) = LogWriter::open_with(&dir, "vm-1", opts.clone()).unwrap();
     assert_eq!(report.was_sealed, Some(false));
@@ -124,7 +124,7 @@ fn a_cut_to_the_sync_point_never_reuses_seqs() {
     w.close().unwrap();
     let want: Vec<u64> = (1..=10).chain(next..next + 20).collect();
     assert_eq!(seqs(&dir), want);
-    assert!(introspection::verify(&dir).unwrap().is_ok());
+    assert!(changelog::verify(&dir).unwrap().is_ok());
     let reader = LogReader::open(&dir).unwrap();
     assert_eq!(reader.last_seq(), next + 19);
     assert_eq!(
@@ -146,7 +146,7 @@ fn a_gap_that_starts_a_segment_is_read_back() {
     let (mut w, report) = LogWriter::open_with(&dir, "vm-1", opts).unwrap();
     let next = w.next_seq();
     assert_eq!(report.skipped_seqs, Some((16, next - 1)));
-    let big = introspection::RecordKind::Mark {
+    let big = changelog::RecordKind::Mark {
         name: "x".repeat(200),
     };
     for i in 0..12 {
@@ -159,7 +159,7 @@ fn a_gap_that_starts_a_segment_is_read_back() {
     let got = seqs(&dir);
     assert_eq!(got.len(), 27);
     assert_eq!(got[15], next);
-    assert!(introspection::verify(&dir).unwrap().is_ok());
+    assert!(changelog::verify(&dir).unwrap().is_ok());
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn a_frame_claiming_an_undeclared_gap_is_damage() {
     let crc = crc32fast::hash(&h[..52]);
     h[52..56].copy_from_slice(&crc.to_le_bytes());
     f.write_all_at(&h, frames[1].offset).unwrap();
-    let p = introspection::verify(&dir).unwrap().problem.unwrap();
+    let p = changelog::verify(&dir).unwrap().problem.unwrap();
     assert!(p.reason.contains("expected seq 6"), "{p}");
 }
 
@@ -245,5 +245,5 @@ fn a_log_whose_first_records_were_lost_starts_after_its_gap() {
         .map(|r| r.unwrap().seq)
         .collect();
     assert_eq!(got, vec![next]);
-    assert!(introspection::verify(&dir).unwrap().is_ok());
+    assert!(changelog::verify(&dir).unwrap().is_ok());
 }

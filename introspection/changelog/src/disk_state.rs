@@ -24,16 +24,14 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-const BLOCK: u64 = 4096;
+const BLOCK: u64 = store::BLOCK_SIZE as u64;
 const SECTORS_PER_BLOCK: u64 = BLOCK / 512;
 /// Bytes read per request when hashing an image.
 const CHUNK: usize = 1 << 20;
 
-/// BLAKE3 of 4096 zero bytes: the content hash of an all-zero block.
-pub const ZERO_BLOCK_HASH: [u8; 32] = [
-    0xb6, 0xfb, 0x73, 0xfc, 0x46, 0x93, 0x8c, 0x98, 0x1e, 0x2b, 0x0b, 0x4b, 0x1e, 0xf2, 0x82, 0xad,
-    0xcf, 0xc8, 0x98, 0x54, 0xd0, 0x1b, 0xfe, 0x39, 0x72, 0xfd, 0xc4, 0x78, 0x5b, 0x41, 0xb2, 0xc7,
-];
+/// BLAKE3 of 4096 zero bytes: the content hash of an all-zero block (the
+/// store's id of it, which the store never writes).
+pub const ZERO_BLOCK_HASH: [u8; 32] = store::ObjectId::ZERO_BLOCK.0;
 
 /// BLAKE3 of a block's content (the content store's key).
 pub fn hash_block(data: &[u8]) -> [u8; 32] {

@@ -1,9 +1,11 @@
-//! A record directory: one content store shared by every VM, and one change
-//! log per VM.
+//! A record directory: one content store shared by every VM, one change
+//! log per VM, and the VMs' snapshots. [`RecordDir`] is the one type that
+//! knows these paths.
 //!
 //! ```text
 //! DIR/store/          the content store (store::Store)
 //! DIR/logs/<vm-id>/   that VM's change log (crate::log)
+//! DIR/snapshots/      snapshot manifests (the snapshot crate's SnapshotDir)
 //! ```
 //! `verify` checks a log completely: frame and record CRCs and the chain
 //! (crate::log::verify_with), that every block a write names is in the
@@ -12,12 +14,28 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use store::{ObjectId, Store, StoreError, StoreStats};
+use store::{ObjectId, Store, StoreError};
 
 use crate::disk_state::{DiskState, ZERO_BLOCK_HASH};
 use crate::log::{verify_with, LogError, LogReader, RecordKind, VerifyReport};
-use crate::tap::TapError;
 use store::hex;
+use thiserror::Error;
+
+use crate::disk_state::DiskStateError;
+
+/// What reading a record directory can fail with.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("disk image {}: {source}", .path.display())]
+    Image {
+        path: PathBuf,
+        source: DiskStateError,
+    },
+}
 
 /// Upper bound on a disk's blocks when none is known (2^61 sectors).
 const ANY_DISK_BLOCKS: u64 = u64::MAX / 4096;
@@ -40,8 +58,18 @@ impl RecordDir {
         self.root.join("store")
     }
 
+    /// Where snapshot manifests live.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Where the VMs' logs live, one directory each.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
     pub fn log_dir(&self, vm_id: &str) -> PathBuf {
-        self.root.join("logs").join(vm_id)
+        self.logs_dir().join(vm_id)
     }
 
     pub fn open_store(&self) -> Result<Store, StoreError> {
@@ -55,8 +83,7 @@ impl RecordDir {
     pub fn has_layout(&self) -> bool {
         let store = self.store_dir();
         store.join("index.log").is_file()
-            || (store.is_dir()
-                && (self.root.join("logs").is_dir() || self.root.join("snapshots").is_dir()))
+            || (store.is_dir() && (self.logs_dir().is_dir() || self.snapshots_dir().is_dir()))
     }
 
     /// The record directory that `path` (an absolute, canonical path) lies
@@ -69,7 +96,7 @@ impl RecordDir {
 
     /// The VM ids that have a log here, sorted.
     pub fn vm_ids(&self) -> std::io::Result<Vec<String>> {
-        let logs = self.root.join("logs");
+        let logs = self.logs_dir();
         if !logs.is_dir() {
             return Ok(Vec::new());
         }
@@ -84,7 +111,7 @@ impl RecordDir {
 
     /// The disk state the log of `vm_id` describes (hashes only; no block
     /// data is read). An empty state when there is no log yet.
-    pub fn logged_state(&self, vm_id: &str, num_blocks: u64) -> Result<DiskState, TapError> {
+    pub fn logged_state(&self, vm_id: &str, num_blocks: u64) -> Result<DiskState, RecordError> {
         let mut state = DiskState::zeroed(num_blocks);
         let dir = self.log_dir(vm_id);
         if !dir.exists() {
@@ -104,7 +131,7 @@ impl RecordDir {
             if let RecordKind::BlockWrite { sector, blocks, .. } = record?.kind {
                 state
                     .apply_block_write(sector, &blocks)
-                    .map_err(|source| TapError::Image {
+                    .map_err(|source| RecordError::Image {
                         path: dir.clone(),
                         source,
                     })?;
@@ -128,48 +155,6 @@ impl RecordDir {
     }
 }
 
-/// Store figures plus what the logs reference.
-#[derive(Debug, Clone, Serialize)]
-pub struct RecordingStats {
-    #[serde(flatten)]
-    pub store: StoreStats,
-    /// Bytes the change logs reference.
-    pub logical_bytes: u64,
-    /// Bytes of memory the snapshots in DIR/snapshots describe.
-    pub snapshot_bytes: u64,
-    /// (logical_bytes + snapshot_bytes) / stored_bytes (0 when nothing is
-    /// stored).
-    pub dedup_ratio: f64,
-}
-
-pub fn stats(dir: &RecordDir) -> Result<RecordingStats, TapError> {
-    let store = dir.open_store()?.stats();
-    let logical_bytes = dir.logical_bytes()?;
-    let snapshot_bytes = snapshot_bytes(dir);
-    let dedup_ratio = if store.stored_bytes == 0 {
-        0.0
-    } else {
-        (logical_bytes + snapshot_bytes) as f64 / store.stored_bytes as f64
-    };
-    Ok(RecordingStats {
-        store,
-        logical_bytes,
-        snapshot_bytes,
-        dedup_ratio,
-    })
-}
-
-/// Memory bytes described by every readable snapshot in the directory.
-fn snapshot_bytes(dir: &RecordDir) -> u64 {
-    if !dir.root().join("snapshots").is_dir() {
-        return 0;
-    }
-    snapshot::SnapshotDir::open(dir.root())
-        .and_then(|d| d.list())
-        .map(|list| list.into_iter().flatten().map(|s| s.memory_bytes).sum())
-        .unwrap_or(0)
-}
-
 /// The result of a full verification of one VM's log.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordingReport {
@@ -187,7 +172,7 @@ impl RecordingReport {
 }
 
 /// Verifies the log of `vm_id` against the store (see the module doc).
-pub fn verify(dir: &RecordDir, vm_id: &str) -> Result<RecordingReport, TapError> {
+pub fn verify(dir: &RecordDir, vm_id: &str) -> Result<RecordingReport, RecordError> {
     let store = dir.open_store()?;
     let mut state = DiskState::zeroed(ANY_DISK_BLOCKS);
     let (mut barriers, mut objects) = (0u64, 0u64);

@@ -3,8 +3,8 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
-use introspection::disk_state::{block_contribution, hash_block};
-use introspection::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
+use changelog::disk_state::{block_contribution, hash_block};
+use changelog::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
 
 const B: usize = 4096;
 

@@ -5,8 +5,8 @@ mod common;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
+use changelog::{LogError, LogOptions, LogReader, LogWriter, RecordKind};
 use common::*;
-use introspection::{LogError, LogOptions, LogReader, LogWriter, RecordKind};
 
 #[test]
 fn flipped_bit_in_a_middle_frame_is_found_and_never_truncated() {
@@ -18,7 +18,7 @@ fn flipped_bit_in_a_middle_frame_is_found_and_never_truncated() {
     flip_bit(&seg, bad.offset + 56 + 20);
     let len_before = file_len(&seg);
 
-    let v = introspection::verify(&dir).unwrap();
+    let v = changelog::verify(&dir).unwrap();
     let p = v.problem.clone().expect("verify finds the damage");
     assert_eq!(
         (p.seq, p.offset, p.torn_tail),
@@ -60,7 +60,7 @@ fn flipped_bit_in_a_middle_frame_header() {
     let dir = log_dir(&tmp);
     let frames = make_log(&dir, 6, LogOptions::default());
     flip_bit(&frames[2].segment, frames[2].offset + 9);
-    let p = introspection::verify(&dir).unwrap().problem.unwrap();
+    let p = changelog::verify(&dir).unwrap().problem.unwrap();
     assert_eq!(
         (p.seq, p.offset, p.torn_tail),
         (Some(11), frames[2].offset, false),
@@ -78,7 +78,7 @@ fn damage_in_an_earlier_segment_is_reported_by_verify_and_the_reader() {
     assert!(segs.len() > 3);
     let bad = frames.iter().find(|f| f.segment == segs[1]).unwrap();
     flip_bit(&bad.segment, bad.offset + 60);
-    let p = introspection::verify(&dir).unwrap().problem.unwrap();
+    let p = changelog::verify(&dir).unwrap().problem.unwrap();
     assert_eq!(
         (p.seq, &p.segment, p.torn_tail),
         (Some(bad.first_seq), &segs[1], false)
@@ -90,7 +90,7 @@ fn damage_in_an_earlier_segment_is_reported_by_verify_and_the_reader() {
 
 /// The seq the next append gets after an open that reported `skipped`: above
 /// every seq handed out before the crash.
-fn next_after(report: &introspection::OpenReport, handed_out: u64) -> u64 {
+fn next_after(report: &changelog::OpenReport, handed_out: u64) -> u64 {
     let (first, last) = report.skipped_seqs.expect("a crash's seqs are skipped");
     assert_eq!(first, report.last_seq + 1);
     assert!(
@@ -117,7 +117,7 @@ fn torn_tail_is_cut_and_appends_continue() {
 
     // Readers stop quietly before the unfinished frame; verify calls it a torn tail.
     assert_eq!(read_all(&dir), (1..=25).map(expected).collect::<Vec<_>>());
-    let p = introspection::verify(&dir).unwrap().problem.unwrap();
+    let p = changelog::verify(&dir).unwrap().problem.unwrap();
     assert!(p.torn_tail && p.offset == last.offset, "{p}");
 
     let (mut w, report) = LogWriter::open(&dir, "vm-1").unwrap();
@@ -134,7 +134,7 @@ fn torn_tail_is_cut_and_appends_continue() {
     w.close().unwrap();
     let want: Vec<_> = (1..=25).chain([next, next + 1]).map(expected).collect();
     assert_eq!(read_all(&dir), want);
-    assert!(introspection::verify(&dir).unwrap().is_ok());
+    assert!(changelog::verify(&dir).unwrap().is_ok());
     // Reading from a seq inside the gap starts at the first record after it.
     let from_gap: Vec<_> = LogReader::open(&dir)
         .unwrap()
@@ -161,7 +161,7 @@ fn crc_bad_last_frame_and_zeroed_tail_are_torn_tails() {
     // A last frame whose data fails its CRC, after the last sync point,
     // with nothing valid after it.
     flip_bit(&last.segment, last.offset + 70);
-    let p = introspection::verify(&dir).unwrap().problem.unwrap();
+    let p = changelog::verify(&dir).unwrap().problem.unwrap();
     assert!(p.torn_tail, "{p}");
     let (mut w, report) = LogWriter::open(&dir, "vm-1").unwrap();
     assert_eq!(report.truncated_bytes, 56 + u64::from(last.stored_len));
@@ -198,7 +198,7 @@ fn torn_new_segment_is_removed() {
     w.close().unwrap();
     let want: Vec<_> = (1..=50).chain(next..next + 30).map(expected).collect();
     assert_eq!(read_all(&dir), want);
-    assert!(introspection::verify(&dir).unwrap().is_ok());
+    assert!(changelog::verify(&dir).unwrap().is_ok());
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn missing_middle_segment_is_a_gap() {
     make_log(&dir, 30, small_segments());
     let segs = files_with_ext(&dir, "seg");
     std::fs::remove_file(&segs[2]).unwrap();
-    let p = introspection::verify(&dir).unwrap().problem.unwrap();
+    let p = changelog::verify(&dir).unwrap().problem.unwrap();
     assert!(p.reason.contains("missing"), "{p}");
     assert!(!p.torn_tail);
 }
@@ -218,7 +218,7 @@ fn verify_with_reports_the_callers_problem_at_its_seq() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = log_dir(&tmp);
     make_log(&dir, 4, LogOptions::default());
-    let v = introspection::verify_with(&dir, |r| match &r.kind {
+    let v = changelog::verify_with(&dir, |r| match &r.kind {
         RecordKind::SnapshotTaken { id } if id == "snap-13" => Err("snapshot not in store".into()),
         _ => Ok(()),
     })
@@ -231,7 +231,7 @@ fn verify_with_reports_the_callers_problem_at_its_seq() {
     assert_eq!(v.last_seq, 12);
 }
 
-/// Reads the segment by the format documented in `introspection::log`, then
+/// Reads the segment by the format documented in `changelog::log`, then
 /// appends a hand-built frame holding a reserved `Hint` record.
 #[test]
 fn documented_format_and_unknown_record_types() {
@@ -323,7 +323,7 @@ fn documented_format_and_unknown_record_types() {
         }
         other => panic!("expected UnknownRecordType at seq 11, got {other:?}"),
     }
-    let p = introspection::verify(&dir).unwrap().problem.unwrap();
+    let p = changelog::verify(&dir).unwrap().problem.unwrap();
     assert_eq!((p.seq, p.torn_tail), (Some(11), false));
     // A whole, CRC-correct frame is never cut as a torn tail.
     assert!(matches!(

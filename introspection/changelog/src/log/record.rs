@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{get_u32, get_u64};
 
 /// Bytes in a disk block: the unit of writes, hashes and the content store.
-pub const BLOCK_SIZE: u32 = 4096;
+pub const BLOCK_SIZE: u32 = store::BLOCK_SIZE as u32;
 /// Bytes in a virtio-blk sector (the unit of `BlockWrite::sector`).
 pub const SECTOR_SIZE: u64 = 512;
 /// Longest mark name or snapshot id, in bytes.

@@ -2,8 +2,8 @@
 
 mod common;
 
+use changelog::{LogError, LogOptions, LogReader, LogWriter, RecordKind};
 use common::*;
-use introspection::{LogError, LogOptions, LogReader, LogWriter, RecordKind};
 
 /// Writes seqs `from..=to` with `kind(seq)` at `ts(seq)`, a frame per `batch`.
 fn write_range(w: &mut LogWriter, from: u64, to: u64, batch: u64) {
@@ -41,7 +41,7 @@ fn roundtrip_all_kinds_across_reopen() {
     let all = read_all(&dir);
     let want: Vec<_> = (1..=30).map(expected).collect();
     assert_eq!(all, want);
-    let report = introspection::verify(&dir).unwrap();
+    let report = changelog::verify(&dir).unwrap();
     assert!(report.is_ok(), "{:?}", report.problem);
     assert_eq!((report.records, report.last_seq), (30, 30));
 }
@@ -138,7 +138,7 @@ fn segments_roll_over_and_seek_uses_rebuilt_indexes() {
     // A stale index (another segment's) is not trusted.
     std::fs::copy(dir.join("00000003.idx"), dir.join("00000002.idx")).unwrap();
     check(&dir);
-    assert!(introspection::verify(&dir).unwrap().is_ok());
+    assert!(changelog::verify(&dir).unwrap().is_ok());
 }
 
 #[test]
@@ -186,7 +186,7 @@ fn batches_of_marks_are_stored_compressed_and_hashes_raw() {
             name: "checkpoint-00042".into()
         }
     );
-    let v = introspection::verify(&dir).unwrap();
+    let v = changelog::verify(&dir).unwrap();
     assert_eq!((v.frames, v.compressed_frames, v.records), (2, 1, 101));
 }
 

@@ -2,15 +2,15 @@
 //! it: the one walk behind `vmm store gc` (its mark), `vmm store verify`,
 //! `vmm store repair` and `vmm log verify --deep`.
 //!
-//! Snapshots are walked by [`snapshot::gc::walk_snapshots`] (page-list
+//! Snapshots are walked by [`crate::gc::walk_snapshots`] (page-list
 //! chunks, then pages), change logs here (each block a write names, in
 //! seq order, with the barriers between them so that callers can tell how
 //! far a log replays).
 use std::path::Path;
 
-use introspection::log::{LogError, LogReader, RecordKind};
-use introspection::recording::RecordDir;
-use snapshot::{ManifestError, SnapshotDir};
+use crate::{ManifestError, SnapshotDir};
+use changelog::log::{LogError, LogReader, RecordKind};
+use changelog::recording::RecordDir;
 use store::{ObjectId, Store};
 
 /// Who needs an object.
@@ -95,7 +95,7 @@ pub fn walk(
     let rec = RecordDir::new(root);
     let mut summary = WalkSummary::default();
     let all = rec.vm_ids().map_err(|source| WalkError::List {
-        dir: root.join("logs").display().to_string(),
+        dir: rec.logs_dir().display().to_string(),
         source,
     })?;
     summary.logs = match &scope.vm {
@@ -117,12 +117,12 @@ pub fn walk(
             });
         }
     }
-    if scope.logs_only || !root.join("snapshots").is_dir() {
+    if scope.logs_only || !rec.snapshots_dir().is_dir() {
         return Ok(summary);
     }
     let dir = SnapshotDir::open(root)?;
     let mut unreadable = Vec::new();
-    summary.snapshots = snapshot::gc::walk_snapshots(
+    summary.snapshots = crate::gc::walk_snapshots(
         &dir,
         store,
         |id, object| visit(Visit::Object(object, Referrer::Snapshot { id })),

@@ -1,0 +1,28 @@
+//! The change log and the record directory that holds it.
+//!
+//! Owns: the per-VM change log ([`log`]: segmented, framed, CRC-chained,
+//! zstd per frame, sparse index, sealed; its on-disk format is documented
+//! in the module), the disk state a log describes ([`disk_state`]: the
+//! per-disk block-hash table and its O(1)-updatable checksum recorded at
+//! every barrier), the checkpoint of that state saved when a log closes
+//! ([`checkpoint`]), points in a VM's history ([`point`]: `seq=`, `time=`,
+//! `mark=`), and the one type that knows a record directory's layout
+//! ([`recording::RecordDir`]: `store/`, `logs/<vm>/`, `snapshots/`) with
+//! the full check of a log against the store ([`recording::verify`]).
+//!
+//! Does not own: the content store the blocks live in (`store`), what the
+//! guest's files mean (`introspection`), VM snapshots (`snapshot`) or
+//! rebuilding a disk (`replay`).
+
+pub mod checkpoint;
+pub mod disk_state;
+pub mod log;
+pub mod point;
+pub mod recording;
+
+pub use disk_state::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
+pub use log::{
+    verify, verify_with, BarrierKind, LogError, LogOptions, LogReader, LogWriter, OpenReport,
+    Record, RecordKind, VerifyProblem, VerifyReport,
+};
+pub use recording::{RecordDir, RecordError};
