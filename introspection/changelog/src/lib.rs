@@ -8,18 +8,23 @@
 //! ([`checkpoint`]), points in a VM's history ([`point`]: `seq=`, `time=`,
 //! `mark=`), and the one type that knows a record directory's layout
 //! ([`recording::RecordDir`]: `store/`, `logs/<vm>/`, `snapshots/`) with
-//! the full check of a log against the store ([`recording::verify`]).
+//! the full check of a log against the store ([`recording::verify`]), and
+//! the traits through which logs are read and written wherever they live
+//! ([`backend`]: [`LogBackend`], [`LogAppend`]; the record directory is
+//! the local implementation).
 //!
 //! Does not own: the content store the blocks live in (`store`), what the
 //! guest's files mean (`introspection`), VM snapshots (`snapshot`) or
 //! rebuilding a disk (`replay`).
 
+pub mod backend;
 pub mod checkpoint;
 pub mod disk_state;
 pub mod log;
 pub mod point;
 pub mod recording;
 
+pub use backend::{LogAppend, LogBackend, Records};
 pub use disk_state::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
 pub use log::{
     verify, verify_with, BarrierKind, LogError, LogOptions, LogReader, LogWriter, OpenReport,

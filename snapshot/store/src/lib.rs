@@ -56,6 +56,7 @@
 //! object recorded since the last sync and revokes those whose bytes did
 //! not survive, so dedup never points a new put at lost data.
 
+mod backend;
 pub mod clock;
 mod error;
 mod format;
@@ -79,6 +80,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
 
+pub use backend::ObjectBackend;
 pub use error::{Result, StoreError};
 pub use id::{
     is_all_zero, is_zero_block, IdHashBuilder, IdHasher, ObjectId, ParseObjectIdError, BLOCK_SIZE,

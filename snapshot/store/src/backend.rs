@@ -1,0 +1,55 @@
+//! The seam between the users of objects (the block tap, snapshots,
+//! replay) and where objects live. [`Store`] (a local directory of packs)
+//! is one implementation; a replicated backend (NATS JetStream) is the
+//! other. Everything above this trait sees the same contract:
+//!
+//! - objects are keyed by [`ObjectId`] (BLAKE3 of the bytes; the all-zero
+//!   objects are never stored and always present);
+//! - `put_hashed` stores what is not there yet, visible at once, **not yet
+//!   durable**; after [`ObjectBackend::sync`] returns `Ok`, every object
+//!   whose put returned before the call is durable in that backend (for a
+//!   replicated one: acknowledged by a quorum);
+//! - `get` returns the bytes checked against their id, or an error naming
+//!   the object and the backend.
+use crate::{ObjectId, PutReport, Result, Store};
+
+pub trait ObjectBackend: Send + Sync {
+    /// Where the objects live, for messages (a directory, a cluster URL).
+    fn location(&self) -> String;
+
+    /// Stores `items` whose ids the caller computed (`ids[i]` is
+    /// `ObjectId::of(items[i])`, or the zero id for all-zero data) and
+    /// reports what this call added.
+    fn put_hashed(&self, items: &[&[u8]], ids: &[ObjectId]) -> Result<PutReport>;
+
+    /// Object `id`, checked against its hash.
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
+
+    /// Whether object `id` is present (zero objects always are).
+    fn contains(&self, id: &ObjectId) -> Result<bool>;
+
+    /// Makes every object put before this call durable (see the module doc).
+    fn sync(&self) -> Result<()>;
+}
+
+impl ObjectBackend for Store {
+    fn location(&self) -> String {
+        self.dir().display().to_string()
+    }
+
+    fn put_hashed(&self, items: &[&[u8]], ids: &[ObjectId]) -> Result<PutReport> {
+        Ok(self.put_batch_hashed_report(items, ids)?.1)
+    }
+
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        Store::get(self, id)
+    }
+
+    fn contains(&self, id: &ObjectId) -> Result<bool> {
+        Ok(Store::contains(self, id))
+    }
+
+    fn sync(&self) -> Result<()> {
+        Store::sync(self)
+    }
+}
