@@ -31,7 +31,8 @@ use crate::semantic::{Change, DecodeErrorEvent, Format, SemanticChange};
 mod prior;
 mod restore;
 
-const BLOCK: u64 = 4096;
+/// The disk block, in the u64 of disk offsets.
+const BLOCK: u64 = store::BLOCK_SIZE as u64;
 /// Largest file the lifter reads (a hostile guest cannot make it read more).
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Most files tracked at once.

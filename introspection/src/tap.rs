@@ -34,7 +34,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use serde::Serialize;
-use store::{ObjectId, Store, StoreError};
+use store::{ObjectBackend, ObjectId, StoreError};
 use thiserror::Error;
 
 use crate::decode::DecodeLimits;
@@ -42,8 +42,9 @@ use crate::lift::{Lifter, SemanticEvent};
 use crate::semantic::DecodeErrorEvent;
 use crate::tap_recovery::{open_log, Abandoned, TapCut};
 use changelog::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
-use changelog::log::{BarrierKind, LogError, LogWriter, OpenReport, RecordKind};
+use changelog::log::{BarrierKind, LogError, OpenReport, RecordKind};
 use changelog::recording::{RecordDir, RecordError};
+use changelog::{LogAppend, LogBackend};
 
 mod differ;
 mod prior;
@@ -51,7 +52,7 @@ mod restore;
 
 use differ::{run_differ, JobKind, LiftJob, LIFT_QUEUE};
 
-const BLOCK: usize = 4096;
+const BLOCK: usize = store::BLOCK_SIZE;
 /// Pending block data is stored (and its log frame committed) beyond this.
 const PENDING_LIMIT: usize = 16 << 20;
 /// Blocks per base `BlockWrite` record.
@@ -121,12 +122,16 @@ pub struct TapStats {
 }
 
 pub struct BlockTap {
-    log: LogWriter,
-    store: Store,
-    /// Keeps `vmm store gc` away while this log may still be about to
-    /// reference objects it has put (they are stored before the log frame
-    /// naming them is written).
-    _pin: store::Pin,
+    /// Where this VM's records go, and where its earlier records are read
+    /// from (the same log, through the reading side of the seam).
+    log: Box<dyn LogAppend>,
+    history: Box<dyn LogBackend + Send + Sync>,
+    /// Where blocks go.
+    store: Box<dyn ObjectBackend>,
+    /// Keeps `vmm store gc` away from a local store while this log may
+    /// still be about to reference objects it has put (they are stored
+    /// before the log frame naming them is written).
+    _pin: Option<store::Pin>,
     state: DiskState,
     pending_data: Vec<u8>,
     pending_ids: Vec<ObjectId>,
@@ -196,9 +201,10 @@ impl BlockTap {
                 source,
             })?;
         let mut tap = Self {
-            log,
-            store,
-            _pin: pin,
+            log: Box::new(log),
+            history: Box::new(dir.clone()),
+            store: Box::new(store),
+            _pin: Some(pin),
             state,
             vm_id: vm_id.to_string(),
             image: image_file,
@@ -328,7 +334,7 @@ impl BlockTap {
         self.state
             .apply_block_write(offset / 512, &hashes)
             .map_err(|source| TapError::Image {
-                path: self.log.dir().to_path_buf(),
+                path: self.log.location().into(),
                 source,
             })?;
         let seq = self.append(RecordKind::BlockWrite {
@@ -365,7 +371,7 @@ impl BlockTap {
             return Ok(());
         }
         let blocks: Vec<&[u8]> = self.pending_data.chunks_exact(BLOCK).collect();
-        self.store.put_batch_hashed(&blocks, &self.pending_ids)?;
+        self.store.put_hashed(&blocks, &self.pending_ids)?;
         self.pending_data.clear();
         self.pending_ids.clear();
         Ok(())
@@ -557,13 +563,15 @@ impl BlockTap {
     pub fn close(mut self) -> Result<TapStats, TapError> {
         self.finish()?;
         let stats = self.stats;
-        let dir = self.log.dir().to_path_buf();
-        self.log.close()?;
+        let BlockTap {
+            log,
+            last_barrier,
+            state,
+            ..
+        } = self;
         // After the final barrier only semantic records follow: the disk
         // state at that barrier is the state now.
-        if let Some(seq) = self.last_barrier {
-            changelog::checkpoint::save(&dir, seq, &self.state);
-        }
+        log.close(last_barrier.map(|seq| (seq, &state)))?;
         Ok(stats)
     }
 }

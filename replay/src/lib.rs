@@ -5,7 +5,9 @@
 //! verifying every barrier checksum on the way, stepping, speed-controlled
 //! playback and what-if transformations.
 //!
-//! Does not own: the log format (`introspection`) or the store (`snapshot`).
+//! Does not own: the log format and record directory (`changelog`), the
+//! objects (`store`, read through its `ObjectBackend` trait) or what the
+//! guest's files mean (`introspection`, whose decoders the proof uses).
 //!
 //! - [`point`]: where to stop (`seq=`, `time=`, `mark=`).
 //! - [`base`]: where to start, and checking that a base image is a state

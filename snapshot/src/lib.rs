@@ -5,7 +5,8 @@
 //! directory ([`manifest`]: versioned file, check, chain merge), the
 //! mark-and-sweep collection of the store ([`gc`]) with the one walk of
 //! every object that logs and snapshots reference ([`refs`]: gc's mark,
-//! store verify and repair)
+//! store verify and repair) and the check of those objects ([`trust`]:
+//! what a damaged store can still replay)
 //! and what a record directory holds ([`usage`]).
 //!
 //! Does not own: the content store itself (`store`), the change log and the
@@ -16,6 +17,7 @@ pub mod gc;
 pub mod manifest;
 pub mod pages;
 pub mod refs;
+pub mod trust;
 pub mod usage;
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! far a log replays).
 use std::path::Path;
 
+use crate::gc::{collect_marked, CollectReport, GcError};
 use crate::{ManifestError, SnapshotDir};
 use changelog::log::{LogError, LogReader, RecordKind};
 use changelog::recording::RecordDir;
@@ -169,4 +170,28 @@ fn walk_log(rec: &RecordDir, vm: &str, visit: &mut impl FnMut(Visit<'_>)) -> Res
         }
     }
     Ok(())
+}
+
+/// Collects the store of the record directory `root` (`vmm store gc`):
+/// marks every object its logs and snapshots reference, by the same walk
+/// as verify, then compacts the store to them
+/// ([`crate::gc::collect_marked`]). A log or snapshot that cannot be read
+/// stops the collection before anything is deleted. Returns what was done
+/// and how many logs were marked.
+pub fn collect_garbage(root: &Path, store: &Store) -> Result<(CollectReport, usize), GcError> {
+    let mut logs = 0;
+    let report = collect_marked(store, |live| {
+        let summary = walk(root, store, &Scope::default(), true, |v| {
+            if let Visit::Object(id, _) = v {
+                live.insert(id);
+            }
+        })
+        .map_err(|e| match e {
+            WalkError::Snapshot(e) => GcError::Snapshot(e),
+            other => GcError::Extra(Box::new(other)),
+        })?;
+        logs = summary.logs.len();
+        Ok(summary.snapshots)
+    })?;
+    Ok((report, logs))
 }

@@ -10,7 +10,8 @@
 //! microguest, is embedded by `microguest`.
 //!
 //! Does not own: what is recorded about the guest (`introspection`), the
-//! content store and snapshots (`snapshot`), or replay (`replay`). The `vmm`
+//! change log (`changelog`), the content store (`store`), snapshots
+//! (`snapshot`), or replay (`replay`). The `vmm`
 //! command-line tool lives in `main.rs` and `cli/`.
 
 pub mod api;

@@ -10,7 +10,9 @@
 //!   after its append returned `Ok` (for a replicated backend: acknowledged
 //!   by a quorum); nothing is acknowledged earlier;
 //! - one writer per VM log at a time: a second is refused with an error.
-use crate::log::{LogError, LogReader, LogWriter, Record, RecordKind};
+use crate::checkpoint;
+use crate::disk_state::DiskState;
+use crate::log::{CutReport, LogError, LogReader, LogWriter, Record, RecordKind};
 use crate::recording::RecordDir;
 
 /// Records of one log, in seq order.
@@ -31,17 +33,41 @@ pub trait LogBackend {
     fn records(&self, vm: &str, from: u64) -> Result<Records<'static>, LogError>;
 }
 
-/// Writing one VM's change log.
+/// Writing one VM's change log (the block tap's side of the seam).
 pub trait LogAppend: Send {
-    /// Appends a record stamped `ts_ns` and returns its seq (buffered: not
-    /// durable until [`LogAppend::sync`]).
-    fn append_at(&mut self, ts_ns: u64, kind: RecordKind) -> Result<u64, LogError>;
+    /// Where the log lives, for messages.
+    fn location(&self) -> String;
+
+    /// Appends a record stamped with the host clock (never earlier than the
+    /// record before it) and returns its seq. Buffered: visible after
+    /// [`LogAppend::commit`], durable after [`LogAppend::sync`].
+    fn append(&mut self, kind: RecordKind) -> Result<u64, LogError>;
+
+    /// True when the next append will first commit the records buffered so
+    /// far by itself: a caller that must store something before its records
+    /// reach the log (the tap stores blocks first) does that before.
+    fn append_commits(&self) -> bool {
+        false
+    }
+
+    /// Makes the buffered records visible to readers (not yet durable).
+    fn commit(&mut self) -> Result<(), LogError>;
 
     /// Makes every record appended before the call durable.
     fn sync(&mut self) -> Result<(), LogError>;
 
     /// The seq of the last record appended (0 if none).
     fn last_seq(&self) -> u64;
+
+    /// Syncs and seals the log; `at_last_barrier` is the disk state at its
+    /// last barrier, which a backend may keep so that the next open need not
+    /// read the whole log (a checkpoint).
+    fn close(self: Box<Self>, at_last_barrier: Option<(u64, &DiskState)>) -> Result<(), LogError>;
+
+    /// Ends the log after a failure: drops what was not made durable and
+    /// cuts back to the last sync point, leaving it unsealed so the next
+    /// open knows a failed run came before. Returns what was cut.
+    fn abandon(self: Box<Self>) -> Result<Option<CutReport>, LogError>;
 }
 
 impl LogBackend for RecordDir {
@@ -68,8 +94,20 @@ impl LogBackend for RecordDir {
 }
 
 impl LogAppend for LogWriter {
-    fn append_at(&mut self, ts_ns: u64, kind: RecordKind) -> Result<u64, LogError> {
-        LogWriter::append_at(self, ts_ns, kind)
+    fn location(&self) -> String {
+        self.dir().display().to_string()
+    }
+
+    fn append(&mut self, kind: RecordKind) -> Result<u64, LogError> {
+        LogWriter::append(self, kind)
+    }
+
+    fn append_commits(&self) -> bool {
+        LogWriter::append_commits(self)
+    }
+
+    fn commit(&mut self) -> Result<(), LogError> {
+        LogWriter::commit(self)
     }
 
     fn sync(&mut self) -> Result<(), LogError> {
@@ -78,5 +116,18 @@ impl LogAppend for LogWriter {
 
     fn last_seq(&self) -> u64 {
         LogWriter::last_seq(self)
+    }
+
+    fn close(self: Box<Self>, at_last_barrier: Option<(u64, &DiskState)>) -> Result<(), LogError> {
+        let dir = self.dir().to_path_buf();
+        LogWriter::close(*self)?;
+        if let Some((seq, state)) = at_last_barrier {
+            checkpoint::save(&dir, seq, state);
+        }
+        Ok(())
+    }
+
+    fn abandon(self: Box<Self>) -> Result<Option<CutReport>, LogError> {
+        LogWriter::abandon(*self)
     }
 }

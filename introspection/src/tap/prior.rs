@@ -25,16 +25,16 @@
 //! or is mid-transaction gives a decode-error event saying what is
 //! unknown, never a stream of inserts (`lift/prior.rs`).
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use hint_proto::Role;
 use serde::Deserialize;
-use store::{ObjectId, Store};
+use store::{ObjectBackend, ObjectId};
 
 use super::{BlockTap, JobKind, LiftJob, BLOCK};
 use crate::lift::{FileTable, Lifter};
 use changelog::disk_state::{DiskState, ZERO_BLOCK_HASH};
-use changelog::log::{LogError, LogReader, RecordKind};
+use changelog::log::{LogError, RecordKind};
+use changelog::LogBackend;
 
 /// The log's view of the disk before this run.
 pub(crate) struct RunStart {
@@ -73,16 +73,20 @@ pub(crate) struct Past {
     lifter: Lifter,
 }
 
-/// Reads the log up to seq `last`, for a disk of `disk_bytes`.
-fn read_past(dir: &Path, last: u64, disk_bytes: u64) -> Result<Past, LogError> {
+/// Reads `vm`'s log up to seq `last`, for a disk of `disk_bytes`.
+fn read_past(
+    logs: &dyn LogBackend,
+    vm: &str,
+    last: u64,
+    disk_bytes: u64,
+) -> Result<Past, LogError> {
     #[derive(Deserialize)]
     struct Named {
         file: String,
     }
     let mut files = BTreeSet::new();
     let mut table = FileTable::new(disk_bytes);
-    let reader = LogReader::open(dir)?;
-    for record in reader.iter()? {
+    for record in logs.records(vm, 1)? {
         let record = record?;
         if record.seq > last {
             break;
@@ -114,7 +118,7 @@ fn read_past(dir: &Path, last: u64, disk_bytes: u64) -> Result<Past, LogError> {
 /// Reads `len` bytes at byte `offset` of the disk `state` describes, the
 /// blocks' contents from `store`.
 pub(crate) fn read_state(
-    store: &Store,
+    store: &dyn ObjectBackend,
     state: &DiskState,
     offset: u64,
     len: usize,
@@ -158,7 +162,8 @@ impl BlockTap {
         };
         let disk_bytes = self.state.num_blocks() * BLOCK as u64;
         let history = start.history.get_or_insert_with(|| {
-            read_past(self.log.dir(), start.before_seq, disk_bytes).map_err(|e| e.to_string())
+            read_past(&*self.history, &self.vm_id, start.before_seq, disk_bytes)
+                .map_err(|e| e.to_string())
         });
         let with_past: Vec<u32> = match &*history {
             Ok(past) => first
@@ -187,7 +192,7 @@ impl BlockTap {
         }
         let mut past = history.as_mut().ok();
         for (kind, state, seq) in states {
-            let store = &self.store;
+            let store = &*self.store;
             let mut read = |offset: u64, len: usize| read_state(store, state, offset, len);
             let mut versions = Vec::new();
             for &id in &with_past {

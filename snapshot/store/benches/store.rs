@@ -1,5 +1,5 @@
 //! Content-store throughput against a plain copy of the same data, in one
-//! run: `cargo bench -p snapshot --bench store`.
+//! run: `cargo bench -p store --bench store`.
 //!
 //! For each kind of data (random = incompressible, text-like, mixed) it
 //! times: a memcpy (the baseline), BLAKE3 alone, zstd alone, and

@@ -8,8 +8,9 @@ use clap::{Args, Subcommand};
 use introspection::semantic::{describe_hint, SemanticChange};
 use store::hex;
 
-use super::{trust, CliError};
+use super::CliError;
 use snapshot::refs::Scope;
+use snapshot::trust;
 
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {

@@ -14,7 +14,6 @@ mod run;
 mod semantic_replay;
 mod snapshot;
 mod store;
-mod trust;
 
 /// A minimal KVM VMM that boots test VMs, records what they write, and
 /// snapshots and replays them.

@@ -4,12 +4,11 @@ use std::path::{Path, PathBuf};
 
 use changelog::recording::RecordDir;
 use clap::{Args, Subcommand};
-use snapshot::gc::GcError;
 use store::Store;
 
-use super::trust::{self, TrustReport};
 use super::CliError;
-use snapshot::refs::{walk, Scope, Visit, WalkError};
+use snapshot::refs::Scope;
+use snapshot::trust::{self, TrustReport};
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
@@ -127,21 +126,8 @@ pub fn gc(args: &StatsArgs) -> Result<i32, CliError> {
             dir.store_dir().display()
         )));
     }
-    let mut logs = 0;
-    let report = snapshot::gc::collect_marked(&store, |live| {
-        let summary = walk(dir.root(), &store, &Scope::default(), true, |v| {
-            if let Visit::Object(id, _) = v {
-                live.insert(id);
-            }
-        })
-        .map_err(|e| match e {
-            WalkError::Snapshot(e) => GcError::Snapshot(e),
-            other => GcError::Extra(Box::new(other)),
-        })?;
-        logs = summary.logs.len();
-        Ok(summary.snapshots)
-    })
-    .map_err(CliError::from_display)?;
+    let (report, logs) =
+        snapshot::refs::collect_garbage(dir.root(), &store).map_err(CliError::from_display)?;
     if args.json {
         println!("{}", serde_json::to_string(&report).expect("serialize"));
     } else {

@@ -159,6 +159,7 @@ mod record;
 mod seal;
 mod segment;
 mod verify;
+pub mod wire;
 mod writer;
 
 pub use cut::CutReport;

@@ -2,7 +2,7 @@
 //! a damaged store can still replay (`vmm store verify|repair`,
 //! `vmm log verify --deep`).
 //!
-//! Pass 1 walks the references ([`super::refs::walk`]) and collects the
+//! Pass 1 walks the references ([`crate::refs::walk`]) and collects the
 //! distinct objects; they are then checked in parallel (scoped threads,
 //! one per core, a progress bar on stderr). Only when something is bad,
 //! pass 2 walks again to name who needs each bad object and, per log, the
@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use store::{ObjectCheck, ObjectId, Store, StoreError};
 
-use snapshot::refs::{walk, Referrer, Scope, Unreadable, Visit, WalkError};
+use crate::refs::{walk, Referrer, Scope, Unreadable, Visit, WalkError};
 
 /// Seqs listed per log for one bad object (the count says how many more).
 const MAX_SEQS: usize = 20;
