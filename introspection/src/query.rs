@@ -15,7 +15,6 @@
 //! [`Found::notes`]); if no selected VM has it, that is an error.
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -23,23 +22,20 @@ use thiserror::Error;
 
 use crate::lift::SemanticEvent;
 use crate::semantic::{changed_members, Format, Op, SemanticChange};
-use changelog::log::{LogError, LogReader, RecordKind};
+use changelog::log::{LogError, RecordKind};
 use changelog::point::Point;
-use changelog::recording::RecordDir;
+use changelog::LogBackend;
 
 /// Why a query could not be answered at all.
 #[derive(Debug, Error)]
 pub enum QueryError {
-    #[error("{}: {source}", .dir.display())]
-    ListLogs {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} holds no logs; record one with `vmm run --disk IMG --record DIR`", .0.display())]
-    NoLogs(PathBuf),
-    #[error("{} has no log of VM '{vm}' (it has: {known})", .dir.display())]
+    #[error("{location}: {source}")]
+    ListLogs { location: String, source: LogError },
+    #[error("{0} holds no logs; record one with `vmm run --disk IMG --record DIR`")]
+    NoLogs(String),
+    #[error("{location} has no log of VM '{vm}' (it has: {known})")]
     NoSuchVm {
-        dir: PathBuf,
+        location: String,
         vm: String,
         known: String,
     },
@@ -83,7 +79,7 @@ struct VmLog {
 }
 
 /// Reads the semantic events and marks of `vm`'s log, up to any damage.
-fn read_vm(dir: &RecordDir, vm: &str) -> VmLog {
+fn read_vm(logs: &dyn LogBackend, vm: &str) -> VmLog {
     let mut log = VmLog {
         vm: vm.to_string(),
         events: Vec::new(),
@@ -110,7 +106,7 @@ fn read_vm(dir: &RecordDir, vm: &str) -> VmLog {
             _ => e.to_string(),
         },
     };
-    let iter = LogReader::open(dir.log_dir(vm)).and_then(|r| r.iter());
+    let iter = logs.records(vm, 1);
     let iter = match iter {
         Ok(iter) => iter,
         Err(e) => {
@@ -149,18 +145,18 @@ fn read_vm(dir: &RecordDir, vm: &str) -> VmLog {
     log
 }
 
-/// The logs of `vm` (or of every VM) in `dir`.
-fn read_logs(dir: &RecordDir, vm: Option<&str>) -> Result<Vec<VmLog>, QueryError> {
-    let all = dir.vm_ids().map_err(|source| QueryError::ListLogs {
-        dir: dir.root().to_path_buf(),
+/// The logs of `vm` (or of every VM) in `logs`.
+fn read_logs(logs: &dyn LogBackend, vm: Option<&str>) -> Result<Vec<VmLog>, QueryError> {
+    let all = logs.vm_ids().map_err(|source| QueryError::ListLogs {
+        location: logs.location(),
         source,
     })?;
     if all.is_empty() {
-        return Err(QueryError::NoLogs(dir.root().to_path_buf()));
+        return Err(QueryError::NoLogs(logs.location()));
     }
     if let Some(v) = vm.filter(|v| !all.iter().any(|a| a == v)) {
         return Err(QueryError::NoSuchVm {
-            dir: dir.root().to_path_buf(),
+            location: logs.location(),
             vm: v.to_string(),
             known: all.join(", "),
         });
@@ -168,7 +164,7 @@ fn read_logs(dir: &RecordDir, vm: Option<&str>) -> Result<Vec<VmLog>, QueryError
     Ok(all
         .iter()
         .filter(|id| vm.is_none_or(|v| v == *id))
-        .map(|id| read_vm(dir, id))
+        .map(|id| read_vm(logs, id))
         .collect())
 }
 
@@ -296,9 +292,9 @@ impl<T> Default for Found<T> {
 }
 
 /// The selected events of every selected VM, each VM's in log order.
-pub fn changes(dir: &RecordDir, f: &Filter) -> Result<Found<SemanticEvent>, QueryError> {
+pub fn changes(logs: &dyn LogBackend, f: &Filter) -> Result<Found<SemanticEvent>, QueryError> {
     let mut found = Found::default();
-    let logs = read_logs(dir, f.vm.as_deref())?;
+    let logs = read_logs(logs, f.vm.as_deref())?;
     let logs = resolve(logs, [f.since.as_ref(), f.until.as_ref()], &mut found.notes)?;
     for (log, [since, until]) in logs {
         found.damaged.extend(log.damage);
@@ -346,13 +342,13 @@ fn apply(state: &mut State, c: &SemanticChange) {
 /// at `from` and at `to`, where they differ. Keys unchanged between the
 /// two points (or changed and changed back) are left out.
 pub fn net(
-    dir: &RecordDir,
+    source: &dyn LogBackend,
     f: &Filter,
     from: &Point,
     to: &Point,
 ) -> Result<Found<NetChange>, QueryError> {
     let mut found = Found::default();
-    let logs = read_logs(dir, f.vm.as_deref())?;
+    let logs = read_logs(source, f.vm.as_deref())?;
     for (log, [a, b]) in resolve(logs, [Some(from), Some(to)], &mut found.notes)? {
         if let (Bound::Seq(x), Bound::Seq(y)) = (a, b) {
             if x > y {

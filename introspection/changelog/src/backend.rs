@@ -71,8 +71,9 @@ pub trait LogAppend: Send {
 }
 
 impl LogBackend for RecordDir {
+    /// The record directory as the user named it.
     fn location(&self) -> String {
-        self.logs_dir().display().to_string()
+        self.root().display().to_string()
     }
 
     fn vm_ids(&self) -> Result<Vec<String>, LogError> {

@@ -3,7 +3,8 @@ use serde_json::json;
 
 use super::*;
 use crate::semantic::SemanticChange;
-use changelog::log::LogWriter;
+use changelog::log::{LogReader, LogWriter};
+use changelog::recording::RecordDir;
 
 /// Writes a log for `vm`: per step either a mark or a change
 /// (table t, key, op, after), each change at its own barrier seq.
