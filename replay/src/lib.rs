@@ -14,6 +14,8 @@
 //!   the log passed through.
 //! - [`engine`]: the replay loop itself.
 //! - [`filter`]: what-if transformations.
+//! - [`fleet`]: many VMs' replays as jobs placed on workers by their
+//!   resources, each done exactly once.
 //! - [`replay_to_file`]: all of it, writing a new image atomically.
 //! - [`semantic`]: application-level replay (rows, documents, keys) from
 //!   the semantic change log, proved against the block-level replay.
@@ -27,6 +29,7 @@ use thiserror::Error;
 pub mod base;
 pub mod engine;
 pub mod filter;
+pub mod fleet;
 mod progress;
 pub mod semantic;
 
