@@ -38,7 +38,7 @@ use store::{ObjectId, Store, StoreError};
 use thiserror::Error;
 
 use crate::decode::DecodeLimits;
-use crate::lift::{Lifter, SemanticEvent};
+use crate::lift::{HintError, Lifter, SemanticEvent};
 use crate::semantic::DecodeErrorEvent;
 use crate::tap_recovery::{open_log, Abandoned, TapCut};
 use changelog::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
@@ -51,7 +51,7 @@ mod restore;
 
 use differ::{run_differ, JobKind, LiftJob, LIFT_QUEUE};
 
-const BLOCK: usize = 4096;
+const BLOCK: usize = store::BLOCK_SIZE;
 /// Pending block data is stored (and its log frame committed) beyond this.
 const PENDING_LIMIT: usize = 16 << 20;
 /// Blocks per base `BlockWrite` record.
@@ -403,8 +403,8 @@ impl BlockTap {
                 let id = hint_file_id(&hint);
                 self.lifter.table.apply(&hint).map(|()| id)
             }
-            Ok(_) => Err("trailing bytes after the hint message".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(_) => Err(HintError::TrailingBytes),
+            Err(e) => Err(HintError::Undecodable(e)),
         };
         match applied {
             Ok(id) => {
