@@ -216,7 +216,7 @@ mod tests {
         let mut buf = [0u8; 256];
         let n = encode(&mut buf).unwrap();
         let (h, _) = hint_proto::decode(&buf[..n]).unwrap();
-        t.apply(&h).err().expect("the hint is refused")
+        t.apply(&h).expect_err("the hint is refused")
     }
 
     #[test]
