@@ -28,8 +28,11 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{self, sqlite::apply_wal, DecodeLimits, SchemaHints};
 use crate::semantic::{Change, DecodeErrorEvent, Format, SemanticChange};
 
+mod error;
 mod prior;
 mod restore;
+
+pub use error::HintError;
 
 /// The disk block, in the u64 of disk offsets.
 const BLOCK: u64 = store::BLOCK_SIZE as u64;
@@ -144,7 +147,7 @@ impl FileTable {
     }
 
     /// Applies one hint; an invalid one changes nothing and says why.
-    pub fn apply(&mut self, hint: &Hint<'_>) -> Result<(), String> {
+    pub fn apply(&mut self, hint: &Hint<'_>) -> Result<(), HintError> {
         match *hint {
             Hint::File {
                 file_id,
@@ -154,7 +157,10 @@ impl FileTable {
                 path,
             } => {
                 if !self.files.contains_key(&file_id) && self.files.len() >= MAX_FILES {
-                    return Err(format!("more than {MAX_FILES} files hinted"));
+                    return Err(HintError::TooManyFiles {
+                        file_id,
+                        max: MAX_FILES,
+                    });
                 }
                 let format = format_of(format);
                 self.files.insert(
@@ -198,14 +204,16 @@ impl FileTable {
 
     /// Sets file `file_id`'s extents, if they lie inside the disk and
     /// overlap no other file's.
-    fn set_extents(&mut self, file_id: u32, new: Vec<Extent>) -> Result<(), String> {
+    fn set_extents(&mut self, file_id: u32, new: Vec<Extent>) -> Result<(), HintError> {
         for e in &new {
             let end = e.sector.checked_mul(512).and_then(|s| s.checked_add(e.len));
             if end.is_none_or(|end| end > self.disk_bytes) {
-                return Err(format!(
-                    "file {file_id}: extent at sector {} of {} bytes lies outside the {}-byte disk",
-                    e.sector, e.len, self.disk_bytes
-                ));
+                return Err(HintError::ExtentOutside {
+                    file_id,
+                    sector: e.sector,
+                    len: e.len,
+                    disk_bytes: self.disk_bytes,
+                });
             }
         }
         for (other_id, other) in &self.files {
@@ -217,10 +225,12 @@ impl FileTable {
                     let (a0, a1) = (a.sector * 512, a.sector * 512 + a.len);
                     let (b0, b1) = (b.sector * 512, b.sector * 512 + b.len);
                     if a0 < b1 && b0 < a1 {
-                        return Err(format!(
-                            "file {file_id}: extent at sector {} overlaps file {other_id} ({})",
-                            a.sector, other.path
-                        ));
+                        return Err(HintError::ExtentOverlap {
+                            file_id,
+                            sector: a.sector,
+                            other_id: *other_id,
+                            other_path: other.path.clone(),
+                        });
                     }
                 }
             }
@@ -229,10 +239,8 @@ impl FileTable {
         Ok(())
     }
 
-    fn file_mut(&mut self, id: u32) -> Result<&mut FileInfo, String> {
-        self.files
-            .get_mut(&id)
-            .ok_or_else(|| format!("hint for file {id}, which no File hint declared"))
+    fn file_mut(&mut self, id: u32) -> Result<&mut FileInfo, HintError> {
+        self.files.get_mut(&id).ok_or(HintError::UnknownFile(id))
     }
 }
 

@@ -38,7 +38,7 @@ use store::{ObjectBackend, ObjectId, StoreError};
 use thiserror::Error;
 
 use crate::decode::DecodeLimits;
-use crate::lift::{Lifter, SemanticEvent};
+use crate::lift::{HintError, Lifter, SemanticEvent};
 use crate::semantic::DecodeErrorEvent;
 use crate::tap_recovery::{open_log, Abandoned, TapCut};
 use changelog::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
@@ -409,8 +409,8 @@ impl BlockTap {
                 let id = hint_file_id(&hint);
                 self.lifter.table.apply(&hint).map(|()| id)
             }
-            Ok(_) => Err("trailing bytes after the hint message".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(_) => Err(HintError::TrailingBytes),
+            Err(e) => Err(HintError::Undecodable(e)),
         };
         match applied {
             Ok(id) => {

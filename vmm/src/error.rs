@@ -68,7 +68,9 @@ pub enum VmmError {
     #[error("snapshot state: {0}")]
     SnapshotState(String),
     #[error("recording: {0}")]
-    Record(String),
+    Record(#[from] crate::recording::RecorderError),
+    #[error("{0}")]
+    Device(#[from] crate::devices::virtio::DeviceError),
     /// Recording failed while the guest ran (the guest got I/O errors from
     /// then on); the message is the recorder's one line about it.
     #[error("{0}")]

@@ -24,7 +24,7 @@ use crate::devices::{
 };
 use crate::error::{Result, VmmError};
 use crate::memory::{self, START_INFO_ADDR};
-use crate::recording::{DeviceTap, RecordConfig, Recorder, RecorderHints};
+use crate::recording::{RecordConfig, Recorder};
 use crate::shared::{SharedMem, SharedMemConfig, SHARED_MEM_BASE};
 use crate::stats::{self, RunStats};
 use crate::vstate::vcpu::Vcpu;
@@ -33,10 +33,12 @@ use crate::vstate::vm::Vm;
 mod control;
 mod restore;
 mod snapshot;
+mod taps;
 mod watchdog;
 pub use restore::RestoreConfig;
 use snapshot::SnapshotChain;
 pub use snapshot::{SnapshotConfig, SnapshotInfo};
+use taps::{DeviceTap, RecorderHints};
 use watchdog::Watchdog;
 
 /// The kernel to boot.
@@ -260,7 +262,7 @@ impl Machine {
         // The recording ends with the guest, however it ended: what it wrote
         // is on the image, so the log gets a final barrier for it.
         for device in &mut self.virtio {
-            device.stop().map_err(VmmError::Record)?;
+            device.stop()?;
         }
         let recording = match &self.recorder {
             Some(r) => r.close()?,

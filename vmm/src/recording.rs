@@ -16,9 +16,13 @@ use introspection::tap_recovery::Abandoned;
 use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
 use snapshot::GuestFile;
 
-use crate::devices::virtio::block::WriteTap;
-use crate::devices::virtio::console::HintSink;
 use crate::error::{Result, VmmError};
+
+mod error;
+pub use error::{InvalidVmId, RecorderError};
+
+/// What the recorder answers: [`RecorderError`] says why it could not.
+pub type RecordResult<T> = std::result::Result<T, RecorderError>;
 
 /// Where and as whom to record.
 #[derive(Debug, Clone)]
@@ -33,7 +37,7 @@ pub struct RecordConfig {
 }
 
 /// A VM id names a log directory: keep it a plain, short file name.
-pub fn check_vm_id(id: &str) -> std::result::Result<(), String> {
+pub fn check_vm_id(id: &str) -> std::result::Result<(), InvalidVmId> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -43,9 +47,7 @@ pub fn check_vm_id(id: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "'{id}' is not a valid VM id: use 1-64 of A-Z a-z 0-9 . _ - (not starting with '.')"
-        ))
+        Err(InvalidVmId(id.to_string()))
     }
 }
 
@@ -53,22 +55,19 @@ pub fn check_vm_id(id: &str) -> std::result::Result<(), String> {
 enum Msg {
     /// Completed writes, in guest order: (byte offset, data).
     Writes(Vec<(u64, Vec<u8>)>),
-    Barrier(SyncSender<std::result::Result<u64, String>>),
-    Mark(String, SyncSender<std::result::Result<u64, String>>),
+    Barrier(SyncSender<RecordResult<u64>>),
+    Mark(String, SyncSender<RecordResult<u64>>),
     /// A hint message from the guest (after the writes before it).
     Hint(Vec<u8>),
     /// A barrier, then a SnapshotTaken record.
-    Snapshot(
-        String,
-        SyncSender<std::result::Result<SnapshotPoint, String>>,
-    ),
+    Snapshot(String, SyncSender<RecordResult<SnapshotPoint>>),
     /// A snapshot's hinted files for a restored VM: the files whose state
     /// at the snapshot is unknown come back.
     RestoreFiles(
         Vec<GuestFile>,
-        SyncSender<std::result::Result<Vec<(String, String)>, String>>,
+        SyncSender<RecordResult<Vec<(String, String)>>>,
     ),
-    Close(SyncSender<std::result::Result<TapStats, String>>),
+    Close(SyncSender<RecordResult<TapStats>>),
 }
 
 /// Where a snapshot was taken in the log.
@@ -113,18 +112,16 @@ pub struct Recorder {
     failure: Arc<OnceLock<String>>,
 }
 
-fn tap_error(e: TapError) -> VmmError {
-    VmmError::Record(e.to_string())
-}
-
 impl Recorder {
     pub fn open(config: &RecordConfig, image: &Path) -> Result<Arc<Self>> {
         let dir = RecordDir::new(&config.dir);
-        std::fs::create_dir_all(dir.root())
-            .map_err(|e| VmmError::Record(format!("{}: {e}", dir.root().display())))?;
+        std::fs::create_dir_all(dir.root()).map_err(|source| RecorderError::Open {
+            path: dir.root().to_path_buf(),
+            source,
+        })?;
         let (tap, open_report) =
             BlockTap::open_with_limits(&dir, &config.vm_id, image, config.decode_limits)
-                .map_err(tap_error)?;
+                .map_err(RecorderError::OpenTap)?;
         let log = &open_report.log;
         if log.truncated_bytes > 0 {
             tracing::warn!(
@@ -156,15 +153,17 @@ impl Recorder {
                 last + 1
             );
         }
-        let image =
-            File::open(image).map_err(|e| VmmError::Record(format!("{}: {e}", image.display())))?;
+        let image = File::open(image).map_err(|source| RecorderError::Open {
+            path: image.to_path_buf(),
+            source,
+        })?;
         let (tx, rx) = sync_channel(QUEUE_DEPTH);
         let failure = Arc::new(OnceLock::new());
         let shared = failure.clone();
         let worker = std::thread::Builder::new()
             .name("recorder".into())
             .spawn(move || run_tap(tap, rx, &shared))
-            .map_err(|e| VmmError::Record(format!("starting the recording thread: {e}")))?;
+            .map_err(RecorderError::Spawn)?;
         Ok(Arc::new(Self {
             tx: Mutex::new(Some(tx)),
             batch: Mutex::new((Vec::new(), 0)),
@@ -181,25 +180,18 @@ impl Recorder {
         self.failure.get().map(String::as_str)
     }
 
-    fn send(&self, msg: Msg) -> std::result::Result<(), String> {
+    fn send(&self, msg: Msg) -> RecordResult<()> {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match tx {
-            Some(tx) => tx
-                .send(msg)
-                .map_err(|_| "the recording thread stopped".to_string()),
-            None => Err("recording already closed".into()),
+            Some(tx) => tx.send(msg).map_err(|_| RecorderError::ThreadGone),
+            None => Err(RecorderError::Closed),
         }
     }
 
-    fn ask<T>(
-        &self,
-        make: impl FnOnce(SyncSender<std::result::Result<T, String>>) -> Msg,
-    ) -> std::result::Result<T, String> {
+    fn ask<T>(&self, make: impl FnOnce(SyncSender<RecordResult<T>>) -> Msg) -> RecordResult<T> {
         let (reply, answer) = sync_channel(1);
         self.send(make(reply))?;
-        answer
-            .recv()
-            .map_err(|_| "the recording thread stopped".to_string())?
+        answer.recv().map_err(|_| RecorderError::ThreadGone)?
     }
 
     pub fn vm_id(&self) -> &str {
@@ -208,11 +200,9 @@ impl Recorder {
 
     /// A consistent point for a snapshot: the image made durable, a
     /// barrier, then a SnapshotTaken record.
-    pub fn snapshot_point(&self, id: &str) -> std::result::Result<SnapshotPoint, String> {
+    pub fn snapshot_point(&self, id: &str) -> RecordResult<SnapshotPoint> {
         self.send_writes()?;
-        self.image
-            .sync_data()
-            .map_err(|e| format!("syncing the disk image: {e}"))?;
+        self.image.sync_data().map_err(RecorderError::ImageSync)?;
         self.ask(|reply| Msg::Snapshot(id.to_string(), reply))
     }
 
@@ -221,14 +211,14 @@ impl Recorder {
     pub fn restore_guest_files(
         &self,
         files: Vec<GuestFile>,
-    ) -> std::result::Result<Vec<(String, String)>, String> {
+    ) -> RecordResult<Vec<(String, String)>> {
         self.ask(|reply| Msg::RestoreFiles(files, reply))
     }
 
     /// Queues a completed write; hands the batch over once it is large.
-    pub fn write(&self, offset: u64, data: Vec<u8>) -> std::result::Result<(), String> {
+    pub fn write(&self, offset: u64, data: Vec<u8>) -> RecordResult<()> {
         if let Some(line) = self.failure() {
-            return Err(line.to_string());
+            return Err(RecorderError::Failed(line.to_string()));
         }
         let full = {
             let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
@@ -243,7 +233,7 @@ impl Recorder {
     }
 
     /// Hands every queued write to the recording thread.
-    pub fn send_writes(&self) -> std::result::Result<(), String> {
+    pub fn send_writes(&self) -> RecordResult<()> {
         let writes = {
             let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
             batch.1 = 0;
@@ -256,19 +246,19 @@ impl Recorder {
     }
 
     /// Records a guest hint, after every write before it.
-    pub fn hint(&self, message: Vec<u8>) -> std::result::Result<(), String> {
+    pub fn hint(&self, message: Vec<u8>) -> RecordResult<()> {
         self.send_writes()?;
         self.send(Msg::Hint(message))
     }
 
     /// A flush barrier: returns once everything before it is durable.
-    pub fn barrier(&self) -> std::result::Result<u64, String> {
+    pub fn barrier(&self) -> RecordResult<u64> {
         self.send_writes()?;
         self.ask(Msg::Barrier)
     }
 
     /// Writes a named mark into the log, after every write before it.
-    pub fn mark(&self, name: &str) -> std::result::Result<u64, String> {
+    pub fn mark(&self, name: &str) -> RecordResult<u64> {
         self.send_writes()?;
         self.ask(|reply| Msg::Mark(name.to_string(), reply))
     }
@@ -281,14 +271,9 @@ impl Recorder {
         if self.tx.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Ok(None);
         }
-        let handed = self.send_writes().map_err(VmmError::Record);
-        let synced = self
-            .image
-            .sync_data()
-            .map_err(|e| VmmError::Record(format!("syncing the disk image: {e}")));
-        let stats = handed
-            .and(synced)
-            .and_then(|()| self.ask(Msg::Close).map_err(VmmError::Record));
+        let handed = self.send_writes();
+        let synced = self.image.sync_data().map_err(RecorderError::ImageSync);
+        let stats = handed.and(synced).and_then(|()| self.ask(Msg::Close));
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(worker) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = worker.join();
@@ -296,7 +281,7 @@ impl Recorder {
         if let Some(line) = self.failure() {
             return Err(VmmError::RecordingFailed(line.to_string()));
         }
-        stats.map(Some)
+        Ok(Some(stats?))
     }
 }
 
@@ -307,20 +292,20 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
     let mut tap = Some(tap);
     for msg in rx {
         let Some(t) = tap.as_mut() else {
-            let line = failure.get().cloned().unwrap_or_default();
+            let failed = || RecorderError::Failed(failure.get().cloned().unwrap_or_default());
             match msg {
                 Msg::Writes(_) | Msg::Hint(_) => {}
                 Msg::Barrier(reply) | Msg::Mark(_, reply) => {
-                    let _ = reply.send(Err(line));
+                    let _ = reply.send(Err(failed()));
                 }
                 Msg::Snapshot(_, reply) => {
-                    let _ = reply.send(Err(line));
+                    let _ = reply.send(Err(failed()));
                 }
                 Msg::RestoreFiles(_, reply) => {
-                    let _ = reply.send(Err(line));
+                    let _ = reply.send(Err(failed()));
                 }
                 Msg::Close(reply) => {
-                    let _ = reply.send(Err(line));
+                    let _ = reply.send(Err(failed()));
                     return;
                 }
             }
@@ -330,8 +315,9 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
             Msg::Writes(writes) => writes
                 .into_iter()
                 .try_for_each(|(offset, data)| t.record_write(offset, &data).map(|_| ()))
-                .err(),
-            Msg::Hint(message) => t.record_hint(&message).err(),
+                .err()
+                .map(Arc::new),
+            Msg::Hint(message) => t.record_hint(&message).err().map(Arc::new),
             Msg::Barrier(reply) => answer(t.barrier(BarrierKind::Flush), reply),
             Msg::Mark(name, reply) => answer(t.mark(&name), reply),
             Msg::Snapshot(id, reply) => {
@@ -348,7 +334,7 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
             Msg::RestoreFiles(files, reply) => {
                 // A saved table that does not fit the disk fails the
                 // restore, not the recording.
-                let _ = reply.send(t.restore_guest_files(&files));
+                let _ = reply.send(t.restore_guest_files(&files).map_err(Into::into));
                 None
             }
             Msg::Close(reply) => match t.finish() {
@@ -367,12 +353,13 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
                         tracing::error!("{line}");
                         let _ = failure.set(line);
                     }
-                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                    let _ = reply.send(r.map_err(RecorderError::Seal));
                     return;
                 }
                 Err(e) => {
                     // Abandoned below; the answer is the failure line.
-                    let _ = reply.send(Err(format!("recording failed: {e}")));
+                    let e = Arc::new(e);
+                    let _ = reply.send(Err(RecorderError::Tap(e.clone())));
                     Some(e)
                 }
             },
@@ -394,16 +381,18 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
 /// Sends a result to its requester; returns the error to make sticky.
 fn answer<T>(
     r: std::result::Result<T, TapError>,
-    reply: SyncSender<std::result::Result<T, String>>,
-) -> Option<TapError> {
+    reply: SyncSender<RecordResult<T>>,
+) -> Option<Arc<TapError>> {
     match r {
         Ok(v) => {
             let _ = reply.send(Ok(v));
             None
         }
         Err(e) => {
-            // The requester gets the same line as everyone after it.
-            let _ = reply.send(Err(format!("recording failed: {e}")));
+            // The requester learns what failed; everyone after it gets the
+            // line printed about it (`RecorderError::Failed`).
+            let e = Arc::new(e);
+            let _ = reply.send(Err(RecorderError::Tap(e.clone())));
             Some(e)
         }
     }
@@ -436,41 +425,6 @@ fn log_end(a: &Abandoned) -> String {
 /// bytes: one wake-up of the thread per batch, not per 4 KiB request.
 const BATCH_BYTES: usize = 1 << 20;
 
-/// The block device's view of a recorder.
-pub struct DeviceTap(pub Arc<Recorder>);
-
-impl WriteTap for DeviceTap {
-    fn write(&mut self, offset: u64, data: Vec<u8>) -> std::result::Result<(), String> {
-        self.0.write(offset, data)
-    }
-
-    fn failed(&self) -> bool {
-        self.0.failure().is_some()
-    }
-
-    fn flush(&mut self) -> std::result::Result<(), String> {
-        self.0.barrier().map(|_| ())
-    }
-
-    fn close(&mut self) -> std::result::Result<(), String> {
-        if self.failed() {
-            // Reported once by the recorder, and again when it closes.
-            return Ok(());
-        }
-        self.0.send_writes()
-    }
-}
-
-/// The console device's view of a recorder: hints go into the same log,
-/// in order with the disk's writes.
-pub struct RecorderHints(pub Arc<Recorder>);
-
-impl HintSink for RecorderHints {
-    fn hint(&mut self, message: Vec<u8>) -> std::result::Result<(), String> {
-        self.0.hint(message)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::check_vm_id;
@@ -483,5 +437,9 @@ mod tests {
         for bad in ["", "../x", "a/b", ".hidden", &"x".repeat(65), "sp ace"] {
             assert!(check_vm_id(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            check_vm_id("a/b").unwrap_err().to_string(),
+            "'a/b' is not a valid VM id: use 1-64 of A-Z a-z 0-9 . _ - (not starting with '.')"
+        );
     }
 }

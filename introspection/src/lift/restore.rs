@@ -13,7 +13,7 @@ use std::sync::Arc;
 use hint_proto::{Extent, Format as WireFormat, Hint, Role};
 use snapshot::{GuestExtent, GuestFile};
 
-use super::{Differ, FileBytes, FileTable, Lifter, ReadDisk, Version};
+use super::{Differ, FileBytes, FileTable, HintError, Lifter, ReadDisk, Version};
 use crate::decode::sqlite::apply_wal;
 
 fn role_name(role: Role) -> &'static str {
@@ -56,14 +56,20 @@ impl FileTable {
     /// The table a manifest saved, for a disk of `disk_bytes`, checked by
     /// the rules live hints follow (a damaged or foreign table is refused,
     /// naming the file).
-    pub fn from_guest_files(disk_bytes: u64, files: &[GuestFile]) -> Result<FileTable, String> {
+    pub fn from_guest_files(disk_bytes: u64, files: &[GuestFile]) -> Result<FileTable, HintError> {
         let mut table = FileTable::new(disk_bytes);
         for f in files {
-            let bad = |what: &str| format!("saved file {} ({}): {what}", f.id, f.path);
-            let format = WireFormat::from_name(&f.format)
-                .ok_or_else(|| bad(&format!("unknown format {:?}", f.format)))?;
-            let role =
-                role_of(&f.role).ok_or_else(|| bad(&format!("unknown role {:?}", f.role)))?;
+            let format =
+                WireFormat::from_name(&f.format).ok_or_else(|| HintError::UnknownFormat {
+                    file_id: f.id,
+                    path: f.path.clone(),
+                    format: f.format.clone(),
+                })?;
+            let role = role_of(&f.role).ok_or_else(|| HintError::UnknownRole {
+                file_id: f.id,
+                path: f.path.clone(),
+                role: f.role.clone(),
+            })?;
             table.apply(&Hint::File {
                 file_id: f.id,
                 main_id: f.main_id,
@@ -202,6 +208,40 @@ mod tests {
         t
     }
 
+    /// The hint `encode` writes, applied to `t`: the error, if refused.
+    fn refused(
+        t: &mut FileTable,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, hint_proto::EncodeError>,
+    ) -> HintError {
+        let mut buf = [0u8; 256];
+        let n = encode(&mut buf).unwrap();
+        let (h, _) = hint_proto::decode(&buf[..n]).unwrap();
+        t.apply(&h).expect_err("the hint is refused")
+    }
+
+    #[test]
+    fn a_refused_hint_names_its_file_and_changes_nothing() {
+        let mut t = table();
+        let before = t.to_guest_files();
+        let e = refused(&mut t, |b| hint_proto::encode_size(9, 1, true, b));
+        assert_eq!(e, HintError::UnknownFile(9));
+        assert_eq!(
+            e.to_string(),
+            "hint for file 9, which no File hint declared"
+        );
+        let past = [Extent {
+            file_offset: 0,
+            sector: 2048,
+            len: 4096,
+        }];
+        let e = refused(&mut t, |b| hint_proto::encode_extents(1, &past, b));
+        assert_eq!(
+            e.to_string(),
+            "file 1: extent at sector 2048 of 4096 bytes lies outside the 1048576-byte disk"
+        );
+        assert_eq!(t.to_guest_files(), before);
+    }
+
     #[test]
     fn a_table_survives_the_manifest_round_trip() {
         let t = table();
@@ -220,13 +260,36 @@ mod tests {
         let mut saved = table().to_guest_files();
         // On a smaller disk the extent lies outside it.
         let e = FileTable::from_guest_files(4096, &saved).err().unwrap();
-        assert!(e.contains("outside"), "{e}");
+        assert!(
+            matches!(
+                e,
+                HintError::ExtentOutside {
+                    disk_bytes: 4096,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("outside the 4096-byte disk"), "{e}");
         saved[1].extents = saved[0].extents.clone();
         let e = FileTable::from_guest_files(1 << 20, &saved).err().unwrap();
-        assert!(e.contains("overlaps"), "{e}");
+        assert!(
+            matches!(
+                e,
+                HintError::ExtentOverlap {
+                    file_id: 2,
+                    other_id: 1,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         saved[1].role = "sidecar".into();
         let e = FileTable::from_guest_files(1 << 20, &saved).err().unwrap();
-        assert!(e.contains("unknown role"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "saved file 2 (app.db-journal): unknown role \"sidecar\""
+        );
     }
 
     fn json(id: u32, bytes: Result<&[u8], &str>) -> Version {

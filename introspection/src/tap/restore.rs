@@ -4,7 +4,7 @@
 use std::os::unix::fs::FileExt;
 
 use super::{BlockTap, JobKind, LiftJob, BLOCK};
-use crate::lift::{FileTable, Lifter};
+use crate::lift::{FileTable, HintError, Lifter};
 
 impl BlockTap {
     /// The guest's hinted files now, for a snapshot's manifest.
@@ -19,7 +19,7 @@ impl BlockTap {
     pub fn restore_guest_files(
         &mut self,
         files: &[snapshot::GuestFile],
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<Vec<(String, String)>, HintError> {
         let disk_bytes = self.state.num_blocks() * BLOCK as u64;
         let table = FileTable::from_guest_files(disk_bytes, files)?;
         self.lifter = Lifter::restored(table);

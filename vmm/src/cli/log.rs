@@ -170,7 +170,7 @@ fn describe(record: &Record) -> String {
         RecordKind::BlockWrite { sector, len, .. } => {
             format!(
                 "write  sector {sector} ({} blocks, {len} bytes)",
-                len / 4096
+                len / store::BLOCK_SIZE as u32
             )
         }
         RecordKind::Barrier {

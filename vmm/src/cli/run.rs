@@ -107,7 +107,9 @@ pub fn parse_serial(s: &str) -> Result<SerialOutput, String> {
 }
 
 pub fn parse_vm_id(s: &str) -> Result<String, String> {
-    vmm::recording::check_vm_id(s).map(|()| s.to_string())
+    vmm::recording::check_vm_id(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {

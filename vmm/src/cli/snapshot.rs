@@ -184,7 +184,7 @@ pub struct MarkArgs {
 }
 
 fn ask(socket: &Path, command: Command) -> Result<serde_json::Value, CliError> {
-    vmm::api::client::request(socket, &command).map_err(CliError::new)
+    vmm::api::client::request(socket, &command).map_err(CliError::from_display)
 }
 
 pub fn create(args: &CreateArgs) -> Result<i32, CliError> {

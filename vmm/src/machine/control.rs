@@ -89,12 +89,12 @@ impl Machine {
         };
         for t in &mut self.virtio {
             if let Err(e) = t.stop() {
-                return api::error(e);
+                return api::error(e.to_string());
             }
         }
         match recorder.mark(name) {
             Ok(seq) => json!({ "ok": true, "seq": seq }),
-            Err(e) => api::error(e),
+            Err(e) => api::error(e.to_string()),
         }
     }
 }

@@ -184,7 +184,7 @@ impl Machine {
         let mut virtio =
             attach_devices(&vm, &mem, disks, recorder.as_ref(), &written, hint_channel)?;
         for (t, state) in virtio.iter_mut().zip(&transports) {
-            t.restore_state(state).map_err(VmmError::SnapshotState)?;
+            t.restore_state(state)?;
         }
         let vcpu = Vcpu::new(&vm, 0)?;
         vcpu.restore_state(&vcpu_state)?;

@@ -205,12 +205,12 @@ impl Machine {
         }
         let id = snapshot::new_snapshot_id();
         for t in &mut self.virtio {
-            t.stop().map_err(VmmError::Record)?; // writes the device still holds
+            t.stop()?; // writes the device still holds
         }
         let mut guest_files = None;
         let disk = match &self.recorder {
             Some(r) => {
-                let point = r.snapshot_point(&id).map_err(VmmError::Record)?;
+                let point = r.snapshot_point(&id)?;
                 // Only a VM that offered the hint channel has a file table
                 // (empty is a table too: the guest hinted nothing yet).
                 guest_files = self.hint_channel.then_some(point.guest_files);

@@ -11,6 +11,7 @@ use vm_memory::Bytes;
 
 use super::{IrqLine, VirtioDevice, INT_VRING};
 use crate::memory::GuestMemory;
+use crate::recording::RecordResult;
 
 const VIRTIO_ID_CONSOLE: u32 = 3;
 const QUEUE_SIZE: u16 = 64;
@@ -25,7 +26,7 @@ const MAX_WARNINGS: u64 = 20;
 
 /// Receives the hint messages a guest sends, in order.
 pub trait HintSink: Send {
-    fn hint(&mut self, message: Vec<u8>) -> Result<(), String>;
+    fn hint(&mut self, message: Vec<u8>) -> RecordResult<()>;
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -177,7 +178,7 @@ mod tests {
     struct Collect(Arc<Mutex<Vec<Vec<u8>>>>);
 
     impl HintSink for Collect {
-        fn hint(&mut self, message: Vec<u8>) -> Result<(), String> {
+        fn hint(&mut self, message: Vec<u8>) -> RecordResult<()> {
             self.0.lock().unwrap().push(message);
             Ok(())
         }

@@ -12,7 +12,7 @@ use virtio_bindings::bindings::virtio_config::{
 };
 use virtio_queue::{Queue, QueueState, QueueT};
 
-use super::{IrqLine, VirtioDevice};
+use super::{DeviceError, DeviceKind, IrqLine, QueuePlace, VirtioDevice};
 use crate::devices::persist::{QueueSnap, TransportSnap};
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
@@ -62,7 +62,7 @@ impl MmioTransport {
     }
 
     /// The VM is ending: the device hands off whatever it still holds.
-    pub fn stop(&mut self) -> Result<(), String> {
+    pub fn stop(&mut self) -> Result<(), DeviceError> {
         self.device.stop()
     }
 
@@ -192,26 +192,31 @@ impl MmioTransport {
 
     /// Puts a freshly built transport into a saved state; an activated
     /// device gets its queues back, checked against guest memory.
-    pub fn restore_state(&mut self, s: &TransportSnap) -> Result<(), String> {
-        if s.device_type != self.device.device_type() {
-            return Err(format!(
-                "virtio device type {} in the snapshot, {} here",
-                s.device_type,
-                self.device.device_type()
-            ));
+    pub fn restore_state(&mut self, s: &TransportSnap) -> Result<(), DeviceError> {
+        let device = DeviceKind(self.device.device_type());
+        if s.device_type != device.0 {
+            return Err(DeviceError::WrongDevice {
+                saved: DeviceKind(s.device_type),
+                here: device,
+            });
         }
         if s.queues.len() != self.device.queue_max_sizes().len() {
-            return Err(format!(
-                "{} queues in the snapshot, the device has {}",
-                s.queues.len(),
-                self.device.queue_max_sizes().len()
-            ));
+            return Err(DeviceError::QueueCount {
+                device,
+                saved: s.queues.len(),
+                here: self.device.queue_max_sizes().len(),
+            });
         }
         let queues = s
             .queues
             .iter()
-            .map(|q| {
-                Queue::try_from(QueueState::from(*q)).map_err(|e| format!("queue state: {e:?}"))
+            .enumerate()
+            .map(|(index, q)| {
+                Queue::try_from(QueueState::from(*q)).map_err(|reason| DeviceError::BadQueue {
+                    device,
+                    queue: QueuePlace::of(index, q),
+                    reason,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.device_features_sel = s.device_features_sel;
@@ -222,8 +227,14 @@ impl MmioTransport {
         self.config_generation = s.config_generation;
         self.irq.set_status(s.interrupt_status);
         if s.activated {
-            if queues.iter().any(|q| q.ready() && !q.is_valid(&self.mem)) {
-                return Err("a saved queue lies outside guest memory".into());
+            if let Some(index) = queues
+                .iter()
+                .position(|q| q.ready() && !q.is_valid(&self.mem))
+            {
+                return Err(DeviceError::QueueOutsideMemory {
+                    device,
+                    queue: QueuePlace::of(index, &s.queues[index]),
+                });
             }
             self.queues = Self::fresh_queues(self.device.as_ref());
             for (mine, theirs) in self.queues.iter_mut().zip(&queues) {
@@ -279,5 +290,77 @@ impl MmioTransport {
         self.queue_sel = 0;
         self.activated = false;
         self.irq.ack(u32::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::console::Console;
+    use crate::vstate::vm::Vm;
+
+    /// A console's transport on a real VM (an irqfd needs one); None when
+    /// this host has no usable /dev/kvm.
+    fn transport() -> Option<(Vm, MmioTransport)> {
+        let vm = match Vm::new(std::path::Path::new("/dev/kvm")) {
+            Ok(vm) => vm,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return None;
+            }
+        };
+        vm.setup_irqchip().unwrap();
+        let irq = IrqLine::new(vm.fd(), 5).unwrap();
+        let mem = crate::memory::create_guest_memory(crate::memory::MIN_MEM_MIB).unwrap();
+        let t = MmioTransport::new(Box::new(Console::new(None)), irq, mem);
+        Some((vm, t))
+    }
+
+    #[test]
+    fn a_bad_saved_state_is_refused_naming_the_device_and_the_queue() {
+        let Some((_vm, mut t)) = transport() else {
+            return;
+        };
+        let good = t.save_state();
+
+        let mut s = good.clone();
+        s.device_type = 2;
+        let e = t.restore_state(&s).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "snapshot state: the snapshot has a virtio-blk where this VM has a virtio-console"
+        );
+
+        let mut s = good.clone();
+        s.queues.pop();
+        let e = t.restore_state(&s).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "snapshot state: virtio-console has 1 queues in the snapshot, the device has 2"
+        );
+
+        let mut s = good.clone();
+        s.queues[1].size = 3;
+        let e = t.restore_state(&s).unwrap_err();
+        assert!(matches!(e, DeviceError::BadQueue { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("snapshot state: virtio-console queue 1 (size 3 of at most 64,"),
+            "{e}"
+        );
+
+        let mut s = good.clone();
+        s.activated = true;
+        let q = &mut s.queues[1];
+        (q.ready, q.desc_table, q.avail_ring, q.used_ring) =
+            (true, 1 << 40, (1 << 40) + 0x1000, (1 << 40) + 0x2000);
+        let e = t.restore_state(&s).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "snapshot state: virtio-console queue 1 (size 64 of at most 64, descriptor table at 0x10000000000, available ring at 0x10000001000, used ring at 0x10000002000) lies outside guest memory"
+        );
+
+        // The saved state as it was restores.
+        t.restore_state(&good).unwrap();
     }
 }

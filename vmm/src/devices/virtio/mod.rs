@@ -16,7 +16,10 @@ use crate::error::VmmError;
 
 pub mod block;
 pub mod console;
+mod error;
 pub mod mmio;
+
+pub use error::{DeviceError, DeviceKind, QueuePlace};
 
 /// The interrupt status bit for "a used buffer was added".
 pub const INT_VRING: u32 = 1;
@@ -88,7 +91,7 @@ pub trait VirtioDevice: Send {
     /// The state of the queues the device runs (after `activate`).
     fn active_queues(&self) -> Vec<virtio_queue::QueueState>;
     /// The VM is ending: hand off anything still buffered.
-    fn stop(&mut self) -> Result<(), String> {
+    fn stop(&mut self) -> Result<(), DeviceError> {
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ use snapshot::DiskRecord;
 use crate::devices::virtio::block::WriteTap;
 use crate::error::{Result, VmmError};
 use crate::machine::DiskConfig;
+use crate::recording::RecordResult;
 
 /// Threads for hashing disk images.
 pub(in crate::machine) fn hash_threads() -> usize {
@@ -67,16 +68,16 @@ impl WrittenLeaves {
 pub struct LeafTap(pub Arc<WrittenLeaves>);
 
 impl WriteTap for LeafTap {
-    fn write(&mut self, offset: u64, data: Vec<u8>) -> std::result::Result<(), String> {
+    fn write(&mut self, offset: u64, data: Vec<u8>) -> RecordResult<()> {
         self.0.mark(offset, offset + data.len() as u64);
         Ok(())
     }
 
-    fn flush(&mut self) -> std::result::Result<(), String> {
+    fn flush(&mut self) -> RecordResult<()> {
         Ok(())
     }
 
-    fn close(&mut self) -> std::result::Result<(), String> {
+    fn close(&mut self) -> RecordResult<()> {
         Ok(())
     }
 }

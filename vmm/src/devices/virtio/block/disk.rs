@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, VmmError};
 use crate::lock::{self, LockMode};
 
-/// Our block size: writes are recorded in whole 4 KiB blocks, so images are
-/// whole blocks too.
-pub const BLOCK_SIZE: u64 = 4096;
 pub const SECTOR_SIZE: u64 = 512;
 
 pub struct DiskImage {
@@ -43,9 +40,12 @@ impl DiskImage {
         };
         lock::lock(&file, path, mode)?;
         let len = meta.len();
-        if len == 0 || len % BLOCK_SIZE != 0 {
+        // Writes are recorded in whole blocks of the store, so images are
+        // whole blocks too.
+        let block = store::BLOCK_SIZE as u64;
+        if len == 0 || len % block != 0 {
             return Err(bad(format!(
-                "size {len} is not a positive multiple of {BLOCK_SIZE} bytes; resize it (e.g. truncate -s 64M {})",
+                "size {len} is not a positive multiple of {block} bytes; resize it (e.g. truncate -s 64M {})",
                 path.display()
             )));
         }

@@ -11,13 +11,14 @@ pub mod disk;
 pub mod request;
 
 use crate::memory::GuestMemory;
+use crate::recording::RecordResult;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
-use self::disk::{DiskImage, BLOCK_SIZE};
+use self::disk::DiskImage;
 use self::request::{ParseError, Request, RequestType, ID_BYTES};
 use self::request::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
-use super::{IrqLine, VirtioDevice, INT_VRING};
+use super::{DeviceError, DeviceKind, IrqLine, VirtioDevice, INT_VRING};
 
 const VIRTIO_ID_BLOCK: u32 = 2;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
@@ -34,11 +35,11 @@ pub trait WriteTap: Send {
     /// `data` was written at byte `offset`; both are 4 KiB-aligned. The
     /// tap may record it later (asynchronously), but in order, and must
     /// have recorded it durably before `flush` returns.
-    fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<(), String>;
+    fn write(&mut self, offset: u64, data: Vec<u8>) -> RecordResult<()>;
     /// A flush barrier: returns once everything before it is durable.
-    fn flush(&mut self) -> Result<(), String>;
+    fn flush(&mut self) -> RecordResult<()>;
     /// The device is stopping: hand off anything buffered (no barrier).
-    fn close(&mut self) -> Result<(), String>;
+    fn close(&mut self) -> RecordResult<()>;
     /// Recording failed for good: every later write and flush gets an I/O
     /// error (the tap reported the failure itself, once).
     fn failed(&self) -> bool {
@@ -143,8 +144,7 @@ impl Block {
                 }
                 self.counters.writes += 1;
                 self.counters.bytes_written += buf.len() as u64;
-                if let Err(e) = self.tap_write(start, end, buf) {
-                    tracing::debug!("recording a write failed: {e}");
+                if !self.tap_write(start, end, buf) {
                     return (VIRTIO_BLK_S_IOERR, 0);
                 }
                 (VIRTIO_BLK_S_OK, 0)
@@ -169,8 +169,7 @@ impl Block {
                     }
                     self.counters.writes += 1;
                     self.counters.bytes_written += zeros.len() as u64;
-                    if let Err(e) = self.tap_write(start, end, zeros) {
-                        tracing::debug!("recording a write failed: {e}");
+                    if !self.tap_write(start, end, zeros) {
                         return (VIRTIO_BLK_S_IOERR, 0);
                     }
                 }
@@ -205,24 +204,29 @@ impl Block {
     /// Hands a completed write to the tap in whole 4 KiB blocks. A write that
     /// is not block-aligned (the device advertises 4 KiB blocks, but the
     /// guest may ignore that) is widened by reading its blocks back.
-    fn tap_write(&mut self, start: u64, end: u64, buf: Vec<u8>) -> Result<(), String> {
+    /// Returns whether the tap took it (a failing tap reports its failure
+    /// itself, once; a failed read-back is reported here).
+    #[must_use]
+    fn tap_write(&mut self, start: u64, end: u64, buf: Vec<u8>) -> bool {
         let Some(tap) = self.tap.as_mut() else {
-            return Ok(());
+            return true;
         };
-        let (a_start, a_end) = (
-            start / BLOCK_SIZE * BLOCK_SIZE,
-            end.div_ceil(BLOCK_SIZE) * BLOCK_SIZE,
-        );
-        if (a_start, a_end) == (start, end) {
-            return tap.write(start, buf);
+        let block = store::BLOCK_SIZE as u64;
+        let (a_start, a_end) = (start / block * block, end.div_ceil(block) * block);
+        let taken = if (a_start, a_end) == (start, end) {
+            tap.write(start, buf)
+        } else {
+            let mut whole = vec![0u8; (a_end - a_start) as usize];
+            if let Err(e) = self.disk.read_at(&mut whole, a_start) {
+                tracing::error!(disk = %self.disk.path().display(), "reading back an unaligned write: {e}");
+                return false;
+            }
+            tap.write(a_start, whole)
+        };
+        if let Err(e) = &taken {
+            tracing::debug!("recording a write failed: {e}");
         }
-        let mut whole = vec![0u8; (a_end - a_start) as usize];
-        if let Err(e) = self.disk.read_at(&mut whole, a_start) {
-            let e = format!("reading back an unaligned write: {e}");
-            tracing::error!(disk = %self.disk.path().display(), "{e}");
-            return Err(e);
-        }
-        tap.write(a_start, whole)
+        taken.is_ok()
     }
 }
 
@@ -249,12 +253,12 @@ impl VirtioDevice for Block {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut config = [0u8; 60];
         config[..8].copy_from_slice(&self.disk.sectors().to_le_bytes());
-        config[20..24].copy_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
+        config[20..24].copy_from_slice(&(store::BLOCK_SIZE as u32).to_le_bytes());
         let put =
             |c: &mut [u8; 60], at: usize, v: u32| c[at..at + 4].copy_from_slice(&v.to_le_bytes());
         put(&mut config, 36, request::MAX_ZERO_SECTORS); // max_discard_sectors
         put(&mut config, 40, request::MAX_ZERO_SEGMENTS); // max_discard_seg
-        put(&mut config, 44, (BLOCK_SIZE / 512) as u32); // discard_sector_alignment
+        put(&mut config, 44, (store::BLOCK_SIZE / 512) as u32); // discard_sector_alignment
         put(&mut config, 48, request::MAX_ZERO_SECTORS); // max_write_zeroes_sectors
         put(&mut config, 52, request::MAX_ZERO_SEGMENTS); // max_write_zeroes_seg
         config[56] = 1; // write_zeroes_may_unmap
@@ -321,14 +325,19 @@ impl VirtioDevice for Block {
         self.queue.iter().map(|q| q.state()).collect()
     }
 
-    fn stop(&mut self) -> Result<(), String> {
-        self.tap.as_mut().map_or(Ok(()), |t| t.close())
+    fn stop(&mut self) -> Result<(), DeviceError> {
+        let closed = self.tap.as_mut().map_or(Ok(()), |t| t.close());
+        closed.map_err(|source| DeviceError::Stop {
+            device: DeviceKind(VIRTIO_ID_BLOCK),
+            source,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recording::RecorderError;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use vm_memory::GuestAddress;
@@ -337,14 +346,16 @@ mod tests {
     struct FailingTap(Arc<AtomicBool>);
 
     impl WriteTap for FailingTap {
-        fn write(&mut self, _offset: u64, _data: Vec<u8>) -> Result<(), String> {
+        fn write(&mut self, _offset: u64, _data: Vec<u8>) -> RecordResult<()> {
             self.0.store(true, Ordering::SeqCst);
-            Err("recording failed: store: disk full".into())
+            Err(RecorderError::Failed(
+                "recording failed: store: disk full".into(),
+            ))
         }
-        fn flush(&mut self) -> Result<(), String> {
-            Err("recording failed".into())
+        fn flush(&mut self) -> RecordResult<()> {
+            Err(RecorderError::Failed("recording failed".into()))
         }
-        fn close(&mut self) -> Result<(), String> {
+        fn close(&mut self) -> RecordResult<()> {
             Ok(())
         }
         fn failed(&self) -> bool {
