@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use changelog::disk_state::DiskState;
-use changelog::log::{LogReader, RecordKind};
+use changelog::log::RecordKind;
+use changelog::LogBackend;
 use introspection::tap::parse_base_mark;
 
 use crate::ReplayError;
@@ -38,7 +39,8 @@ impl FromStr for Base {
 
 /// Writes the base into `out` (a new file) and says where replay starts.
 pub fn prepare(
-    reader: &LogReader,
+    logs: &dyn LogBackend,
+    vm: &str,
     base: &Base,
     until: u64,
     out: &Path,
@@ -50,7 +52,7 @@ pub fn prepare(
     match base {
         Base::Empty => {
             let mut size = None;
-            for record in reader.iter()? {
+            for record in logs.records(vm, 1)? {
                 let record = record?;
                 if let RecordKind::Mark { name } = &record.kind {
                     if let Some(bytes) = parse_base_mark(name) {
@@ -74,7 +76,7 @@ pub fn prepare(
                 })?
                 .checksum();
             let mut start = None;
-            for record in reader.iter()? {
+            for record in logs.records(vm, 1)? {
                 let record = record?;
                 if record.seq > until {
                     break;

@@ -408,7 +408,7 @@ mod tests {
         fn last_seq(&self, _vm: &str) -> Result<u64, LogError> {
             Ok(self.0.last().map_or(0, |r| r.seq))
         }
-        fn records(&self, _vm: &str, from: u64) -> Result<Records<'static>, LogError> {
+        fn records(&self, _vm: &str, from: u64) -> Result<Records<'_>, LogError> {
             let records: Vec<Record> = self.0.iter().filter(|r| r.seq >= from).cloned().collect();
             Ok(Box::new(records.into_iter().map(Ok)))
         }

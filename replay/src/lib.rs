@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 use changelog::log::LogError;
 use changelog::recording::RecordDir;
-use store::StoreError;
+use changelog::LogBackend;
+use store::{ObjectBackend, StoreError};
 use thiserror::Error;
 
 pub mod base;
@@ -88,10 +89,23 @@ pub fn replay_to_file(
     base: &Base,
     point: &Point,
     out: &Path,
+    opts: Options<'_>,
+) -> Result<ReplayReport, ReplayError> {
+    let store = dir.open_store()?;
+    replay_to_file_from(dir, &store, vm_id, base, point, out, opts)
+}
+
+/// [`replay_to_file`] from wherever the log and the objects live.
+pub fn replay_to_file_from(
+    logs: &dyn LogBackend,
+    objects: &dyn ObjectBackend,
+    vm_id: &str,
+    base: &Base,
+    point: &Point,
+    out: &Path,
     mut opts: Options<'_>,
 ) -> Result<ReplayReport, ReplayError> {
-    let reader = changelog::log::LogReader::open(dir.log_dir(vm_id))?;
-    let until = point.resolve(&reader)?;
+    let until = point.resolve(logs, vm_id)?;
     let tmp = temp_path(out);
     let cancel = opts.cancel;
     let cancelled = || cancel.is_some_and(|c| c());
@@ -99,10 +113,10 @@ pub fn replay_to_file(
         if cancelled() {
             return Err(ReplayError::Cancelled);
         }
-        let from = base::prepare(&reader, base, until, &tmp)?;
+        let from = base::prepare(logs, vm_id, base, until, &tmp)?;
         opts.from_seq = from;
         opts.until_seq = until;
-        let report = replay(dir, vm_id, &tmp, opts)?;
+        let report = engine::replay_from(logs, objects, vm_id, &tmp, opts)?;
         // The last chance to leave `out` as it was.
         if cancelled() {
             return Err(ReplayError::Cancelled);

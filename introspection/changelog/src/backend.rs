@@ -30,7 +30,22 @@ pub trait LogBackend {
     fn last_seq(&self, vm: &str) -> Result<u64, LogError>;
 
     /// `vm`'s records from the first with seq >= `from`.
-    fn records(&self, vm: &str, from: u64) -> Result<Records<'static>, LogError>;
+    fn records(&self, vm: &str, from: u64) -> Result<Records<'_>, LogError>;
+
+    /// The last seq of `vm` whose record was stamped at or before `ts_ns`
+    /// (None if every record is later). Reads the log unless the backend
+    /// has an index for it.
+    fn seq_at_time(&self, vm: &str, ts_ns: u64) -> Result<Option<u64>, LogError> {
+        let mut found = None;
+        for record in self.records(vm, 1)? {
+            let record = record?;
+            if record.ts_ns > ts_ns {
+                break;
+            }
+            found = Some(record.seq);
+        }
+        Ok(found)
+    }
 }
 
 /// Writing one VM's change log (the block tap's side of the seam).
@@ -88,9 +103,13 @@ impl LogBackend for RecordDir {
         Ok(LogReader::open(self.log_dir(vm))?.last_seq())
     }
 
-    fn records(&self, vm: &str, from: u64) -> Result<Records<'static>, LogError> {
+    fn records(&self, vm: &str, from: u64) -> Result<Records<'_>, LogError> {
         let reader = LogReader::open(self.log_dir(vm))?;
         Ok(Box::new(reader.iter_from(from)?))
+    }
+
+    fn seq_at_time(&self, vm: &str, ts_ns: u64) -> Result<Option<u64>, LogError> {
+        LogReader::open(self.log_dir(vm))?.find_seq_at_time(ts_ns)
     }
 }
 

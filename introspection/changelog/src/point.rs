@@ -7,7 +7,8 @@ use std::time::UNIX_EPOCH;
 
 use thiserror::Error;
 
-use crate::log::{LogError, LogReader, RecordKind};
+use crate::backend::LogBackend;
+use crate::log::{LogError, RecordKind};
 
 /// Why a point could not be found in a log.
 #[derive(Debug, Error)]
@@ -76,21 +77,22 @@ impl fmt::Display for Point {
 }
 
 impl Point {
-    /// The seq of the last record this point includes.
-    pub fn resolve(&self, reader: &LogReader) -> Result<u64, PointError> {
-        let last = reader.last_seq();
+    /// The seq of the last record this point includes in `vm`'s log,
+    /// wherever the log lives.
+    pub fn resolve(&self, logs: &dyn LogBackend, vm: &str) -> Result<u64, PointError> {
+        let last = logs.last_seq(vm)?;
         match self {
             Point::End => Ok(last),
             Point::Seq(n) if *n >= 1 && *n <= last => Ok(*n),
             Point::Seq(n) => Err(PointError::NotInLog(format!(
                 "seq {n} is outside the log (seq 1..{last})"
             ))),
-            Point::Time(ns) => reader
-                .find_seq_at_time(*ns)?
+            Point::Time(ns) => logs
+                .seq_at_time(vm, *ns)?
                 .ok_or_else(|| PointError::NotInLog(format!("{self} is before the first record"))),
             Point::Mark(name) => {
                 let mut found = None;
-                for record in reader.iter()? {
+                for record in logs.records(vm, 1)? {
                     let record = record?;
                     if matches!(&record.kind, RecordKind::Mark { name: n } if n == name) {
                         found = Some(record.seq);

@@ -20,7 +20,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use changelog::log::LogReader;
 use changelog::recording::RecordDir;
 use hint_proto::Role;
 use introspection::decode::{self, sqlite::apply_wal, SchemaHints};
@@ -149,9 +148,8 @@ pub fn decode_from_disk(
     };
     // The last barrier at which the log lifted changes of the file.
     let lifted = stream.changes.iter().map(|c| c.seq).max();
-    let reader = LogReader::open(dir.log_dir(&stream.vm))?;
     let _guard = Scratch(scratch.to_path_buf());
-    let from = base::prepare(&reader, &Base::Empty, last, scratch)?;
+    let from = base::prepare(dir, &stream.vm, &Base::Empty, last, scratch)?;
     let disk_bytes = match stream.disk_bytes {
         Some(n) => n,
         None => std::fs::metadata(scratch)

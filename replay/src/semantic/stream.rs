@@ -57,7 +57,7 @@ impl VmStream {
             });
         }
         let reader = LogReader::open(&log_dir)?;
-        let until = point.resolve(&reader).map_err(crate::ReplayError::from)?;
+        let until = point.resolve(dir, vm).map_err(crate::ReplayError::from)?;
         let mut s = VmStream {
             vm: vm.to_string(),
             until_seq: until,

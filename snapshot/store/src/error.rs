@@ -75,6 +75,17 @@ pub enum StoreError {
         /// The limit ([`super::MAX_OBJECT_LEN`]).
         max: usize,
     },
+
+    /// An object backend other than the local store (a replicated one)
+    /// failed: `location` names it (e.g. its cluster URL and bucket).
+    #[error("object store at {location}: {source}")]
+    Backend {
+        /// Where the objects live.
+        location: String,
+        /// What failed there.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 fn not_found_why(index_damage: Option<u64>) -> String {

@@ -91,6 +91,15 @@ pub enum LogError {
         .dir.display()
     )]
     Poisoned { dir: PathBuf, reason: String },
+
+    /// A log backend other than the local directory (a replicated one)
+    /// failed: `location` names it (e.g. its cluster URL and stream).
+    #[error("change log at {location}: {source}")]
+    Backend {
+        location: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 fn seq_note(seq: &Option<u64>) -> String {
