@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream, ErrorCode};
+use bytes::Bytes;
 
-use crate::error::{Error, Result, MARKER};
+use async_nats::jetstream::kv;
+
+use crate::error::{check_name, Error, Result, MARKER};
 
 /// A connection to a JetStream cluster. Cheap to clone; buckets and streams
 /// opened from it share the connection and its runtime.
@@ -31,6 +34,12 @@ impl Conn {
     /// Runs one async operation to completion on the connection's runtime.
     pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
+    }
+
+    /// Enters the runtime without blocking: async-nats subscriptions must
+    /// be dropped inside it (their drop spawns the unsubscribe).
+    pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.rt.enter()
     }
 }
 
@@ -73,9 +82,17 @@ impl Nats {
                 let js = jetstream::ContextBuilder::new()
                     .timeout(timeout)
                     .build(client.clone());
-                js.query_account()
+                // A raw `$JS.API.INFO` request rather than `query_account`:
+                // async-nats 0.46 cannot parse 2.9's account info reply.
+                let reply = client
+                    .request("$JS.API.INFO", Bytes::new())
                     .await
                     .map_err(|e| format!("JetStream is not available: {e}"))?;
+                let info: serde_json::Value = serde_json::from_slice(&reply.payload)
+                    .map_err(|e| format!("JetStream answered garbage: {e}"))?;
+                if let Some(err) = info.get("error") {
+                    return Err(format!("JetStream is not available: {err}"));
+                }
                 Ok::<_, String>((client, js))
             };
             match tokio::time::timeout(timeout, connect).await {
@@ -97,6 +114,53 @@ impl Nats {
     /// The URLs this connection was made with.
     pub fn urls(&self) -> &str {
         &self.conn.urls
+    }
+}
+
+impl Nats {
+    /// Opens or creates the KV bucket `name` for `kind` (`objects`,
+    /// `manifests`) with history 1 and `replicas` copies.
+    ///
+    /// The bucket's stream is created here with the KV conventions (stream
+    /// `KV_<name>`, subjects `$KV.<name>.>`, one message per key, rollup
+    /// allowed, deletes denied, direct get, discard new) instead of with
+    /// `create_key_value`: async-nats 0.46 first queries the account, and
+    /// its account type requires fields (`reserved_memory`) that 2.9 does
+    /// not send, so that call always fails against Debian's server.
+    pub(crate) fn kv_bucket(
+        &self,
+        what: &'static str,
+        kind: &str,
+        name: &str,
+        replicas: usize,
+    ) -> Result<kv::Store> {
+        check_name(what, name)?;
+        let js = &self.conn.js;
+        let stream_name = format!("KV_{name}");
+        self.conn.block_on(async {
+            open_or_create(js, what, &stream_name, || async {
+                js.create_stream(stream::Config {
+                    name: stream_name.clone(),
+                    description: Some(description(kind)),
+                    subjects: vec![format!("$KV.{name}.>")],
+                    max_messages_per_subject: 1,
+                    storage: stream::StorageType::File,
+                    num_replicas: replicas.max(1),
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: stream::DiscardPolicy::New,
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .map_err(|e| Error::js("bucket create", name, e))
+            })
+            .await?;
+            js.get_key_value(name)
+                .await
+                .map_err(|e| Error::js("bucket open", name, e))
+        })
     }
 }
 

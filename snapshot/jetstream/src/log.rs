@@ -276,6 +276,12 @@ pub struct Records<'a> {
 }
 
 impl Records<'_> {
+    fn close(&mut self) {
+        self.done = true;
+        let _in_runtime = self.log.conn.enter();
+        self.msgs = None;
+    }
+
     fn fetch(&mut self) -> Result<()> {
         let stream = &self.log.stream_name;
         let Some(msgs) = self.msgs.as_mut() else {
@@ -306,8 +312,7 @@ impl Records<'_> {
             });
         }
         if seq >= self.end {
-            self.done = true;
-            self.msgs = None;
+            self.close();
         }
         Ok(())
     }
@@ -325,11 +330,16 @@ impl Iterator for Records<'_> {
                 return None;
             }
             if let Err(e) = self.fetch() {
-                self.done = true;
-                self.msgs = None;
+                self.close();
                 return Some(Err(e));
             }
         }
+    }
+}
+
+impl Drop for Records<'_> {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -11,7 +11,7 @@ use async_nats::jetstream::kv::{self, CreateErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::conn::{description, open_or_create, Conn, Nats};
+use crate::conn::{Conn, Nats};
 use crate::error::{check_name, Error, Result};
 
 /// The manifest bucket of a record set.
@@ -25,30 +25,8 @@ impl Nats {
     /// Opens the manifest bucket `name`, creating it with `replicas` copies
     /// if absent; one without our marker is refused ([`Error::NotOurs`]).
     pub fn manifest_bucket(&self, name: &str, replicas: usize) -> Result<ManifestBucket> {
-        check_name("manifest bucket name", name)?;
         let conn = &self.conn;
-        let stream_name = format!("KV_{name}");
-        let kv = conn.block_on(async {
-            open_or_create(&conn.js, "manifest bucket", &stream_name, || async {
-                conn.js
-                    .create_key_value(kv::Config {
-                        bucket: name.to_string(),
-                        description: description("manifests"),
-                        history: 1,
-                        num_replicas: replicas,
-                        storage: async_nats::jetstream::stream::StorageType::File,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(drop)
-                    .map_err(|e| Error::js("bucket create", name, e))
-            })
-            .await?;
-            conn.js
-                .get_key_value(name)
-                .await
-                .map_err(|e| Error::js("bucket open", name, e))
-        })?;
+        let kv = self.kv_bucket("manifest bucket", "manifests", name, replicas)?;
         Ok(ManifestBucket {
             conn: conn.clone(),
             name: name.to_string(),

@@ -23,8 +23,8 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
-use crate::conn::{description, open_or_create, Conn, Nats};
-use crate::error::{check_name, Error, Result};
+use crate::conn::{Conn, Nats};
+use crate::error::{Error, Result};
 
 /// An object's id: the BLAKE3 hash of its bytes.
 pub type ObjectId = [u8; 32];
@@ -51,30 +51,8 @@ impl Nats {
     /// (3 in a 3-node cluster, 1 on a single server) if absent. A bucket of
     /// that name without our marker is refused ([`Error::NotOurs`]).
     pub fn object_bucket(&self, name: &str, replicas: usize) -> Result<ObjectBucket> {
-        check_name("object bucket name", name)?;
         let conn = &self.conn;
-        let stream_name = format!("KV_{name}");
-        let kv = conn.block_on(async {
-            open_or_create(&conn.js, "object bucket", &stream_name, || async {
-                conn.js
-                    .create_key_value(kv::Config {
-                        bucket: name.to_string(),
-                        description: description("objects"),
-                        history: 1,
-                        num_replicas: replicas,
-                        storage: async_nats::jetstream::stream::StorageType::File,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(drop)
-                    .map_err(|e| Error::js("bucket create", name, e))
-            })
-            .await?;
-            conn.js
-                .get_key_value(name)
-                .await
-                .map_err(|e| Error::js("bucket open", name, e))
-        })?;
+        let kv = self.kv_bucket("object bucket", "objects", name, replicas)?;
         Ok(ObjectBucket {
             conn: conn.clone(),
             name: name.to_string(),
@@ -285,11 +263,18 @@ impl ObjectBucket {
     }
 }
 
-/// Failures after which the same publish may succeed: the ack was lost or
-/// the connection is moving to another node.
+/// Failures after which the same publish may succeed: the ack was lost,
+/// the connection is moving to another node, or the stream has no leader
+/// for a moment (a node died and its replicas are electing one): the server
+/// then answers "no responders", which async-nats reports as
+/// `StreamNotFound`. Callers retry these only until a deadline, so a stream
+/// that is really gone still surfaces as an error.
 pub(crate) fn transient(kind: PublishErrorKind) -> bool {
     matches!(
         kind,
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending
+        PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::MaxAckPending
+            | PublishErrorKind::StreamNotFound
     )
 }
