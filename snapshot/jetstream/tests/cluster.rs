@@ -115,7 +115,7 @@ fn appends_survive_a_killed_node_and_its_restart() {
     };
     // Connected through node 0 only at first, which is the node we kill:
     // the client must move to the others (it learns them from the cluster).
-    let nats = Nats::connect(&cluster.urls(), TIMEOUT).unwrap();
+    let nats = Nats::connect(&cluster.url(0), TIMEOUT).unwrap();
     let log = nats.log_stream("t3", 3).unwrap();
     let objects = nats.object_bucket("t3-objects", 3).unwrap();
     let mut acked = Vec::new();
