@@ -29,9 +29,10 @@ use crate::error::{Error, Result};
 /// An object's id: the BLAKE3 hash of its bytes.
 pub type ObjectId = [u8; 32];
 
-/// How many puts `put_many` keeps unacknowledged at once: enough to fill
-/// the pipe on loopback and LAN, below async-nats' in-flight ack limit.
-const WINDOW: usize = 512;
+/// How many puts `put_many` keeps unacknowledged at once: below async-nats'
+/// in-flight ack limit (5000). 4096 measured ~1.4x faster than 512 on the
+/// loopback cluster (see the `put` bench).
+const WINDOW: usize = 4096;
 
 /// Lowercase hex of an id: the key of the object.
 pub fn hex(id: &ObjectId) -> String {
