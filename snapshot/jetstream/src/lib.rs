@@ -15,6 +15,14 @@
 //! bytes), block size, compression, retention policy, or the choice between
 //! local and remote storage. It depends on no other crate of the project.
 //!
+//! What an acknowledgement means: `append`, `put` and `put_many` return
+//! only after the stream leader answered the publish, which it does once a
+//! quorum of the stream's replicas (2 of 3) has stored the message. On 2.9
+//! the servers write to their store files at once but fsync on their own
+//! interval (`sync_interval` only became configurable in 2.10), so an ack
+//! survives the kill or loss of any one node, not a simultaneous power loss
+//! of a quorum of hosts.
+//!
 //! Server compatibility: JetStream API of nats-server 2.9 (Debian's), see
 //! the comment on async-nats in Cargo.toml.
 
