@@ -44,6 +44,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
 }
 
 struct Node {
+    server: PathBuf,
     config: PathBuf,
     log: PathBuf,
     client_port: u16,
@@ -57,9 +58,12 @@ pub struct TestCluster {
     dir: tempfile::TempDir,
 }
 
-/// Whether `nats-server` can be run.
-pub fn server_installed() -> bool {
-    Command::new("nats-server")
+/// The server binary, looked up on PATH.
+const SERVER: &str = "nats-server";
+
+/// Whether the server binary `server` can be run.
+pub fn server_installed(server: &Path) -> bool {
+    Command::new(server)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -68,9 +72,15 @@ pub fn server_installed() -> bool {
 }
 
 impl TestCluster {
-    /// Starts an `n`-node cluster and waits until it is ready.
+    /// Starts an `n`-node cluster of the `nats-server` on PATH and waits
+    /// until it is ready.
     pub fn start(n: usize) -> Result<TestCluster, ClusterError> {
-        if !server_installed() {
+        TestCluster::start_with(Path::new(SERVER), n)
+    }
+
+    /// Like [`start`](Self::start) with the server binary at `server`.
+    pub fn start_with(server: &Path, n: usize) -> Result<TestCluster, ClusterError> {
+        if !server_installed(server) {
             return Err(ClusterError::NotInstalled);
         }
         let dir = tempfile::Builder::new()
@@ -111,6 +121,7 @@ impl TestCluster {
             let config = node_dir.join("nats.conf");
             std::fs::write(&config, conf).map_err(io("write a node config"))?;
             nodes.push(Node {
+                server: server.to_path_buf(),
                 config,
                 log: node_dir.join("server.log"),
                 client_port: ports[2 * i],
@@ -147,7 +158,7 @@ impl TestCluster {
             .open(&node.log)
             .map_err(io("open a node log"))?;
         let err = log.try_clone().map_err(io("open a node log"))?;
-        let child = Command::new("nats-server")
+        let child = Command::new(&node.server)
             .arg("-c")
             .arg(&node.config)
             .stdin(Stdio::null())
@@ -238,5 +249,22 @@ impl Drop for TestCluster {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_server_binary_is_a_typed_error_saying_how_to_install_it() {
+        let err = TestCluster::start_with(Path::new("/nonexistent/nats-server"), 3)
+            .err()
+            .expect("must fail");
+        assert!(matches!(err, ClusterError::NotInstalled));
+        assert!(
+            err.to_string().contains("apt-get install -y nats-server"),
+            "{err}"
+        );
     }
 }

@@ -33,7 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_nats::header::{HeaderMap, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
+use async_nats::jetstream::stream::{self, ConsumerErrorKind, LastRawMessageErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -246,16 +246,32 @@ impl LogStream {
         };
         if !records.done {
             let subject = self.subject(vm);
-            let consumer = self
-                .conn
-                .block_on(self.stream.create_consumer(pull::OrderedConfig {
-                    filter_subject: subject.clone(),
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: from.max(1),
-                    },
-                    ..Default::default()
-                }))
-                .map_err(|e| Error::js("consumer create", &subject, e))?;
+            let config = pull::OrderedConfig {
+                filter_subject: subject.clone(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            };
+            // Creating a consumer goes through the cluster's meta leader,
+            // which may be busy with a node that just (re)joined: retry
+            // timeouts for a while, like publishes. An abandoned attempt's
+            // consumer is ephemeral and the server removes it when idle.
+            let consumer = self.conn.block_on(async {
+                let deadline = tokio::time::Instant::now() + self.conn.timeout * 3;
+                loop {
+                    match self.stream.create_consumer(config.clone()).await {
+                        Ok(c) => return Ok(c),
+                        Err(e)
+                            if e.kind() == ConsumerErrorKind::TimedOut
+                                && tokio::time::Instant::now() < deadline =>
+                        {
+                            tracing::debug!("consumer create on {subject} retried: {e}");
+                        }
+                        Err(e) => return Err(Error::js("consumer create", &subject, e)),
+                    }
+                }
+            })?;
             let msgs = self
                 .conn
                 .block_on(consumer.messages())

@@ -77,6 +77,24 @@ fn append_read_back_per_vm_and_manifests() {
     assert!(matches!(err, Error::ManifestExists { .. }), "{err}");
     assert_eq!(man.get("snap-1").unwrap().unwrap(), b"manifest one");
     assert!(matches!(man.get("a.b"), Err(Error::BadName { .. })));
+
+    // A record above one message's limit is refused before anything is sent.
+    let huge = vec![0u8; 2 << 20];
+    let err = log.append("a", &huge).unwrap_err();
+    assert!(matches!(err, Error::RecordTooLarge { .. }), "{err}");
+    assert_eq!(log.last("a").unwrap(), Some(s3));
+
+    // A message on a VM's subject that is not our batch format (another
+    // writer) is reported as malformed, naming its sequence.
+    assert!(raw_publish(
+        &cluster.urls(),
+        "vmm.t1.log.c",
+        vec![9, 0, 0, 0, 1]
+    ));
+    let got: Vec<_> = log.read("c", 0).unwrap().collect();
+    assert_eq!(got.len(), 1);
+    let err = got.into_iter().next().unwrap().unwrap_err();
+    assert!(matches!(err, Error::Malformed { .. }), "{err}");
 }
 
 #[test]
@@ -222,6 +240,15 @@ fn dedup_missing_and_damaged_objects() {
     assert_eq!(b2.put_many(&items).unwrap(), vec![false; 64]);
     assert!(!b2.put(&items[3].0, items[3].1).unwrap());
     assert_eq!(b1.message_count().unwrap(), 64);
+    // The same new block twice in one batch: stored once.
+    let extra = b"one more block".repeat(100);
+    let twice = [(id_of(&extra), &extra[..]), (id_of(&extra), &extra[..])];
+    assert_eq!(b2.put_many(&twice).unwrap(), vec![true, false]);
+    assert_eq!(b1.message_count().unwrap(), 65);
+    // Above the server's max payload: refused, naming the limit.
+    let huge = vec![7u8; 2 << 20];
+    let err = b1.put(&id_of(&huge), &huge).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
     assert!(b2.contains(&items[5].0).unwrap());
     assert_eq!(b2.get(&items[5].0).unwrap().unwrap(), blocks[5]);
 
@@ -239,11 +266,8 @@ fn dedup_missing_and_damaged_objects() {
 
     // Damage: overwrite an object's value behind the bucket's back.
     let victim = items[7].0;
-    let raw = async_nats_publish(
-        &cluster.urls(),
-        &format!("$KV.t4.{}", jetstream::hex(&victim)),
-    );
-    assert!(raw);
+    let subject = format!("$KV.t4.{}", jetstream::hex(&victim));
+    assert!(raw_publish(&cluster.urls(), &subject, b"garbage".to_vec()));
     let err = b1.get(&victim).unwrap_err();
     assert!(matches!(err, Error::Damaged { .. }), "{err}");
     assert!(err.to_string().contains(&jetstream::hex(&victim)), "{err}");
@@ -253,9 +277,9 @@ fn addrs(urls: &str) -> Vec<async_nats::ServerAddr> {
     urls.split(',').map(|u| u.parse().unwrap()).collect()
 }
 
-/// Publishes garbage to a subject with a plain client, as a damaged or
+/// Publishes `payload` to a subject with a plain client, as a damaged or
 /// foreign writer would.
-fn async_nats_publish(urls: &str, subject: &str) -> bool {
+fn raw_publish(urls: &str, subject: &str, payload: Vec<u8>) -> bool {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -263,7 +287,7 @@ fn async_nats_publish(urls: &str, subject: &str) -> bool {
     rt.block_on(async {
         let client = async_nats::connect(addrs(urls)).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        js.publish(subject.to_string(), "garbage".into())
+        js.publish(subject.to_string(), payload.into())
             .await
             .unwrap()
             .await
