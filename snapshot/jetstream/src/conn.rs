@@ -43,6 +43,14 @@ impl Conn {
     }
 }
 
+impl std::fmt::Debug for Nats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nats")
+            .field("urls", &self.conn.urls)
+            .finish()
+    }
+}
+
 impl Nats {
     /// Connects to `urls` (`nats://host:port[,nats://host:port...]`, the
     /// `nats://` prefix optional) and checks that JetStream answers.

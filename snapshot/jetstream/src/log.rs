@@ -105,6 +105,15 @@ impl Nats {
     }
 }
 
+impl std::fmt::Debug for LogStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStream")
+            .field("stream_name", &self.stream_name)
+            .field("urls", &self.conn.urls)
+            .finish()
+    }
+}
+
 impl LogStream {
     /// The stream's name (`vmm-<NAME>`).
     pub fn name(&self) -> &str {

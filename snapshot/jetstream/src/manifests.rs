@@ -35,6 +35,15 @@ impl Nats {
     }
 }
 
+impl std::fmt::Debug for ManifestBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestBucket")
+            .field("name", &self.name)
+            .field("urls", &self.conn.urls)
+            .finish()
+    }
+}
+
 impl ManifestBucket {
     pub fn name(&self) -> &str {
         &self.name

@@ -63,6 +63,15 @@ impl Nats {
     }
 }
 
+impl std::fmt::Debug for ObjectBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBucket")
+            .field("name", &self.name)
+            .field("urls", &self.conn.urls)
+            .finish()
+    }
+}
+
 impl ObjectBucket {
     pub fn name(&self) -> &str {
         &self.name
