@@ -131,7 +131,7 @@ impl Nats {
     ///
     /// The bucket's stream is created here with the KV conventions (stream
     /// `KV_<name>`, subjects `$KV.<name>.>`, one message per key, rollup
-    /// allowed, deletes denied, direct get, discard new) instead of with
+    /// allowed, deletes denied, discard new) instead of with
     /// `create_key_value`: async-nats 0.46 first queries the account, and
     /// its account type requires fields (`reserved_memory`) that 2.9 does
     /// not send, so that call always fails against Debian's server.
@@ -156,7 +156,10 @@ impl Nats {
                     num_replicas: replicas.max(1),
                     allow_rollup: true,
                     deny_delete: true,
-                    allow_direct: true,
+                    // No direct get: on 2.9 any replica answers those, a
+                    // lagging one with "no such key" for an object that was
+                    // acked a moment ago. Reads go to the stream leader.
+                    allow_direct: false,
                     discard: stream::DiscardPolicy::New,
                     ..Default::default()
                 })

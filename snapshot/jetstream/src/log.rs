@@ -16,10 +16,14 @@
 //! a 2.9 server (no atomic batch publish before 2.12). `append_many`
 //! therefore packs many records into each message (up to the max payload):
 //! one round trip per ~1 MiB, and a batch is stored whole or not at all.
-//! Each message also carries `Nats-Msg-Id` = `<writer>-<vm>-<expected>`
-//! (`writer` unique per `LogStream`), so a publish whose ack was lost can be
-//! sent again: the stream's duplicate window answers with the first copy's
-//! sequence instead of storing it twice.
+//! Each message also carries `Nats-Msg-Id` =
+//! `<writer>-<vm>-<expected>-<hash of body>` (`writer` unique per
+//! `LogStream`), so a publish whose ack was lost can be sent again: the
+//! stream's duplicate window answers with the first copy's sequence instead
+//! of storing it twice. The body hash keeps a *different* batch from ever
+//! being taken for a duplicate (it would be acked without being stored):
+//! after a lost ack that had in fact landed, the next batch is refused as
+//! [`Error::Conflict`] instead.
 //!
 //! Reading uses an ordered pull consumer filtered on the VM's subject
 //! (single `filter_subject`, a 2.9 feature; ephemeral, in memory, deleted by
@@ -59,8 +63,10 @@ pub struct LogStream {
     /// Unique per `LogStream`: makes message ids of two writers distinct.
     writer: String,
     /// Per VM, the stream sequence of its last message as this writer knows
-    /// it (fetched on first use, advanced by our own acks).
-    tails: Mutex<HashMap<String, u64>>,
+    /// it (`None` until fetched on first use, then advanced by our own
+    /// acks). One lock per VM: VMs append in parallel, one VM's batches
+    /// go out one after the other.
+    tails: Mutex<HashMap<String, Arc<Mutex<Option<u64>>>>>,
     max_body: usize,
 }
 
@@ -81,7 +87,8 @@ impl Nats {
                     subjects: vec![format!("{prefix}.*")],
                     storage: stream::StorageType::File,
                     num_replicas: replicas,
-                    allow_direct: true,
+                    // Reads go to the stream leader (see conn::kv_bucket).
+                    allow_direct: false,
                     ..Default::default()
                 })
                 .await
@@ -136,9 +143,16 @@ impl LogStream {
     /// the messages may be stored (each message whole or not at all).
     pub fn append_many(&self, vm: &str, records: &[&[u8]]) -> Result<u64> {
         check_name("VM name", vm)?;
-        let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tail = match tails.get(vm) {
-            Some(&t) => t,
+        let slot = self
+            .tails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(vm.to_string())
+            .or_default()
+            .clone();
+        let mut known = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tail = match *known {
+            Some(t) => t,
             None => self.last(vm)?.unwrap_or(0),
         };
         let subject = self.subject(vm);
@@ -163,7 +177,7 @@ impl LogStream {
                 rest = more;
             }
             tail = self.publish(vm, &subject, tail, Bytes::copy_from_slice(&body))?;
-            tails.insert(vm.to_string(), tail);
+            *known = Some(tail);
         }
         Ok(tail)
     }
@@ -173,7 +187,9 @@ impl LogStream {
     fn publish(&self, vm: &str, subject: &str, expected: u64, body: Bytes) -> Result<u64> {
         let mut headers = HeaderMap::new();
         headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string());
-        headers.insert(NATS_MESSAGE_ID, format!("{}-{vm}-{expected}", self.writer));
+        let digest = blake3::hash(&body).to_hex();
+        let msg_id = format!("{}-{vm}-{expected}-{}", self.writer, &digest[..32]);
+        headers.insert(NATS_MESSAGE_ID, msg_id);
         let js = &self.conn.js;
         self.conn.block_on(async {
             let deadline = tokio::time::Instant::now() + self.conn.timeout * 3;

@@ -6,7 +6,27 @@ use std::time::{Duration, Instant};
 use jetstream::cluster::TestCluster;
 use jetstream::{Error, Nats, ObjectId};
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// Generous: the tests share 2 cores with whatever else CI runs, and an
+/// operation that times out under load is a false failure.
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One cluster at a time: five 3-node clusters electing leaders at once on
+/// 2 cores made JetStream requests time out.
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn start() -> Option<(std::sync::MutexGuard<'static, ()>, TestCluster)> {
+    let guard = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    TestCluster::start_or_skip(3).map(|c| (guard, c))
+}
+
+/// A plain JetStream context with a long timeout, for what the tests do
+/// behind the crate's back.
+async fn raw_js(urls: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(addrs(urls)).await.unwrap();
+    async_nats::jetstream::ContextBuilder::new()
+        .timeout(TIMEOUT)
+        .build(client)
+}
 
 fn id_of(bytes: &[u8]) -> ObjectId {
     *blake3::hash(bytes).as_bytes()
@@ -21,7 +41,7 @@ fn records_of(log: &jetstream::LogStream, vm: &str, from: u64) -> Vec<Vec<u8>> {
 
 #[test]
 fn append_read_back_per_vm_and_manifests() {
-    let Some(cluster) = TestCluster::start_or_skip(3) else {
+    let Some((_one, cluster)) = start() else {
         return;
     };
     let nats = Nats::connect(&cluster.urls(), TIMEOUT).unwrap();
@@ -99,7 +119,7 @@ fn append_read_back_per_vm_and_manifests() {
 
 #[test]
 fn a_second_writer_of_the_same_vm_is_refused() {
-    let Some(cluster) = TestCluster::start_or_skip(3) else {
+    let Some((_one, cluster)) = start() else {
         return;
     };
     let nats = Nats::connect(&cluster.urls(), TIMEOUT).unwrap();
@@ -128,7 +148,7 @@ fn a_second_writer_of_the_same_vm_is_refused() {
 
 #[test]
 fn appends_survive_a_killed_node_and_its_restart() {
-    let Some(mut cluster) = TestCluster::start_or_skip(3) else {
+    let Some((_one, mut cluster)) = start() else {
         return;
     };
     // Connected through node 0 only at first, which is the node we kill:
@@ -207,7 +227,7 @@ fn wait_all_current(urls: &str, streams: &[&str]) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(addrs(urls)).await.unwrap());
+        let js = raw_js(urls).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut all = true;
@@ -235,7 +255,7 @@ fn wait_all_current(urls: &str, streams: &[&str]) {
 
 #[test]
 fn dedup_missing_and_damaged_objects() {
-    let Some(cluster) = TestCluster::start_or_skip(3) else {
+    let Some((_one, cluster)) = start() else {
         return;
     };
     // Two "VMs" on two connections store the same blocks.
@@ -294,8 +314,7 @@ fn raw_publish(urls: &str, subject: &str, payload: Vec<u8>) -> bool {
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = async_nats::connect(addrs(urls)).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+        let js = raw_js(urls).await;
         js.publish(subject.to_string(), payload.into())
             .await
             .unwrap()
@@ -306,7 +325,7 @@ fn raw_publish(urls: &str, subject: &str, payload: Vec<u8>) -> bool {
 
 #[test]
 fn a_stream_or_bucket_without_our_marker_is_refused() {
-    let Some(cluster) = TestCluster::start_or_skip(3) else {
+    let Some((_one, cluster)) = start() else {
         return;
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -314,8 +333,7 @@ fn a_stream_or_bucket_without_our_marker_is_refused() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let js =
-            async_nats::jetstream::new(async_nats::connect(addrs(&cluster.urls())).await.unwrap());
+        let js = raw_js(&cluster.urls()).await;
         js.create_stream(async_nats::jetstream::stream::Config {
             name: "vmm-theirs".to_string(),
             subjects: vec!["vmm.theirs.log.*".to_string()],
