@@ -1,0 +1,40 @@
+//! NATS JetStream storage backend: a new, self-contained crate that the
+//! change-log and object-store backends plug into.
+//!
+//! Owns: the connection to a JetStream cluster behind a synchronous facade
+//! ([`Nats`], with its own small tokio runtime), content-addressed objects
+//! in a KV bucket ([`ObjectBucket`], `objects.rs`), change-log records in a
+//! stream with one subject per VM ([`LogStream`], `log.rs`), snapshot
+//! manifests in a KV bucket ([`ManifestBucket`], `manifests.rs`), the
+//! ownership marker that keeps us off streams we did not create, and a
+//! local n-node test cluster ([`cluster::TestCluster`]). The wire formats
+//! are documented in each module.
+//!
+//! Does not own: what records, objects and manifests contain (the
+//! `changelog`, `store` and `snapshot` crates encode them; here they are
+//! bytes), block size, compression, retention policy, or the choice between
+//! local and remote storage. It depends on no other crate of the project.
+//!
+//! What an acknowledgement means: `append`, `put` and `put_many` return
+//! only after the stream leader answered the publish, which it does once a
+//! quorum of the stream's replicas (2 of 3) has stored the message. On 2.9
+//! the servers write to their store files at once but fsync on their own
+//! interval (`sync_interval` only became configurable in 2.10), so an ack
+//! survives the kill or loss of any one node, not a simultaneous power loss
+//! of a quorum of hosts.
+//!
+//! Server compatibility: JetStream API of nats-server 2.9 (Debian's), see
+//! the comment on async-nats in Cargo.toml.
+
+pub mod cluster;
+mod conn;
+mod error;
+mod log;
+mod manifests;
+mod objects;
+
+pub use conn::Nats;
+pub use error::{Error, Result, MARKER};
+pub use log::{LogStream, Record, Records};
+pub use manifests::ManifestBucket;
+pub use objects::{hex, ObjectBucket, ObjectId};

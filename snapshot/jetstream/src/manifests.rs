@@ -1,0 +1,99 @@
+//! Snapshot manifests in their own JetStream key-value bucket.
+//!
+//! Format: bucket `<name>` (stream `KV_<name>`, description
+//! `vmm-jetstream/v1 manifests`), history 1, file storage, key = manifest
+//! id, value = the manifest's bytes as the caller encoded them. A manifest
+//! is written once: `put` of an existing id is refused, never overwritten.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::conn::{Conn, Nats};
+use crate::error::{check_name, Error, Result};
+
+/// The manifest bucket of a record set.
+pub struct ManifestBucket {
+    conn: Arc<Conn>,
+    name: String,
+    kv: kv::Store,
+}
+
+impl Nats {
+    /// Opens the manifest bucket `name`, creating it with `replicas` copies
+    /// if absent; one without our marker is refused ([`Error::NotOurs`]).
+    pub fn manifest_bucket(&self, name: &str, replicas: usize) -> Result<ManifestBucket> {
+        let conn = &self.conn;
+        let kv = self.kv_bucket("manifest bucket", "manifests", name, replicas)?;
+        Ok(ManifestBucket {
+            conn: conn.clone(),
+            name: name.to_string(),
+            kv,
+        })
+    }
+}
+
+impl std::fmt::Debug for ManifestBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestBucket")
+            .field("name", &self.name)
+            .field("urls", &self.conn.urls)
+            .finish()
+    }
+}
+
+impl ManifestBucket {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn target(&self, id: &str) -> String {
+        format!("{}/{id}", self.name)
+    }
+
+    /// Stores manifest `id` once acknowledged by the cluster; an existing
+    /// `id` is [`Error::ManifestExists`].
+    pub fn put(&self, id: &str, bytes: &[u8]) -> Result<()> {
+        check_name("manifest id", id)?;
+        let res = self
+            .conn
+            .block_on(self.kv.create(id, Bytes::copy_from_slice(bytes)));
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Err(Error::ManifestExists {
+                bucket: self.name.clone(),
+                id: id.to_string(),
+            }),
+            Err(e) => Err(Error::js("manifest put", self.target(id), e)),
+        }
+    }
+
+    /// Manifest `id`'s bytes, `None` if there is none.
+    pub fn get(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        check_name("manifest id", id)?;
+        self.conn
+            .block_on(self.kv.get(id))
+            .map(|v| v.map(|b| b.to_vec()))
+            .map_err(|e| Error::js("manifest get", self.target(id), e))
+    }
+
+    /// The ids of all manifests, sorted.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut ids = self.conn.block_on(async {
+            let mut keys = self
+                .kv
+                .keys()
+                .await
+                .map_err(|e| Error::js("manifest list", &self.name, e))?;
+            let mut ids = Vec::new();
+            while let Some(k) = keys.next().await {
+                ids.push(k.map_err(|e| Error::js("manifest list", &self.name, e))?);
+            }
+            Ok::<_, Error>(ids)
+        })?;
+        ids.sort();
+        Ok(ids)
+    }
+}
