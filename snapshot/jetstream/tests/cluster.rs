@@ -100,7 +100,7 @@ fn append_read_back_per_vm_and_manifests() {
 
     // A record above one message's limit is refused before anything is sent.
     let huge = vec![0u8; 2 << 20];
-    let err = log.append("a", &huge).unwrap_err();
+    let err = log.append_many("a", &[b"small", &huge]).unwrap_err();
     assert!(matches!(err, Error::RecordTooLarge { .. }), "{err}");
     assert_eq!(log.last("a").unwrap(), Some(s3));
 
