@@ -15,6 +15,29 @@
 //! bytes), block size, compression, retention policy, or the choice between
 //! local and remote storage. It depends on no other crate of the project.
 //!
+//! A guest FLUSH in synchronous mode maps to: `put_many` of the blocks the
+//! barrier depends on (pipelined, returns once all are acked), then
+//! `append_many` of the records up to and including the barrier (one
+//! message per ~1 MiB, fenced against a second writer):
+//!
+//! ```no_run
+//! # fn main() -> jetstream::Result<()> {
+//! use std::time::Duration;
+//! let nats = jetstream::Nats::connect("nats://10.0.0.1:4222,nats://10.0.0.2:4222", Duration::from_secs(5))?;
+//! let objects = nats.object_bucket("vmm-demo-objects", 3)?;
+//! let log = nats.log_stream("demo", 3)?;
+//! let block = vec![0xabu8; 4096];
+//! let id = *blake3::hash(&block).as_bytes();
+//! objects.put_many(&[(id, &block[..])])?;
+//! let seq = log.append_many("vm1", &[b"write 0 -> id", b"barrier"])?;
+//! for record in log.read("vm1", 0)? {
+//!     let record = record?;
+//!     assert!(record.seq <= seq);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! What an acknowledgement means: `append`, `put` and `put_many` return
 //! only after the stream leader answered the publish, which it does once a
 //! quorum of the stream's replicas (2 of 3) has stored the message. On 2.9

@@ -31,6 +31,7 @@
 //! message at the time `read` was called.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -98,7 +99,10 @@ impl Nats {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let seed = format!("{}-{nanos}-{:p}", std::process::id(), &stream);
+        // Unique per LogStream: process, time, and a per-process counter.
+        static OPENED: AtomicU64 = AtomicU64::new(0);
+        let n = OPENED.fetch_add(1, Ordering::Relaxed);
+        let seed = format!("{}-{nanos}-{n}", std::process::id());
         let writer = blake3::hash(seed.as_bytes()).to_hex()[..16].to_string();
         Ok(LogStream {
             conn: conn.clone(),
@@ -140,7 +144,9 @@ impl LogStream {
     /// Appends records to `vm`'s log, packed into as few messages as the
     /// max payload allows, and returns the stream sequence of the last
     /// message once every message is acknowledged. On an error, a prefix of
-    /// the messages may be stored (each message whole or not at all).
+    /// the messages may be stored (each message whole or not at all). An
+    /// empty batch sends nothing and returns the last sequence known (0 for
+    /// a VM without records).
     pub fn append_many(&self, vm: &str, records: &[&[u8]]) -> Result<u64> {
         check_name("VM name", vm)?;
         let slot = self
@@ -155,20 +161,21 @@ impl LogStream {
             Some(t) => t,
             None => self.last(vm)?.unwrap_or(0),
         };
+        // Checked before anything is sent, so a refused batch stores nothing.
+        if let Some(r) = records.iter().find(|r| 4 + r.len() > self.max_body) {
+            return Err(Error::RecordTooLarge {
+                stream: self.stream_name.clone(),
+                vm: vm.to_string(),
+                len: r.len(),
+                max: self.max_body - 4,
+            });
+        }
         let subject = self.subject(vm);
         let mut body = Vec::new();
         let mut rest = records;
         while !rest.is_empty() {
             body.clear();
             while let Some((r, more)) = rest.split_first() {
-                if 4 + r.len() > self.max_body {
-                    return Err(Error::RecordTooLarge {
-                        stream: self.stream_name.clone(),
-                        vm: vm.to_string(),
-                        len: r.len(),
-                        max: self.max_body - 4,
-                    });
-                }
                 if !body.is_empty() && body.len() + 4 + r.len() > self.max_body {
                     break;
                 }

@@ -100,7 +100,7 @@ fn append_read_back_per_vm_and_manifests() {
 
     // A record above one message's limit is refused before anything is sent.
     let huge = vec![0u8; 2 << 20];
-    let err = log.append("a", &huge).unwrap_err();
+    let err = log.append_many("a", &[b"small", &huge]).unwrap_err();
     assert!(matches!(err, Error::RecordTooLarge { .. }), "{err}");
     assert_eq!(log.last("a").unwrap(), Some(s3));
 
@@ -393,4 +393,32 @@ fn an_unreachable_cluster_errors_within_the_timeout() {
         assert!(matches!(err, Error::Unreachable { .. }), "{err}");
         assert!(err.to_string().contains(&url), "{err}");
     }
+}
+
+/// When the whole cluster dies after connecting, appends and puts fail
+/// (never report success) within a bound: the retry deadline of 3x the
+/// timeout plus one last attempt's ack wait, 4x the timeout, + 2 s slack.
+#[test]
+fn a_dead_cluster_fails_appends_and_puts_within_a_bound() {
+    let Some((_one, mut cluster)) = start() else {
+        return;
+    };
+    let timeout = Duration::from_secs(2);
+    let nats = Nats::connect(&cluster.urls(), timeout).unwrap();
+    let log = nats.log_stream("t6", 3).unwrap();
+    let objects = nats.object_bucket("t6-objects", 3).unwrap();
+    log.append("vm", b"before").unwrap();
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let bound = timeout * 4 + Duration::from_secs(2);
+    let start = Instant::now();
+    let err = log.append("vm", b"after").unwrap_err();
+    assert!(start.elapsed() < bound, "append took {:?}", start.elapsed());
+    assert!(matches!(err, Error::JetStream { .. }), "{err}");
+    let block = b"a block".repeat(500);
+    let start = Instant::now();
+    let err = objects.put(&id_of(&block), &block).unwrap_err();
+    assert!(start.elapsed() < bound, "put took {:?}", start.elapsed());
+    assert!(matches!(err, Error::JetStream { .. }), "{err}");
 }
