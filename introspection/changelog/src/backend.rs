@@ -58,6 +58,11 @@ pub trait LogAppend: Send {
     /// [`LogAppend::commit`], durable after [`LogAppend::sync`].
     fn append(&mut self, kind: RecordKind) -> Result<u64, LogError>;
 
+    /// Appends a record stamped `ts_ns` (a copy of a record from another
+    /// log keeps its time); a time before the previous record's is
+    /// refused ([`LogError::TimeWentBackwards`]).
+    fn append_at(&mut self, ts_ns: u64, kind: RecordKind) -> Result<u64, LogError>;
+
     /// True when the next append will first commit the records buffered so
     /// far by itself: a caller that must store something before its records
     /// reach the log (the tap stores blocks first) does that before.
@@ -120,6 +125,10 @@ impl LogAppend for LogWriter {
 
     fn append(&mut self, kind: RecordKind) -> Result<u64, LogError> {
         LogWriter::append(self, kind)
+    }
+
+    fn append_at(&mut self, ts_ns: u64, kind: RecordKind) -> Result<u64, LogError> {
+        LogWriter::append_at(self, ts_ns, kind)
     }
 
     fn append_commits(&self) -> bool {

@@ -10,10 +10,14 @@
 //! local n-node test cluster ([`cluster::TestCluster`]). The wire formats
 //! are documented in each module.
 //!
+//! It also implements the project's storage seams on those
+//! ([`Remote`]: `store::ObjectBackend` and `changelog::LogBackend`;
+//! [`RemoteAppend`]: `changelog::LogAppend`; `backends.rs`).
+//!
 //! Does not own: what records, objects and manifests contain (the
-//! `changelog`, `store` and `snapshot` crates encode them; here they are
-//! bytes), block size, compression, retention policy, or the choice between
-//! local and remote storage. It depends on no other crate of the project.
+//! `changelog`, `store` and `snapshot` crates encode them; below the
+//! seams they are bytes), block size, compression, retention policy, or
+//! the choice between local and remote storage.
 //!
 //! A guest FLUSH in synchronous mode maps to: `put_many` of the blocks the
 //! barrier depends on (pipelined, returns once all are acked), then
@@ -49,13 +53,16 @@
 //! Server compatibility: JetStream API of nats-server 2.9 (Debian's), see
 //! the comment on async-nats in Cargo.toml.
 
+mod backends;
 pub mod cluster;
 mod conn;
 mod error;
 mod log;
 mod manifests;
 mod objects;
+pub mod push;
 
+pub use backends::{Remote, RemoteAppend, RemoteUrl};
 pub use conn::Nats;
 pub use error::{Error, Result, MARKER};
 pub use log::{LogStream, Record, Records};

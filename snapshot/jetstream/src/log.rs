@@ -231,14 +231,28 @@ impl LogStream {
     pub fn last(&self, vm: &str) -> Result<Option<u64>> {
         check_name("VM name", vm)?;
         let subject = self.subject(vm);
-        let res = self
-            .conn
-            .block_on(self.stream.get_last_raw_message_by_subject(&subject));
-        match res {
-            Ok(msg) => Ok(Some(msg.sequence)),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(Error::js("last message", subject, e)),
-        }
+        // Like appends, a request that times out while a node is gone (a
+        // leader election) is retried until 3x the timeout.
+        self.conn.block_on(async {
+            let deadline = tokio::time::Instant::now() + self.conn.timeout * 3;
+            loop {
+                match self.stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(msg) => return Ok(Some(msg.sequence)),
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        return Ok(None)
+                    }
+                    Err(e)
+                        if (e.kind() == LastRawMessageErrorKind::Other
+                            || matches!(e.kind(), LastRawMessageErrorKind::JetStream(j) if j.code() == 503))
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tracing::debug!("last message of {subject} retried: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(Error::js("last message", subject, e)),
+                }
+            }
+        })
     }
 
     /// The VMs that have records, sorted.

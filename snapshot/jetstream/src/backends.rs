@@ -1,0 +1,347 @@
+//! The project's storage seams on JetStream: [`Remote`] is an object
+//! backend (`store::ObjectBackend`) and a log backend
+//! (`changelog::LogBackend`), and [`RemoteAppend`] writes one VM's log
+//! (`changelog::LogAppend`). Records travel in their message form
+//! (`changelog::log::wire`), packed by [`LogStream::append_many`]; blocks
+//! go to the object bucket under their BLAKE3 id.
+//!
+//! A record set is named by a URL, `nats://HOST:PORT[,HOST:PORT...]/NAME`:
+//! stream `vmm-NAME` (see `log.rs`), bucket `NAME-objects` (`objects.rs`),
+//! bucket `NAME-snapshots` for manifests.
+//!
+//! Durability: every append and put returns after the stream leader
+//! acknowledged it, i.e. once a quorum of replicas stored it (see the crate
+//! doc for what that means on a 2.9 server); `sync` therefore has nothing
+//! left to wait for.
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use changelog::log::{wire, CutReport, LogError, RecordKind};
+use changelog::{DiskState, LogAppend, LogBackend, Record as LogRecord, Records};
+use store::{is_all_zero, ObjectBackend, ObjectId, PutReport, StoreError};
+
+use crate::{Error, LogStream, ManifestBucket, Nats, ObjectBucket};
+
+/// Where a record set lives in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteUrl {
+    /// Comma-separated `nats://HOST:PORT` of the servers to try.
+    pub servers: String,
+    pub name: String,
+}
+
+impl FromStr for RemoteUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("'{s}' is not a record set in a cluster ({why}): use nats://HOST:PORT[,HOST:PORT...]/NAME, e.g. nats://127.0.0.1:4222/lab")
+        };
+        let rest = s.strip_prefix("nats://").ok_or_else(|| bad("no nats://"))?;
+        let (hosts, name) = rest.split_once('/').ok_or_else(|| bad("no /NAME"))?;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(bad("NAME must be letters, digits, - or _"));
+        }
+        let servers: Vec<String> = hosts
+            .split(',')
+            .map(|h| {
+                if h.is_empty() || !h.contains(':') {
+                    Err(bad("each server is HOST:PORT"))
+                } else {
+                    Ok(format!("nats://{h}"))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RemoteUrl {
+            servers: servers.join(","),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for RemoteUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<&str> = self
+            .servers
+            .split(',')
+            .map(|s| s.trim_start_matches("nats://"))
+            .collect();
+        write!(f, "nats://{}/{}", hosts.join(","), self.name)
+    }
+}
+
+/// A record set in a cluster: its log stream and its buckets.
+pub struct Remote {
+    url: RemoteUrl,
+    logs: Arc<LogStream>,
+    objects: ObjectBucket,
+    manifests: ManifestBucket,
+    _nats: Nats,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Remote({})", self.url)
+    }
+}
+
+impl Remote {
+    /// Connects to the cluster and opens (creating them with `replicas`
+    /// copies if absent) the record set's stream and buckets.
+    pub fn open(url: &RemoteUrl, replicas: usize, timeout: Duration) -> Result<Remote, Error> {
+        let nats = Nats::connect(&url.servers, timeout)?;
+        Ok(Remote {
+            logs: Arc::new(nats.log_stream(&url.name, replicas)?),
+            objects: nats.object_bucket(&format!("{}-objects", url.name), replicas)?,
+            manifests: nats.manifest_bucket(&format!("{}-snapshots", url.name), replicas)?,
+            url: url.clone(),
+            _nats: nats,
+        })
+    }
+
+    pub fn url(&self) -> &RemoteUrl {
+        &self.url
+    }
+
+    /// The bucket of snapshot manifests.
+    pub fn manifests(&self) -> &ManifestBucket {
+        &self.manifests
+    }
+
+    /// Objects stored in the bucket (each once, whoever put it).
+    pub fn object_count(&self) -> Result<u64, Error> {
+        self.objects.message_count()
+    }
+
+    /// A writer of `vm`'s log, continuing after its last record.
+    pub fn appender(&self, vm: &str) -> Result<RemoteAppend, LogError> {
+        let last = LogBackend::last_seq(self, vm)?;
+        let last_ts = match last {
+            0 => 0,
+            n => self
+                .records(vm, n)?
+                .last()
+                .transpose()?
+                .map_or(0, |r| r.ts_ns),
+        };
+        Ok(RemoteAppend {
+            logs: Arc::clone(&self.logs),
+            location: self.url.to_string(),
+            vm: vm.to_string(),
+            pending: Vec::new(),
+            last_seq: last,
+            last_ts,
+        })
+    }
+
+    fn log_err(&self, e: Error) -> LogError {
+        log_err(&self.url.to_string(), e)
+    }
+
+    fn store_err(&self, e: Error) -> StoreError {
+        StoreError::Backend {
+            location: self.url.to_string(),
+            source: Box::new(e),
+        }
+    }
+}
+
+fn log_err(location: &str, e: Error) -> LogError {
+    LogError::Backend {
+        location: location.to_string(),
+        source: Box::new(e),
+    }
+}
+
+impl ObjectBackend for Remote {
+    fn location(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn put_hashed(&self, items: &[&[u8]], ids: &[ObjectId]) -> store::Result<PutReport> {
+        // All-zero objects are never stored (their ids say their length).
+        let stored: Vec<(ObjectId, &[u8])> = items
+            .iter()
+            .zip(ids)
+            .filter(|(item, _)| !is_all_zero(item))
+            .map(|(item, id)| (*id, *item))
+            .collect();
+        let batch: Vec<([u8; 32], &[u8])> = stored.iter().map(|(id, b)| (id.0, *b)).collect();
+        let new = self
+            .objects
+            .put_many(&batch)
+            .map_err(|e| self.store_err(e))?;
+        let mut report = PutReport::default();
+        for ((_, bytes), fresh) in stored.iter().zip(new) {
+            if fresh {
+                report.new_objects += 1;
+                report.new_raw_bytes += bytes.len() as u64;
+                report.new_stored_bytes += bytes.len() as u64;
+            }
+        }
+        Ok(report)
+    }
+
+    fn get(&self, id: &ObjectId) -> store::Result<Vec<u8>> {
+        if let Some(len) = id.zero_len() {
+            return Ok(vec![0; len]);
+        }
+        self.objects
+            .get_required(&id.0)
+            .map_err(|e| self.store_err(e))
+    }
+
+    fn contains(&self, id: &ObjectId) -> store::Result<bool> {
+        if id.zero_len().is_some() {
+            return Ok(true);
+        }
+        self.objects.contains(&id.0).map_err(|e| self.store_err(e))
+    }
+
+    fn sync(&self) -> store::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBackend for Remote {
+    fn location(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn vm_ids(&self) -> Result<Vec<String>, LogError> {
+        self.logs.vms().map_err(|e| self.log_err(e))
+    }
+
+    fn last_seq(&self, vm: &str) -> Result<u64, LogError> {
+        // The last message holds the last records; read just it.
+        let Some(last_msg) = self.logs.last(vm).map_err(|e| self.log_err(e))? else {
+            return Ok(0);
+        };
+        let mut last = 0;
+        for record in self.logs.read(vm, last_msg).map_err(|e| self.log_err(e))? {
+            let record = record.map_err(|e| self.log_err(e))?;
+            last = decode(&self.url.to_string(), &record.data)?.seq;
+        }
+        Ok(last)
+    }
+
+    fn records(&self, vm: &str, from: u64) -> Result<Records<'_>, LogError> {
+        let location = self.url.to_string();
+        let iter = self.logs.read(vm, 1).map_err(|e| self.log_err(e))?;
+        Ok(Box::new(
+            iter.map(move |r| {
+                r.map_err(|e| log_err(&location, e))
+                    .and_then(|r| decode(&location, &r.data))
+            })
+            .filter(move |r| r.as_ref().map_or(true, |r| r.seq >= from)),
+        ))
+    }
+}
+
+fn decode(location: &str, bytes: &[u8]) -> Result<LogRecord, LogError> {
+    wire::decode(bytes).map_err(|e| LogError::Backend {
+        location: location.to_string(),
+        source: Box::new(e),
+    })
+}
+
+/// Writes one VM's log in a cluster (see the module doc).
+pub struct RemoteAppend {
+    logs: Arc<LogStream>,
+    location: String,
+    vm: String,
+    /// Records appended and not yet sent, in their message form.
+    pending: Vec<Vec<u8>>,
+    last_seq: u64,
+    last_ts: u64,
+}
+
+impl LogAppend for RemoteAppend {
+    fn location(&self) -> String {
+        format!("{} (VM {})", self.location, self.vm)
+    }
+
+    fn append(&mut self, kind: RecordKind) -> Result<u64, LogError> {
+        let ts_ns = store::clock::now_ns().max(self.last_ts);
+        self.append_at(ts_ns, kind)
+    }
+
+    fn append_at(&mut self, ts_ns: u64, kind: RecordKind) -> Result<u64, LogError> {
+        kind.validate().map_err(LogError::InvalidRecord)?;
+        if ts_ns < self.last_ts {
+            return Err(LogError::TimeWentBackwards {
+                ts_ns,
+                last_ts_ns: self.last_ts,
+            });
+        }
+        let record = LogRecord {
+            seq: self.last_seq + 1,
+            ts_ns,
+            kind,
+        };
+        self.pending.push(wire::encode(&record));
+        self.last_seq = record.seq;
+        self.last_ts = ts_ns;
+        Ok(record.seq)
+    }
+
+    fn commit(&mut self) -> Result<(), LogError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<&[u8]> = self.pending.iter().map(Vec::as_slice).collect();
+        self.logs
+            .append_many(&self.vm, &batch)
+            .map_err(|e| log_err(&self.location, e))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), LogError> {
+        // An acknowledged append is stored by a quorum already.
+        self.commit()
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    fn close(
+        mut self: Box<Self>,
+        _at_last_barrier: Option<(u64, &DiskState)>,
+    ) -> Result<(), LogError> {
+        self.commit()
+    }
+
+    fn abandon(self: Box<Self>) -> Result<Option<CutReport>, LogError> {
+        // What was not sent is dropped; what was sent is acknowledged.
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_print() {
+        let u: RemoteUrl = "nats://127.0.0.1:4222,10.0.0.2:4223/lab-1".parse().unwrap();
+        assert_eq!(u.servers, "nats://127.0.0.1:4222,nats://10.0.0.2:4223");
+        assert_eq!(u.name, "lab-1");
+        assert_eq!(u.to_string(), "nats://127.0.0.1:4222,10.0.0.2:4223/lab-1");
+        for bad in [
+            "127.0.0.1:4222/x",
+            "nats://127.0.0.1:4222",
+            "nats://127.0.0.1:4222/",
+            "nats://host/x",
+            "nats://h:1/a b",
+        ] {
+            assert!(bad.parse::<RemoteUrl>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Replicating a local record directory into a cluster (`vmm log push`):
+//! each VM's log from where the cluster's copy ends, every block a pushed
+//! write names before the record that names it (so the cluster's log never
+//! names an object the cluster lacks), in batches that end at barriers.
+//!
+//! A cluster copy that is not a prefix of the local log (another log under
+//! the same VM name, or a log that diverged) is refused, never merged.
+use changelog::log::{wire, LogError, RecordKind};
+use changelog::{LogAppend, LogBackend, RecordDir};
+use serde::Serialize;
+use store::{ObjectBackend, ObjectId, Store, StoreError};
+use thiserror::Error;
+
+use crate::Remote;
+
+/// Records sent per append batch at most (a barrier ends a batch sooner).
+const BATCH_RECORDS: usize = 4096;
+
+#[derive(Debug, Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the log of VM '{vm}' at {remote} is not a copy of the local one (record seq {seq} differs, or the cluster has records the local log lacks): push it under another record set name")]
+    Diverged {
+        vm: String,
+        remote: String,
+        seq: u64,
+    },
+}
+
+/// What pushing one VM's log did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PushReport {
+    pub vm: String,
+    /// The cluster's last seq before the push.
+    pub remote_before: u64,
+    pub records_sent: u64,
+    /// Blocks the pushed writes name (not counting all-zero ones).
+    pub blocks: u64,
+    /// Of those, blocks the cluster did not have yet.
+    pub new_blocks: u64,
+    /// The last seq now in the cluster.
+    pub remote_after: u64,
+}
+
+/// Pushes `vm`'s log in `dir` to `remote` (see the module doc).
+pub fn push_log(
+    dir: &RecordDir,
+    store: &Store,
+    vm: &str,
+    remote: &Remote,
+) -> Result<PushReport, PushError> {
+    let diverged = |seq| PushError::Diverged {
+        vm: vm.to_string(),
+        remote: remote.url().to_string(),
+        seq,
+    };
+    let remote_last = LogBackend::last_seq(remote, vm)?;
+    let local_last = LogBackend::last_seq(dir, vm)?;
+    if remote_last > local_last {
+        return Err(diverged(local_last + 1));
+    }
+    if remote_last > 0 {
+        // The cluster's last record must be the local one, byte for byte.
+        let theirs = remote.records(vm, remote_last)?.next().transpose()?;
+        let ours = dir.records(vm, remote_last)?.next().transpose()?;
+        if theirs.is_none() || theirs.map(|r| wire::encode(&r)) != ours.map(|r| wire::encode(&r)) {
+            return Err(diverged(remote_last));
+        }
+    }
+    let mut report = PushReport {
+        vm: vm.to_string(),
+        remote_before: remote_last,
+        remote_after: remote_last,
+        ..PushReport::default()
+    };
+    let mut out = remote.appender(vm)?;
+    let mut batch: Vec<(u64, RecordKind)> = Vec::new();
+    let mut blocks: Vec<ObjectId> = Vec::new();
+    let mut next = remote_last + 1;
+    for record in dir.records(vm, next)? {
+        let record = record?;
+        if record.seq != next {
+            // A declared gap in the local log: the cluster's seqs follow
+            // its writer, so a gap cannot be copied faithfully.
+            return Err(diverged(record.seq));
+        }
+        next += 1;
+        if let RecordKind::BlockWrite { blocks: b, .. } = &record.kind {
+            blocks.extend(
+                b.iter()
+                    .map(|h| ObjectId(*h))
+                    .filter(|id| id.zero_len().is_none()),
+            );
+        }
+        let ends_batch = matches!(record.kind, RecordKind::Barrier { .. });
+        batch.push((record.ts_ns, record.kind));
+        if ends_batch || batch.len() >= BATCH_RECORDS {
+            send(
+                store,
+                remote,
+                &mut out,
+                &mut batch,
+                &mut blocks,
+                &mut report,
+            )?;
+        }
+    }
+    send(
+        store,
+        remote,
+        &mut out,
+        &mut batch,
+        &mut blocks,
+        &mut report,
+    )?;
+    report.remote_after = out.last_seq();
+    Ok(report)
+}
+
+/// Blocks first, then the records that name them.
+fn send(
+    store: &Store,
+    remote: &Remote,
+    out: &mut dyn LogAppend,
+    batch: &mut Vec<(u64, RecordKind)>,
+    blocks: &mut Vec<ObjectId>,
+    report: &mut PushReport,
+) -> Result<(), PushError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    blocks.sort_unstable();
+    blocks.dedup();
+    let data: Vec<Vec<u8>> = blocks
+        .iter()
+        .map(|id| store.get(id))
+        .collect::<Result<_, _>>()?;
+    let items: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let put = remote.put_hashed(&items, blocks)?;
+    report.blocks += blocks.len() as u64;
+    report.new_blocks += put.new_objects;
+    for (ts_ns, kind) in batch.drain(..) {
+        out.append_at(ts_ns, kind)?;
+        report.records_sent += 1;
+    }
+    out.sync()?;
+    blocks.clear();
+    Ok(())
+}
