@@ -79,15 +79,14 @@ pub fn push_log(
     let mut out = remote.appender(vm)?;
     let mut batch: Vec<(u64, RecordKind)> = Vec::new();
     let mut blocks: Vec<ObjectId> = Vec::new();
-    let mut next = remote_last + 1;
-    for record in dir.records(vm, next)? {
+    let first = remote_last + 1;
+    for (expected, record) in (first..).zip(dir.records(vm, first)?) {
         let record = record?;
-        if record.seq != next {
+        if record.seq != expected {
             // A declared gap in the local log: the cluster's seqs follow
             // its writer, so a gap cannot be copied faithfully.
             return Err(diverged(record.seq));
         }
-        next += 1;
         if let RecordKind::BlockWrite { blocks: b, .. } = &record.kind {
             blocks.extend(
                 b.iter()
