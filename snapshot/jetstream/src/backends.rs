@@ -94,7 +94,10 @@ impl Remote {
     /// Connects to the cluster and opens (creating them with `replicas`
     /// copies if absent) the record set's stream and buckets.
     pub fn open(url: &RemoteUrl, replicas: usize, timeout: Duration) -> Result<Remote, Error> {
-        let nats = Nats::connect(&url.servers, timeout)?;
+        Remote::on(Nats::connect(&url.servers, timeout)?, url, replicas)
+    }
+
+    fn on(nats: Nats, url: &RemoteUrl, replicas: usize) -> Result<Remote, Error> {
         Ok(Remote {
             logs: Arc::new(nats.log_stream(&url.name, replicas)?),
             objects: nats.object_bucket(&format!("{}-objects", url.name), replicas)?,
@@ -102,6 +105,19 @@ impl Remote {
             url: url.clone(),
             _nats: nats,
         })
+    }
+
+    /// Opens a record set that exists (a reader must not create one): its
+    /// buckets are opened with the log stream's replica count.
+    pub fn open_existing(url: &RemoteUrl, timeout: Duration) -> Result<Remote, Error> {
+        let nats = Nats::connect(&url.servers, timeout)?;
+        let replicas = nats
+            .stream_replicas(&format!("vmm-{}", url.name))?
+            .ok_or_else(|| Error::NoRecordSet {
+                url: url.servers.clone(),
+                name: url.name.clone(),
+            })?;
+        Remote::on(nats, url, replicas)
     }
 
     pub fn url(&self) -> &RemoteUrl {

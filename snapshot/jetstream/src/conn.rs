@@ -92,14 +92,33 @@ impl Nats {
                     .build(client.clone());
                 // A raw `$JS.API.INFO` request rather than `query_account`:
                 // async-nats 0.46 cannot parse 2.9's account info reply.
-                let reply = client
-                    .request("$JS.API.INFO", Bytes::new())
-                    .await
-                    .map_err(|e| format!("JetStream is not available: {e}"))?;
-                let info: serde_json::Value = serde_json::from_slice(&reply.payload)
-                    .map_err(|e| format!("JetStream answered garbage: {e}"))?;
-                if let Some(err) = info.get("error") {
-                    return Err(format!("JetStream is not available: {err}"));
+                // Asked again (within the overall timeout) while JetStream
+                // has no meta leader: a node just went away.
+                loop {
+                    let attempt = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        client.request("$JS.API.INFO", Bytes::new()),
+                    )
+                    .await;
+                    let reply = match attempt {
+                        Ok(Ok(reply)) => reply,
+                        Ok(Err(e)) => {
+                            tracing::debug!("JetStream info request retried: {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                        Err(_) => continue,
+                    };
+                    let info: serde_json::Value = serde_json::from_slice(&reply.payload)
+                        .map_err(|e| format!("JetStream answered garbage: {e}"))?;
+                    match info.get("error") {
+                        Some(err) if err.get("code").and_then(|c| c.as_u64()) == Some(503) => {
+                            tracing::debug!("JetStream info retried: {err}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Some(err) => return Err(format!("JetStream is not available: {err}")),
+                        None => break,
+                    }
                 }
                 Ok::<_, String>((client, js))
             };
@@ -146,7 +165,7 @@ impl Nats {
         let js = &self.conn.js;
         let stream_name = format!("KV_{name}");
         self.conn.block_on(async {
-            open_or_create(js, what, &stream_name, || async {
+            open_or_create(js, self.conn.timeout, what, &stream_name, || async {
                 js.create_stream(stream::Config {
                     name: stream_name.clone(),
                     description: Some(description(kind)),
@@ -186,8 +205,57 @@ pub(crate) fn description(kind: &str) -> String {
 /// that a racing process just created with the same config succeeds
 /// (JetStream's create is idempotent for equal configs), so two hosts may
 /// open the same record set at once.
+impl Nats {
+    /// The replica count of stream `name`, None if there is no such stream.
+    pub fn stream_replicas(&self, name: &str) -> Result<Option<usize>> {
+        let js = &self.conn.js;
+        self.conn.block_on(async {
+            match get_stream(js, name, self.conn.timeout).await {
+                Ok(stream) => Ok(Some(stream.cached_info().config.num_replicas)),
+                Err(e) => match e.kind() {
+                    GetStreamErrorKind::JetStream(je)
+                        if je.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                    {
+                        Ok(None)
+                    }
+                    _ => Err(Error::js("stream lookup", name, e)),
+                },
+            }
+        })
+    }
+}
+
+/// Looks up stream `name`, retrying a request that timed out or found
+/// JetStream without a leader (a node just went away and an election is
+/// running) for up to 3x `timeout`.
+async fn get_stream(
+    js: &jetstream::Context,
+    name: &str,
+    timeout: std::time::Duration,
+) -> std::result::Result<stream::Stream, jetstream::context::GetStreamError> {
+    let deadline = tokio::time::Instant::now() + timeout * 3;
+    loop {
+        match js.get_stream(name).await {
+            Err(e) if transient(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!("stream lookup of {name} retried: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn transient(e: &jetstream::context::GetStreamError) -> bool {
+    match e.kind() {
+        GetStreamErrorKind::Request => true,
+        GetStreamErrorKind::JetStream(j) => j.code() == 503,
+        _ => false,
+    }
+}
+
 pub(crate) async fn open_or_create<F, Fut>(
     js: &jetstream::Context,
+    timeout: std::time::Duration,
     kind: &'static str,
     name: &str,
     create: F,
@@ -196,7 +264,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<()>>,
 {
-    match js.get_stream(name).await {
+    match get_stream(js, name, timeout).await {
         Ok(stream) => {
             check_ours(kind, name, stream.cached_info())?;
             Ok(stream)

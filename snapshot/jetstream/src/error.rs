@@ -24,6 +24,8 @@ pub enum Error {
         name: String,
         found: Option<String>,
     },
+    #[error("no record set `{name}` at {url} (no stream `vmm-{name}`); push one there with `vmm log push DIR --to nats://HOST:PORT/{name}`")]
+    NoRecordSet { url: String, name: String },
     #[error("invalid {what} `{name}`: use only ASCII letters, digits, `-` and `_`")]
     BadName { what: &'static str, name: String },
     #[error("object {id} is missing from bucket `{bucket}`")]

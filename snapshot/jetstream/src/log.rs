@@ -80,22 +80,28 @@ impl Nats {
         let conn = &self.conn;
         let stream_name = format!("vmm-{name}");
         let prefix = format!("vmm.{name}.log");
-        let stream = conn.block_on(open_or_create(&conn.js, "stream", &stream_name, || async {
-            conn.js
-                .create_stream(stream::Config {
-                    name: stream_name.clone(),
-                    description: Some(description("log")),
-                    subjects: vec![format!("{prefix}.*")],
-                    storage: stream::StorageType::File,
-                    num_replicas: replicas,
-                    // Reads go to the stream leader (see conn::kv_bucket).
-                    allow_direct: false,
-                    ..Default::default()
-                })
-                .await
-                .map(drop)
-                .map_err(|e| Error::js("stream create", &stream_name, e))
-        }))?;
+        let stream = conn.block_on(open_or_create(
+            &conn.js,
+            conn.timeout,
+            "stream",
+            &stream_name,
+            || async {
+                conn.js
+                    .create_stream(stream::Config {
+                        name: stream_name.clone(),
+                        description: Some(description("log")),
+                        subjects: vec![format!("{prefix}.*")],
+                        storage: stream::StorageType::File,
+                        num_replicas: replicas,
+                        // Reads go to the stream leader (see conn::kv_bucket).
+                        allow_direct: false,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(|e| Error::js("stream create", &stream_name, e))
+            },
+        ))?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());

@@ -7,8 +7,8 @@
 //! status 1 after everything readable was shown.
 use std::path::PathBuf;
 
+use super::source::Source;
 use changelog::point::Point;
-use changelog::recording::RecordDir;
 use clap::Args;
 use introspection::decode;
 use introspection::lift::SemanticEvent;
@@ -20,7 +20,8 @@ use vmm::error::exit;
 
 #[derive(Debug, Args)]
 pub struct ChangesArgs {
-    /// Record directory (as given to `vmm run --record`).
+    /// Record directory (as given to `vmm run --record`), or a record set
+    /// pushed to a cluster: nats://HOST:PORT[,HOST:PORT...]/NAME.
     pub dir: PathBuf,
     /// Only this VM.
     #[arg(long, value_name = "ID")]
@@ -99,7 +100,8 @@ fn damaged_json(d: &Damage) -> String {
 }
 
 pub fn changes(args: &ChangesArgs) -> Result<i32, CliError> {
-    let dir = RecordDir::new(&args.dir);
+    let source = Source::open(&args.dir)?;
+    let dir = source.logs();
     let filter = Filter {
         vm: args.vm.clone(),
         file: args.file.clone(),
@@ -110,7 +112,7 @@ pub fn changes(args: &ChangesArgs) -> Result<i32, CliError> {
         errors: args.errors,
     };
     if let (true, Some(a), Some(b)) = (args.net, &args.between, &args.and) {
-        let found = query::net(&dir, &filter, a, b).map_err(query_err)?;
+        let found = query::net(dir, &filter, a, b).map_err(query_err)?;
         for c in &found.items {
             if args.json {
                 println!("{}", serde_json::to_string(c).expect("serialize"));
@@ -120,7 +122,7 @@ pub fn changes(args: &ChangesArgs) -> Result<i32, CliError> {
         }
         return Ok(finish(&found, args.json));
     }
-    let found = query::changes(&dir, &filter).map_err(query_err)?;
+    let found = query::changes(dir, &filter).map_err(query_err)?;
     for event in &found.items {
         if args.json {
             println!("{}", serde_json::to_string(event).expect("serialize"));
@@ -138,6 +140,7 @@ pub fn changes(args: &ChangesArgs) -> Result<i32, CliError> {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// Record directory, or nats://HOST:PORT[,HOST:PORT...]/NAME.
     pub dir: PathBuf,
     /// The file (e.g. app.db).
     #[arg(long, value_name = "F")]
@@ -157,7 +160,8 @@ pub struct HistoryArgs {
 }
 
 pub fn history(args: &HistoryArgs) -> Result<i32, CliError> {
-    let dir = RecordDir::new(&args.dir);
+    let source = Source::open(&args.dir)?;
+    let dir = source.logs();
     let filter = Filter {
         vm: args.vm.clone(),
         file: Some(args.file.clone()),
@@ -165,7 +169,7 @@ pub fn history(args: &HistoryArgs) -> Result<i32, CliError> {
         key: Some(args.key.clone()),
         ..Filter::default()
     };
-    let found = query::changes(&dir, &filter).map_err(query_err)?;
+    let found = query::changes(dir, &filter).map_err(query_err)?;
     let mut versions = 0;
     for event in &found.items {
         let SemanticEvent::Change(c) = event else {

@@ -1,9 +1,10 @@
 //! `vmm log show|verify` and `vmm store stats`: reading a record directory.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use changelog::log::{LogReader, Record, RecordKind};
 use changelog::recording::{self, RecordDir};
+use changelog::LogBackend;
 use clap::{Args, Subcommand};
 use introspection::semantic::{describe_hint, SemanticChange};
 use store::hex;
@@ -33,6 +34,15 @@ pub enum LogCommand {
     ///
     /// Example: vmm log mark /tmp/rec before-upgrade --vm web1
     Mark(MarkArgs),
+    /// Copy a record directory's logs and the blocks they name into a NATS
+    /// JetStream cluster (replicated there), continuing where the
+    /// cluster's copy ends. Replay, changes and history then read them
+    /// from the cluster on any host: pass nats://HOST:PORT/NAME in place of
+    /// DIR. A cluster copy that is not a prefix of the local log is
+    /// refused.
+    ///
+    /// Example: vmm log push /tmp/rec --to nats://127.0.0.1:4222/lab
+    Push(super::source::PushArgs),
 }
 
 #[derive(Debug, Args)]
@@ -79,21 +89,21 @@ pub struct VerifyArgs {
     pub deep: bool,
 }
 
-fn vms(dir: &RecordDir, only: &Option<String>) -> Result<Vec<String>, CliError> {
-    if !dir.root().is_dir() {
+/// The VMs a command acts on: `only` (when present there) or every VM.
+pub fn vms(logs: &dyn LogBackend, only: &Option<String>) -> Result<Vec<String>, CliError> {
+    let location = logs.location();
+    if !location.starts_with("nats://") && !Path::new(&location).is_dir() {
         return Err(CliError::new(format!(
-            "{} is not a record directory (it does not exist); pass the DIR given to `vmm run --record`",
-            dir.root().display()
+            "{location} is not a record directory (it does not exist); pass the DIR given to `vmm run --record`"
         )));
     }
-    let all = dir
+    let all = logs
         .vm_ids()
-        .map_err(|e| CliError::new(format!("{}: {e}", dir.root().display())))?;
+        .map_err(|e| CliError::new(format!("{location}: {e}")))?;
     match only {
         Some(vm) if all.contains(vm) => Ok(vec![vm.clone()]),
         Some(vm) => Err(CliError::new(format!(
-            "no log for VM '{vm}' in {} (VMs there: {})",
-            dir.root().display(),
+            "no log for VM '{vm}' in {location} (VMs there: {})",
             if all.is_empty() {
                 "none".into()
             } else {
@@ -101,9 +111,7 @@ fn vms(dir: &RecordDir, only: &Option<String>) -> Result<Vec<String>, CliError> 
             }
         ))),
         None if all.is_empty() => Err(CliError::new(format!(
-            "{} holds no logs; record one with `vmm run --disk IMG --record {}`",
-            dir.root().display(),
-            dir.root().display()
+            "{location} holds no logs; record one with `vmm run --disk IMG --record {location}`"
         ))),
         None => Ok(all),
     }
@@ -112,12 +120,12 @@ fn vms(dir: &RecordDir, only: &Option<String>) -> Result<Vec<String>, CliError> 
 /// The one VM a command that works on a single log acts on: `only` when
 /// given (and present), else the only VM recorded in `dir`. Several VMs
 /// and no --vm is an error naming them, never a guess.
-pub fn one_vm(dir: &RecordDir, only: &Option<String>) -> Result<String, CliError> {
-    let mut all = vms(dir, only)?;
+pub fn one_vm(logs: &dyn LogBackend, only: &Option<String>) -> Result<String, CliError> {
+    let mut all = vms(logs, only)?;
     if all.len() > 1 {
         return Err(CliError::new(format!(
             "{} holds the logs of several VMs ({}); pass --vm ID to choose one",
-            dir.root().display(),
+            logs.location(),
             all.join(", ")
         )));
     }

@@ -13,6 +13,7 @@ mod replay;
 mod run;
 mod semantic_replay;
 mod snapshot;
+mod source;
 mod store;
 
 /// A minimal KVM VMM that boots test VMs, records what they write, and
@@ -216,6 +217,7 @@ pub fn main() -> i32 {
         Command::Log(log::LogCommand::Show(args)) => log::show(args),
         Command::Log(log::LogCommand::Verify(args)) => log::verify(args),
         Command::Log(log::LogCommand::Mark(args)) => log::mark(args),
+        Command::Log(log::LogCommand::Push(args)) => source::push(args),
         Command::Store(store::StoreCommand::Stats(args)) => store::stats(args),
         Command::Store(store::StoreCommand::Gc(args)) => store::gc(args),
         Command::Store(store::StoreCommand::Verify(args)) => store::verify(args),

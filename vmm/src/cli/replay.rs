@@ -12,6 +12,7 @@ use replay::{Base, Control, Filter, Options, Point, ReplayError, ReplayReport, S
 use vmm::lock::{self, LockError, LockMode};
 use vmm::shutdown;
 
+use super::source::Source;
 use super::CliError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,8 +25,9 @@ pub enum StepBy {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Record directory (as given to `vmm run --record`).
-    #[arg(long, value_name = "DIR")]
+    /// Record directory (as given to `vmm run --record`), or a record set
+    /// pushed to a cluster: nats://HOST:PORT[,HOST:PORT...]/NAME.
+    #[arg(long, value_name = "DIR|URL")]
     pub log: PathBuf,
     /// Whose log to replay (default: the only VM recorded in DIR). With
     /// --semantic, several VMs (clones of one database) as a,b: their
@@ -308,9 +310,18 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
         cancel: Some(&cancel),
         ..Options::default()
     };
-    let dir = RecordDir::new(&args.log);
-    let vm = super::log::one_vm(&dir, &args.vm)?;
-    let report = match replay::replay_to_file(&dir, &vm, &args.base, &args.until, &args.out, opts) {
+    let source = Source::open(&args.log)?;
+    let vm = super::log::one_vm(source.logs(), &args.vm)?;
+    let objects = source.objects()?;
+    let report = match replay::replay_to_file_from(
+        source.logs(),
+        objects.backend(),
+        &vm,
+        &args.base,
+        &args.until,
+        &args.out,
+        opts,
+    ) {
         Ok(report) => report,
         Err(ReplayError::Cancelled) => return cancelled(&args.out),
         Err(e) => return Err(CliError::from_display(e)),
