@@ -25,14 +25,14 @@ pub enum Source {
 
 /// The objects of a [`Source`].
 pub enum Objects<'a> {
-    Local(Store),
+    Local(Box<Store>),
     Cluster(&'a Remote),
 }
 
 impl Objects<'_> {
     pub fn backend(&self) -> &dyn ObjectBackend {
         match self {
-            Objects::Local(store) => store,
+            Objects::Local(store) => &**store,
             Objects::Cluster(remote) => *remote,
         }
     }
@@ -62,9 +62,9 @@ impl Source {
 
     pub fn objects(&self) -> Result<Objects<'_>, CliError> {
         match self {
-            Source::Dir(dir) => Ok(Objects::Local(
+            Source::Dir(dir) => Ok(Objects::Local(Box::new(
                 dir.open_store().map_err(CliError::from_display)?,
-            )),
+            ))),
             Source::Cluster(remote) => Ok(Objects::Cluster(remote)),
         }
     }
