@@ -98,3 +98,77 @@ fn pushed_history_reads_the_same_from_the_cluster() {
     let missing = format!("nats://{}/nosuch", cluster.urls().replace("nats://", ""));
     assert_one_line_error(&vmm(&["changes", &missing]), 125, "no record set `nosuch`");
 }
+
+#[test]
+fn a_replicated_recording_survives_a_node_killed_mid_run() {
+    let Some(mut cluster) = TestCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let disk = blank_disk(dir.path(), "app.img", 64);
+    let url = format!("nats://{}/sync", cluster.urls().replace("nats://", ""));
+    let (disk_s, rec_s) = (
+        disk.to_str().unwrap().to_string(),
+        rec.to_str().unwrap().to_string(),
+    );
+    let run_url = url.clone();
+    let run = std::thread::spawn(move || {
+        run_recorded(
+            std::path::Path::new(&disk_s),
+            std::path::Path::new(&rec_s),
+            "app2",
+            "workload=sqlite rows=600 seed=9",
+            &["--timeout", "300", "--replicate", &run_url],
+        )
+    });
+    // Mid-run (the guest flushes all along): one node goes away.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!run.is_finished(), "the run ended before the kill: make it longer");
+    cluster.kill(2);
+    run.join().unwrap();
+    cluster.restart(2).unwrap();
+
+    // Every barrier the guest was told was durable is in the cluster: the
+    // cluster's copy is the whole local log, and replays, from the cluster
+    // alone, to the disk the guest left.
+    let fresh = tempfile::tempdir().unwrap();
+    let out = fresh.path().join("app2.img");
+    let replayed = ok(&[
+        "replay",
+        "--log",
+        &url,
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(replayed.trim()).unwrap();
+    let local = ok(&["log", "show", rec.to_str().unwrap(), "--json"]);
+    let last_local = local.lines().count() as u64;
+    assert_eq!(report["last_seq"].as_u64(), Some(last_local), "{report}");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&disk).unwrap());
+    assert_eq!(
+        ok(&["changes", &url, "--json"]),
+        ok(&["changes", rec.to_str().unwrap(), "--json"])
+    );
+
+    // An unreachable cluster: a clear error before the VM starts.
+    let disk2 = blank_disk(dir.path(), "other.img", 16);
+    let out = vmm(&[
+        "run",
+        "--disk",
+        disk2.to_str().unwrap(),
+        "--record",
+        dir.path().join("rec2").to_str().unwrap(),
+        "--replicate",
+        "nats://127.0.0.1:1/lab",
+        "--cmdline",
+        "workload=sqlite rows=10",
+    ]);
+    assert_one_line_error(
+        &out,
+        125,
+        "cannot reach the NATS cluster at nats://127.0.0.1:1",
+    );
+    assert!(!dir.path().join("rec2").join("logs").exists());
+}

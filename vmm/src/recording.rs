@@ -17,8 +17,11 @@ use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
 use snapshot::GuestFile;
 
 use crate::error::{Result, VmmError};
+use replica::Replica;
+pub use replica::ReplicaConfig;
 
 mod error;
+pub mod replica;
 pub use error::{InvalidVmId, RecorderError};
 
 /// What the recorder answers: [`RecorderError`] says why it could not.
@@ -34,6 +37,9 @@ pub struct RecordConfig {
     pub decode: bool,
     /// Limits of each decode of a hinted file (`--decode-budget-mib`).
     pub decode_limits: DecodeLimits,
+    /// Replicate every barrier to a cluster before the guest's FLUSH
+    /// completes (`--replicate`).
+    pub replicate: Option<ReplicaConfig>,
 }
 
 /// A VM id names a log directory: keep it a plain, short file name.
@@ -119,6 +125,13 @@ impl Recorder {
             path: dir.root().to_path_buf(),
             source,
         })?;
+        // The cluster first: an unreachable one fails the run before the
+        // log is touched, and its copy is caught up with earlier runs.
+        let replica = config
+            .replicate
+            .as_ref()
+            .map(|c| Replica::open(c, &dir, &config.vm_id))
+            .transpose()?;
         let (tap, open_report) =
             BlockTap::open_with_limits(&dir, &config.vm_id, image, config.decode_limits)
                 .map_err(RecorderError::OpenTap)?;
@@ -162,7 +175,7 @@ impl Recorder {
         let shared = failure.clone();
         let worker = std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || run_tap(tap, rx, &shared))
+            .spawn(move || run_tap(tap, rx, &shared, replica))
             .map_err(RecorderError::Spawn)?;
         Ok(Arc::new(Self {
             tx: Mutex::new(Some(tx)),
@@ -288,7 +301,20 @@ impl Recorder {
 /// The recording thread: applies requests in order. The first failure
 /// abandons the tap (see [`Recorder`]) and is the answer to every later
 /// request; writes after it are dropped.
-fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
+fn run_tap(
+    tap: BlockTap,
+    rx: Receiver<Msg>,
+    failure: &OnceLock<String>,
+    mut replica: Option<Replica>,
+) {
+    // A barrier is complete once it is durable here and, when replicating,
+    // acknowledged by the cluster.
+    let mut replicated = |seq: u64| -> std::result::Result<u64, TapError> {
+        if let Some(r) = replica.as_mut() {
+            r.push()?;
+        }
+        Ok(seq)
+    };
     let mut tap = Some(tap);
     for msg in rx {
         let Some(t) = tap.as_mut() else {
@@ -318,17 +344,23 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
                 .err()
                 .map(Arc::new),
             Msg::Hint(message) => t.record_hint(&message).err().map(Arc::new),
-            Msg::Barrier(reply) => answer(t.barrier(BarrierKind::Flush), reply),
+            Msg::Barrier(reply) => answer(
+                t.barrier(BarrierKind::Flush).and_then(&mut replicated),
+                reply,
+            ),
             Msg::Mark(name, reply) => answer(t.mark(&name), reply),
             Msg::Snapshot(id, reply) => {
-                let r = t.barrier(BarrierKind::Flush).and_then(|seq| {
-                    let point = SnapshotPoint {
-                        seq,
-                        checksum: t.checksum(),
-                        guest_files: t.guest_files(),
-                    };
-                    t.snapshot_taken(&id).map(|_| point)
-                });
+                let r = t
+                    .barrier(BarrierKind::Flush)
+                    .and_then(&mut replicated)
+                    .and_then(|seq| {
+                        let point = SnapshotPoint {
+                            seq,
+                            checksum: t.checksum(),
+                            guest_files: t.guest_files(),
+                        };
+                        t.snapshot_taken(&id).map(|_| point)
+                    });
                 answer(r, reply)
             }
             Msg::RestoreFiles(files, reply) => {
@@ -341,7 +373,10 @@ fn run_tap(tap: BlockTap, rx: Receiver<Msg>, failure: &OnceLock<String>) {
                 Ok(()) => {
                     let tap = tap.take().expect("checked above");
                     let last_barrier = tap.last_barrier();
-                    let r = tap.close();
+                    let r = tap.close().and_then(|stats| {
+                        replicated(0)?;
+                        Ok(stats)
+                    });
                     if let Err(e) = &r {
                         // Everything up to the final barrier is durable; the
                         // log is only not sealed (its next open is a crash's).

@@ -11,7 +11,7 @@ use serde::Serialize;
 use store::{ObjectBackend, ObjectId, Store, StoreError};
 use thiserror::Error;
 
-use crate::Remote;
+use crate::{Remote, RemoteAppend};
 
 /// Records sent per append batch at most (a barrier ends a batch sooner).
 const BATCH_RECORDS: usize = 4096;
@@ -70,13 +70,33 @@ pub fn push_log(
             return Err(diverged(remote_last));
         }
     }
+    let mut out = remote.appender(vm)?;
+    push_from(dir, store, vm, remote, &mut out)
+}
+
+/// Pushes the records of `vm`'s local log after `out`'s last seq (and the
+/// blocks they name) through `out`, a writer kept from an earlier push:
+/// no read of the cluster, so a recording's barriers cost only the
+/// acknowledged writes.
+pub fn push_from(
+    dir: &RecordDir,
+    store: &Store,
+    vm: &str,
+    remote: &Remote,
+    out: &mut RemoteAppend,
+) -> Result<PushReport, PushError> {
+    let remote_last = out.last_seq();
+    let diverged = |seq| PushError::Diverged {
+        vm: vm.to_string(),
+        remote: remote.url().to_string(),
+        seq,
+    };
     let mut report = PushReport {
         vm: vm.to_string(),
         remote_before: remote_last,
         remote_after: remote_last,
         ..PushReport::default()
     };
-    let mut out = remote.appender(vm)?;
     let mut batch: Vec<(u64, RecordKind)> = Vec::new();
     let mut blocks: Vec<ObjectId> = Vec::new();
     let first = remote_last + 1;
@@ -97,24 +117,10 @@ pub fn push_log(
         let ends_batch = matches!(record.kind, RecordKind::Barrier { .. });
         batch.push((record.ts_ns, record.kind));
         if ends_batch || batch.len() >= BATCH_RECORDS {
-            send(
-                store,
-                remote,
-                &mut out,
-                &mut batch,
-                &mut blocks,
-                &mut report,
-            )?;
+            send(store, remote, out, &mut batch, &mut blocks, &mut report)?;
         }
     }
-    send(
-        store,
-        remote,
-        &mut out,
-        &mut batch,
-        &mut blocks,
-        &mut report,
-    )?;
+    send(store, remote, out, &mut batch, &mut blocks, &mut report)?;
     report.remote_after = out.last_seq();
     Ok(report)
 }

@@ -80,6 +80,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
                 vm_id: vm.to_string(),
                 decode: true,
                 decode_limits: Default::default(),
+                replicate: None,
             }),
             ..VmConfig::default()
         };
@@ -265,6 +266,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             vm_id: "app1".into(),
             decode: true,
             decode_limits: Default::default(),
+            replicate: None,
         }),
         ..VmConfig::default()
     };

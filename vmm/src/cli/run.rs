@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 use vmm::machine::SnapshotConfig;
-use vmm::recording::RecordConfig;
+use vmm::recording::{RecordConfig, ReplicaConfig};
 use vmm::shared::SharedMemConfig;
 use vmm::{DiskConfig, KernelSource, Machine, SerialOutput, VmConfig, VmmError};
 
@@ -50,6 +50,21 @@ pub struct RunArgs {
     /// Needs exactly one --disk.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+
+    /// With --record: replicate the recording to a NATS JetStream cluster,
+    /// synchronously: a guest FLUSH completes only after the cluster
+    /// acknowledged the barrier and every block before it (a quorum of
+    /// replicas stored them). An unreachable cluster stops the run before
+    /// the VM starts; a failure later is a recording failure (the guest
+    /// gets I/O errors, exit 122). Example: --replicate
+    /// nats://10.0.0.1:4222,10.0.0.2:4222,10.0.0.3:4222/lab
+    #[arg(long, value_name = "URL", requires = "record")]
+    pub replicate: Option<jetstream::RemoteUrl>,
+
+    /// With --replicate: copies the cluster keeps of each record and block
+    /// when it creates the record set (1 for a single server).
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "replicate")]
+    pub replicas: usize,
 
     /// With --record: do not offer the guest the hint channel, so nothing
     /// is decoded into semantic changes (block recording only).
@@ -148,6 +163,10 @@ impl RunArgs {
                 decode_limits: introspection::decode::DecodeLimits {
                     budget_mib: self.decode_budget_mib,
                 },
+                replicate: self.replicate.clone().map(|url| ReplicaConfig {
+                    url,
+                    replicas: self.replicas,
+                }),
             }),
             snapshot: self
                 .snapshots

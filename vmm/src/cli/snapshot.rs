@@ -96,6 +96,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
             decode_limits: introspection::decode::DecodeLimits {
                 budget_mib: args.decode_budget_mib,
             },
+            replicate: None,
         }),
         snapshot: Some(SnapshotConfig {
             dir: args.snapshots.clone().unwrap_or(dir),

@@ -38,6 +38,10 @@ pub enum RecorderError {
     /// fails the restore, not the recording).
     #[error(transparent)]
     GuestFiles(#[from] HintError),
+    /// The cluster a recording is replicated to could not be reached or
+    /// caught up when recording started.
+    #[error("replicating the recording: {0}")]
+    Replicate(String),
     #[error("the recording thread stopped")]
     ThreadGone,
     #[error("recording already closed")]

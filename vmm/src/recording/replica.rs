@@ -1,0 +1,84 @@
+//! Synchronous replication of a recording to a NATS JetStream cluster
+//! (`vmm run --record DIR --replicate nats://HOST:PORT/NAME`): after each
+//! barrier is durable in the record directory, the records since the
+//! cluster's copy ended, and every block they name, are pushed, and the
+//! guest's FLUSH completes only once the cluster acknowledged them all (a
+//! quorum of replicas stored them). A push that fails is a recording
+//! failure like a full disk: the guest gets I/O errors, the run exits 122,
+//! and the next run catches the cluster up from the local log.
+use std::time::Duration;
+
+use changelog::log::LogError;
+use changelog::recording::RecordDir;
+use introspection::TapError;
+use jetstream::push::{push_from, push_log, PushError, PushReport};
+use jetstream::{Remote, RemoteAppend, RemoteUrl};
+use store::Store;
+
+use super::error::RecorderError;
+
+/// How long the cluster may take to answer one request.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a recording is replicated to.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub url: RemoteUrl,
+    /// Copies the cluster keeps, when it creates the record set.
+    pub replicas: usize,
+}
+
+pub struct Replica {
+    remote: Remote,
+    dir: RecordDir,
+    store: Store,
+    vm: String,
+    /// The writer of the cluster's copy, which knows where it ends: a
+    /// barrier's push reads nothing from the cluster.
+    out: RemoteAppend,
+}
+
+impl Replica {
+    /// Connects (an unreachable cluster fails here, before the VM starts)
+    /// and catches the cluster's copy of `vm`'s log up with the local one
+    /// (a copy that is not a prefix of the local log is refused).
+    pub fn open(
+        config: &ReplicaConfig,
+        dir: &RecordDir,
+        vm: &str,
+    ) -> Result<Replica, RecorderError> {
+        let err = |e: &dyn std::fmt::Display| RecorderError::Replicate(e.to_string());
+        let remote = Remote::open(&config.url, config.replicas, TIMEOUT).map_err(|e| err(&e))?;
+        let store = dir.open_store().map_err(|e| err(&e))?;
+        if dir.log_dir(vm).is_dir() {
+            push_log(dir, &store, vm, &remote).map_err(|e| err(&e))?;
+        }
+        let out = remote.appender(vm).map_err(|e| err(&e))?;
+        Ok(Replica {
+            remote,
+            dir: dir.clone(),
+            store,
+            vm: vm.to_string(),
+            out,
+        })
+    }
+
+    /// Pushes what the local log has and the cluster lacks.
+    pub fn push(&mut self) -> Result<PushReport, TapError> {
+        push_from(
+            &self.dir,
+            &self.store,
+            &self.vm,
+            &self.remote,
+            &mut self.out,
+        )
+        .map_err(|e| match e {
+            PushError::Log(e) => TapError::Log(e),
+            PushError::Store(e) => TapError::Store(e),
+            other => TapError::Log(LogError::Backend {
+                location: self.remote.url().to_string(),
+                source: Box::new(other),
+            }),
+        })
+    }
+}
