@@ -35,12 +35,6 @@ impl Conn {
     pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
-
-    /// Enters the runtime without blocking: async-nats subscriptions must
-    /// be dropped inside it (their drop spawns the unsubscribe).
-    pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        self.rt.enter()
-    }
 }
 
 impl std::fmt::Debug for Nats {

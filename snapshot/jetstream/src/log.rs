@@ -25,10 +25,11 @@
 //! after a lost ack that had in fact landed, the next batch is refused as
 //! [`Error::Conflict`] instead.
 //!
-//! Reading uses an ordered pull consumer filtered on the VM's subject
-//! (single `filter_subject`, a 2.9 feature; ephemeral, in memory, deleted by
-//! the server when idle), from a stream sequence up to the VM's last
-//! message at the time `read` was called.
+//! Reading fetches one message at a time from the stream leader ("the next
+//! message of the VM's subject at or after sequence N", a 2.9 message-get
+//! request), from a stream sequence up to the VM's last message at the
+//! time `read` was called. No consumer: creating one needs the meta
+//! leader, which with a node down could outlast any timeout.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,9 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_nats::header::{HeaderMap, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::stream::{self, ConsumerErrorKind, LastRawMessageErrorKind};
+use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -289,84 +289,71 @@ impl LogStream {
     /// 0 or 1 for all, `seq + 1` to continue after a record of message `seq`.
     pub fn read(&self, vm: &str, from: u64) -> Result<Records<'_>> {
         let end = self.last(vm)?.unwrap_or(0);
-        let mut records = Records {
+        Ok(Records {
             log: self,
-            msgs: None,
+            subject: self.subject(vm),
+            next: from.max(1),
             end,
             pending: VecDeque::new(),
             done: end == 0 || from > end,
-        };
-        if !records.done {
-            let subject = self.subject(vm);
-            let config = pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            };
-            // Creating a consumer goes through the cluster's meta leader,
-            // which may be busy with a node that just (re)joined: retry
-            // timeouts for a while, like publishes. An abandoned attempt's
-            // consumer is ephemeral and the server removes it when idle.
-            let consumer = self.conn.block_on(async {
-                let deadline = tokio::time::Instant::now() + self.conn.timeout * 3;
-                loop {
-                    match self.stream.create_consumer(config.clone()).await {
-                        Ok(c) => return Ok(c),
-                        Err(e)
-                            if e.kind() == ConsumerErrorKind::TimedOut
-                                && tokio::time::Instant::now() < deadline =>
-                        {
-                            tracing::debug!("consumer create on {subject} retried: {e}");
-                        }
-                        Err(e) => return Err(Error::js("consumer create", &subject, e)),
-                    }
-                }
-            })?;
-            let msgs = self
-                .conn
-                .block_on(consumer.messages())
-                .map_err(|e| Error::js("read", &subject, e))?;
-            records.msgs = Some(msgs);
-        }
-        Ok(records)
+        })
     }
 }
 
 /// Iterator over a VM's records, from [`LogStream::read`].
+///
+/// Each message is fetched from the stream leader by "the next message of
+/// this subject at or after sequence N" (a 2.9 message-get request), not
+/// through a consumer: creating a consumer needs the cluster's meta leader
+/// and, with a node down, could outlast any timeout; a message get needs
+/// only the stream's leader, like an append.
 pub struct Records<'a> {
     log: &'a LogStream,
-    msgs: Option<pull::Ordered>,
+    subject: String,
+    /// The stream sequence to read from next.
+    next: u64,
     end: u64,
     pending: VecDeque<Record>,
     done: bool,
 }
 
 impl Records<'_> {
-    fn close(&mut self) {
-        self.done = true;
-        let _in_runtime = self.log.conn.enter();
-        self.msgs = None;
-    }
-
     fn fetch(&mut self) -> Result<()> {
         let stream = &self.log.stream_name;
-        let Some(msgs) = self.msgs.as_mut() else {
-            self.done = true;
-            return Ok(());
-        };
-        let msg = match self.log.conn.block_on(msgs.next()) {
-            Some(m) => m.map_err(|e| Error::js("read", stream, e))?,
-            None => {
+        let (subject, from) = (self.subject.clone(), self.next);
+        let res = self.log.conn.block_on(async {
+            let deadline = tokio::time::Instant::now() + self.log.conn.timeout * 3;
+            loop {
+                let res = self
+                    .log
+                    .stream
+                    .raw_message_builder()
+                    .sequence(from)
+                    .next_by_subject(subject.clone())
+                    .send()
+                    .await;
+                match res {
+                    Err(e)
+                        if (e.kind() == LastRawMessageErrorKind::Other
+                            || matches!(e.kind(), LastRawMessageErrorKind::JetStream(j) if j.code() == 503))
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tracing::debug!("read of {subject} at {from} retried: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    other => return other,
+                }
+            }
+        });
+        let msg = match res {
+            Ok(msg) => msg,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
                 self.done = true;
                 return Ok(());
             }
+            Err(e) => return Err(Error::js("read", &self.subject, e)),
         };
-        let seq = msg
-            .info()
-            .map_err(|e| Error::js("read", stream, std::io::Error::other(e.to_string())))?
-            .stream_sequence;
+        let seq = msg.sequence;
         let records = split_batch(&msg.payload).ok_or_else(|| Error::Malformed {
             stream: stream.clone(),
             seq,
@@ -379,8 +366,9 @@ impl Records<'_> {
                 data: data.to_vec(),
             });
         }
+        self.next = seq + 1;
         if seq >= self.end {
-            self.close();
+            self.done = true;
         }
         Ok(())
     }
@@ -398,16 +386,10 @@ impl Iterator for Records<'_> {
                 return None;
             }
             if let Err(e) = self.fetch() {
-                self.close();
+                self.done = true;
                 return Some(Err(e));
             }
         }
-    }
-}
-
-impl Drop for Records<'_> {
-    fn drop(&mut self) {
-        self.close();
     }
 }
 
