@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use changelog::log::{LogReader, RecordKind};
-use changelog::recording::RecordDir;
+use changelog::log::RecordKind;
+use changelog::LogBackend;
 use clap::Args;
 use hint_proto::{Format, Hint, Role};
 use replay::{Base, Options, Point};
@@ -18,12 +18,14 @@ use serde::Serialize;
 use vmm::{shutdown, DiskConfig, Machine, SerialOutput, VmConfig};
 
 use super::replay::{claim_output, lock_base};
+use super::source::Source;
 use super::{Cli, CliError};
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
-    /// Record directory (as given to `vmm run --record`).
-    #[arg(long, value_name = "DIR")]
+    /// Record directory (as given to `vmm run --record`), or a record set
+    /// pushed to a cluster: nats://HOST:PORT[,HOST:PORT...]/NAME.
+    #[arg(long, value_name = "DIR|URL")]
     pub log: PathBuf,
     /// Whose log (default: the only VM recorded in DIR).
     #[arg(long, value_name = "ID")]
@@ -75,10 +77,9 @@ struct DrillReport {
 
 /// The main files the guest announced in `vm`'s log up to `last_seq`
 /// (file id -> format; forgotten files are gone again).
-fn announced_files(dir: &RecordDir, vm: &str, last_seq: u64) -> Result<Vec<Format>, String> {
-    let reader = LogReader::open(dir.log_dir(vm)).map_err(|e| e.to_string())?;
+fn announced_files(logs: &dyn LogBackend, vm: &str, last_seq: u64) -> Result<Vec<Format>, String> {
     let mut files = BTreeMap::new();
-    for record in reader.iter().map_err(|e| e.to_string())? {
+    for record in logs.records(vm, 1).map_err(|e| e.to_string())? {
         let record = record.map_err(|e| e.to_string())?;
         if record.seq > last_seq {
             break;
@@ -129,8 +130,10 @@ fn auto_check(formats: &[Format]) -> Result<String, String> {
 }
 
 pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
-    let dir = RecordDir::new(&args.log);
-    let vm = super::log::one_vm(&dir, &args.vm)?;
+    let source = Source::open(&args.log)?;
+    let dir = source.logs();
+    let vm = super::log::one_vm(dir, &args.vm)?;
+    let objects = source.objects()?;
     let keep_lock = match &args.keep {
         Some(path) => claim_output(path, args.force, "--keep")?,
         None => None,
@@ -142,8 +145,9 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
     };
     let started = Instant::now();
     let cancel = || shutdown::requested().is_some();
-    let replayed = replay::replay_to_file(
-        &dir,
+    let replayed = replay::replay_to_file_from(
+        dir,
+        objects.backend(),
         &vm,
         &args.base,
         &args.at,
@@ -177,7 +181,7 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
             report.last_verified_barrier = r.last_verified_barrier;
             report.replay_verified = r.verified;
             let check = if args.check == "auto" {
-                announced_files(&dir, &report.vm, r.last_seq).and_then(|f| auto_check(&f))
+                announced_files(dir, &report.vm, r.last_seq).and_then(|f| auto_check(&f))
             } else {
                 Ok(args.check.clone())
             };
