@@ -24,7 +24,7 @@ pub mod log;
 pub mod point;
 pub mod recording;
 
-pub use backend::{LogAppend, LogBackend, Records};
+pub use backend::{verify_through, BackendVerifyReport, LogAppend, LogBackend, Records};
 pub use disk_state::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
 pub use log::{
     verify, verify_with, BarrierKind, LogError, LogOptions, LogReader, LogWriter, OpenReport,

@@ -76,7 +76,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Record directory (as given to `vmm run --record`).
+    /// Record directory (as given to `vmm run --record`), or a record set
+    /// pushed to a cluster: nats://HOST:PORT[,HOST:PORT...]/NAME.
     pub dir: PathBuf,
     /// Only this VM's log (default: every VM in DIR).
     #[arg(long, value_name = "ID")]
@@ -200,6 +201,9 @@ fn describe(record: &Record) -> String {
 }
 
 pub fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
+    if let source @ super::source::Source::Cluster(_) = super::source::Source::open(&args.dir)? {
+        return verify_cluster(args, &source);
+    }
     let dir = RecordDir::new(&args.dir);
     let mut status = 0;
     for vm in vms(&dir, &args.vm)? {
@@ -261,6 +265,41 @@ pub fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
                 p.reason,
                 if p.torn_tail { " (torn tail: the writer cuts it on next open)" } else { "" }
             ),
+        }
+    }
+    Ok(status)
+}
+
+/// `log verify nats://...`: each log as the cluster holds it (see
+/// `changelog::verify_through`).
+fn verify_cluster(args: &VerifyArgs, source: &super::source::Source) -> Result<i32, CliError> {
+    let objects = source.objects()?;
+    let mut status = 0;
+    for vm in vms(source.logs(), &args.vm)? {
+        let r = changelog::verify_through(source.logs(), objects.backend(), &vm, args.deep)
+            .map_err(CliError::from_display)?;
+        if r.problem.is_some() {
+            status = 1;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&r).expect("reports serialize"));
+            continue;
+        }
+        match &r.problem {
+            None => println!(
+                "{vm}: OK: {} records (seq ..{}) in {}, {} barriers verified, {} blocks {}",
+                r.records,
+                r.last_seq,
+                r.location,
+                r.barriers_checked,
+                r.objects_checked,
+                if args.deep {
+                    "read back and BLAKE3-checked"
+                } else {
+                    "present in the cluster (presence only; run --deep to read the data)"
+                }
+            ),
+            Some((seq, why)) => println!("{vm}: FAILED at seq {seq}: {why}"),
         }
     }
     Ok(status)
