@@ -92,9 +92,21 @@ impl std::fmt::Debug for Remote {
 
 impl Remote {
     /// Connects to the cluster and opens (creating them with `replicas`
-    /// copies if absent) the record set's stream and buckets.
+    /// copies if absent) the record set's stream and buckets. A record set
+    /// that exists with another replica count is refused: writing into it
+    /// would not keep the copies asked for.
     pub fn open(url: &RemoteUrl, replicas: usize, timeout: Duration) -> Result<Remote, Error> {
-        Remote::on(Nats::connect(&url.servers, timeout)?, url, replicas)
+        let nats = Nats::connect(&url.servers, timeout)?;
+        if let Some(have) = nats.stream_replicas(&format!("vmm-{}", url.name))? {
+            if have != replicas {
+                return Err(Error::ReplicasDiffer {
+                    name: url.name.clone(),
+                    have,
+                    asked: replicas,
+                });
+            }
+        }
+        Remote::on(nats, url, replicas)
     }
 
     fn on(nats: Nats, url: &RemoteUrl, replicas: usize) -> Result<Remote, Error> {

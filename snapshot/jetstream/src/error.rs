@@ -26,6 +26,12 @@ pub enum Error {
     },
     #[error("no record set `{name}` at {url} (no stream `vmm-{name}`); push one there with `vmm log push DIR --to nats://HOST:PORT/{name}`")]
     NoRecordSet { url: String, name: String },
+    #[error("record set `{name}` keeps {have} copies of each record and block, not the {asked} asked for: pass --replicas {have}, or use another record set name")]
+    ReplicasDiffer {
+        name: String,
+        have: usize,
+        asked: usize,
+    },
     #[error("invalid {what} `{name}`: use only ASCII letters, digits, `-` and `_`")]
     BadName { what: &'static str, name: String },
     #[error("object {id} is missing from bucket `{bucket}`")]

@@ -130,6 +130,9 @@ fn pushed_logs_replay_from_the_cluster_alone_and_blocks_are_stored_once() {
             }
         }
     }
+    // Writing into it with fewer copies than it keeps is refused.
+    let e = Remote::open(&url, 1, TIMEOUT).unwrap_err();
+    assert!(e.to_string().contains("keeps 3 copies"), "{e}");
     // A different local log under a pushed VM's name is refused.
     let other = tempfile::tempdir().unwrap();
     let other_dir = RecordDir::new(other.path());
