@@ -406,7 +406,7 @@ impl BlockTap {
         self.stats.hints += 1;
         let applied = match hint_proto::decode(message) {
             Ok((hint, used)) if used == message.len() => {
-                let id = hint_file_id(&hint);
+                let id = hint.file_id();
                 self.lifter.table.apply(&hint).map(|()| id)
             }
             Ok(_) => Err(HintError::TrailingBytes),
@@ -593,16 +593,5 @@ impl BlockTap {
             cut,
             last_barrier,
         })
-    }
-}
-
-fn hint_file_id(hint: &hint_proto::Hint<'_>) -> u32 {
-    use hint_proto::Hint;
-    match *hint {
-        Hint::File { file_id, .. }
-        | Hint::Extents { file_id, .. }
-        | Hint::Size { file_id, .. }
-        | Hint::Schema { file_id, .. }
-        | Hint::Forget { file_id } => file_id,
     }
 }
