@@ -113,12 +113,12 @@ fn a_replicated_recording_survives_a_node_killed_mid_run() {
             std::path::Path::new(&disk_s),
             std::path::Path::new(&rec_s),
             "app2",
-            "workload=sqlite rows=600 seed=9",
+            "workload=sqlite rows=1500 seed=9",
             &["--timeout", "300", "--replicate", &run_url],
         )
     });
     // Mid-run (the guest flushes all along): one node goes away.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
     assert!(
         !run.is_finished(),
         "the run ended before the kill: make it longer"
