@@ -40,8 +40,11 @@ pub enum RecorderError {
     GuestFiles(#[from] HintError),
     /// The cluster a recording is replicated to could not be reached or
     /// caught up when recording started.
-    #[error("replicating the recording: {0}")]
-    Replicate(String),
+    #[error("replicating the recording to {url}: {source}")]
+    Replicate {
+        url: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the recording thread stopped")]
     ThreadGone,
     #[error("recording already closed")]

@@ -47,13 +47,17 @@ impl Replica {
         dir: &RecordDir,
         vm: &str,
     ) -> Result<Replica, RecorderError> {
-        let err = |e: &dyn std::fmt::Display| RecorderError::Replicate(e.to_string());
-        let remote = Remote::open(&config.url, config.replicas, TIMEOUT).map_err(|e| err(&e))?;
-        let store = dir.open_store().map_err(|e| err(&e))?;
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| RecorderError::Replicate {
+            url: config.url.to_string(),
+            source,
+        };
+        let remote =
+            Remote::open(&config.url, config.replicas, TIMEOUT).map_err(|e| err(Box::new(e)))?;
+        let store = dir.open_store().map_err(|e| err(Box::new(e)))?;
         if dir.log_dir(vm).is_dir() {
-            push_log(dir, &store, vm, &remote).map_err(|e| err(&e))?;
+            push_log(dir, &store, vm, &remote).map_err(|e| err(Box::new(e)))?;
         }
-        let out = remote.appender(vm).map_err(|e| err(&e))?;
+        let out = remote.appender(vm).map_err(|e| err(Box::new(e)))?;
         Ok(Replica {
             remote,
             dir: dir.clone(),
