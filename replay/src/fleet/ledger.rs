@@ -91,6 +91,29 @@ impl Ledger {
         back
     }
 
+    /// The workers that hold running jobs, each once.
+    pub fn holders(&self) -> Vec<String> {
+        let mut w: Vec<String> = self
+            .jobs
+            .iter()
+            .filter_map(|s| match s {
+                State::Running { worker, .. } => Some(worker.clone()),
+                _ => None,
+            })
+            .collect();
+        w.sort();
+        w.dedup();
+        w
+    }
+
+    /// Jobs done so far.
+    pub fn done(&self) -> usize {
+        self.jobs
+            .iter()
+            .filter(|s| matches!(s, State::Done { .. }))
+            .count()
+    }
+
     pub fn is_complete(&self) -> bool {
         self.jobs.iter().all(|s| matches!(s, State::Done { .. }))
     }

@@ -12,8 +12,12 @@
 //! - [`Ledger`] follows jobs to the end: each job is done exactly once;
 //!   the jobs of a worker that died go back to be placed again.
 //!
-//! The transport (a work-queue stream, workers that advertise themselves)
-//! is not here: this is the part that decides, and it is tested alone.
+//! - [`Roster`] tells live workers from dead ones by their adverts.
+//! - [`wire`]: the messages workers and the coordinator exchange.
+//!
+//! The transport (a work-queue stream, workers that advertise themselves:
+//! `jetstream::WorkQueue`) and the processes (`vmm worker`, `vmm fleet`)
+//! are not here: this is the part that decides, and it is tested alone.
 use std::collections::BTreeMap;
 
 use changelog::log::{LogError, RecordKind};
@@ -23,10 +27,13 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 mod ledger;
+mod roster;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 pub use ledger::{Ledger, Outcome};
+pub use roster::Roster;
 
 /// The mark the block tap writes before a base: `vmm:base bytes=N`.
 const BASE_MARK_PREFIX: &str = "vmm:base bytes=";

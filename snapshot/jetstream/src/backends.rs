@@ -13,7 +13,6 @@
 //! acknowledged it, i.e. once a quorum of replicas stored it (see the crate
 //! doc for what that means on a 2.9 server); `sync` therefore has nothing
 //! left to wait for.
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,59 +20,7 @@ use changelog::log::{wire, CutReport, LogError, RecordKind};
 use changelog::{DiskState, LogAppend, LogBackend, Record as LogRecord, Records};
 use store::{is_all_zero, ObjectBackend, ObjectId, PutReport, StoreError};
 
-use crate::{Error, LogStream, ManifestBucket, Nats, ObjectBucket};
-
-/// Where a record set lives in a cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteUrl {
-    /// Comma-separated `nats://HOST:PORT` of the servers to try.
-    pub servers: String,
-    pub name: String,
-}
-
-impl FromStr for RemoteUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| {
-            format!("'{s}' is not a record set in a cluster ({why}): use nats://HOST:PORT[,HOST:PORT...]/NAME, e.g. nats://127.0.0.1:4222/lab")
-        };
-        let rest = s.strip_prefix("nats://").ok_or_else(|| bad("no nats://"))?;
-        let (hosts, name) = rest.split_once('/').ok_or_else(|| bad("no /NAME"))?;
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(bad("NAME must be letters, digits, - or _"));
-        }
-        let servers: Vec<String> = hosts
-            .split(',')
-            .map(|h| {
-                if h.is_empty() || !h.contains(':') {
-                    Err(bad("each server is HOST:PORT"))
-                } else {
-                    Ok(format!("nats://{h}"))
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(RemoteUrl {
-            servers: servers.join(","),
-            name: name.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for RemoteUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hosts: Vec<&str> = self
-            .servers
-            .split(',')
-            .map(|s| s.trim_start_matches("nats://"))
-            .collect();
-        write!(f, "nats://{}/{}", hosts.join(","), self.name)
-    }
-}
+use crate::{Error, LogStream, ManifestBucket, Nats, ObjectBucket, RemoteUrl};
 
 /// A record set in a cluster: its log stream and its buckets.
 pub struct Remote {

@@ -6,6 +6,7 @@
 //! in a KV bucket ([`ObjectBucket`], `objects.rs`), change-log records in a
 //! stream with one subject per VM ([`LogStream`], `log.rs`), snapshot
 //! manifests in a KV bucket ([`ManifestBucket`], `manifests.rs`), the
+//! fleet's worker adverts and job queues ([`WorkQueue`], `queue.rs`), the
 //! ownership marker that keeps us off streams we did not create, and a
 //! local n-node test cluster ([`cluster::TestCluster`]). The wire formats
 //! are documented in each module.
@@ -61,10 +62,14 @@ mod log;
 mod manifests;
 mod objects;
 pub mod push;
+mod queue;
+mod url;
 
-pub use backends::{Remote, RemoteAppend, RemoteUrl};
+pub use backends::{Remote, RemoteAppend};
 pub use conn::Nats;
 pub use error::{Error, Result, MARKER};
 pub use log::{LogStream, Record, Records};
 pub use manifests::ManifestBucket;
 pub use objects::{hex, ObjectBucket, ObjectId};
+pub use queue::{Advert, EventFeed, Job, JobInbox, WorkQueue};
+pub use url::{ClusterUrl, RemoteUrl};

@@ -62,6 +62,8 @@ struct DrillReport {
     restored_to_seq: u64,
     last_verified_barrier: Option<u64>,
     replay_verified: bool,
+    /// The restored disk's state checksum (hex; empty if the restore failed).
+    checksum: String,
     restore_ms: f64,
     /// The guest command line that checked the disk.
     check: String,
@@ -164,6 +166,7 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
         restored_to_seq: 0,
         last_verified_barrier: None,
         replay_verified: false,
+        checksum: String::new(),
         restore_ms: started.elapsed().as_secs_f64() * 1e3,
         check: args.check.clone(),
         checked: false,
@@ -180,6 +183,7 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
             report.restored_to_seq = r.last_seq;
             report.last_verified_barrier = r.last_verified_barrier;
             report.replay_verified = r.verified;
+            report.checksum = r.checksum.clone();
             let check = if args.check == "auto" {
                 announced_files(dir, &report.vm, r.last_seq).and_then(|f| auto_check(&f))
             } else {

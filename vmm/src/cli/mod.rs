@@ -8,6 +8,7 @@ use vmm::VmmError;
 mod changes;
 mod demo;
 mod drill;
+mod fleet;
 mod log;
 mod replay;
 mod run;
@@ -129,6 +130,25 @@ pub enum Command {
     ///
     /// Example: vmm mark --api-sock /tmp/vm0.sock before-upgrade
     Mark(snapshot::MarkArgs),
+    /// Replay or drill many VMs at once on the fleet's workers.
+    ///
+    /// Splits a record set in a cluster into one job per VM, places each
+    /// on a live `vmm worker` that has what it needs (memory, disk,
+    /// label), places the jobs of a worker that dies on the others, and
+    /// reports each job (worker, time, bytes, checksum, PASS/FAIL).
+    ///
+    /// Example:
+    ///   vmm fleet drill --cluster nats://10.0.0.1:4222/lab --vms '*' --at end
+    #[command(subcommand, verbatim_doc_comment)]
+    Fleet(fleet::FleetCommand),
+    /// Lend this host to fleet replay: advertise its resources, run jobs.
+    ///
+    /// Runs until SIGINT/SIGTERM; jobs it holds then go to other workers.
+    ///
+    /// Example:
+    ///   vmm worker --cluster nats://10.0.0.1:4222 --label ssd --mem 8GiB
+    #[command(verbatim_doc_comment)]
+    Worker(fleet::WorkerArgs),
     /// Decode two versions of a file offline and show what changed.
     ///
     /// Example: vmm diff --format sqlite old.db new.db --json
@@ -204,7 +224,12 @@ pub fn main() -> i32 {
     // and SIGTERM (vmm::shutdown); the others may die as usual.
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Restore(_) | Command::Replay(_) | Command::Drill(_)
+        Command::Run(_)
+            | Command::Restore(_)
+            | Command::Replay(_)
+            | Command::Drill(_)
+            | Command::Fleet(_)
+            | Command::Worker(_)
     ) {
         if let Err(e) = vmm::shutdown::install() {
             eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {e}");
@@ -224,6 +249,8 @@ pub fn main() -> i32 {
         Command::Store(store::StoreCommand::Repair(args)) => store::repair(args),
         Command::Replay(args) => replay::replay(args),
         Command::Drill(args) => drill::drill(&cli, args),
+        Command::Fleet(command) => fleet::fleet(command),
+        Command::Worker(args) => fleet::worker(&cli, args),
         Command::Restore(args) => snapshot::restore(&cli, args),
         Command::Changes(args) => changes::changes(args),
         Command::History(args) => changes::history(args),

@@ -1,0 +1,179 @@
+//! Fleet replay against a real 3-node JetStream cluster (started here):
+//! eight recorded VMs, two `vmm worker` processes with different memory,
+//! one job too big for the smaller worker, and the smaller worker killed
+//! in the middle of a job. Every VM's drill still completes, each exactly
+//! once in the report, with the checksum a local replay gives. Skipped,
+//! saying so, only when nats-server is not installed.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use jetstream::cluster::TestCluster;
+use serde_json::Value;
+
+/// Kills the worker processes when the test ends, however it ends.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn worker(cluster: &str, fleet: &str, id: &str, work: &Path, extra: &[&str]) -> Child {
+    Command::new(VMM)
+        .args(["worker", "--cluster", cluster, "--fleet", fleet, "--id", id])
+        .args(["--disk-bw", "100MiB", "--work-dir", work.to_str().unwrap()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the vmm binary runs")
+}
+
+fn json(out: &std::process::Output) -> Value {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    serde_json::from_str(stdout(out).trim()).unwrap()
+}
+
+#[test]
+fn fleet_drill_places_by_memory_and_survives_a_dead_worker() {
+    let Some(cluster) = TestCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    for i in 0..8 {
+        // vm7 writes far more blocks than the others: its replay holds a
+        // larger block table.
+        let (mib, cmdline) = if i == 7 {
+            (
+                64,
+                "workload=blk-writes seed=7 writes=60 max_blocks=256".to_string(),
+            )
+        } else {
+            (16, format!("workload=blk-writes seed={i} writes=6"))
+        };
+        let disk = blank_disk(dir.path(), &format!("vm{i}.img"), mib);
+        run_recorded(&disk, &rec, &format!("vm{i}"), &cmdline, &[]);
+    }
+    let servers = cluster.urls().replace("nats://", "");
+    let url = format!("nats://{servers}/fleet");
+    let cluster_url = format!("nats://{servers}");
+    let pushed = vmm(&["log", "push", rec.to_str().unwrap(), "--to", &url]);
+    assert_eq!(pushed.status.code(), Some(0), "{}", stderr(&pushed));
+
+    let fleet = "t1";
+    let work = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    let mut workers = Workers(vec![worker(
+        &cluster_url,
+        fleet,
+        "big",
+        &work("big"),
+        &["--cores", "2", "--mem", "4GiB"],
+    )]);
+    // What each job needs, from the planner itself.
+    let plan = json(&vmm(&[
+        "fleet",
+        "drill",
+        "--cluster",
+        &url,
+        "--fleet",
+        fleet,
+        "--dry-run",
+    ]));
+    let mem = |vm: &str| {
+        plan["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["vm"] == vm)
+            .unwrap()["mem_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let small_max = (0..7).map(|i| mem(&format!("vm{i}"))).max().unwrap();
+    let big = mem("vm7");
+    assert!(
+        big > small_max,
+        "vm7 needs {big}, the others up to {small_max}"
+    );
+    let small_mem = (small_max + big) / 2;
+    workers.0.push(worker(
+        &cluster_url,
+        fleet,
+        "small",
+        &work("small"),
+        &["--cores", "1", "--mem", &small_mem.to_string()],
+    ));
+
+    let coordinator = Command::new(VMM)
+        .args(["fleet", "drill", "--cluster", &url, "--fleet", fleet])
+        .args(["--min-workers", "2", "--worker-timeout", "2", "--json"])
+        .args(["--timeout", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Kill the small worker as soon as it has started a job.
+    let small_err = workers.0[1].stderr.take().unwrap();
+    let mut lines = BufReader::new(small_err).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .next()
+            .expect("the small worker started a job before it ended")
+            .unwrap();
+        seen.push(line.clone());
+        if line.contains("started job") {
+            break;
+        }
+    }
+    workers.0[1].kill().unwrap();
+    workers.0[1].wait().unwrap();
+
+    let out = coordinator.wait_with_output().unwrap();
+    let report = json(&out);
+    let jobs = report["jobs"].as_array().unwrap();
+    let mut vms: Vec<&str> = jobs.iter().map(|j| j["vm"].as_str().unwrap()).collect();
+    vms.sort();
+    let expected: Vec<String> = (0..8).map(|i| format!("vm{i}")).collect();
+    assert_eq!(vms, expected, "each VM exactly once: {report}");
+    for j in jobs {
+        assert_eq!(j["pass"], true, "{j}");
+    }
+    let vm7 = jobs.iter().find(|j| j["vm"] == "vm7").unwrap();
+    assert_eq!(vm7["worker"], "big", "{report}");
+    assert!(report["requeued"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["failed"], 0);
+    eprintln!("fleet report: {report}");
+
+    // Each checksum is the one a local replay of the same log gives.
+    for j in jobs {
+        let vm = j["vm"].as_str().unwrap();
+        let out_img = dir.path().join(format!("{vm}-local.img"));
+        let local = json(&vmm(&[
+            "replay",
+            "--log",
+            rec.to_str().unwrap(),
+            "--vm",
+            vm,
+            "--out",
+            out_img.to_str().unwrap(),
+            "--json",
+        ]));
+        assert_eq!(j["checksum"], local["checksum"], "{vm}");
+    }
+}
