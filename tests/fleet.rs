@@ -177,3 +177,92 @@ fn fleet_drill_places_by_memory_and_survives_a_dead_worker() {
         assert_eq!(j["checksum"], local["checksum"], "{vm}");
     }
 }
+
+#[test]
+fn fleet_replay_reports_unplaceable_jobs_and_bad_input_clearly() {
+    // No cluster at all: one clear line, exit 125, before anything runs.
+    let out = vmm(&[
+        "fleet",
+        "replay",
+        "--cluster",
+        "nats://127.0.0.1:1/lab",
+        "--wait-workers",
+        "1",
+    ]);
+    assert_one_line_error(&out, 125, "127.0.0.1:1");
+    let out = vmm(&["worker", "--cluster", "nats://127.0.0.1:4222/lab"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("servers only"), "{}", stderr(&out));
+
+    let Some(cluster) = TestCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    for i in 0..2 {
+        let disk = blank_disk(dir.path(), &format!("vm{i}.img"), 8);
+        let cmdline = format!("workload=blk-writes seed={} writes=4", i * 2);
+        run_recorded(&disk, &rec, &format!("db{i}"), &cmdline, &[]);
+    }
+    let servers = cluster.urls().replace("nats://", "");
+    let url = format!("nats://{servers}/fleet2");
+    let pushed = vmm(&["log", "push", rec.to_str().unwrap(), "--to", &url]);
+    assert_eq!(pushed.status.code(), Some(0), "{}", stderr(&pushed));
+
+    // Nobody to run the jobs: said so, with what to do.
+    let out = vmm(&[
+        "fleet",
+        "replay",
+        "--cluster",
+        &url,
+        "--fleet",
+        "t2",
+        "--wait-workers",
+        "2",
+    ]);
+    assert_one_line_error(&out, 125, "vmm worker --cluster");
+    // No VM matches.
+    let out = vmm(&["fleet", "replay", "--cluster", &url, "--vms", "web*"]);
+    assert_one_line_error(&out, 125, "matches --vms 'web*'");
+
+    let work = dir.path().join("w");
+    let cluster_url = format!("nats://{servers}");
+    let _workers = Workers(vec![worker(
+        &cluster_url,
+        "t2",
+        "w1",
+        &work,
+        &["--label", "ssd"],
+    )]);
+    let ok = json(&vmm(&[
+        "fleet",
+        "replay",
+        "--cluster",
+        &url,
+        "--fleet",
+        "t2",
+        "--json",
+    ]));
+    assert_eq!(ok["passed"], 2, "{ok}");
+    assert_eq!(ok["workers"], serde_json::json!(["w1"]));
+    // The disks were checksummed and removed: nothing left behind.
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+
+    // A label no worker has: every job FAILs with why, exit 1.
+    let out = vmm(&[
+        "fleet",
+        "replay",
+        "--cluster",
+        &url,
+        "--fleet",
+        "t2",
+        "--only-workers",
+        "gpu",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["failed"], 2, "{report}");
+    let detail = report["jobs"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("lacks label 'gpu'"), "{detail}");
+}

@@ -79,6 +79,14 @@ impl Roster {
             .collect()
     }
 
+    /// Whether some worker has advertised that it is ready but has not yet
+    /// been seen to move (alive or dead is not known yet).
+    pub fn undecided(&self) -> bool {
+        self.seen
+            .values()
+            .any(|s| s.advert.state == WorkerState::Ready && s.moved.is_none())
+    }
+
     /// Whether `worker` is gone at `now`: it said it stopped, or it has not
     /// moved for the timeout (counting from when it was first seen, if it
     /// never moved). A worker never seen is gone.
@@ -122,9 +130,11 @@ mod tests {
         r.update(t0, ready(1));
         // Seen once: not known alive yet, not gone before the timeout.
         assert!(r.live(t0).is_empty());
+        assert!(r.undecided());
         assert!(!r.gone("a", t0 + 2 * s));
         r.update(t0 + s, ready(2));
         assert_eq!(r.live(t0 + s).len(), 1);
+        assert!(!r.undecided());
         // The same revision again is no sign of life.
         r.update(t0 + 3 * s, ready(2));
         assert_eq!(r.live(t0 + 3 * s).len(), 1);

@@ -176,7 +176,7 @@ fn read_adverts(queue: &WorkQueue, roster: &mut Roster) -> Result<(), CliError> 
 }
 
 /// Waits until at least `--min-workers` are alive and every advertising
-/// worker had a heartbeat to show it lives; returns the live ones.
+/// worker had a heartbeat's time to show it lives; returns the live ones.
 fn wait_for_workers(
     queue: &WorkQueue,
     roster: &mut Roster,
@@ -191,7 +191,9 @@ fn wait_for_workers(
         read_adverts(queue, roster)?;
         let live = roster.live(Instant::now());
         let now = Instant::now();
-        if live.len() >= args.min_workers.max(1) && now >= began + settle {
+        // Enough, and every advertising worker is known alive or dead (a
+        // dead one's advert never moves: wait `settle` at most for it).
+        if live.len() >= args.min_workers.max(1) && (!roster.undecided() || now >= began + settle) {
             return Ok(live);
         }
         if now >= deadline {
