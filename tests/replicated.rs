@@ -170,3 +170,97 @@ fn a_replicated_recording_survives_a_node_killed_mid_run() {
     );
     assert!(!dir.path().join("rec2").join("logs").exists());
 }
+
+/// Snapshots pushed to the cluster restore on a "fresh host" (a new
+/// directory, nothing local but what `snapshot pull` fetched) exactly like
+/// the uninterrupted run.
+#[test]
+fn snapshots_restore_on_a_host_that_never_ran_the_vm() {
+    let Some(cluster) = TestCluster::start_or_skip(3) else {
+        return;
+    };
+    const WORK: &str = "workload=memtest pages=1024 iters=30 seed=9";
+    let expected = ok(&["run", "--cmdline", WORK]);
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path().join("here");
+    let snap_run = ok(&[
+        "run",
+        "--snapshots",
+        here.to_str().unwrap(),
+        "--cmdline",
+        &format!("{WORK} snap_every=10"),
+    ]);
+    assert_eq!(snap_run, expected);
+    let url = format!("nats://{}/snaps", cluster.urls().replace("nats://", ""));
+
+    let pushed = ok(&[
+        "snapshot",
+        "push",
+        here.to_str().unwrap(),
+        "--to",
+        &url,
+        "--json",
+    ]);
+    let pushed: Vec<serde_json::Value> = pushed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(pushed.len(), 2, "one full, one incremental");
+    assert!(pushed.iter().all(|p| p["copied_manifest"] == true));
+    assert!(pushed[0]["copied"].as_u64().unwrap() > 0);
+    // The incremental shares most pages with the full one: few are new.
+    assert!(pushed[1]["copied"].as_u64().unwrap() < pushed[0]["copied"].as_u64().unwrap());
+    // Again: nothing to copy.
+    let again = ok(&[
+        "snapshot",
+        "push",
+        here.to_str().unwrap(),
+        "--to",
+        &url,
+        "--json",
+    ]);
+    assert!(
+        again
+            .lines()
+            .all(|l| l.contains("\"copied\":0") && l.contains("\"copied_manifest\":false")),
+        "{again}"
+    );
+
+    // The fresh host pulls the newest (an incremental: its parent comes too).
+    let newest = pushed[1]["id"].as_str().unwrap();
+    let fresh = dir.path().join("fresh");
+    let pulled = ok(&[
+        "snapshot",
+        "pull",
+        &url,
+        "--to",
+        fresh.to_str().unwrap(),
+        "--id",
+        newest,
+        "--json",
+    ]);
+    let pulled: Vec<serde_json::Value> = pulled
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(pulled.len(), 2, "the chain, parent first");
+    let at = pulled[1]["at"].as_str().unwrap();
+    let restored = ok(&["restore", at, "--timeout", "60"]);
+    assert_eq!(restored, expected, "the restored VM diverged");
+
+    let missing = vmm(&[
+        "snapshot",
+        "pull",
+        &url,
+        "--to",
+        fresh.to_str().unwrap(),
+        "--id",
+        "nosuch",
+    ]);
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(
+        stderr(&missing).contains("holds no snapshot nosuch"),
+        "{}",
+        stderr(&missing)
+    );
+}

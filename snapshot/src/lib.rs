@@ -7,7 +7,8 @@
 //! every object that logs and snapshots reference ([`refs`]: gc's mark,
 //! store verify and repair) and the check of those objects ([`trust`]:
 //! what a damaged store can still replay)
-//! and what a record directory holds ([`usage`]).
+//! and what a record directory holds ([`usage`]), and copying a
+//! snapshot's objects to and from another object backend ([`transfer`]).
 //!
 //! Does not own: the content store itself (`store`), the change log and the
 //! record directory's layout (`changelog`), running a VM (`vmm`) or
@@ -17,6 +18,7 @@ pub mod gc;
 pub mod manifest;
 pub mod pages;
 pub mod refs;
+pub mod transfer;
 pub mod trust;
 pub mod usage;
 

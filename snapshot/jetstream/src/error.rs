@@ -34,6 +34,8 @@ pub enum Error {
     },
     #[error("invalid {what} `{name}`: use only ASCII letters, digits, `-` and `_`")]
     BadName { what: &'static str, name: String },
+    #[error("invalid {what} `{key}`: use only ASCII letters, digits, `-`, `_`, `=` and `.` (not first, last or twice in a row)")]
+    BadKey { what: &'static str, key: String },
     #[error("object {id} is missing from bucket `{bucket}`")]
     Missing { bucket: String, id: String },
     #[error("object {id} in bucket `{bucket}` is damaged: its {len} bytes hash to {actual}")]
@@ -115,6 +117,28 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
         Err(Error::BadName {
             what,
             name: name.to_string(),
+        })
+    }
+}
+
+/// A key in a KV bucket (a manifest id: `20261130T050129.235583073Z-e078eb92`):
+/// what KV keys allow, `.` included but not at either end or twice in a
+/// row (it separates subject tokens).
+pub(crate) fn check_key(what: &'static str, key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 128
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadKey {
+            what,
+            key: key.to_string(),
         })
     }
 }

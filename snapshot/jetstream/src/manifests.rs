@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::conn::{Conn, Nats};
-use crate::error::{check_name, Error, Result};
+use crate::error::{check_key, Error, Result};
 
 /// The manifest bucket of a record set.
 pub struct ManifestBucket {
@@ -56,7 +56,7 @@ impl ManifestBucket {
     /// Stores manifest `id` once acknowledged by the cluster; an existing
     /// `id` is [`Error::ManifestExists`].
     pub fn put(&self, id: &str, bytes: &[u8]) -> Result<()> {
-        check_name("manifest id", id)?;
+        check_key("manifest id", id)?;
         let res = self
             .conn
             .block_on(self.kv.create(id, Bytes::copy_from_slice(bytes)));
@@ -72,7 +72,7 @@ impl ManifestBucket {
 
     /// Manifest `id`'s bytes, `None` if there is none.
     pub fn get(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        check_name("manifest id", id)?;
+        check_key("manifest id", id)?;
         self.conn
             .block_on(self.kv.get(id))
             .map(|v| v.map(|b| b.to_vec()))

@@ -14,6 +14,7 @@ mod replay;
 mod run;
 mod semantic_replay;
 mod snapshot;
+mod snapshot_remote;
 mod source;
 mod store;
 
@@ -259,6 +260,8 @@ pub fn main() -> i32 {
         Command::Snapshot(snapshot::SnapshotCommand::Merge(args)) => snapshot::merge_cmd(args),
         Command::Snapshot(snapshot::SnapshotCommand::Create(args)) => snapshot::create(args),
         Command::Snapshot(snapshot::SnapshotCommand::Delete(args)) => snapshot::delete(args),
+        Command::Snapshot(snapshot::SnapshotCommand::Push(args)) => snapshot_remote::push(args),
+        Command::Snapshot(snapshot::SnapshotCommand::Pull(args)) => snapshot_remote::pull(args),
         Command::Pause(args) => snapshot::pause(args),
         Command::Resume(args) => snapshot::resume(args),
         Command::Mark(args) => snapshot::mark(args),

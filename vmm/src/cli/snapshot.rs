@@ -143,6 +143,19 @@ pub enum SnapshotCommand {
     ///   vmm snapshot delete /tmp/rec ID --with-children --json
     #[command(verbatim_doc_comment)]
     Delete(DeleteArgs),
+    /// Copy snapshots (and their parents) into a record set in a cluster,
+    /// each manifest after every object it names is acknowledged there.
+    ///
+    /// Example: vmm snapshot push snaps --to nats://10.0.0.1:4222/lab
+    Push(super::snapshot_remote::PushArgs),
+    /// Copy snapshots (and their parents) from a cluster into a local
+    /// directory, to restore them on a host that never ran the VM.
+    ///
+    /// Example:
+    ///   vmm snapshot pull nats://10.0.0.1:4222/lab --to snaps --id ID
+    ///   vmm restore snaps/snapshots/ID.snap
+    #[command(verbatim_doc_comment)]
+    Pull(super::snapshot_remote::PullArgs),
 }
 
 #[derive(Debug, Args)]

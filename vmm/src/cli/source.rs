@@ -16,7 +16,7 @@ use store::{ObjectBackend, Store};
 use super::CliError;
 
 /// How long a cluster may take to answer (connect, every request).
-const CLUSTER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CLUSTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub enum Source {
     Dir(RecordDir),
