@@ -309,12 +309,13 @@ fn run_tap(
 ) {
     // A barrier is complete once it is durable here and, when replicating,
     // acknowledged by the cluster.
-    let mut replicated = |seq: u64| -> std::result::Result<u64, TapError> {
-        if let Some(r) = replica.as_mut() {
-            r.push()?;
-        }
-        Ok(seq)
-    };
+    let replicated =
+        |replica: &mut Option<Replica>, seq: u64| -> std::result::Result<u64, TapError> {
+            if let Some(r) = replica.as_mut() {
+                r.push()?;
+            }
+            Ok(seq)
+        };
     let mut tap = Some(tap);
     for msg in rx {
         let Some(t) = tap.as_mut() else {
@@ -340,19 +341,26 @@ fn run_tap(
         let failed = match msg {
             Msg::Writes(writes) => writes
                 .into_iter()
-                .try_for_each(|(offset, data)| t.record_write(offset, &data).map(|_| ()))
+                .try_for_each(|(offset, data)| {
+                    t.record_write(offset, &data)?;
+                    match replica.as_mut() {
+                        Some(r) => r.stage(&data),
+                        None => Ok(()),
+                    }
+                })
                 .err()
                 .map(Arc::new),
             Msg::Hint(message) => t.record_hint(&message).err().map(Arc::new),
             Msg::Barrier(reply) => answer(
-                t.barrier(BarrierKind::Flush).and_then(&mut replicated),
+                t.barrier(BarrierKind::Flush)
+                    .and_then(|seq| replicated(&mut replica, seq)),
                 reply,
             ),
             Msg::Mark(name, reply) => answer(t.mark(&name), reply),
             Msg::Snapshot(id, reply) => {
                 let r = t
                     .barrier(BarrierKind::Flush)
-                    .and_then(&mut replicated)
+                    .and_then(|seq| replicated(&mut replica, seq))
                     .and_then(|seq| {
                         let point = SnapshotPoint {
                             seq,
@@ -374,7 +382,7 @@ fn run_tap(
                     let tap = tap.take().expect("checked above");
                     let last_barrier = tap.last_barrier();
                     let r = tap.close().and_then(|stats| {
-                        replicated(0)?;
+                        replicated(&mut replica, 0)?;
                         Ok(stats)
                     });
                     if let Err(e) = &r {

@@ -84,6 +84,11 @@ impl Remote {
     }
 
     /// The bucket of snapshot manifests.
+    /// The record set's object bucket.
+    pub fn objects(&self) -> &ObjectBucket {
+        &self.objects
+    }
+
     pub fn manifests(&self) -> &ManifestBucket {
         &self.manifests
     }

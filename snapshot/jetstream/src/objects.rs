@@ -32,16 +32,17 @@ pub type ObjectId = [u8; 32];
 /// How many puts `put_many` keeps unacknowledged at once: below async-nats'
 /// in-flight ack limit (5000). 4096 measured ~1.4x faster than 512 on the
 /// loopback cluster (see the `put` bench).
-const WINDOW: usize = 4096;
+pub(crate) const WINDOW: usize = 4096;
 
 /// Lowercase hex of an id: the key of the object.
 pub fn hex(id: &ObjectId) -> String {
     blake3::Hash::from_bytes(*id).to_hex().to_string()
 }
 
-/// A content-addressed object bucket.
+/// A content-addressed object bucket. Cheap to clone (one connection).
+#[derive(Clone)]
 pub struct ObjectBucket {
-    conn: Arc<Conn>,
+    pub(crate) conn: Arc<Conn>,
     name: String,
     kv: kv::Store,
     max_value: usize,
@@ -127,7 +128,7 @@ impl ObjectBucket {
         })
     }
 
-    fn check_put(&self, id: &ObjectId, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn check_put(&self, id: &ObjectId, bytes: &[u8]) -> Result<()> {
         if bytes.len() > self.max_value_size() {
             return Err(Error::TooLarge {
                 bucket: self.name.clone(),
@@ -146,11 +147,11 @@ impl ObjectBucket {
         Ok(())
     }
 
-    fn key_target(&self, id: &ObjectId) -> String {
+    pub(crate) fn key_target(&self, id: &ObjectId) -> String {
         format!("{}/{}", self.name, hex(id))
     }
 
-    async fn publish(
+    pub(crate) async fn publish(
         &self,
         id: &ObjectId,
         bytes: &[u8],
@@ -193,7 +194,7 @@ impl ObjectBucket {
     /// One put, retried on lost acknowledgements until the connection's
     /// timeout has passed three times over (a reconnect to another node
     /// takes up to a few seconds).
-    async fn put_retrying(&self, id: &ObjectId, bytes: &[u8]) -> Result<bool> {
+    pub(crate) async fn put_retrying(&self, id: &ObjectId, bytes: &[u8]) -> Result<bool> {
         let deadline = tokio::time::Instant::now() + self.conn.timeout * 3;
         loop {
             let res = match self.publish(id, bytes).await {

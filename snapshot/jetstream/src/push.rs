@@ -71,19 +71,22 @@ pub fn push_log(
         }
     }
     let mut out = remote.appender(vm)?;
-    push_from(dir, store, vm, remote, &mut out)
+    push_from(dir, store, vm, remote, &mut out, &|_| false)
 }
 
 /// Pushes the records of `vm`'s local log after `out`'s last seq (and the
 /// blocks they name) through `out`, a writer kept from an earlier push:
 /// no read of the cluster, so a recording's barriers cost only the
-/// acknowledged writes.
+/// acknowledged writes. Blocks for which `acknowledged` says true are
+/// known to be in the cluster already (sent ahead by a
+/// [`crate::PutPipeline`]) and are not read or sent again.
 pub fn push_from(
     dir: &RecordDir,
     store: &Store,
     vm: &str,
     remote: &Remote,
     out: &mut RemoteAppend,
+    acknowledged: &dyn Fn(&ObjectId) -> bool,
 ) -> Result<PushReport, PushError> {
     let remote_last = out.last_seq();
     let diverged = |seq| PushError::Diverged {
@@ -111,7 +114,7 @@ pub fn push_from(
             blocks.extend(
                 b.iter()
                     .map(|h| ObjectId(*h))
-                    .filter(|id| id.zero_len().is_none()),
+                    .filter(|id| id.zero_len().is_none() && !acknowledged(id)),
             );
         }
         let ends_batch = matches!(record.kind, RecordKind::Barrier { .. });
