@@ -11,6 +11,7 @@
 //!   by a quorum); nothing is acknowledged earlier;
 //! - one writer per VM log at a time: a second is refused with an error.
 use crate::checkpoint;
+use crate::checkpoints::{self, Checkpoint};
 use crate::disk_state::DiskState;
 use crate::log::{CutReport, LogError, LogReader, LogWriter, Record, RecordKind};
 use crate::recording::RecordDir;
@@ -46,6 +47,13 @@ pub trait LogBackend {
         }
         Ok(found)
     }
+
+    /// `vm`'s temporal checkpoints, by seq ([`crate::checkpoints`]); none
+    /// where the backend keeps none.
+    fn checkpoints(&self, vm: &str) -> Result<Vec<Checkpoint>, LogError> {
+        let _ = vm;
+        Ok(Vec::new())
+    }
 }
 
 /// Writing one VM's change log (the block tap's side of the seam).
@@ -78,6 +86,10 @@ pub trait LogAppend: Send {
 
     /// The seq of the last record appended (0 if none).
     fn last_seq(&self) -> u64;
+
+    /// Records checkpoint `cp` (its map already durable in the objects)
+    /// durably beside the log.
+    fn add_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), LogError>;
 
     /// Syncs and seals the log; `at_last_barrier` is the disk state at its
     /// last barrier, which a backend may keep so that the next open need not
@@ -116,6 +128,10 @@ impl LogBackend for RecordDir {
     fn seq_at_time(&self, vm: &str, ts_ns: u64) -> Result<Option<u64>, LogError> {
         LogReader::open(self.log_dir(vm))?.find_seq_at_time(ts_ns)
     }
+
+    fn checkpoints(&self, vm: &str) -> Result<Vec<Checkpoint>, LogError> {
+        Ok(checkpoints::read_local(&self.log_dir(vm)).list)
+    }
 }
 
 impl LogAppend for LogWriter {
@@ -145,6 +161,13 @@ impl LogAppend for LogWriter {
 
     fn last_seq(&self) -> u64 {
         LogWriter::last_seq(self)
+    }
+
+    fn add_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), LogError> {
+        checkpoints::append_local(self.dir(), cp).map_err(|e| LogError::Backend {
+            location: self.dir().display().to_string(),
+            source: Box::new(e),
+        })
     }
 
     fn close(self: Box<Self>, at_last_barrier: Option<(u64, &DiskState)>) -> Result<(), LogError> {

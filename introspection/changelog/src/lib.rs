@@ -5,7 +5,8 @@
 //! in the module), the disk state a log describes ([`disk_state`]: the
 //! per-disk block-hash table and its O(1)-updatable checksum recorded at
 //! every barrier), the checkpoint of that state saved when a log closes
-//! ([`checkpoint`]), points in a VM's history ([`point`]: `seq=`, `time=`,
+//! ([`checkpoint`]), temporal checkpoints of it that replays start from
+//! ([`checkpoints`]), points in a VM's history ([`point`]: `seq=`, `time=`,
 //! `mark=`), and the one type that knows a record directory's layout
 //! ([`recording::RecordDir`]: `store/`, `logs/<vm>/`, `snapshots/`) with
 //! the full check of a log against the store ([`recording::verify`]), and
@@ -19,12 +20,14 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod checkpoints;
 pub mod disk_state;
 pub mod log;
 pub mod point;
 pub mod recording;
 
 pub use backend::{verify_through, BackendVerifyReport, LogAppend, LogBackend, Records};
+pub use checkpoints::{Checkpoint, CheckpointError};
 pub use disk_state::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
 pub use log::{
     verify, verify_with, BarrierKind, LogError, LogOptions, LogReader, LogWriter, OpenReport,

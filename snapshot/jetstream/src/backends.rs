@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use changelog::log::{wire, CutReport, LogError, RecordKind};
-use changelog::{DiskState, LogAppend, LogBackend, Record as LogRecord, Records};
+use changelog::{Checkpoint, DiskState, LogAppend, LogBackend, Record as LogRecord, Records};
 use store::{is_all_zero, ObjectBackend, ObjectId, PutReport, StoreError};
 
 use crate::{Error, LogStream, ManifestBucket, Nats, ObjectBucket, RemoteUrl};
@@ -28,6 +28,7 @@ pub struct Remote {
     logs: Arc<LogStream>,
     objects: ObjectBucket,
     manifests: ManifestBucket,
+    checkpoints: Arc<ManifestBucket>,
     _nats: Nats,
 }
 
@@ -61,6 +62,9 @@ impl Remote {
             logs: Arc::new(nats.log_stream(&url.name, replicas)?),
             objects: nats.object_bucket(&format!("{}-objects", url.name), replicas)?,
             manifests: nats.manifest_bucket(&format!("{}-snapshots", url.name), replicas)?,
+            checkpoints: Arc::new(
+                nats.checkpoint_bucket(&format!("{}-checkpoints", url.name), replicas)?,
+            ),
             url: url.clone(),
             _nats: nats,
         })
@@ -83,12 +87,12 @@ impl Remote {
         &self.url
     }
 
-    /// The bucket of snapshot manifests.
     /// The record set's object bucket.
     pub fn objects(&self) -> &ObjectBucket {
         &self.objects
     }
 
+    /// The bucket of snapshot manifests.
     pub fn manifests(&self) -> &ManifestBucket {
         &self.manifests
     }
@@ -109,14 +113,23 @@ impl Remote {
                 .transpose()?
                 .map_or(0, |r| r.ts_ns),
         };
+        let last_checkpoint = self.checkpoints(vm)?.last().map_or(0, |c| c.seq);
         Ok(RemoteAppend {
             logs: Arc::clone(&self.logs),
+            checkpoints: Arc::clone(&self.checkpoints),
             location: self.url.to_string(),
             vm: vm.to_string(),
             pending: Vec::new(),
             last_seq: last,
             last_ts,
+            last_checkpoint,
         })
+    }
+
+    /// The checkpoint bucket's key of `vm`'s checkpoint at `seq`: sorts by
+    /// seq within a VM.
+    fn checkpoint_key(vm: &str, seq: u64) -> String {
+        format!("{vm}.{seq:020}")
     }
 
     fn log_err(&self, e: Error) -> LogError {
@@ -193,6 +206,26 @@ impl LogBackend for Remote {
         self.url.to_string()
     }
 
+    fn checkpoints(&self, vm: &str) -> Result<Vec<Checkpoint>, LogError> {
+        let prefix = format!("{vm}.");
+        let mut out = Vec::new();
+        for key in self.checkpoints.list().map_err(|e| self.log_err(e))? {
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            let Some(bytes) = self.checkpoints.get(&key).map_err(|e| self.log_err(e))? else {
+                continue;
+            };
+            match serde_json::from_slice::<Checkpoint>(&bytes) {
+                Ok(cp) => out.push(cp),
+                // Derived data: an unreadable one is not used.
+                Err(e) => tracing::warn!("checkpoint {key} in {} is unreadable: {e}", self.url),
+            }
+        }
+        out.sort_by_key(|c| c.seq);
+        Ok(out)
+    }
+
     fn vm_ids(&self) -> Result<Vec<String>, LogError> {
         self.logs.vms().map_err(|e| self.log_err(e))
     }
@@ -233,12 +266,22 @@ fn decode(location: &str, bytes: &[u8]) -> Result<LogRecord, LogError> {
 /// Writes one VM's log in a cluster (see the module doc).
 pub struct RemoteAppend {
     logs: Arc<LogStream>,
+    checkpoints: Arc<ManifestBucket>,
+    /// The seq of the newest checkpoint in the cluster (0: none).
+    last_checkpoint: u64,
     location: String,
     vm: String,
     /// Records appended and not yet sent, in their message form.
     pending: Vec<Vec<u8>>,
     last_seq: u64,
     last_ts: u64,
+}
+
+impl RemoteAppend {
+    /// The seq of the newest checkpoint in the cluster (0: none).
+    pub fn last_checkpoint(&self) -> u64 {
+        self.last_checkpoint
+    }
 }
 
 impl LogAppend for RemoteAppend {
@@ -291,6 +334,20 @@ impl LogAppend for RemoteAppend {
         self.last_seq
     }
 
+    fn add_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), LogError> {
+        let key = Remote::checkpoint_key(&self.vm, cp.seq);
+        let bytes = serde_json::to_vec(cp).expect("checkpoints serialize");
+        match self.checkpoints.put(&key, &bytes) {
+            Ok(()) => {}
+            // Sent before (a push whose ack was lost): the same one is fine.
+            Err(Error::ManifestExists { .. })
+                if self.checkpoints.get(&key).ok().flatten().as_deref() == Some(&bytes[..]) => {}
+            Err(e) => return Err(log_err(&self.location, e)),
+        }
+        self.last_checkpoint = self.last_checkpoint.max(cp.seq);
+        Ok(())
+    }
+
     fn close(
         mut self: Box<Self>,
         _at_last_barrier: Option<(u64, &DiskState)>,
@@ -301,27 +358,5 @@ impl LogAppend for RemoteAppend {
     fn abandon(self: Box<Self>) -> Result<Option<CutReport>, LogError> {
         // What was not sent is dropped; what was sent is acknowledged.
         Ok(None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse_and_print() {
-        let u: RemoteUrl = "nats://127.0.0.1:4222,10.0.0.2:4223/lab-1".parse().unwrap();
-        assert_eq!(u.servers, "nats://127.0.0.1:4222,nats://10.0.0.2:4223");
-        assert_eq!(u.name, "lab-1");
-        assert_eq!(u.to_string(), "nats://127.0.0.1:4222,10.0.0.2:4223/lab-1");
-        for bad in [
-            "127.0.0.1:4222/x",
-            "nats://127.0.0.1:4222",
-            "nats://127.0.0.1:4222/",
-            "nats://host/x",
-            "nats://h:1/a b",
-        ] {
-            assert!(bad.parse::<RemoteUrl>().is_err(), "{bad}");
-        }
     }
 }

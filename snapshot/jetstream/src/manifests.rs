@@ -1,9 +1,11 @@
-//! Snapshot manifests in their own JetStream key-value bucket.
+//! Write-once values in a JetStream key-value bucket: snapshot manifests,
+//! and the temporal checkpoints of a record set's logs.
 //!
 //! Format: bucket `<name>` (stream `KV_<name>`, description
-//! `vmm-jetstream/v1 manifests`), history 1, file storage, key = manifest
-//! id, value = the manifest's bytes as the caller encoded them. A manifest
-//! is written once: `put` of an existing id is refused, never overwritten.
+//! `vmm-jetstream/v1 manifests` or `... checkpoints`), history 1, file
+//! storage, key = manifest id (or `<vm>.<seq>` for a checkpoint), value =
+//! the bytes as the caller encoded them. A value is written once: `put` of
+//! an existing key is refused, never overwritten.
 
 use std::sync::Arc;
 
@@ -25,8 +27,23 @@ impl Nats {
     /// Opens the manifest bucket `name`, creating it with `replicas` copies
     /// if absent; one without our marker is refused ([`Error::NotOurs`]).
     pub fn manifest_bucket(&self, name: &str, replicas: usize) -> Result<ManifestBucket> {
+        self.write_once_bucket("manifest bucket", "manifests", name, replicas)
+    }
+
+    /// Opens the checkpoint bucket `name` (as [`Nats::manifest_bucket`]).
+    pub fn checkpoint_bucket(&self, name: &str, replicas: usize) -> Result<ManifestBucket> {
+        self.write_once_bucket("checkpoint bucket", "checkpoints", name, replicas)
+    }
+
+    fn write_once_bucket(
+        &self,
+        what: &'static str,
+        kind: &str,
+        name: &str,
+        replicas: usize,
+    ) -> Result<ManifestBucket> {
         let conn = &self.conn;
-        let kv = self.kv_bucket("manifest bucket", "manifests", name, replicas)?;
+        let kv = self.kv_bucket(what, kind, name, replicas)?;
         Ok(ManifestBucket {
             conn: conn.clone(),
             name: name.to_string(),

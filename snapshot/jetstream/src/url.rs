@@ -105,8 +105,16 @@ mod tests {
         assert_eq!(r.servers, "nats://a:1,nats://b:2");
         assert_eq!(r.name, "lab");
         assert_eq!(r.to_string(), "nats://a:1,b:2/lab");
-        assert!("nats://a:1".parse::<RemoteUrl>().is_err());
-        assert!("nats://a:1/x.y".parse::<RemoteUrl>().is_err());
+        for bad in [
+            "127.0.0.1:4222/x",
+            "nats://127.0.0.1:4222",
+            "nats://127.0.0.1:4222/",
+            "nats://host/x",
+            "nats://h:1/a b",
+            "nats://a:1/x.y",
+        ] {
+            assert!(bad.parse::<RemoteUrl>().is_err(), "{bad}");
+        }
 
         let c: ClusterUrl = "nats://a:1,b:2".parse().unwrap();
         assert_eq!(c.servers, "nats://a:1,nats://b:2");
