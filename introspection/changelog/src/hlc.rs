@@ -84,9 +84,10 @@ impl NodeId {
     }
 
     /// This host's node id, the same for every process on the host:
-    /// derived from `$VMM_NODE_ID` when set and non-empty (name hosts
-    /// explicitly, e.g. containers sharing a machine id), else from
-    /// `/etc/machine-id`, else from the host name. Read once per process.
+    /// [`NodeId::from_name`] of `$VMM_NODE_ID` when set and non-empty (to
+    /// name hosts explicitly, e.g. containers that share a machine id),
+    /// else of `/etc/machine-id`, else of the host name. Read once per
+    /// process.
     pub fn local() -> NodeId {
         static LOCAL: OnceLock<NodeId> = OnceLock::new();
         *LOCAL.get_or_init(|| NodeId::from_name(&local_name()))
@@ -102,14 +103,11 @@ fn local_name() -> String {
     let env = std::env::var(NODE_ID_ENV).ok();
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let named = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-    if let Some(name) = named(env) {
-        return format!("env:{name}");
-    }
-    if let Some(id) = named(read("/etc/machine-id")) {
-        return format!("machine-id:{id}");
-    }
-    let host = named(read("/proc/sys/kernel/hostname")).or_else(|| named(read("/etc/hostname")));
-    format!("hostname:{}", host.unwrap_or_else(|| "localhost".into()))
+    named(env)
+        .or_else(|| named(read("/etc/machine-id")))
+        .or_else(|| named(read("/proc/sys/kernel/hostname")))
+        .or_else(|| named(read("/etc/hostname")))
+        .unwrap_or_else(|| "localhost".into())
 }
 
 impl fmt::Display for NodeId {
