@@ -125,7 +125,10 @@ fn read_vm(logs: &dyn LogBackend, vm: &str) -> VmLog {
         last_good = record.seq;
         match record.kind {
             RecordKind::Semantic { json } => match serde_json::from_str(&json) {
-                Ok(event) => log.events.push(event),
+                Ok(mut event) => {
+                    merge::fill_stamp(&mut event);
+                    log.events.push(event)
+                }
                 Err(e) => {
                     // Framing and CRC were fine: a writer with another event
                     // shape. Later records are still readable.
@@ -291,22 +294,28 @@ impl<T> Default for Found<T> {
     }
 }
 
-/// The selected events of every selected VM, each VM's in log order.
+/// The selected events of every selected VM, merged in HLC stamp order
+/// (then VM, then seq; see `query/merge.rs`), each VM's in its log order.
 pub fn changes(logs: &dyn LogBackend, f: &Filter) -> Result<Found<SemanticEvent>, QueryError> {
     let mut found = Found::default();
     let logs = read_logs(logs, f.vm.as_deref())?;
     let logs = resolve(logs, [f.since.as_ref(), f.until.as_ref()], &mut found.notes)?;
+    let mut per_vm = Vec::with_capacity(logs.len());
     for (log, [since, until]) in logs {
         found.damaged.extend(log.damage);
-        found
-            .items
-            .extend(log.events.into_iter().filter(|e| match e {
-                SemanticEvent::Change(c) => f.names(c) && since.starts(c) && until.covers(c),
-                SemanticEvent::DecodeError(e) => {
-                    f.errors && f.file.as_ref().is_none_or(|x| *x == e.file)
-                }
-            }));
+        per_vm.push(
+            log.events
+                .into_iter()
+                .filter(|e| match e {
+                    SemanticEvent::Change(c) => f.names(c) && since.starts(c) && until.covers(c),
+                    SemanticEvent::DecodeError(e) => {
+                        f.errors && f.file.as_ref().is_none_or(|x| *x == e.file)
+                    }
+                })
+                .collect(),
+        );
     }
+    found.items = merge::by_stamp(per_vm);
     Ok(found)
 }
 
@@ -493,6 +502,8 @@ pub fn format_time(ts_ns: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ts_ns))
         .to_string()
 }
+
+mod merge;
 
 #[cfg(test)]
 mod tests;

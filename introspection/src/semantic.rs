@@ -20,6 +20,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use changelog::Hlc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -117,7 +118,13 @@ pub struct SemanticChange {
     pub vm: String,
     /// Change-log sequence number of the barrier the change was lifted at.
     pub seq: u64,
+    /// That barrier's time (the physical part of `hlc`).
     pub ts_ns: u64,
+    /// That barrier's hybrid logical clock stamp: the order of changes
+    /// across VMs and hosts (`changelog::hlc`). Absent in changes recorded
+    /// before stamps; queries fill it in from `ts_ns` (legacy node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hlc: Option<Hlc>,
     /// The file as named by the guest's hint.
     pub file: String,
     pub format: Format,
@@ -156,6 +163,7 @@ impl SemanticChange {
             vm: vm.into(),
             seq,
             ts_ns,
+            hlc: None,
             file: file.into(),
             format,
             collection: change.collection,
@@ -240,6 +248,9 @@ pub struct DecodeErrorEvent {
     pub vm: String,
     pub seq: u64,
     pub ts_ns: u64,
+    /// As [`SemanticChange::hlc`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hlc: Option<Hlc>,
     pub file: String,
     pub format: Format,
     pub reason: String,

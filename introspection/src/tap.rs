@@ -39,14 +39,14 @@ use thiserror::Error;
 
 use crate::decode::DecodeLimits;
 use crate::lift::{HintError, Lifter, SemanticEvent};
-use crate::semantic::DecodeErrorEvent;
 use crate::tap_recovery::{open_log, Abandoned, TapCut};
 use changelog::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
 use changelog::log::{BarrierKind, LogError, OpenReport, RecordKind};
 use changelog::recording::{RecordDir, RecordError};
-use changelog::{LogAppend, LogBackend};
+use changelog::{Hlc, LogAppend, LogBackend};
 
 mod differ;
+mod lifting;
 mod prior;
 mod restore;
 
@@ -139,6 +139,8 @@ pub struct BlockTap {
     dirty: bool,
     /// Seq of the last barrier written (for the state checkpoint).
     last_barrier: Option<u64>,
+    /// Its HLC stamp (changes found later but lifted there carry it).
+    last_barrier_hlc: Option<Hlc>,
     stats: TapStats,
     vm_id: String,
     /// The disk image, read at barriers to lift hinted files.
@@ -220,6 +222,7 @@ impl BlockTap {
             pending_ids: Vec::new(),
             dirty: false,
             last_barrier: None,
+            last_barrier_hlc: None,
             stats: TapStats::default(),
         };
         // Seqs may start above 1 (after a declared gap): ask what is kept.
@@ -295,7 +298,7 @@ impl BlockTap {
         }
         let base_barrier = self.barrier(BarrierKind::Flush)?;
         if !fresh {
-            let opened = (self.state.clone(), base_barrier);
+            let opened = (self.state.clone(), base_barrier, self.last_barrier_hlc);
             self.run_start = Some(prior::RunStart::new(logged, Some(opened), before_seq));
         }
         Ok(changed.len() as u64)
@@ -386,9 +389,11 @@ impl BlockTap {
             kind,
             disk_checksum: self.state.checksum(),
         })?;
-        self.lift(seq)?;
+        let hlc = self.log.last_hlc();
+        self.lift(seq, hlc)?;
         self.log.sync()?;
         self.last_barrier = Some(seq);
+        self.last_barrier_hlc = hlc;
         self.dirty = false;
         self.stats.barriers += 1;
         Ok(seq)
@@ -422,91 +427,6 @@ impl BlockTap {
             }
         }
         Ok(seq)
-    }
-
-    /// Reads the versions of the hinted files touched since the last
-    /// barrier `seq` and hands them to the decoding thread; appends the
-    /// events that thread has finished so far.
-    fn lift(&mut self, seq: u64) -> Result<(), TapError> {
-        if !self.written_since.is_empty() || !self.hinted_since.is_empty() {
-            let image = &self.image;
-            let mut read = |offset: u64, len: usize| {
-                let mut buf = vec![0u8; len];
-                image.read_exact_at(&mut buf, offset).map(|()| buf)
-            };
-            let versions = self
-                .lifter
-                .versions(&self.written_since, &self.hinted_since, &mut read);
-            self.written_since.clear();
-            self.hinted_since.clear();
-            let first: Vec<u32> = versions
-                .iter()
-                .map(|v| v.id)
-                .filter(|id| self.baselined.insert(*id))
-                .collect();
-            if !first.is_empty() {
-                self.send_priors(&first);
-            }
-            if !versions.is_empty() {
-                let job = LiftJob {
-                    vm: self.vm_id.clone(),
-                    seq,
-                    ts_ns: store::clock::now_ns(),
-                    versions,
-                    kind: JobKind::Diff,
-                };
-                if let Some(jobs) = &self.lift_jobs {
-                    let _ = jobs.send(job);
-                }
-            }
-        }
-        while let Ok(events) = self.lift_events.try_recv() {
-            self.append_events(events)?;
-        }
-        Ok(())
-    }
-
-    fn append_events(&mut self, events: Vec<SemanticEvent>) -> Result<(), TapError> {
-        for event in events {
-            match &event {
-                SemanticEvent::Change(_) => self.stats.semantic_changes += 1,
-                SemanticEvent::DecodeError(e) => {
-                    self.stats.decode_errors += 1;
-                    tracing::warn!(vm = %self.vm_id, "{}: cannot decode at seq {}: {}", e.file, e.seq, e.reason);
-                }
-            }
-            let mut json = serde_json::to_string(&event).expect("events serialize");
-            if json.len() > changelog::log::MAX_SEMANTIC_LEN {
-                let (seq, ts_ns) = match &event {
-                    SemanticEvent::Change(c) => (c.seq, c.ts_ns),
-                    SemanticEvent::DecodeError(e) => (e.seq, e.ts_ns),
-                };
-                json = serde_json::to_string(&SemanticEvent::DecodeError(DecodeErrorEvent {
-                    vm: self.vm_id.clone(),
-                    seq,
-                    ts_ns,
-                    file: "(oversized change)".into(),
-                    format: crate::semantic::Format::Sqlite,
-                    reason: "a single change exceeded the record size limit".into(),
-                }))
-                .expect("events serialize");
-            }
-            self.append(RecordKind::Semantic { json })?;
-            self.dirty = true;
-        }
-        Ok(())
-    }
-
-    /// Waits for the decoding thread to finish and appends what it found.
-    fn finish_lifting(&mut self) -> Result<(), TapError> {
-        self.lift_jobs.take();
-        if let Some(worker) = self.lift_worker.take() {
-            let _ = worker.join();
-        }
-        while let Ok(events) = self.lift_events.try_recv() {
-            self.append_events(events)?;
-        }
-        Ok(())
     }
 
     /// A named mark at the current position (committed, not synced).

@@ -55,6 +55,17 @@ pub fn open_log(
     vm_id: &str,
 ) -> Result<(LogWriter, OpenReport, Option<TapCut>), TapError> {
     let (mut log, report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
+    if report.clock_behind_ns > changelog::hlc::SKEW_WARN_NS {
+        // Records still order after the log's (the clock holds its time),
+        // but `time=` points near them are off until this clock catches up.
+        tracing::warn!(
+            vm = %vm_id,
+            "the log's last record is stamped {:.3} s ahead of this host's clock: \
+             a clock was wrong or hosts are not time-synchronized (NTP); new records \
+             keep its time until this clock passes it",
+            report.clock_behind_ns as f64 / 1e9
+        );
+    }
     let cut = match report.unsynced_from {
         Some(from) => cut_unstored_tail(&mut log, store, from)?,
         None => None,

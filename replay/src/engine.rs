@@ -425,23 +425,23 @@ mod tests {
         let mut state = DiskState::zeroed(16);
         state.apply_block_write(16, &[id.0]).unwrap();
         let log = MemLog(vec![
-            Record {
-                seq: 1,
-                ts_ns: 10,
-                kind: RecordKind::BlockWrite {
+            Record::new(
+                1,
+                changelog::Hlc::legacy(10),
+                RecordKind::BlockWrite {
                     sector: 16,
                     len: BLOCK as u32,
                     blocks: vec![id.0],
                 },
-            },
-            Record {
-                seq: 2,
-                ts_ns: 20,
-                kind: RecordKind::Barrier {
+            ),
+            Record::new(
+                2,
+                changelog::Hlc::legacy(20),
+                RecordKind::Barrier {
                     kind: BarrierKind::Flush,
                     disk_checksum: state.checksum(),
                 },
-            },
+            ),
         ]);
         (log, data)
     }

@@ -13,6 +13,7 @@
 use crate::checkpoint;
 use crate::checkpoints::{self, Checkpoint};
 use crate::disk_state::DiskState;
+use crate::hlc::Hlc;
 use crate::log::{CutReport, LogError, LogReader, LogWriter, Record, RecordKind};
 use crate::recording::RecordDir;
 
@@ -61,15 +62,27 @@ pub trait LogAppend: Send {
     /// Where the log lives, for messages.
     fn location(&self) -> String;
 
-    /// Appends a record stamped with the host clock (never earlier than the
-    /// record before it) and returns its seq. Buffered: visible after
+    /// Appends a record stamped by the writer's hybrid logical clock from
+    /// the host clock (never before the record before it; see
+    /// [`crate::hlc`]) and returns its seq. Buffered: visible after
     /// [`LogAppend::commit`], durable after [`LogAppend::sync`].
     fn append(&mut self, kind: RecordKind) -> Result<u64, LogError>;
 
-    /// Appends a record stamped `ts_ns` (a copy of a record from another
-    /// log keeps its time); a time before the previous record's is
-    /// refused ([`LogError::TimeWentBackwards`]).
+    /// Appends a record at time `ts_ns`, stamped by the writer's clock; a
+    /// time before the previous record's is refused
+    /// ([`LogError::TimeWentBackwards`]).
     fn append_at(&mut self, ts_ns: u64, kind: RecordKind) -> Result<u64, LogError>;
+
+    /// Appends a copy of a record from another log with its HLC stamp kept
+    /// (a push or a replica must order exactly as the original); a stamp
+    /// before the previous record's is refused
+    /// ([`LogError::ClockWentBackwards`]).
+    fn append_stamped(&mut self, hlc: Hlc, kind: RecordKind) -> Result<u64, LogError>;
+
+    /// The stamp of the last record appended (of the log's last record
+    /// before any append; `None` for an empty log). The recorder labels the
+    /// changes it lifts at a barrier with the barrier's stamp.
+    fn last_hlc(&self) -> Option<Hlc>;
 
     /// True when the next append will first commit the records buffered so
     /// far by itself: a caller that must store something before its records
@@ -147,6 +160,14 @@ impl LogAppend for LogWriter {
         LogWriter::append_at(self, ts_ns, kind)
     }
 
+    fn append_stamped(&mut self, hlc: Hlc, kind: RecordKind) -> Result<u64, LogError> {
+        LogWriter::append_stamped(self, hlc, kind)
+    }
+
+    fn last_hlc(&self) -> Option<Hlc> {
+        LogWriter::last_hlc(self)
+    }
+
     fn append_commits(&self) -> bool {
         LogWriter::append_commits(self)
     }
@@ -200,8 +221,8 @@ pub struct BackendVerifyReport {
 }
 
 /// Checks `vm`'s log wherever it lives: every record decodes (a replicated
-/// backend checks its own framing and CRC), seqs increase and times never
-/// go back, every block a write names is present in `objects` (with
+/// backend checks its own framing and CRC), seqs increase, times and HLC
+/// stamps never go back, every block a write names is present in `objects` (with
 /// `deep`, read back, which checks its hash), and every barrier's disk
 /// checksum equals the one recomputed from the writes before it.
 pub fn verify_through(
@@ -217,7 +238,7 @@ pub fn verify_through(
     };
     // A disk of any size: the log says which blocks it writes.
     let mut state = DiskState::zeroed(u64::MAX / 4096);
-    let mut last_ts = 0;
+    let mut last_hlc = None;
     for record in logs.records(vm, 1)? {
         let record = match record {
             Ok(r) => r,
@@ -232,8 +253,12 @@ pub fn verify_through(
             report.problem = fail(format!("seq {seq} follows seq {}", report.last_seq));
             return Ok(report);
         }
-        if record.ts_ns < last_ts {
+        if last_hlc.is_some_and(|last: Hlc| record.ts_ns < last.physical_ns) {
             report.problem = fail("its time is before the previous record's".into());
+            return Ok(report);
+        }
+        if last_hlc.is_some_and(|last| record.hlc() < last) {
+            report.problem = fail("its HLC stamp is before the previous record's".into());
             return Ok(report);
         }
         match &record.kind {
@@ -278,7 +303,7 @@ pub fn verify_through(
         }
         report.records += 1;
         report.last_seq = seq;
-        last_ts = record.ts_ns;
+        last_hlc = Some(record.hlc());
     }
     Ok(report)
 }

@@ -6,8 +6,10 @@
 //! per-disk block-hash table and its O(1)-updatable checksum recorded at
 //! every barrier), the checkpoint of that state saved when a log closes
 //! ([`checkpoint`]), temporal checkpoints of it that replays start from
-//! ([`checkpoints`]), points in a VM's history ([`point`]: `seq=`, `time=`,
-//! `mark=`), and the one type that knows a record directory's layout
+//! ([`checkpoints`]), the hybrid logical clock every record is stamped
+//! with ([`hlc`]: logs of several hosts merge in one order), points in a
+//! VM's history ([`point`]: `seq=`, `time=`, `mark=`), and the one type
+//! that knows a record directory's layout
 //! ([`recording::RecordDir`]: `store/`, `logs/<vm>/`, `snapshots/`) with
 //! the full check of a log against the store ([`recording::verify`]), and
 //! the traits through which logs are read and written wherever they live
@@ -22,6 +24,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod checkpoints;
 pub mod disk_state;
+pub mod hlc;
 pub mod log;
 pub mod point;
 pub mod recording;
@@ -29,6 +32,7 @@ pub mod recording;
 pub use backend::{verify_through, BackendVerifyReport, LogAppend, LogBackend, Records};
 pub use checkpoints::{Checkpoint, CheckpointError};
 pub use disk_state::{DiskState, DiskStateError, ZERO_BLOCK_HASH};
+pub use hlc::{Hlc, HlcClock, NodeId};
 pub use log::{
     verify, verify_with, BarrierKind, LogError, LogOptions, LogReader, LogWriter, OpenReport,
     Record, RecordKind, VerifyProblem, VerifyReport,

@@ -3,8 +3,9 @@ use serde_json::json;
 
 use super::*;
 use crate::semantic::SemanticChange;
-use changelog::log::{LogReader, LogWriter};
+use changelog::log::{BarrierKind, LogOptions, LogReader, LogWriter};
 use changelog::recording::RecordDir;
+use changelog::{Hlc, HlcClock, NodeId};
 
 /// Writes a log for `vm`: per step either a mark or a change
 /// (table t, key, op, after), each change at its own barrier seq.
@@ -32,6 +33,7 @@ fn write_log(dir: &RecordDir, vm: &str, steps: &[(&str, &str, Option<i64>)]) {
             vm: vm.into(),
             seq,
             ts_ns: 1_000 + seq,
+            hlc: None,
             file: "app.db".into(),
             format: Format::Sqlite,
             collection: "t".into(),
@@ -182,4 +184,99 @@ fn long_values_and_blobs_are_shortened_for_text() {
     assert!(s.contains(r#""abababab…[500 bytes]""#), "{s}");
     assert!(s.contains(r#""n":5"#), "{s}");
     assert_eq!(shorten(&json!("short"), 8), json!("short"));
+}
+
+/// Writes `vm`'s log as a host `node` whose clock reads `readings` at its
+/// barriers (it may step back): one barrier and one change (key = its
+/// index) per reading, stamped as the recorder does.
+fn write_host_log(dir: &RecordDir, vm: &str, node: NodeId, readings: &[u64]) {
+    let opts = LogOptions {
+        node,
+        ..LogOptions::default()
+    };
+    let (mut w, _) = LogWriter::open_with(dir.log_dir(vm), vm, opts).unwrap();
+    let mut clock = HlcClock::new(node);
+    for (i, &now) in readings.iter().enumerate() {
+        let hlc = clock.tick(now);
+        let barrier = RecordKind::Barrier {
+            kind: BarrierKind::Flush,
+            disk_checksum: [0; 32],
+        };
+        let seq = w.append_stamped(hlc, barrier).unwrap();
+        let mut c = SemanticChange::from_change(
+            vm,
+            seq,
+            hlc.physical_ns,
+            "app.db",
+            Format::Sqlite,
+            crate::semantic::Change {
+                collection: "t".into(),
+                key: i.to_string(),
+                op: Op::Insert,
+                before: None,
+                after: Some(json!(i)),
+            },
+        );
+        c.hlc = Some(hlc);
+        let json = serde_json::to_string(&SemanticEvent::Change(c)).unwrap();
+        w.append_stamped(clock.tick(now), RecordKind::Semantic { json })
+            .unwrap();
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn vms_of_hosts_with_skewed_clocks_merge_in_stamp_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RecordDir::new(tmp.path());
+    let (a, b) = (NodeId(0xa), NodeId(0xb));
+    // Host B's clock steps back from 500 to 100 between its barriers; its
+    // second change still follows its first, at (500, 2) (the semantic
+    // record after each barrier takes a stamp too).
+    write_host_log(&dir, "vm-b", b, &[500, 100]);
+    write_host_log(&dir, "vm-a", a, &[200, 500, 500]);
+    let found = changes(&dir, &Filter::default()).unwrap();
+    let order: Vec<(String, Hlc)> = found
+        .items
+        .iter()
+        .map(|e| match e {
+            SemanticEvent::Change(c) => (format!("{}:{}", c.vm, c.key), c.hlc.unwrap()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("vm-a:0".to_string(), Hlc::new(200, 0, a)),
+            ("vm-a:1".to_string(), Hlc::new(500, 0, a)),
+            // Same physical time and counter: node a before node b.
+            ("vm-b:0".to_string(), Hlc::new(500, 0, b)),
+            ("vm-a:2".to_string(), Hlc::new(500, 2, a)),
+            ("vm-b:1".to_string(), Hlc::new(500, 2, b)),
+        ]
+    );
+    // `time=` bounds use the physical part: B's stepped-back change is at 500.
+    let f = Filter {
+        until: Some(Point::Time(499)),
+        ..Filter::default()
+    };
+    assert_eq!(keys(&changes(&dir, &f).unwrap()), ["vm-a:0:insert"]);
+    // JSON carries the stamp.
+    let json = serde_json::to_string(&found.items[2]).unwrap();
+    assert!(json.contains(r#""hlc":"500.0@000000000000000b""#), "{json}");
+}
+
+#[test]
+fn changes_recorded_before_stamps_get_legacy_ones_and_keep_log_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RecordDir::new(tmp.path());
+    write_log(&dir, "old", &steps());
+    let found = changes(&dir, &Filter::default()).unwrap();
+    for e in &found.items {
+        let SemanticEvent::Change(c) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(c.hlc, Some(Hlc::legacy(c.ts_ns)));
+    }
+    assert_eq!(found.items.len(), 7);
 }

@@ -5,12 +5,15 @@ use std::sync::mpsc::{Receiver, Sender};
 use crate::decode::DecodeLimits;
 use crate::lift::{Differ, Lifted, SemanticEvent, Version};
 use crate::semantic::{DecodeErrorEvent, SemanticChange, Source};
+use changelog::Hlc;
 
 /// Versions read at one barrier, for the decoding thread.
 pub(super) struct LiftJob {
     pub vm: String,
     pub seq: u64,
-    pub ts_ns: u64,
+    /// The barrier's stamp (`None`: the log has no record yet); its
+    /// changes carry it, and its physical part as their time.
+    pub hlc: Option<Hlc>,
     pub versions: Vec<Version>,
     pub kind: JobKind,
 }
@@ -55,6 +58,7 @@ pub(super) fn run_differ(
             JobKind::Outside => Some(Source::OutsideRecording),
             JobKind::Diff => None,
         };
+        let ts_ns = job.hlc.map_or_else(store::clock::now_ns, |h| h.physical_ns);
         let mut out = Vec::new();
         for item in differ.diff(job.versions) {
             match item {
@@ -64,9 +68,9 @@ pub(super) fn run_differ(
                     changes,
                 } => {
                     out.extend(changes.into_iter().map(|c| {
-                        let mut change = SemanticChange::from_change(
-                            &job.vm, job.seq, job.ts_ns, &file, format, c,
-                        );
+                        let mut change =
+                            SemanticChange::from_change(&job.vm, job.seq, ts_ns, &file, format, c);
+                        change.hlc = job.hlc;
                         change.source = source;
                         SemanticEvent::Change(change)
                     }));
@@ -78,7 +82,8 @@ pub(super) fn run_differ(
                 } => out.push(SemanticEvent::DecodeError(DecodeErrorEvent {
                     vm: job.vm.clone(),
                     seq: job.seq,
-                    ts_ns: job.ts_ns,
+                    ts_ns,
+                    hlc: job.hlc,
                     file,
                     format,
                     reason,

@@ -34,15 +34,15 @@ use super::{BlockTap, JobKind, LiftJob, BLOCK};
 use crate::lift::{FileTable, Lifter};
 use changelog::disk_state::{DiskState, ZERO_BLOCK_HASH};
 use changelog::log::{LogError, RecordKind};
-use changelog::LogBackend;
+use changelog::{Hlc, LogBackend};
 
 /// The log's view of the disk before this run.
 pub(crate) struct RunStart {
     /// The disk at the end of the last recorded run.
     logged: DiskState,
-    /// The disk at the start of this run and the barrier of its base, when
-    /// it differed from `logged`.
-    opened: Option<(DiskState, u64)>,
+    /// The disk at the start of this run and the barrier of its base (seq
+    /// and stamp), when it differed from `logged`.
+    opened: Option<(DiskState, u64, Option<Hlc>)>,
     /// The last seq before this run.
     before_seq: u64,
     /// What the log says up to `before_seq` (read when first needed;
@@ -53,7 +53,7 @@ pub(crate) struct RunStart {
 impl RunStart {
     pub(crate) fn new(
         logged: DiskState,
-        opened: Option<(DiskState, u64)>,
+        opened: Option<(DiskState, u64, Option<Hlc>)>,
         before_seq: u64,
     ) -> Self {
         RunStart {
@@ -186,12 +186,17 @@ impl BlockTap {
         if with_past.is_empty() {
             return;
         }
-        let mut states = vec![(JobKind::SeedPrior, &start.logged, self.log.last_seq())];
-        if let Some((opened, base_barrier)) = &start.opened {
-            states.push((JobKind::Outside, opened, *base_barrier));
+        let mut states = vec![(
+            JobKind::SeedPrior,
+            &start.logged,
+            self.log.last_seq(),
+            self.log.last_hlc(),
+        )];
+        if let Some((opened, base_barrier, hlc)) = &start.opened {
+            states.push((JobKind::Outside, opened, *base_barrier, *hlc));
         }
         let mut past = history.as_mut().ok();
-        for (kind, state, seq) in states {
+        for (kind, state, seq, hlc) in states {
             let store = &*self.store;
             let mut read = |offset: u64, len: usize| read_state(store, state, offset, len);
             let mut versions = Vec::new();
@@ -214,7 +219,7 @@ impl BlockTap {
             let job = LiftJob {
                 vm: self.vm_id.clone(),
                 seq,
-                ts_ns: store::clock::now_ns(),
+                hlc,
                 versions,
                 kind,
             };

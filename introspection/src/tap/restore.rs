@@ -38,7 +38,7 @@ impl BlockTap {
         let job = LiftJob {
             vm: self.vm_id.clone(),
             seq: self.log.last_seq(),
-            ts_ns: store::clock::now_ns(),
+            hlc: self.log.last_hlc(),
             versions,
             kind: JobKind::Seed,
         };

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use changelog::Hlc;
 use introspection::lift::SemanticEvent;
 use introspection::semantic::{Format, Op, SemanticChange};
 use serde::Deserialize;
@@ -25,6 +26,9 @@ pub struct Lifted {
     /// The barrier it was lifted at.
     pub seq: u64,
     pub ts_ns: u64,
+    /// The barrier's HLC stamp (the legacy stamp of `ts_ns` for changes
+    /// recorded before stamps): the order VMs merge in.
+    pub hlc: Hlc,
     pub format: Format,
     pub collection: Arc<str>,
     pub key: Key,
@@ -39,6 +43,7 @@ impl From<&SemanticChange> for Lifted {
             vm: c.vm.as_str().into(),
             seq: c.seq,
             ts_ns: c.ts_ns,
+            hlc: c.hlc.unwrap_or_else(|| Hlc::legacy(c.ts_ns)),
             format: c.format,
             collection: c.collection.as_str().into(),
             key: Key::parse(&c.key),
@@ -69,6 +74,7 @@ struct Fields<'a> {
     vm: Option<Cow<'a, str>>,
     seq: Option<u64>,
     ts_ns: Option<u64>,
+    hlc: Option<Hlc>,
     #[serde(borrow)]
     file: Option<Cow<'a, str>>,
     format: Option<Format>,
@@ -148,6 +154,7 @@ pub fn parse_record(json: &str, file: &str, shared: &mut Shared) -> Record {
         vm: shared.name(&vm),
         seq,
         ts_ns,
+        hlc: f.hlc.unwrap_or_else(|| Hlc::legacy(ts_ns)),
         format,
         collection: shared.name(&collection),
         key: Key::parse(&key),

@@ -226,8 +226,9 @@ pub struct Conflict {
     pub vms: Vec<String>,
 }
 
-/// Merges the streams (each in its own order) by time; on equal times the
-/// VM named first goes first. Returns the merged stream and the keys that
+/// Merges the streams (each in its own order) by HLC stamp (time, then
+/// counter, then node: the order across hosts, see `changelog::hlc`); on
+/// equal stamps the VM named first goes first. Returns the merged stream and the keys that
 /// more than one VM changed with different sequences of values (clones
 /// that made the same changes, e.g. the inserts of their common base, do
 /// not conflict).
@@ -271,7 +272,7 @@ pub fn merge(streams: Vec<(String, Vec<Lifted>)>) -> (Vec<Lifted>, Vec<Conflict>
         let next = heads
             .iter_mut()
             .enumerate()
-            .filter_map(|(i, h)| h.peek().map(|c| (c.ts_ns, i)))
+            .filter_map(|(i, h)| h.peek().map(|c| (c.hlc, i)))
             .min();
         let Some((_, i)) = next else { break };
         merged.extend(heads[i].next());

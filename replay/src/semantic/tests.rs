@@ -211,6 +211,42 @@ fn selections_and_filters() {
 }
 
 #[test]
+fn merge_orders_stamped_changes_by_hlc_across_hosts() {
+    use changelog::{Hlc, NodeId};
+    let stamped = |vm: &str, seq: u64, hlc: Hlc| Lifted {
+        ts_ns: hlc.physical_ns,
+        hlc,
+        ..ch(
+            vm,
+            seq,
+            "t",
+            &seq.to_string(),
+            Op::Insert,
+            None,
+            Some(json!(seq)),
+        )
+    };
+    let (x, y) = (NodeId(2), NodeId(1));
+    // Host x's clock stepped back after seq 1: seq 2 is held at time 50.
+    let a = vec![
+        stamped("a", 1, Hlc::new(50, 0, x)),
+        stamped("a", 2, Hlc::new(50, 1, x)),
+    ];
+    let b = vec![
+        stamped("b", 1, Hlc::new(50, 0, y)),
+        stamped("b", 2, Hlc::new(50, 1, y)),
+    ];
+    let (merged, _) = merge(vec![("a".into(), a), ("b".into(), b)]);
+    let order: Vec<String> = merged
+        .iter()
+        .map(|c| format!("{}{}", c.vm, c.seq))
+        .collect();
+    // Equal time and counter: node y (b) before node x (a), whatever the
+    // order the VMs were named in.
+    assert_eq!(order, ["b1", "a1", "b2", "a2"]);
+}
+
+#[test]
 fn merge_orders_by_time_and_reports_only_diverging_keys() {
     let base = |vm: &str| {
         vec![
@@ -492,7 +528,14 @@ fn records_read_as_the_log_type_reads_them() {
     let json = serde_json::to_string(&SemanticEvent::Change(change.clone())).unwrap();
     let mut shared = Shared::default();
     match parse_record(&json, "app.db", &mut shared) {
-        Record::Change(l) => assert_eq!(l, Lifted { ts_ns: 70, ..c }),
+        Record::Change(l) => assert_eq!(
+            l,
+            Lifted {
+                ts_ns: 70,
+                hlc: changelog::Hlc::legacy(70),
+                ..c
+            }
+        ),
         _ => panic!("not read as a change"),
     }
     assert!(matches!(

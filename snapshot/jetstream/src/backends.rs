@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use changelog::log::{wire, CutReport, LogError, RecordKind};
-use changelog::{Checkpoint, DiskState, LogAppend, LogBackend, Record as LogRecord, Records};
+use changelog::{
+    Checkpoint, DiskState, Hlc, HlcClock, LogAppend, LogBackend, NodeId, Record as LogRecord,
+    Records,
+};
 use store::{is_all_zero, ObjectBackend, ObjectId, PutReport, StoreError};
 
 use crate::{Error, LogStream, ManifestBucket, Nats, ObjectBucket, RemoteUrl};
@@ -102,17 +105,16 @@ impl Remote {
         self.objects.message_count()
     }
 
-    /// A writer of `vm`'s log, continuing after its last record.
+    /// A writer of `vm`'s log, continuing after its last record (its
+    /// clock resumes from that record's stamp), stamping as this host.
     pub fn appender(&self, vm: &str) -> Result<RemoteAppend, LogError> {
         let last = LogBackend::last_seq(self, vm)?;
-        let last_ts = match last {
-            0 => 0,
-            n => self
-                .records(vm, n)?
-                .last()
-                .transpose()?
-                .map_or(0, |r| r.ts_ns),
-        };
+        let mut clock = HlcClock::new(NodeId::local());
+        if last > 0 {
+            if let Some(r) = self.records(vm, last)?.last().transpose()? {
+                clock.observe(r.hlc());
+            }
+        }
         let last_checkpoint = self.checkpoints(vm)?.last().map_or(0, |c| c.seq);
         Ok(RemoteAppend {
             logs: Arc::clone(&self.logs),
@@ -121,7 +123,7 @@ impl Remote {
             vm: vm.to_string(),
             pending: Vec::new(),
             last_seq: last,
-            last_ts,
+            clock,
             last_checkpoint,
         })
     }
@@ -274,7 +276,18 @@ pub struct RemoteAppend {
     /// Records appended and not yet sent, in their message form.
     pending: Vec<Vec<u8>>,
     last_seq: u64,
-    last_ts: u64,
+    /// Stamps appended records; its last stamp is the last record's.
+    clock: HlcClock,
+}
+
+impl RemoteAppend {
+    /// Queues `kind` as the next record, stamped `hlc` (already checked).
+    fn push(&mut self, hlc: Hlc, kind: RecordKind) -> u64 {
+        let record = LogRecord::new(self.last_seq + 1, hlc, kind);
+        self.pending.push(wire::encode(&record));
+        self.last_seq = record.seq;
+        record.seq
+    }
 }
 
 impl RemoteAppend {
@@ -290,27 +303,34 @@ impl LogAppend for RemoteAppend {
     }
 
     fn append(&mut self, kind: RecordKind) -> Result<u64, LogError> {
-        let ts_ns = store::clock::now_ns().max(self.last_ts);
+        let ts_ns = store::clock::now_ns().max(self.clock.last_physical());
         self.append_at(ts_ns, kind)
     }
 
     fn append_at(&mut self, ts_ns: u64, kind: RecordKind) -> Result<u64, LogError> {
         kind.validate().map_err(LogError::InvalidRecord)?;
-        if ts_ns < self.last_ts {
-            return Err(LogError::TimeWentBackwards {
-                ts_ns,
-                last_ts_ns: self.last_ts,
+        let last_ts_ns = self.clock.last_physical();
+        if ts_ns < last_ts_ns {
+            return Err(LogError::TimeWentBackwards { ts_ns, last_ts_ns });
+        }
+        let hlc = self.clock.tick(ts_ns);
+        Ok(self.push(hlc, kind))
+    }
+
+    fn append_stamped(&mut self, hlc: Hlc, kind: RecordKind) -> Result<u64, LogError> {
+        kind.validate().map_err(LogError::InvalidRecord)?;
+        if !self.clock.accepts(hlc) {
+            return Err(LogError::ClockWentBackwards {
+                hlc,
+                last: self.clock.last().unwrap_or_default(),
             });
         }
-        let record = LogRecord {
-            seq: self.last_seq + 1,
-            ts_ns,
-            kind,
-        };
-        self.pending.push(wire::encode(&record));
-        self.last_seq = record.seq;
-        self.last_ts = ts_ns;
-        Ok(record.seq)
+        self.clock.observe(hlc);
+        Ok(self.push(hlc, kind))
+    }
+
+    fn last_hlc(&self) -> Option<Hlc> {
+        self.clock.last()
     }
 
     fn commit(&mut self) -> Result<(), LogError> {

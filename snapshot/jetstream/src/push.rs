@@ -6,7 +6,7 @@
 //! A cluster copy that is not a prefix of the local log (another log under
 //! the same VM name, or a log that diverged) is refused, never merged.
 use changelog::log::{wire, LogError, RecordKind};
-use changelog::{LogAppend, LogBackend, RecordDir};
+use changelog::{Hlc, LogAppend, LogBackend, RecordDir};
 use serde::Serialize;
 use store::{ObjectBackend, ObjectId, Store, StoreError};
 use thiserror::Error;
@@ -100,7 +100,9 @@ pub fn push_from(
         remote_after: remote_last,
         ..PushReport::default()
     };
-    let mut batch: Vec<(u64, RecordKind)> = Vec::new();
+    // Records keep their HLC stamps: the cluster's copy orders exactly as
+    // the local log (and merges with other hosts' logs the same way).
+    let mut batch: Vec<(Hlc, RecordKind)> = Vec::new();
     let mut blocks: Vec<ObjectId> = Vec::new();
     let first = remote_last + 1;
     for (expected, record) in (first..).zip(dir.records(vm, first)?) {
@@ -118,7 +120,7 @@ pub fn push_from(
             );
         }
         let ends_batch = matches!(record.kind, RecordKind::Barrier { .. });
-        batch.push((record.ts_ns, record.kind));
+        batch.push((record.hlc(), record.kind));
         if ends_batch || batch.len() >= BATCH_RECORDS {
             send(store, remote, out, &mut batch, &mut blocks, &mut report)?;
         }
@@ -133,7 +135,7 @@ fn send(
     store: &Store,
     remote: &Remote,
     out: &mut dyn LogAppend,
-    batch: &mut Vec<(u64, RecordKind)>,
+    batch: &mut Vec<(Hlc, RecordKind)>,
     blocks: &mut Vec<ObjectId>,
     report: &mut PushReport,
 ) -> Result<(), PushError> {
@@ -150,8 +152,8 @@ fn send(
     let put = remote.put_hashed(&items, blocks)?;
     report.blocks += blocks.len() as u64;
     report.new_blocks += put.new_objects;
-    for (ts_ns, kind) in batch.drain(..) {
-        out.append_at(ts_ns, kind)?;
+    for (hlc, kind) in batch.drain(..) {
+        out.append_stamped(hlc, kind)?;
         report.records_sent += 1;
     }
     out.sync()?;

@@ -91,6 +91,17 @@ fn pushed_logs_replay_from_the_cluster_alone_and_blocks_are_stored_once() {
     let fresh = tempfile::tempdir().unwrap();
     let remote2 = Remote::open(&url, 3, TIMEOUT).unwrap();
     assert_eq!(LogBackend::vm_ids(&remote2).unwrap(), vec!["a", "b"]);
+    // The cluster's records are the local ones, HLC stamps included.
+    for vm in ["a", "b"] {
+        let ours: Vec<_> = dir.records(vm, 1).unwrap().map(Result::unwrap).collect();
+        let theirs: Vec<_> = remote2
+            .records(vm, 1)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(theirs, ours, "{vm}");
+        assert!(theirs.iter().all(|r| !r.node.is_legacy()), "{vm}");
+    }
     for vm in ["a", "b"] {
         for point in [Point::End, Point::Mark("two".into())] {
             let from_cluster = fresh.path().join(format!("{vm}-{point}.img"));

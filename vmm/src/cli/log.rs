@@ -156,6 +156,7 @@ pub fn show(args: &ShowArgs) -> Result<i32, CliError> {
             if args.json {
                 let mut v = serde_json::to_value(&record).expect("records serialize");
                 v["vm"] = vm.clone().into();
+                v["hlc"] = record.hlc().to_string().into();
                 println!("{v}");
             } else {
                 println!(

@@ -47,7 +47,9 @@ pub struct RunArgs {
     /// Record every write and flush of the disk into DIR: its blocks go to
     /// the content store DIR/store (shared by all VMs recorded there), the
     /// change log to DIR/logs/VM-ID (example: --record /var/lib/vmm/rec).
-    /// Needs exactly one --disk.
+    /// Needs exactly one --disk. Records are stamped with this host's node
+    /// id: set VMM_NODE_ID=NAME to name the host (default: from
+    /// /etc/machine-id), so changes of VMs on several hosts merge in order.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
 

@@ -11,6 +11,7 @@ use super::record::Record;
 use super::segment::{
     list_segments, open_segment, seg_path, HeaderState, Probe, SegmentFile, SEG_HEADER_LEN,
 };
+use crate::hlc::Hlc;
 
 /// How a frame is bad, which decides whether it can be a torn tail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +103,8 @@ pub(crate) struct Cursor {
     expected_seq: Option<u64>,
     chain: Option<u32>,
     last_ts: u64,
+    /// The last decoded record's HLC stamp (`None` after a skipped frame).
+    last_hlc: Option<Hlc>,
     /// The segment header starts after a seq gap: its first frame must
     /// declare it.
     need_gap: bool,
@@ -120,6 +123,7 @@ impl Cursor {
             expected_seq: Some(expected),
             chain: Some(chain),
             last_ts: 0,
+            last_hlc: None,
             need_gap: false,
         }
     }
@@ -213,12 +217,18 @@ impl Cursor {
         let offset = self.offset;
         let records = if h.last_seq() < skip_before {
             self.chain = None;
+            self.last_hlc = None;
             None
         } else {
             let stored = self.seg.read_stored(offset, &h)?;
-            match decode_frame(&h, &stored) {
+            match decode_frame(&h, &stored, self.seg.header.version) {
+                Ok((records, _)) if self.hlc_goes_back(&records) => {
+                    let r = "frame's HLC stamps go backwards".into();
+                    return Ok(self.bad(BadKind::Invalid, r));
+                }
                 Ok((records, chain)) => {
                     self.chain = Some(chain);
+                    self.last_hlc = records.last().map(Record::hlc);
                     Some(records)
                 }
                 Err(e) => {
@@ -237,6 +247,13 @@ impl Cursor {
             header: h,
             records,
         })
+    }
+
+    /// The first of `records` orders before the record read before them
+    /// (within a frame, `decode_frame` checks the order).
+    fn hlc_goes_back(&self, records: &[Record]) -> bool {
+        let first = records.first().map(Record::hlc);
+        matches!((self.last_hlc, first), (Some(last), Some(first)) if first < last)
     }
 
     /// Like [`Cursor::step`], but an unfinished frame that the seal file

@@ -89,6 +89,7 @@ impl LogWriter {
         };
         self.seg_no = tail.seg_no;
         self.seg_len = tail.len;
+        self.seg_version = tail.version;
         self.index = tail.index;
         // The index is a cache: with no room to rewrite it (a full disk is
         // why we are cutting), remove it; the next open rebuilds it.

@@ -3,6 +3,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::hlc::Hlc;
+
 /// Everything that can go wrong with a change log. Messages name the file
 /// and offset or seq, and say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,14 @@ pub enum LogError {
          change-log timestamps must not go backwards"
     )]
     TimeWentBackwards { ts_ns: u64, last_ts_ns: u64 },
+
+    /// `append_stamped` was given an HLC stamp that orders before the
+    /// previous record's (a copy out of order).
+    #[error(
+        "record HLC stamp {hlc} orders before the previous record's {last}: \
+         a log's stamps must not go backwards"
+    )]
+    ClockWentBackwards { hlc: Hlc, last: Hlc },
 
     /// The asked-for seq is before the start of the log.
     #[error(

@@ -1,8 +1,9 @@
 //! Frames: a header plus a batch of records, optionally zstd-compressed;
 //! the records' chained CRCs. Layout: see the module doc of `log`.
 
-use super::record::{BodyError, Record, RecordKind};
+use super::record::{record_type, BodyError, Record, RecordKind};
 use super::{get_u32, get_u64};
+use crate::hlc::{Hlc, NodeId};
 
 pub(crate) const FRAME_MAGIC: [u8; 4] = *b"VLFR";
 pub(crate) const FRAME_HEADER_LEN: usize = 56;
@@ -15,8 +16,20 @@ const KNOWN_FLAGS: u8 = FLAG_ZSTD | FLAG_SEQ_GAP;
 pub(crate) const MAX_FRAME_BYTES: u32 = 64 << 20;
 /// `len u32 | crc u32 | type u8`.
 const RECORD_HEADER_LEN: usize = 9;
-/// Smallest record: header plus `ts_ns`.
+/// Smallest record of any version read: header plus `ts_ns` (version 1).
 const MIN_RECORD_LEN: u64 = RECORD_HEADER_LEN as u64 + 8;
+/// The stamp at the start of a version-2 payload: `ts_ns u64 | logical
+/// u32 | node u64`.
+const STAMP_LEN: usize = 8 + 4 + 8;
+
+/// Bytes of stamp before the body in a payload of format `version`.
+fn stamp_len(version: u16) -> usize {
+    if version >= 2 {
+        STAMP_LEN
+    } else {
+        8
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FrameHeader {
@@ -177,12 +190,16 @@ impl FrameBuilder {
         self.first_seq + u64::from(self.count)
     }
 
-    /// Adds a record (already validated); returns its seq.
-    pub fn push(&mut self, ts_ns: u64, kind: &RecordKind) -> u64 {
+    /// Adds a record (already validated) stamped `hlc`, in the current
+    /// format; returns its seq.
+    pub fn push(&mut self, hlc: Hlc, kind: &RecordKind) -> u64 {
         let code = kind.type_code();
+        let ts_ns = hlc.physical_ns;
         let start = self.raw.len();
         self.raw.extend_from_slice(&[0; RECORD_HEADER_LEN]);
         self.raw.extend_from_slice(&ts_ns.to_le_bytes());
+        self.raw.extend_from_slice(&hlc.logical.to_le_bytes());
+        self.raw.extend_from_slice(&hlc.node.0.to_le_bytes());
         kind.encode_body(&mut self.raw);
         let payload = &self.raw[start + RECORD_HEADER_LEN..];
         let len = u32::try_from(payload.len()).expect("record payload fits in u32");
@@ -252,11 +269,12 @@ pub(crate) enum FrameError {
     UnknownType { seq: u64, code: u8 },
 }
 
-/// Checks and decodes a frame's stored bytes; returns its records and the
-/// chain CRC after the last one.
+/// Checks and decodes a frame's stored bytes, written in format `version`
+/// (its segment's); returns its records and the chain CRC after the last.
 pub(crate) fn decode_frame(
     h: &FrameHeader,
     stored: &[u8],
+    version: u16,
 ) -> Result<(Vec<Record>, u32), FrameError> {
     if crc32fast::hash(stored) != h.data_crc {
         return Err(FrameError::Damaged(format!(
@@ -283,10 +301,11 @@ pub(crate) fn decode_frame(
             ),
         ));
     }
-    let mut records = Vec::with_capacity(h.count as usize);
+    let mut records: Vec<Record> = Vec::with_capacity(h.count as usize);
     let mut chain = h.prev_crc;
     let mut prev_ts = h.first_ts;
     let mut pos = 0;
+    let stamp = stamp_len(version);
     for seq in h.first_seq..=h.last_seq() {
         if raw.len() - pos < RECORD_HEADER_LEN {
             return Err(invalid(seq, "frame ends inside a record header".into()));
@@ -308,21 +327,37 @@ pub(crate) fn decode_frame(
         if chain_crc(chain, code, payload) != crc {
             return Err(invalid(seq, "record CRC chain broken".into()));
         }
-        if payload.len() < 8 {
+        if payload.len() < stamp {
+            // A type from a newer writer may be laid out otherwise: say so.
+            if !record_type::is_known(code) {
+                return Err(FrameError::UnknownType { seq, code });
+            }
             return Err(invalid(
                 seq,
                 "record payload shorter than its timestamp".into(),
             ));
         }
-        let ts_ns = get_u64(payload, 0);
+        let hlc = if stamp == STAMP_LEN {
+            Hlc::new(
+                get_u64(payload, 0),
+                get_u32(payload, 8),
+                NodeId(get_u64(payload, 12)),
+            )
+        } else {
+            Hlc::legacy(get_u64(payload, 0))
+        };
+        let ts_ns = hlc.physical_ns;
         if ts_ns < prev_ts || ts_ns > h.last_ts {
             return Err(invalid(seq, "record timestamps out of order".into()));
         }
-        let kind = RecordKind::decode_body(code, &payload[8..]).map_err(|e| match e {
+        if records.last().is_some_and(|r| r.hlc() > hlc) {
+            return Err(invalid(seq, "record HLC stamps out of order".into()));
+        }
+        let kind = RecordKind::decode_body(code, &payload[stamp..]).map_err(|e| match e {
             BodyError::UnknownType(code) => FrameError::UnknownType { seq, code },
             BodyError::Bad(reason) => invalid(seq, reason),
         })?;
-        records.push(Record { seq, ts_ns, kind });
+        records.push(Record::new(seq, hlc, kind));
         chain = crc;
         prev_ts = ts_ns;
         pos = end;
@@ -345,11 +380,12 @@ pub(crate) fn decode_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::FORMAT_VERSION;
 
     fn built(kinds: &[RecordKind]) -> (FrameHeader, Vec<u8>) {
         let mut b = FrameBuilder::new(10, 0x1234);
         for (i, k) in kinds.iter().enumerate() {
-            b.push(100 + i as u64, k);
+            b.push(Hlc::new(100 + i as u64, 0, NodeId(7)), k);
         }
         b.build(true, 3).unwrap()
     }
@@ -370,15 +406,16 @@ mod tests {
             RecordKind::SnapshotTaken { id: "b".into() },
         ];
         let (h, bytes) = built(&kinds);
-        let (recs, chain) = decode_frame(&h, &bytes[FRAME_HEADER_LEN..]).unwrap();
+        let (recs, chain) = decode_frame(&h, &bytes[FRAME_HEADER_LEN..], FORMAT_VERSION).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!((recs[0].seq, recs[0].ts_ns), (10, 100));
+        assert_eq!(recs[1].hlc(), Hlc::new(101, 0, NodeId(7)));
         assert_eq!((recs[1].seq, recs[1].kind.clone()), (11, kinds[1].clone()));
         assert_ne!(chain, 0x1234);
         // A different chain seed breaks the first record's CRC.
         let moved = FrameHeader { prev_crc: 0, ..h };
         assert!(matches!(
-            decode_frame(&moved, &bytes[FRAME_HEADER_LEN..]),
+            decode_frame(&moved, &bytes[FRAME_HEADER_LEN..], FORMAT_VERSION),
             Err(FrameError::Invalid { seq: 10, .. })
         ));
     }
@@ -402,7 +439,7 @@ mod tests {
         let (h, bytes) = built(&marks);
         assert!(h.compressed() && h.stored_len < h.raw_len);
         assert_eq!(
-            decode_frame(&h, &bytes[FRAME_HEADER_LEN..])
+            decode_frame(&h, &bytes[FRAME_HEADER_LEN..], FORMAT_VERSION)
                 .unwrap()
                 .0
                 .len(),

@@ -69,15 +69,36 @@
 //!
 //! A log without `SEAL` (written before seals existed) opens as before: a
 //! torn-looking tail is cut, seqs continue after the last record kept; the
-//! open then creates its seal file. The segment format version stays 1:
+//! open then creates its seal file. Seals came within format version 1:
 //! older readers refuse the one new thing in segments, the `SEQ_GAP` flag,
 //! by name ("unknown frame flags"), and ignore `SEAL`.
 //!
-//! Timestamps (`ts_ns`, host `CLOCK_REALTIME`) never go backwards within a
-//! log: [`LogWriter::append`] clamps a clock that stepped back to the
-//! previous record's time, so time -> seq lookups are well defined.
+//! # Time and HLC stamps
 //!
-//! # On-disk format, version 1 (all integers little-endian)
+//! Every record carries a hybrid logical clock stamp ([`crate::hlc`]):
+//! `ts_ns` (host `CLOCK_REALTIME`, the physical part), a logical counter
+//! and the node id of the host that wrote it. Stamps strictly increase
+//! along what one writer appends, and `ts_ns` never goes backwards within
+//! a log: [`LogWriter::append`] holds a clock that stepped back at the
+//! previous record's time and counts the logical part instead, so time ->
+//! seq lookups (`time=` points) are well defined on `ts_ns` alone. A
+//! writer resumes from the log's last stamp when it opens a log. Records
+//! of several logs merge by stamp (then VM, then seq); see `crate::hlc`
+//! for the clock-skew tolerance.
+//!
+//! # Format versions
+//!
+//! Version 2 (written) adds the stamp's logical counter and node id to
+//! each record's payload, after `ts_ns`; nothing else changed. Version 1
+//! segments (payload `ts_ns | body`) are still read: their records get
+//! the legacy stamp (`ts_ns`, logical 0, node 0 = legacy/unknown). A
+//! writer continuing a version-1 log starts a new, version-2 segment for
+//! its first frame (a segment's frames all have its header's version), so
+//! one log may hold both; index, seal, checkpoint and cut work on frames
+//! and are the same in both. Readers before version 2 refuse a version-2
+//! segment by its header ("segment format version 2").
+//!
+//! # On-disk format, version 2 (all integers little-endian)
 //!
 //! Directory: `NNNNNNNN.seg` segments (8 decimal digits, numbered from 1),
 //! `NNNNNNNN.idx` sparse index beside each, `SEAL` (the sync point, see
@@ -90,7 +111,7 @@
 //! | off | size | field |
 //! |----:|-----:|-------|
 //! | 0   | 8    | magic `b"VMMCLOG\0"` |
-//! | 8   | 2    | format version (1) |
+//! | 8   | 2    | format version (2; 1 is still read) |
 //! | 10  | 2    | vm id length (<= 64) |
 //! | 12  | 4    | chain CRC before this segment (crc of the record before `first_seq`, 0 at the start) |
 //! | 16  | 8    | first seq of this segment |
@@ -121,9 +142,17 @@
 //! back to back; record `i` has seq `first_seq + i`:
 //!
 //! ```text
-//! len u32 | crc u32 | type u8 | payload[len]       payload = ts_ns u64 | body
+//! len u32 | crc u32 | type u8 | payload[len]
+//!   version 2: payload = ts_ns u64 | logical u32 | node u64 | body
+//!   version 1: payload = ts_ns u64 | body
 //! crc = CRC32(previous record's crc as u32 LE || type || payload)
 //! ```
+//!
+//! `ts_ns | logical | node` is the record's HLC stamp; within a frame the
+//! stamps never decrease, and the frame header's times are the first and
+//! last record's `ts_ns`. A record of a type this build does not know is
+//! reported as such (by its type byte) even when its payload is shorter
+//! than a stamp, since a newer version may lay it out otherwise.
 //!
 //! The chain runs across frames and segments (the frame and segment headers
 //! carry its value at their start, so a reader that seeks can verify from
@@ -171,7 +200,7 @@ pub use record::{
     MAX_SEMANTIC_LEN, MAX_WRITE_LEN, SECTOR_SIZE,
 };
 
-pub use segment::{FORMAT_VERSION, MAX_VM_ID_LEN};
+pub use segment::{FORMAT_VERSION, MAX_VM_ID_LEN, OLDEST_FORMAT_VERSION};
 pub use verify::{verify, verify_with, VerifyProblem, VerifyReport};
 pub use writer::{LogOptions, LogWriter};
 

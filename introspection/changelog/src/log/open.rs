@@ -15,6 +15,8 @@ use super::segment::{
     MAX_VM_ID_LEN, SEG_HEADER_LEN,
 };
 use super::writer::{LogOptions, LogWriter};
+use super::FORMAT_VERSION;
+use crate::hlc::{Hlc, HlcClock, NodeId};
 
 /// What [`LogWriter::open`] found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -45,6 +47,10 @@ pub struct OpenReport {
     /// before a crash, never made durable (their store objects may be
     /// missing; see [`LogWriter::cut_to_sync_point`]). `None` if none.
     pub unsynced_from: Option<u64>,
+    /// How far the log's last HLC stamp is ahead of this host's clock, in
+    /// ns (0: not ahead). The writer stamps after it regardless (see
+    /// [`crate::hlc`]); a large value means a clock is wrong somewhere.
+    pub clock_behind_ns: u64,
 }
 
 /// The state of the last segment after its check.
@@ -56,6 +62,24 @@ pub(crate) struct Tail {
     pub chain: u32,
     /// The last seq a cut torn frame's (valid) header named, if any.
     pub torn_last_seq: Option<u64>,
+    /// The segment's format version.
+    pub version: u16,
+    /// The stamp of the segment's last record (`None`: it holds none).
+    pub last_hlc: Option<Hlc>,
+}
+
+/// The clock a writer resumes with: after the log's last stamp. When the
+/// last segment holds no record (its only frame was a torn tail), only the
+/// previous records' time is known: the clock then starts 1 ns past it,
+/// which is after any stamp at that time.
+fn resume_clock(node: NodeId, tail: &Tail, last_ts: u64) -> HlcClock {
+    let mut clock = HlcClock::new(node);
+    match tail.last_hlc {
+        Some(hlc) => clock.observe(hlc),
+        None if last_ts > 0 => clock.observe(Hlc::new(last_ts, u32::MAX, NodeId(u64::MAX))),
+        None => {}
+    }
+    clock
 }
 
 impl LogWriter {
@@ -125,6 +149,8 @@ impl LogWriter {
                 .0
                 .last_ts;
         }
+        let clock = resume_clock(opts.node, &tail, last_ts);
+        report.clock_behind_ns = clock.last_physical().saturating_sub(store::clock::now_ns());
         let seg = match tail.seg_no {
             0 => None,
             no => {
@@ -192,9 +218,10 @@ impl LogWriter {
             seg_no: tail.seg_no,
             seg,
             seg_len: tail.len,
+            seg_version: tail.version,
             index: tail.index,
             frame,
-            last_ts,
+            clock,
             data_sync_needed: false,
             dir_sync_needed: false,
             poisoned: None,
@@ -236,6 +263,8 @@ pub(crate) fn find_tail(
         next_seq: 1,
         chain: 0,
         torn_last_seq: None,
+        version: FORMAT_VERSION,
+        last_hlc: None,
     })
 }
 
@@ -327,11 +356,19 @@ fn check_tail(
     report: &mut OpenReport,
 ) -> Result<Tail, LogError> {
     let mut index = SegmentIndex::new(seg.header.first_seq);
+    let version = seg.header.version;
+    let mut last_hlc = None;
     let mut cursor = Cursor::at_segment_start(dir, no, seg);
     let cut = loop {
         match cursor.step(0)? {
-            Step::Frame { offset, header, .. } => {
-                index.note_frame(offset, &header, opts.index_interval_bytes)
+            Step::Frame {
+                offset,
+                header,
+                records,
+            } => {
+                index.note_frame(offset, &header, opts.index_interval_bytes);
+                // Every frame is decoded here (skip_before 0).
+                last_hlc = records.and_then(|r| r.last().map(|r| r.hlc())).or(last_hlc);
             }
             Step::End => break None,
             Step::Bad(b) if b.kind == BadKind::Incomplete => break Some(b),
@@ -408,6 +445,8 @@ fn check_tail(
         chain: cursor.chain().expect("every frame was decoded"),
         index,
         torn_last_seq,
+        version,
+        last_hlc,
     })
 }
 

@@ -169,7 +169,7 @@ impl LogReader {
                 }
                 Probe::Whole(h) => {
                     let stored = seg.read_stored(offset, &h)?;
-                    let (records, _) = decode_frame(&h, &stored)
+                    let (records, _) = decode_frame(&h, &stored, seg.header.version)
                         .map_err(|e| frame_bad(e, &seg.path, offset, h.first_seq).into_error())?;
                     let hit = records.iter().rev().find(|r| r.ts_ns <= ts_ns);
                     best = hit.map(|r| r.seq).or(best);

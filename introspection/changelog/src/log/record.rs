@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{get_u32, get_u64};
+use crate::hlc::{Hlc, NodeId};
 
 /// Bytes in a disk block: the unit of writes, hashes and the content store.
 pub const BLOCK_SIZE: u32 = store::BLOCK_SIZE as u32;
@@ -25,6 +26,11 @@ pub mod record_type {
     pub const HINT: u8 = 5;
     /// A semantic change lifted from the disk at a barrier, as JSON.
     pub const SEMANTIC_CHANGE: u8 = 6;
+
+    /// A code this build decodes.
+    pub(crate) fn is_known(code: u8) -> bool {
+        (BLOCK_WRITE..=SEMANTIC_CHANGE).contains(&code)
+    }
 }
 
 /// What a barrier request was.
@@ -81,10 +87,37 @@ pub const MAX_SEMANTIC_LEN: usize = 4 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub seq: u64,
-    /// Host `CLOCK_REALTIME` in ns when appended; never decreases along the log.
+    /// Host `CLOCK_REALTIME` in ns when appended; never decreases along the
+    /// log. The physical part of the record's HLC stamp ([`Record::hlc`]).
     pub ts_ns: u64,
+    /// The HLC stamp's logical counter (0 in logs written before HLCs).
+    #[serde(default)]
+    pub logical: u32,
+    /// The host that stamped the record ([`NodeId::LEGACY`] in logs
+    /// written before HLCs).
+    #[serde(default)]
+    pub node: NodeId,
     #[serde(flatten)]
     pub kind: RecordKind,
+}
+
+impl Record {
+    /// A record stamped `hlc` (its `ts_ns` is the stamp's physical part).
+    pub fn new(seq: u64, hlc: Hlc, kind: RecordKind) -> Record {
+        Record {
+            seq,
+            ts_ns: hlc.physical_ns,
+            logical: hlc.logical,
+            node: hlc.node,
+            kind,
+        }
+    }
+
+    /// The record's hybrid logical clock stamp: the order in which records
+    /// of several logs (hosts) merge. See [`crate::hlc`].
+    pub fn hlc(&self) -> Hlc {
+        Hlc::new(self.ts_ns, self.logical, self.node)
+    }
 }
 
 /// Why a body did not decode.
@@ -324,18 +357,24 @@ mod tests {
 
     #[test]
     fn json_is_flat_and_hex() {
-        let r = Record {
-            seq: 3,
-            ts_ns: 7,
-            kind: RecordKind::Barrier {
+        let r = Record::new(
+            3,
+            Hlc::new(7, 2, NodeId(0x1234)),
+            RecordKind::Barrier {
                 kind: BarrierKind::Flush,
                 disk_checksum: [0xab; 32],
             },
-        };
+        );
         let s = serde_json::to_string(&r).unwrap();
+        assert!(s.contains("\"node\":\"0000000000001234\""), "{s}");
+        assert!(s.contains("\"logical\":2"), "{s}");
         assert!(s.contains("\"type\":\"barrier\""), "{s}");
         assert!(s.contains("\"kind\":\"flush\""), "{s}");
         assert!(s.contains(&"ab".repeat(32)), "{s}");
         assert_eq!(serde_json::from_str::<Record>(&s).unwrap(), r);
+        // JSON from before HLCs reads back with the legacy stamp.
+        let old = r#"{"seq":1,"ts_ns":9,"type":"mark","name":"m"}"#;
+        let r = serde_json::from_str::<Record>(old).unwrap();
+        assert_eq!(r.hlc(), Hlc::legacy(9));
     }
 }

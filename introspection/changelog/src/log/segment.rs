@@ -9,8 +9,14 @@ use super::error::{io_err, LogError};
 use super::frame::{FrameHeader, FRAME_HEADER_LEN, FRAME_MAGIC};
 use super::{get_u16, get_u32, get_u64};
 
-/// The change-log format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The change-log format version this build writes: 2 stamps every record
+/// with a hybrid logical clock (logical counter and node id after its
+/// `ts_ns`; see the `log` module doc).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build still reads (1: records carry
+/// `ts_ns` only; they read back with a legacy HLC stamp). A writer never
+/// appends to a segment of an older version: it starts a new segment.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// Longest VM id, in bytes of UTF-8.
 pub const MAX_VM_ID_LEN: usize = 64;
 pub(crate) const SEG_MAGIC: [u8; 8] = *b"VMMCLOG\0";
@@ -18,6 +24,8 @@ pub(crate) const SEG_HEADER_LEN: u64 = 96;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SegmentHeader {
+    /// The format version of every frame in the segment.
+    pub version: u16,
     pub vm_id: String,
     pub first_seq: u64,
     /// Chain CRC of the record before `first_seq` (0 at the log's start).
@@ -30,7 +38,7 @@ impl SegmentHeader {
         assert!(id.len() <= MAX_VM_ID_LEN, "vm id checked by the writer");
         let mut b = [0u8; SEG_HEADER_LEN as usize];
         b[0..8].copy_from_slice(&SEG_MAGIC);
-        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
         b[10..12].copy_from_slice(&(id.len() as u16).to_le_bytes());
         b[12..16].copy_from_slice(&self.prev_crc.to_le_bytes());
         b[16..24].copy_from_slice(&self.first_seq.to_le_bytes());
@@ -48,9 +56,10 @@ impl SegmentHeader {
             return Err("segment header CRC mismatch".into());
         }
         let version = get_u16(b, 8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
-                "segment format version {version}; this build reads version {FORMAT_VERSION}"
+                "segment format version {version}; this build reads versions \
+                 {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
             ));
         }
         let id_len = usize::from(get_u16(b, 10));
@@ -65,6 +74,7 @@ impl SegmentHeader {
             return Err("segment starts at seq 0".into());
         }
         Ok(SegmentHeader {
+            version,
             vm_id,
             first_seq,
             prev_crc: get_u32(b, 12),
@@ -255,6 +265,7 @@ mod tests {
     #[test]
     fn header_roundtrip_and_checks() {
         let h = SegmentHeader {
+            version: FORMAT_VERSION,
             vm_id: "vm-7".into(),
             first_seq: 42,
             prev_crc: 0xdead_beef,
@@ -265,6 +276,15 @@ mod tests {
         bad[20] ^= 0x10;
         assert!(SegmentHeader::decode(&bad).unwrap_err().contains("CRC"));
         assert!(SegmentHeader::decode(&b[..95]).is_err());
+        // Version 1 still reads; a version from the future does not.
+        for (version, ok) in [(1, true), (FORMAT_VERSION + 1, false), (0, false)] {
+            let mut v = b;
+            v[8..10].copy_from_slice(&u16::to_le_bytes(version));
+            let crc = crc32fast::hash(&v[..92]);
+            v[92..96].copy_from_slice(&crc.to_le_bytes());
+            let got = SegmentHeader::decode(&v).map(|h| h.version);
+            assert_eq!(got.is_ok(), ok, "version {version}: {got:?}");
+        }
     }
 
     #[test]

@@ -4,14 +4,14 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::{io_err, LogError};
 use super::frame::{FrameBuilder, FrameHeader};
 use super::index::SegmentIndex;
 use super::record::RecordKind;
 use super::seal::{SealFile, SealState, SEQ_RESERVE};
-use super::segment::{idx_path, seg_path, SegmentHeader, SEG_HEADER_LEN};
+use super::segment::{idx_path, seg_path, SegmentHeader, FORMAT_VERSION, SEG_HEADER_LEN};
+use crate::hlc::{Hlc, HlcClock, NodeId};
 
 /// Tuning for a [`LogWriter`]. Readers need none of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub struct LogOptions {
     pub compress: bool,
     /// zstd level for frames.
     pub zstd_level: i32,
+    /// The host the writer's HLC stamps name (default: [`NodeId::local`],
+    /// which `$VMM_NODE_ID` overrides).
+    pub node: NodeId,
 }
 
 impl Default for LogOptions {
@@ -40,6 +43,7 @@ impl Default for LogOptions {
             // Level 1: semantic records compress almost as well, and frames
             // are compressed on the barrier's path.
             zstd_level: 1,
+            node: NodeId::local(),
         }
     }
 }
@@ -78,9 +82,13 @@ pub struct LogWriter {
     pub(crate) seg_no: u32,
     pub(crate) seg: Option<File>,
     pub(crate) seg_len: u64,
+    /// Format version of the current segment: frames are appended to it
+    /// only when it is [`FORMAT_VERSION`] (an older log gets a new segment).
+    pub(crate) seg_version: u16,
     pub(crate) index: SegmentIndex,
     pub(crate) frame: FrameBuilder,
-    pub(crate) last_ts: u64,
+    /// Stamps records; its last stamp is the last record's (or after it).
+    pub(crate) clock: HlcClock,
     pub(crate) data_sync_needed: bool,
     pub(crate) dir_sync_needed: bool,
     pub(crate) poisoned: Option<String>,
@@ -92,32 +100,61 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Appends a record stamped with the host clock (`CLOCK_REALTIME`),
-    /// clamped so time never goes backwards; returns its seq. Buffered only:
-    /// see [`LogWriter::commit`] and [`LogWriter::sync`].
+    /// Appends a record stamped by the writer's hybrid logical clock from
+    /// the host clock ([`store::clock::now_ns`]): a clock that stepped back
+    /// holds the time and counts the stamp's logical part, so stamps (and
+    /// `ts_ns`) never go backwards. Returns its seq. Buffered only: see
+    /// [`LogWriter::commit`] and [`LogWriter::sync`].
     pub fn append(&mut self, kind: RecordKind) -> Result<u64, LogError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        self.append_at(now.max(self.last_ts), kind)
+        self.append_at(store::clock::now_ns().max(self.clock.last_physical()), kind)
     }
 
-    /// Appends a record with the given time (for imports and tests); fails
-    /// if it is before the previous record's. On error nothing was appended.
+    /// Appends a record at the given time (for imports and tests), stamped
+    /// by this writer's clock; fails if it is before the previous record's.
+    /// On error nothing was appended.
     pub fn append_at(&mut self, ts_ns: u64, kind: RecordKind) -> Result<u64, LogError> {
-        self.check_poisoned()?;
-        kind.validate().map_err(LogError::InvalidRecord)?;
-        if ts_ns < self.last_ts {
-            return Err(LogError::TimeWentBackwards {
-                ts_ns,
-                last_ts_ns: self.last_ts,
+        self.check_append(&kind)?;
+        let last_ts_ns = self.clock.last_physical();
+        if ts_ns < last_ts_ns {
+            return Err(LogError::TimeWentBackwards { ts_ns, last_ts_ns });
+        }
+        self.commit_if_full()?;
+        let hlc = self.clock.tick(ts_ns);
+        Ok(self.frame.push(hlc, &kind))
+    }
+
+    /// Appends a copy of a record from another log with its stamp kept
+    /// (`vmm log push` copies this way); fails if `hlc` orders before the
+    /// previous record's. On error nothing was appended.
+    pub fn append_stamped(&mut self, hlc: Hlc, kind: RecordKind) -> Result<u64, LogError> {
+        self.check_append(&kind)?;
+        if !self.clock.accepts(hlc) {
+            return Err(LogError::ClockWentBackwards {
+                hlc,
+                last: self.clock.last().unwrap_or_default(),
             });
         }
+        self.commit_if_full()?;
+        self.clock.observe(hlc);
+        Ok(self.frame.push(hlc, &kind))
+    }
+
+    /// The stamp of the last record appended, or of the log's last record
+    /// when nothing was appended since it was opened (`None`: empty log).
+    pub fn last_hlc(&self) -> Option<Hlc> {
+        self.clock.last()
+    }
+
+    fn check_append(&self, kind: &RecordKind) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        kind.validate().map_err(LogError::InvalidRecord)
+    }
+
+    fn commit_if_full(&mut self) -> Result<(), LogError> {
         if self.frame.raw_len() >= self.opts.frame_max_bytes {
             self.commit()?;
         }
-        self.last_ts = ts_ns;
-        Ok(self.frame.push(ts_ns, &kind))
+        Ok(())
     }
 
     /// Writes the pending records as one frame (one `write`). They are then
@@ -142,7 +179,9 @@ impl LogWriter {
         }
         let fits = self.seg_len == SEG_HEADER_LEN
             || self.seg_len + bytes.len() as u64 <= self.opts.segment_max_bytes;
-        if self.seg.is_some() && fits {
+        // Frames are in this build's format: never append them to a
+        // segment an older version wrote (its header names that version).
+        if self.seg.is_some() && fits && self.seg_version == FORMAT_VERSION {
             self.write_frame(&h, &bytes)?;
         } else {
             self.start_segment(&h, &bytes)?;
@@ -297,6 +336,7 @@ impl LogWriter {
         let no = self.seg_no + 1;
         let path = seg_path(&self.dir, no);
         let header = SegmentHeader {
+            version: FORMAT_VERSION,
             vm_id: self.vm_id.clone(),
             first_seq: h.first_seq,
             prev_crc: h.prev_crc,
@@ -318,6 +358,7 @@ impl LogWriter {
         self.seg = Some(file);
         self.seg_no = no;
         self.seg_len = buf.len() as u64;
+        self.seg_version = FORMAT_VERSION;
         self.index = SegmentIndex::new(h.first_seq);
         self.index
             .note_frame(SEG_HEADER_LEN, h, self.opts.index_interval_bytes);

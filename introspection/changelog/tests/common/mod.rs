@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use changelog::log::FrameInfo;
-use changelog::{BarrierKind, LogOptions, LogReader, LogWriter, Record, RecordKind};
+use changelog::{BarrierKind, Hlc, LogOptions, LogReader, LogWriter, NodeId, Record, RecordKind};
 
 pub fn hashes(n: usize, salt: u64) -> Vec<[u8; 32]> {
     (0..n as u64)
@@ -49,11 +49,8 @@ pub fn ts(i: u64) -> u64 {
 
 /// The record with seq `seq` as the tests write it (`kind(seq)` at `ts(seq)`).
 pub fn expected(seq: u64) -> Record {
-    Record {
-        seq,
-        ts_ns: ts(seq),
-        kind: kind(seq),
-    }
+    // Times increase by record: every stamp's logical part is 0.
+    Record::new(seq, Hlc::new(ts(seq), 0, NodeId::local()), kind(seq))
 }
 
 pub fn small_segments() -> LogOptions {
