@@ -45,10 +45,13 @@ use changelog::log::{BarrierKind, LogError, OpenReport, RecordKind};
 use changelog::recording::{RecordDir, RecordError};
 use changelog::{Hlc, LogAppend, LogBackend};
 
+mod checkpointing;
 mod differ;
 mod lifting;
 mod prior;
 mod restore;
+
+pub use checkpointing::CheckpointPolicy;
 
 use differ::{run_differ, JobKind, LiftJob, LIFT_QUEUE};
 
@@ -119,6 +122,8 @@ pub struct TapStats {
     pub bad_hints: u64,
     pub semantic_changes: u64,
     pub decode_errors: u64,
+    /// Temporal checkpoints taken (`tap/checkpointing.rs`).
+    pub checkpoints: u64,
 }
 
 pub struct BlockTap {
@@ -161,6 +166,8 @@ pub struct BlockTap {
     run_start: Option<prior::RunStart>,
     /// Main files whose first decode in this run has been sent.
     baselined: BTreeSet<u32>,
+    checkpoint_policy: CheckpointPolicy,
+    since_checkpoint: checkpointing::SinceCheckpoint,
 }
 
 impl BlockTap {
@@ -224,6 +231,8 @@ impl BlockTap {
             last_barrier: None,
             last_barrier_hlc: None,
             stats: TapStats::default(),
+            checkpoint_policy: CheckpointPolicy::default(),
+            since_checkpoint: Default::default(),
         };
         // Seqs may start above 1 (after a declared gap): ask what is kept.
         let had_records = cut.as_ref().map_or(log_report.last_seq, |c| c.cut.last_seq) > 0;
@@ -350,6 +359,7 @@ impl BlockTap {
             self.stats.writes += 1;
             self.stats.blocks += (data.len() / BLOCK) as u64;
             self.stats.bytes += data.len() as u64;
+            self.count_for_checkpoint(data.len() as u64);
         }
         if self.pending_data.len() >= PENDING_LIMIT {
             self.store_pending()?;
@@ -396,6 +406,7 @@ impl BlockTap {
         self.last_barrier_hlc = hlc;
         self.dirty = false;
         self.stats.barriers += 1;
+        self.maybe_checkpoint(seq);
         Ok(seq)
     }
 
@@ -448,6 +459,7 @@ impl BlockTap {
             .append(RecordKind::SnapshotTaken { id: id.to_string() })?;
         self.log.commit()?;
         self.dirty = true;
+        self.checkpoint_at_last_barrier();
         Ok(seq)
     }
 

@@ -7,14 +7,25 @@
 //! the log's base, and an image replayed earlier to seq B starts after B
 //! (a nearer base means less to replay). An image that matches no barrier
 //! is refused: the log cannot say what it holds.
+//!
+//! An empty start uses the log's nearest temporal checkpoint at or before
+//! the target when there is one (`changelog::checkpoints`): its block map
+//! is written into the new disk and the replay starts after its barrier,
+//! so it reads only the log since. A checkpoint is used only once its map
+//! hashes to its barrier's checksum and the log's record at that seq is
+//! that barrier; otherwise an earlier one, or the log's beginning.
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use std::os::unix::fs::FileExt;
+
+use changelog::checkpoints::{self, Checkpoint};
 use changelog::disk_state::DiskState;
 use changelog::log::RecordKind;
 use changelog::LogBackend;
 use introspection::tap::parse_base_mark;
+use store::{ObjectBackend, ObjectId, BLOCK_SIZE};
 
 use crate::ReplayError;
 
@@ -37,19 +48,53 @@ impl FromStr for Base {
     }
 }
 
-/// Writes the base into `out` (a new file) and says where replay starts.
+/// Where a prepared replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// The first record to apply.
+    pub from_seq: u64,
+    /// The checkpoint the disk was built from, if one was.
+    pub checkpoint: Option<u64>,
+}
+
+/// Writes the base into `out` (a new file) and says where replay starts;
+/// `objects` holds the blocks of checkpoints, used unless `checkpoints`
+/// is false.
 pub fn prepare(
     logs: &dyn LogBackend,
+    objects: &dyn ObjectBackend,
     vm: &str,
     base: &Base,
     until: u64,
     out: &Path,
-) -> Result<u64, ReplayError> {
+    checkpoints: bool,
+) -> Result<Start, ReplayError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReplayError::Image { path, source }
     };
     match base {
+        Base::Empty if checkpoints => {
+            for cp in logs
+                .checkpoints(vm)?
+                .iter()
+                .rev()
+                .filter(|c| c.seq <= until)
+            {
+                match from_checkpoint(logs, objects, vm, cp, out) {
+                    Ok(()) => {
+                        return Ok(Start {
+                            from_seq: cp.seq + 1,
+                            checkpoint: Some(cp.seq),
+                        })
+                    }
+                    Err(CheckpointUnusable(why)) => {
+                        tracing::warn!("checkpoint at seq {} of VM {vm} not used: {why}", cp.seq)
+                    }
+                }
+            }
+            prepare(logs, objects, vm, base, until, out, false)
+        }
         Base::Empty => {
             let mut size = None;
             for record in logs.records(vm, 1)? {
@@ -65,7 +110,10 @@ pub fn prepare(
             File::create(out)
                 .and_then(|f| f.set_len(size))
                 .map_err(io(out))?;
-            Ok(1)
+            Ok(Start {
+                from_seq: 1,
+                checkpoint: None,
+            })
         }
         Base::Image(image) => {
             std::fs::copy(image, out).map_err(io(image))?;
@@ -87,7 +135,51 @@ pub fn prepare(
                     }
                 }
             }
-            start.ok_or_else(|| ReplayError::BaseNotInLog(image.clone()))
+            start
+                .map(|from_seq| Start {
+                    from_seq,
+                    checkpoint: None,
+                })
+                .ok_or_else(|| ReplayError::BaseNotInLog(image.clone()))
         }
     }
+}
+
+/// Why a checkpoint was passed over.
+struct CheckpointUnusable(String);
+
+/// Writes checkpoint `cp`'s disk into `out` (a new file).
+fn from_checkpoint(
+    logs: &dyn LogBackend,
+    objects: &dyn ObjectBackend,
+    vm: &str,
+    cp: &Checkpoint,
+    out: &Path,
+) -> Result<(), CheckpointUnusable> {
+    let no = |why: String| CheckpointUnusable(why);
+    let record = logs
+        .records(vm, cp.seq)
+        .map_err(|e| no(e.to_string()))?
+        .next()
+        .transpose()
+        .map_err(|e| no(e.to_string()))?;
+    match record {
+        Some(r) if r.seq == cp.seq => match r.kind {
+            RecordKind::Barrier { disk_checksum, .. } if disk_checksum == cp.disk_checksum => {}
+            _ => return Err(no("the log's record there is not its barrier".into())),
+        },
+        _ => return Err(no("the log has no record at its seq".into())),
+    }
+    let state = checkpoints::load(cp, objects).map_err(|e| no(e.to_string()))?;
+    let file = File::create(out).map_err(|e| no(format!("{}: {e}", out.display())))?;
+    file.set_len(state.num_blocks() * BLOCK_SIZE as u64)
+        .map_err(|e| no(format!("{}: {e}", out.display())))?;
+    for (block, hash) in state.iter_nonzero() {
+        let data = objects
+            .get(&ObjectId(*hash))
+            .map_err(|e| no(format!("block {block}: {e}")))?;
+        file.write_all_at(&data, block * BLOCK_SIZE as u64)
+            .map_err(|e| no(format!("{}: {e}", out.display())))?;
+    }
+    Ok(())
 }

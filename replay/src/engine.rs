@@ -99,6 +99,9 @@ pub struct Options<'a> {
     /// Asked before every record: true abandons the replay with
     /// `ReplayError::Cancelled` (a signal arrived, say).
     pub cancel: Option<&'a dyn Fn() -> bool>,
+    /// Start an empty-based replay from the nearest checkpoint (see
+    /// `base.rs`); false replays the whole log.
+    pub checkpoints: bool,
 }
 
 impl Default for Options<'_> {
@@ -112,6 +115,7 @@ impl Default for Options<'_> {
             speed: None,
             progress: false,
             cancel: None,
+            checkpoints: true,
         }
     }
 }
@@ -120,6 +124,8 @@ impl Default for Options<'_> {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplayReport {
     pub from_seq: u64,
+    /// The checkpoint the disk was started from (its barrier's seq).
+    pub checkpoint: Option<u64>,
     pub records_read: u64,
     pub writes_applied: u64,
     pub writes_dropped: u64,

@@ -113,10 +113,14 @@ pub fn replay_to_file_from(
         if cancelled() {
             return Err(ReplayError::Cancelled);
         }
-        let from = base::prepare(logs, vm_id, base, until, &tmp)?;
-        opts.from_seq = from;
+        // A what-if may change records before any checkpoint: from the
+        // beginning then.
+        let checkpoints = opts.checkpoints && !opts.what_if.changes_history();
+        let start = base::prepare(logs, objects, vm_id, base, until, &tmp, checkpoints)?;
+        opts.from_seq = start.from_seq;
         opts.until_seq = until;
-        let report = engine::replay_from(logs, objects, vm_id, &tmp, opts)?;
+        let mut report = engine::replay_from(logs, objects, vm_id, &tmp, opts)?;
+        report.checkpoint = start.checkpoint;
         // The last chance to leave `out` as it was.
         if cancelled() {
             return Err(ReplayError::Cancelled);

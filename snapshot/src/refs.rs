@@ -5,11 +5,12 @@
 //! Snapshots are walked by [`crate::gc::walk_snapshots`] (page-list
 //! chunks, then pages), change logs here (each block a write names, in
 //! seq order, with the barriers between them so that callers can tell how
-//! far a log replays).
+//! far a log replays; then the map chunks of the log's checkpoints).
 use std::path::Path;
 
 use crate::gc::{collect_marked, CollectReport, GcError};
 use crate::{ManifestError, SnapshotDir};
+use changelog::checkpoints;
 use changelog::log::{LogError, LogReader, RecordKind};
 use changelog::recording::RecordDir;
 use store::{ObjectId, Store};
@@ -21,6 +22,9 @@ pub enum Referrer<'a> {
     Log { vm: &'a str, seq: u64 },
     /// A snapshot's page list (chunk or page).
     Snapshot { id: &'a str },
+    /// A map chunk of VM `vm`'s temporal checkpoint at `seq` (derived
+    /// data: without it a replay starts from an earlier checkpoint).
+    Checkpoint { vm: &'a str, seq: u64 },
 }
 
 /// One step of [`walk`].
@@ -167,6 +171,11 @@ fn walk_log(rec: &RecordDir, vm: &str, visit: &mut impl FnMut(Visit<'_>)) -> Res
                 seq: record.seq,
             }),
             _ => {}
+        }
+    }
+    for cp in checkpoints::read_local(&rec.log_dir(vm)).list {
+        for (_, id) in &cp.chunks {
+            visit(Visit::Object(*id, Referrer::Checkpoint { vm, seq: cp.seq }));
         }
     }
     Ok(())

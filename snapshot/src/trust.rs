@@ -246,6 +246,9 @@ fn attribute(
                         w.snapshots.push(snap.to_string());
                     }
                 }
+                // A replay passes over a checkpoint whose map is bad: the
+                // log still replays; the object is listed as bad.
+                Referrer::Checkpoint { .. } => {}
             }
         }
         Visit::Object(..) => {}

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use changelog::log::BarrierKind;
 use changelog::recording::RecordDir;
 use introspection::decode::DecodeLimits;
+use introspection::tap::CheckpointPolicy;
 use introspection::tap_recovery::Abandoned;
 use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
 use snapshot::GuestFile;
@@ -40,6 +41,8 @@ pub struct RecordConfig {
     /// Replicate every barrier to a cluster before the guest's FLUSH
     /// completes (`--replicate`).
     pub replicate: Option<ReplicaConfig>,
+    /// When to take temporal checkpoints (`--checkpoint-every`).
+    pub checkpoints: CheckpointPolicy,
 }
 
 /// A VM id names a log directory: keep it a plain, short file name.
@@ -132,9 +135,10 @@ impl Recorder {
             .as_ref()
             .map(|c| Replica::open(c, &dir, &config.vm_id))
             .transpose()?;
-        let (tap, open_report) =
+        let (mut tap, open_report) =
             BlockTap::open_with_limits(&dir, &config.vm_id, image, config.decode_limits)
                 .map_err(RecorderError::OpenTap)?;
+        tap.set_checkpoint_policy(config.checkpoints);
         let log = &open_report.log;
         if log.truncated_bytes > 0 {
             tracing::warn!(

@@ -29,7 +29,7 @@ use introspection::semantic::Format;
 use super::state::State;
 use super::stream::VmStream;
 use super::SemanticError;
-use crate::{base, engine, Base, Control, Step};
+use crate::{base, engine, Base, Control, ReplayError, Step};
 
 /// The file table as the recording host had it just before record `seq`.
 pub fn lifter_at(stream: &VmStream, disk_bytes: u64, seq: u64) -> Lifter {
@@ -149,7 +149,10 @@ pub fn decode_from_disk(
     // The last barrier at which the log lifted changes of the file.
     let lifted = stream.changes.iter().map(|c| c.seq).max();
     let _guard = Scratch(scratch.to_path_buf());
-    let from = base::prepare(dir, &stream.vm, &Base::Empty, last, scratch)?;
+    // From the beginning, not a checkpoint: the replay must pass the
+    // barrier of the last lift, which may lie before any checkpoint.
+    let store = dir.open_store().map_err(ReplayError::from)?;
+    let from = base::prepare(dir, &store, &stream.vm, &Base::Empty, last, scratch, false)?.from_seq;
     let disk_bytes = match stream.disk_bytes {
         Some(n) => n,
         None => std::fs::metadata(scratch)

@@ -43,6 +43,8 @@ pub struct PushReport {
     pub new_blocks: u64,
     /// The last seq now in the cluster.
     pub remote_after: u64,
+    /// Temporal checkpoints sent (their maps with them).
+    pub checkpoints_sent: u64,
 }
 
 /// Pushes `vm`'s log in `dir` to `remote` (see the module doc).
@@ -127,7 +129,35 @@ pub fn push_from(
     }
     send(store, remote, out, &mut batch, &mut blocks, &mut report)?;
     report.remote_after = out.last_seq();
+    report.checkpoints_sent = push_checkpoints(dir, store, vm, remote, out)?;
     Ok(report)
+}
+
+/// Sends the local checkpoints of `vm` the cluster lacks and whose
+/// barrier it has, each map before the entry that names it.
+fn push_checkpoints(
+    dir: &RecordDir,
+    store: &Store,
+    vm: &str,
+    remote: &Remote,
+    out: &mut RemoteAppend,
+) -> Result<u64, PushError> {
+    let mut sent = 0;
+    for cp in dir.checkpoints(vm)? {
+        if cp.seq <= out.last_checkpoint() || cp.seq > out.last_seq() {
+            continue;
+        }
+        let ids: Vec<ObjectId> = cp.chunks.iter().map(|(_, id)| *id).collect();
+        let data: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| store.get(id))
+            .collect::<Result<_, _>>()?;
+        let items: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        remote.put_hashed(&items, &ids)?;
+        out.add_checkpoint(&cp)?;
+        sent += 1;
+    }
+    Ok(sent)
 }
 
 /// Blocks first, then the records that name them.

@@ -81,6 +81,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
                 decode: true,
                 decode_limits: Default::default(),
                 replicate: None,
+                checkpoints: Default::default(),
             }),
             ..VmConfig::default()
         };
@@ -267,6 +268,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             decode: true,
             decode_limits: Default::default(),
             replicate: None,
+            checkpoints: Default::default(),
         }),
         ..VmConfig::default()
     };

@@ -43,6 +43,52 @@ pub enum LogCommand {
     ///
     /// Example: vmm log push /tmp/rec --to nats://127.0.0.1:4222/lab
     Push(super::source::PushArgs),
+    /// List a VM's temporal checkpoints (seq, time, blocks mapped): the
+    /// points `vmm replay` starts from instead of the log's beginning.
+    ///
+    /// Example: vmm log checkpoints /tmp/rec --vm web1 --json
+    Checkpoints(CheckpointsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointsArgs {
+    /// Record directory, or a record set in a cluster
+    /// (nats://HOST:PORT[,HOST:PORT...]/NAME).
+    #[arg(value_name = "DIR|URL")]
+    pub dir: PathBuf,
+    /// Whose checkpoints (default: every VM's).
+    #[arg(long, value_name = "ID")]
+    pub vm: Option<String>,
+    /// One JSON object per checkpoint.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vmm log checkpoints`.
+pub fn checkpoints(args: &CheckpointsArgs) -> Result<i32, CliError> {
+    let source = super::source::Source::open(&args.dir)?;
+    let logs = source.logs();
+    for vm in vms(logs, &args.vm)? {
+        for cp in logs.checkpoints(&vm).map_err(CliError::from_display)? {
+            let blocks: u64 = cp.chunks.len() as u64;
+            if args.json {
+                let mut v = serde_json::to_value(&cp).expect("checkpoints serialize");
+                v["vm"] = serde_json::Value::String(vm.clone());
+                println!("{v}");
+            } else {
+                println!(
+                    "{vm}  seq {}  {}  {} map chunk(s), disk checksum {}",
+                    cp.seq,
+                    humantime::format_rfc3339_nanos(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(cp.ts_ns)
+                    ),
+                    blocks,
+                    store::hex::encode(&cp.disk_checksum)
+                );
+            }
+        }
+    }
+    Ok(0)
 }
 
 #[derive(Debug, Args)]

@@ -244,6 +244,7 @@ pub fn main() -> i32 {
         Command::Log(log::LogCommand::Verify(args)) => log::verify(args),
         Command::Log(log::LogCommand::Mark(args)) => log::mark(args),
         Command::Log(log::LogCommand::Push(args)) => source::push(args),
+        Command::Log(log::LogCommand::Checkpoints(args)) => log::checkpoints(args),
         Command::Store(store::StoreCommand::Stats(args)) => store::stats(args),
         Command::Store(store::StoreCommand::Gc(args)) => store::gc(args),
         Command::Store(store::StoreCommand::Verify(args)) => store::verify(args),

@@ -69,6 +69,10 @@ pub struct ReplayArgs {
     /// What-if: stop just before record SEQ.
     #[arg(long, value_name = "SEQ")]
     pub stop_before: Option<u64>,
+    /// Replay the whole log from its beginning instead of starting from
+    /// the nearest checkpoint at or before --until (with --base empty).
+    #[arg(long)]
+    pub no_checkpoints: bool,
     /// Do not check barrier checksums (the result is marked unverified).
     #[arg(long)]
     pub allow_unverified: bool,
@@ -308,6 +312,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
         speed: args.speed,
         progress: !observe,
         cancel: Some(&cancel),
+        checkpoints: !args.no_checkpoints,
         ..Options::default()
     };
     let source = Source::open(&args.log)?;
@@ -350,6 +355,11 @@ fn print_report(args: &ReplayArgs, vm: &str, r: &ReplayReport) {
         r.blocks_written,
         r.barriers_verified,
     );
+    if let Some(cp) = r.checkpoint {
+        println!(
+            "started from the checkpoint at seq {cp} (--no-checkpoints replays the whole log)"
+        );
+    }
     println!("disk checksum {}", r.checksum);
     if r.what_if {
         println!(

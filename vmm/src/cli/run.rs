@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use introspection::tap::CheckpointPolicy;
 use vmm::machine::SnapshotConfig;
 use vmm::recording::{RecordConfig, ReplicaConfig};
 use vmm::shared::SharedMemConfig;
@@ -67,6 +68,18 @@ pub struct RunArgs {
     /// when it creates the record set (1 for a single server).
     #[arg(long, value_name = "N", default_value_t = 3, requires = "replicate")]
     pub replicas: usize,
+
+    /// With --record: take a temporal checkpoint (the disk's block map, kept
+    /// in the store) every N barriers, so `vmm replay` starts from the
+    /// nearest one instead of the log's beginning; 0: never by count.
+    /// Checkpoints are also taken at every snapshot.
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "record")]
+    pub checkpoint_every: u64,
+
+    /// With --record: also take one after every MIB MiB written; 0: never
+    /// by size.
+    #[arg(long, value_name = "MIB", default_value_t = 1024, requires = "record")]
+    pub checkpoint_every_mib: u64,
 
     /// With --record: do not offer the guest the hint channel, so nothing
     /// is decoded into semantic changes (block recording only).
@@ -169,6 +182,10 @@ impl RunArgs {
                     url,
                     replicas: self.replicas,
                 }),
+                checkpoints: CheckpointPolicy {
+                    every_barriers: self.checkpoint_every,
+                    every_bytes: self.checkpoint_every_mib << 20,
+                },
             }),
             snapshot: self
                 .snapshots

@@ -97,6 +97,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
                 budget_mib: args.decode_budget_mib,
             },
             replicate: None,
+            checkpoints: Default::default(),
         }),
         snapshot: Some(SnapshotConfig {
             dir: args.snapshots.clone().unwrap_or(dir),

@@ -1,0 +1,141 @@
+//! Temporal checkpoints: a recording takes them every N barriers, `vmm
+//! replay` starts from the nearest one at or before its target and gives
+//! exactly the bytes of a replay of the whole log, a damaged checkpoint is
+//! passed over, and checkpoints travel to a cluster with `log push`.
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+const WORK: &str = "workload=blk-writes seed=11 writes=60 max_blocks=16 flush_every=2";
+
+fn ok(args: &[&str]) -> String {
+    let out = vmm(args);
+    assert_eq!(out.status.code(), Some(0), "vmm {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn checkpoints(source: &str) -> Vec<Value> {
+    ok(&["log", "checkpoints", source, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn replay(source: &str, until: &str, out: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "replay",
+        "--log",
+        source,
+        "--until",
+        until,
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(ok(&args).trim()).unwrap()
+}
+
+fn recorded(dir: &Path) -> std::path::PathBuf {
+    let rec = dir.join("rec");
+    let disk = blank_disk(dir, "d.img", 16);
+    run_recorded(&disk, &rec, "vm0", WORK, &["--checkpoint-every", "7"]);
+    rec
+}
+
+#[test]
+fn replays_start_from_the_nearest_checkpoint_and_match_a_whole_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recorded(dir.path());
+    let rec_s = rec.to_str().unwrap();
+    let cps = checkpoints(rec_s);
+    assert!(cps.len() >= 3, "30 barriers, one checkpoint per 7: {cps:?}");
+    let seqs: Vec<u64> = cps.iter().map(|c| c["seq"].as_u64().unwrap()).collect();
+
+    // To the end, to a checkpoint's own barrier, and between two.
+    let between = format!("seq={}", seqs[1] + 3);
+    let at = format!("seq={}", seqs[1]);
+    for until in ["end", at.as_str(), between.as_str()] {
+        let a = dir.path().join("a.img");
+        let b = dir.path().join("b.img");
+        let fast = replay(rec_s, until, &a, &["--force"]);
+        let whole = replay(rec_s, until, &b, &["--force", "--no-checkpoints"]);
+        assert_eq!(whole["checkpoint"], Value::Null);
+        assert_eq!(whole["from_seq"], 1);
+        let used = fast["checkpoint"].as_u64().expect("a checkpoint was used");
+        assert!(seqs.contains(&used));
+        assert_eq!(fast["from_seq"], used + 1);
+        assert!(fast["records_read"].as_u64() < whole["records_read"].as_u64());
+        assert_eq!(fast["checksum"], whole["checksum"], "{until}");
+        assert_eq!(fast["verified"], true);
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "{until}"
+        );
+    }
+    // Text output says where it started.
+    let out = dir.path().join("t.img");
+    let text = ok(&["replay", "--log", rec_s, "--out", out.to_str().unwrap()]);
+    assert!(
+        text.contains("started from the checkpoint at seq"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_damaged_checkpoint_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recorded(dir.path());
+    let rec_s = rec.to_str().unwrap();
+    let index = rec.join("logs/vm0/checkpoints");
+    let text = std::fs::read_to_string(&index).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let n = lines.len();
+    // The newest claims another disk checksum (its line's CRC made to
+    // match, so only the map check can catch it).
+    let (json, _) = lines[n - 1].rsplit_once('\t').unwrap();
+    let mut cp: Value = serde_json::from_str(json).unwrap();
+    let newest = cp["seq"].as_u64().unwrap();
+    cp["disk_checksum"] = Value::String("00".repeat(32));
+    let json = cp.to_string();
+    lines[n - 1] = format!("{json}\t{:08x}", crc32fast::hash(json.as_bytes()));
+    // And a torn line after it.
+    lines.push("{\"seq\":9".into());
+    std::fs::write(&index, lines.join("\n") + "\n").unwrap();
+
+    let a = dir.path().join("a.img");
+    let b = dir.path().join("b.img");
+    let fast = replay(rec_s, "end", &a, &[]);
+    let whole = replay(rec_s, "end", &b, &["--no-checkpoints"]);
+    let used = fast["checkpoint"].as_u64().unwrap();
+    assert!(used < newest, "the damaged newest one ({newest}) was used");
+    assert_eq!(fast["checksum"], whole["checksum"]);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+#[test]
+fn checkpoints_travel_to_the_cluster() {
+    let Some(cluster) = jetstream::cluster::TestCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recorded(dir.path());
+    let rec_s = rec.to_str().unwrap();
+    let url = format!("nats://{}/cps", cluster.urls().replace("nats://", ""));
+    let pushed: Value =
+        serde_json::from_str(ok(&["log", "push", rec_s, "--to", &url, "--json"]).trim()).unwrap();
+    let local = checkpoints(rec_s);
+    assert_eq!(pushed["checkpoints_sent"], local.len() as u64);
+    assert_eq!(checkpoints(&url), local);
+    let a = dir.path().join("a.img");
+    let b = dir.path().join("b.img");
+    let remote = replay(&url, "end", &a, &[]);
+    let whole = replay(rec_s, "end", &b, &["--no-checkpoints"]);
+    assert!(remote["checkpoint"].as_u64().is_some());
+    assert_eq!(remote["checksum"], whole["checksum"]);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
