@@ -84,6 +84,17 @@ fn replays_start_from_the_nearest_checkpoint_and_match_a_whole_replay() {
         text.contains("started from the checkpoint at seq"),
         "{text}"
     );
+    // To a checkpoint's own barrier no record follows it, and the disk is
+    // verified there.
+    let out_s = out.to_str().unwrap();
+    let text = ok(&[
+        "replay", "--log", rec_s, "--until", &at, "--force", "--out", out_s,
+    ]);
+    assert!(text.contains(&format!("to seq {}", seqs[1])), "{text}");
+    assert!(!text.contains("not yet confirmed"), "{text}");
+    let exact = replay(rec_s, &at, &out, &["--force"]);
+    assert_eq!(exact["last_seq"], seqs[1]);
+    assert_eq!(exact["last_verified_barrier"], seqs[1]);
 }
 
 #[test]

@@ -121,6 +121,15 @@ pub fn replay_to_file_from(
         opts.until_seq = until;
         let mut report = engine::replay_from(logs, objects, vm_id, &tmp, opts)?;
         report.checkpoint = start.checkpoint;
+        if let Some(cp) = start.checkpoint {
+            // The checkpoint's map was checked against its barrier: the
+            // disk is verified at least to there, even if no record
+            // followed it.
+            if report.last_seq < cp {
+                report.last_seq = cp;
+            }
+            report.last_verified_barrier = report.last_verified_barrier.or(Some(cp));
+        }
         // The last chance to leave `out` as it was.
         if cancelled() {
             return Err(ReplayError::Cancelled);

@@ -128,12 +128,6 @@ impl Remote {
         })
     }
 
-    /// The checkpoint bucket's key of `vm`'s checkpoint at `seq`: sorts by
-    /// seq within a VM.
-    fn checkpoint_key(vm: &str, seq: u64) -> String {
-        format!("{vm}.{seq:020}")
-    }
-
     fn log_err(&self, e: Error) -> LogError {
         log_err(&self.url.to_string(), e)
     }
@@ -209,23 +203,7 @@ impl LogBackend for Remote {
     }
 
     fn checkpoints(&self, vm: &str) -> Result<Vec<Checkpoint>, LogError> {
-        let prefix = format!("{vm}.");
-        let mut out = Vec::new();
-        for key in self.checkpoints.list().map_err(|e| self.log_err(e))? {
-            if !key.starts_with(&prefix) {
-                continue;
-            }
-            let Some(bytes) = self.checkpoints.get(&key).map_err(|e| self.log_err(e))? else {
-                continue;
-            };
-            match serde_json::from_slice::<Checkpoint>(&bytes) {
-                Ok(cp) => out.push(cp),
-                // Derived data: an unreadable one is not used.
-                Err(e) => tracing::warn!("checkpoint {key} in {} is unreadable: {e}", self.url),
-            }
-        }
-        out.sort_by_key(|c| c.seq);
-        Ok(out)
+        read_checkpoints(&self.checkpoints, vm).map_err(|e| self.log_err(e))
     }
 
     fn vm_ids(&self) -> Result<Vec<String>, LogError> {
@@ -263,6 +241,29 @@ fn decode(location: &str, bytes: &[u8]) -> Result<LogRecord, LogError> {
         location: location.to_string(),
         source: Box::new(e),
     })
+}
+
+/// Bytes of one VM's checkpoint list at most: well below a message's
+/// 1 MiB limit.
+const MAX_CHECKPOINT_LIST: usize = 512 << 10;
+
+/// `vm`'s checkpoints in the record set's checkpoint bucket (key = VM id,
+/// value = the JSON list, by seq); none if it has none.
+fn read_checkpoints(bucket: &ManifestBucket, vm: &str) -> Result<Vec<Checkpoint>, Error> {
+    let Some(bytes) = bucket.get(vm)? else {
+        return Ok(Vec::new());
+    };
+    match serde_json::from_slice::<Vec<Checkpoint>>(&bytes) {
+        Ok(list) => Ok(list),
+        // Derived data: an unreadable list is not used.
+        Err(e) => {
+            tracing::warn!(
+                "the checkpoint list of VM {vm} in {} is unreadable: {e}",
+                bucket.name()
+            );
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Writes one VM's log in a cluster (see the module doc).
@@ -355,14 +356,21 @@ impl LogAppend for RemoteAppend {
     }
 
     fn add_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), LogError> {
-        let key = Remote::checkpoint_key(&self.vm, cp.seq);
-        let bytes = serde_json::to_vec(cp).expect("checkpoints serialize");
-        match self.checkpoints.put(&key, &bytes) {
-            Ok(()) => {}
-            // Sent before (a push whose ack was lost): the same one is fine.
-            Err(Error::ManifestExists { .. })
-                if self.checkpoints.get(&key).ok().flatten().as_deref() == Some(&bytes[..]) => {}
-            Err(e) => return Err(log_err(&self.location, e)),
+        let mut list = read_checkpoints(&self.checkpoints, &self.vm)
+            .map_err(|e| log_err(&self.location, e))?;
+        if !list.iter().any(|c| c.seq == cp.seq) {
+            list.push(cp.clone());
+            list.sort_by_key(|c| c.seq);
+            // The newest that fit one value; older ones are dropped first
+            // (a replay then starts from an older point only).
+            let mut bytes = serde_json::to_vec(&list).expect("checkpoints serialize");
+            while bytes.len() > MAX_CHECKPOINT_LIST && list.len() > 1 {
+                list.remove(0);
+                bytes = serde_json::to_vec(&list).expect("checkpoints serialize");
+            }
+            self.checkpoints
+                .replace(&self.vm, &bytes)
+                .map_err(|e| log_err(&self.location, e))?;
         }
         self.last_checkpoint = self.last_checkpoint.max(cp.seq);
         Ok(())

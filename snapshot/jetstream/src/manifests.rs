@@ -1,11 +1,14 @@
-//! Write-once values in a JetStream key-value bucket: snapshot manifests,
-//! and the temporal checkpoints of a record set's logs.
+//! Values in a JetStream key-value bucket: snapshot manifests, and the
+//! temporal checkpoints of a record set's logs.
 //!
 //! Format: bucket `<name>` (stream `KV_<name>`, description
 //! `vmm-jetstream/v1 manifests` or `... checkpoints`), history 1, file
-//! storage, key = manifest id (or `<vm>.<seq>` for a checkpoint), value =
-//! the bytes as the caller encoded them. A value is written once: `put` of
-//! an existing key is refused, never overwritten.
+//! storage, key = manifest id (or the VM id for its checkpoint list),
+//! value = the bytes as the caller encoded them. A manifest is written
+//! once: `put` of an existing key is refused, never overwritten; a
+//! checkpoint list is rewritten whole by its one writer (`replace`).
+//! Reads are single-key gets from the stream leader: no consumer, so they
+//! work while a node is down (listing keys needs one).
 
 use std::sync::Arc;
 
@@ -87,13 +90,33 @@ impl ManifestBucket {
         }
     }
 
-    /// Manifest `id`'s bytes, `None` if there is none.
+    /// Stores `bytes` under `key`, replacing what was there (for values
+    /// with one writer that rewrites them whole, like a VM's checkpoint
+    /// list; manifests use [`Self::put`]).
+    pub fn replace(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        check_key("key", key)?;
+        self.conn
+            .block_on(self.kv.put(key, Bytes::copy_from_slice(bytes)))
+            .map(drop)
+            .map_err(|e| Error::js("bucket put", self.target(key), e))
+    }
+
+    /// Manifest `id`'s bytes, `None` if there is none. A read that times
+    /// out (a node just went away and the bucket is electing a leader) is
+    /// asked again until the connection's timeout has passed three times.
     pub fn get(&self, id: &str) -> Result<Option<Vec<u8>>> {
         check_key("manifest id", id)?;
-        self.conn
-            .block_on(self.kv.get(id))
-            .map(|v| v.map(|b| b.to_vec()))
-            .map_err(|e| Error::js("manifest get", self.target(id), e))
+        let deadline = std::time::Instant::now() + self.conn.timeout * 3;
+        loop {
+            match self.conn.block_on(self.kv.get(id)) {
+                Ok(v) => return Ok(v.map(|b| b.to_vec())),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::debug!("get of {} retried: {e}", self.target(id));
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(e) => return Err(Error::js("manifest get", self.target(id), e)),
+            }
+        }
     }
 
     /// The ids of all manifests, sorted.

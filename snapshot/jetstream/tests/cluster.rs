@@ -96,7 +96,8 @@ fn append_read_back_per_vm_and_manifests() {
     let err = man.put("snap-1", b"other").unwrap_err();
     assert!(matches!(err, Error::ManifestExists { .. }), "{err}");
     assert_eq!(man.get("snap-1").unwrap().unwrap(), b"manifest one");
-    assert!(matches!(man.get("a.b"), Err(Error::BadName { .. })));
+    assert!(matches!(man.get("a b"), Err(Error::BadKey { .. })));
+    assert!(matches!(man.get(".a"), Err(Error::BadKey { .. })));
 
     // A record above one message's limit is refused before anything is sent.
     let huge = vec![0u8; 2 << 20];
