@@ -29,7 +29,10 @@ pub struct Lifted {
     pub collection: Arc<str>,
     pub key: Key,
     pub op: Op,
-    pub before: Option<Row>,
+    /// Boxed: the fold reads it once, in stream order, while the change
+    /// itself is read again (as the row it set) in any order; kept out of
+    /// the change, it leaves the stream smaller (inserts have none).
+    pub before: Option<Box<Row>>,
     pub after: Option<Row>,
 }
 
@@ -43,13 +46,16 @@ impl From<&SemanticChange> for Lifted {
             collection: c.collection.as_str().into(),
             key: Key::parse(&c.key),
             op: c.op,
-            before: c.before.clone().map(Row::from_value),
+            before: c.before.clone().map(|v| Box::new(Row::from_value(v))),
             after: c.after.clone().map(Row::from_value),
         }
     }
 }
 
 /// What one record holds for the file being read.
+// One record at a time is read, and its change moves on into the stream:
+// boxing it would cost an allocation per change for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     Change(Lifted),
     /// A decode error of the file: its format and barrier.
@@ -144,6 +150,7 @@ pub fn parse_record(json: &str, file: &str, shared: &mut Shared) -> Record {
     let (Ok(before), Ok(after)) = (row(f.before), row(f.after)) else {
         return Record::Unreadable;
     };
+    let before = before.map(Box::new);
     Record::Change(Lifted {
         vm: shared.name(&vm),
         seq,

@@ -7,7 +7,8 @@
 //! store them. A [`Row::Object`] instead keeps its member names sorted in a
 //! list shared by every row of the same shape (interned while parsing, see
 //! [`Interner`]) and its values encoded in one byte buffer, read in place
-//! (text is bound to SQLite straight from it).
+//! (text is bound to SQLite straight from it), in the row itself when
+//! short (see [`Data`]).
 //!
 //! The form is canonical: every JSON object is a [`Row::Object`] (members
 //! sorted by name, a repeated name keeps its last value, as
@@ -33,16 +34,21 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
+use super::data::Data;
 use super::state::canonical_json;
 
 /// Member names of a row shape, sorted.
 pub type Names = Arc<[Box<str>]>;
 
+/// Aligned to cache lines: the fold and the output read rows in random
+/// order, and an unaligned row would straddle one line more (see
+/// [`super::data`]).
 #[derive(Clone, Debug)]
+#[repr(align(64))]
 pub enum Row {
     /// A JSON object: member `i` is named `names[i]`; `data` holds the
     /// members' values (see the module doc).
-    Object { names: Names, data: Box<[u8]> },
+    Object { names: Names, data: Data },
     /// Any other JSON value.
     Other(Value),
 }
@@ -147,6 +153,9 @@ pub struct Cells<'r>(&'r [u8]);
 
 impl<'r> Iterator for Cells<'r> {
     type Item = (Cell<'r>, &'r [u8]);
+    // Inlined into the loops that bind or compare cells: a call returns
+    // the cell through memory, which costs more than decoding it.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (&tag, rest) = self.0.split_first()?;
         let word = |at: usize| -> [u8; 8] { rest[at..at + 8].try_into().expect("8 bytes") };
@@ -365,7 +374,7 @@ impl<'n> Members<'n> {
         };
         Row::Object {
             names: shared,
-            data: self.data.into_boxed_slice(),
+            data: Data::from(&self.data[..]),
         }
     }
 }
