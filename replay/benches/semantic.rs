@@ -166,11 +166,12 @@ fn main() {
     // The final rows as native tuples, for the baseline; timed too, as the
     // floor of what reading rows out of their JSON form costs.
     let (rows, extract_wall, extract_cpu) = timed(|| extract(&state));
-    // For profiling one side: SEMANTIC_BENCH_ONLY=fold|write|baseline.
+    // For profiling one part: SEMANTIC_BENCH_ONLY=parse|fold|write|baseline.
     if let Ok(only) = std::env::var("SEMANTIC_BENCH_ONLY") {
         for round in 0..20 {
             let path = dir.path().join(format!("only-{round}.db"));
             match only.as_str() {
+                "parse" => drop(parse()),
                 "fold" => drop(fold(&changes, &Selection::default(), &[])),
                 "write" => output::write_sqlite(&state, &hints, &path).unwrap(),
                 _ => insert_rows(&path, &rows),
