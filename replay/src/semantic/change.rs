@@ -7,7 +7,6 @@
 //! only parses the rows of changes of the file being replayed, straight
 //! into the compact [`Row`] form, with the key parsed once and the
 //! collection and VM names shared.
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::row::{Interner, Row, RowSeed};
+use super::row::{Interner, Name, Row, RowSeed};
 use super::state::Key;
 
 /// One change of a file, in the fold's form.
@@ -84,14 +83,14 @@ pub enum Record {
 /// they are kept as raw text and parsed once it is known).
 #[derive(Default)]
 struct Fields<'a> {
-    event: Option<Cow<'a, str>>,
-    vm: Option<Cow<'a, str>>,
+    event: Option<Name<'a>>,
+    vm: Option<Name<'a>>,
     seq: Option<u64>,
     ts_ns: Option<u64>,
-    file: Option<Cow<'a, str>>,
+    file: Option<Name<'a>>,
     format: Option<Format>,
-    collection: Option<Cow<'a, str>>,
-    key: Option<Cow<'a, str>>,
+    collection: Option<Name<'a>>,
+    key: Option<Name<'a>>,
     op: Option<Op>,
     before: Option<Rows<'a>>,
     after: Option<Rows<'a>>,
@@ -136,7 +135,7 @@ impl<'de> Visitor<'de> for FieldsSeed<'_, '_> {
             Ok(())
         }
         let mut f = Fields::default();
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(name) = map.next_key::<Name<'de>>()? {
             let ours = f.file.as_deref() == Some(self.file) && f.event.as_deref() == Some("change");
             match &*name {
                 "event" => set(&mut f.event, "event", &mut map)?,
@@ -258,7 +257,7 @@ pub fn parse_record(json: &str, file: &str, shared: &mut Shared) -> Record {
     let (Some(collection), Some(key), Some(op)) = (f.collection, f.key, f.op) else {
         return Record::Unreadable;
     };
-    if f_file != file {
+    if *f_file != *file {
         // Rows of other files are not parsed: their text was checked by
         // reading it as raw values.
         return Record::Other;

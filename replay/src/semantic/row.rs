@@ -438,8 +438,16 @@ impl Interner {
     }
 }
 
-/// A member name, borrowed from the JSON text when it has no escapes.
-struct Name<'de>(Cow<'de, str>);
+/// A member name (or any string), borrowed from the JSON text when it has
+/// no escapes (serde's own `Cow<str>` always copies).
+pub(super) struct Name<'de>(pub(super) Cow<'de, str>);
+
+impl std::ops::Deref for Name<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
 
 impl<'de> Deserialize<'de> for Name<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
