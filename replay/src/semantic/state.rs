@@ -247,8 +247,8 @@ impl<'a> State<'a> {
     /// to be kept in the row. Those lie where earlier changes put them, all
     /// over the heap; looked up for a batch first, in loops of independent
     /// loads, their cache misses overlap instead of following one another.
-    /// Only a hint: nothing is changed, and a change applied before another
-    /// of the batch is looked up as it was.
+    /// Only a hint: a row that an earlier change of the batch replaces was
+    /// looked up as it was, which costs a miss, never a wrong result.
     pub fn prefetch(&self, batch: &[&Lifted]) {
         let mut rows = [None; BATCH];
         for (row, c) in rows.iter_mut().zip(batch) {
