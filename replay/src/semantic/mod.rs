@@ -32,6 +32,9 @@ use thiserror::Error;
 use crate::{Point, ReplayError};
 
 pub mod change;
+mod data;
+#[cfg(test)]
+mod fold_tests;
 pub mod output;
 pub mod proof;
 mod reshape;
@@ -182,24 +185,33 @@ pub fn fold<'a>(
     for (collection, inserts) in count_inserts(&changes) {
         f.state.reserve(collection, inserts);
     }
-    for c in changes {
-        if !selection.keeps(c) {
-            f.unselected += 1;
-            continue;
-        }
-        if drop.iter().any(|d| d.matches(c)) {
-            f.dropped += 1;
-            continue;
-        }
-        f.applied += 1;
-        match f.state.apply(c) {
-            Applied::Changed => {}
-            Applied::Unchanged => f.unchanged += 1,
-            Applied::Anomaly(kind) => *f.anomalies.entry(kind).or_default() += 1,
+    for batch in changes.chunks(state::BATCH) {
+        f.state.prefetch(batch);
+        for &c in batch {
+            fold_one(&mut f, c, selection, drop);
         }
     }
     f.state.prune();
     f
+}
+
+/// Applies `c` to `f` unless the selection or a what-if filter leaves it
+/// out, and counts what it did.
+fn fold_one<'a>(f: &mut Fold<'a>, c: &'a Lifted, selection: &Selection, drop: &[ChangeFilter]) {
+    if !selection.keeps(c) {
+        f.unselected += 1;
+        return;
+    }
+    if drop.iter().any(|d| d.matches(c)) {
+        f.dropped += 1;
+        return;
+    }
+    f.applied += 1;
+    match f.state.apply(c) {
+        Applied::Changed => {}
+        Applied::Unchanged => f.unchanged += 1,
+        Applied::Anomaly(kind) => *f.anomalies.entry(kind).or_default() += 1,
+    }
 }
 
 /// How many inserts each collection of `changes` has (at most as many rows

@@ -27,8 +27,9 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::ToSql;
 use serde_json::{Map, Value};
 
+use super::data::Data;
 use super::row::{Cell, Names, Row};
-use super::state::{prefetch, sorted, Rows, State, AHEAD};
+use super::state::{prefetch, prefetch_row, sorted, Rows, State, AHEAD};
 use super::stream::SCHEMA;
 use super::SemanticError;
 
@@ -163,6 +164,7 @@ impl ToSql for Sql<'_> {
 struct SqlCell<'r>(Option<Cell<'r>>);
 
 impl ToSql for SqlCell<'_> {
+    #[inline]
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self.0 {
             None | Some(Cell::Null) => ToSqlOutput::Owned(SqlValue::Null),
@@ -346,10 +348,17 @@ fn insert_rows(
         // The rows lie where the stream put them, not in key order: start
         // loading the next ones while SQLite stores this one.
         if let Some((_, ahead)) = order.get(i + 2 * AHEAD) {
-            prefetch(*ahead as *const Row);
+            prefetch_row(ahead);
         }
-        if let Some((_, Row::Object { data, .. })) = order.get(i + AHEAD) {
-            prefetch(data.as_ptr());
+        if let Some((
+            _,
+            Row::Object {
+                data: Data::Heap(d),
+                ..
+            },
+        )) = order.get(i + AHEAD)
+        {
+            prefetch(d.as_ptr());
         }
         if by_rowid {
             match key.as_int() {

@@ -7,7 +7,8 @@
 //! store them. A [`Row::Object`] instead keeps its member names sorted in a
 //! list shared by every row of the same shape (interned while parsing, see
 //! [`Interner`]) and its values encoded in one byte buffer, read in place
-//! (text is bound to SQLite straight from it).
+//! (text is bound to SQLite straight from it), in the row itself when
+//! short (see [`Data`]).
 //!
 //! The form is canonical: every JSON object is a [`Row::Object`] (members
 //! sorted by name, a repeated name keeps its last value, as
@@ -26,6 +27,7 @@
 //! ```
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
@@ -33,16 +35,21 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
+use super::data::Data;
 use super::state::canonical_json;
 
 /// Member names of a row shape, sorted.
 pub type Names = Arc<[Box<str>]>;
 
+/// Aligned to cache lines: the fold and the output read rows in random
+/// order, and an unaligned row would straddle one line more (see
+/// [`super::data`]).
 #[derive(Clone, Debug)]
+#[repr(align(64))]
 pub enum Row {
     /// A JSON object: member `i` is named `names[i]`; `data` holds the
     /// members' values (see the module doc).
-    Object { names: Names, data: Box<[u8]> },
+    Object { names: Names, data: Data },
     /// Any other JSON value.
     Other(Value),
 }
@@ -147,6 +154,9 @@ pub struct Cells<'r>(&'r [u8]);
 
 impl<'r> Iterator for Cells<'r> {
     type Item = (Cell<'r>, &'r [u8]);
+    // Inlined into the loops that bind or compare cells: a call returns
+    // the cell through memory, which costs more than decoding it.
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         let (&tag, rest) = self.0.split_first()?;
         let word = |at: usize| -> [u8; 8] { rest[at..at + 8].try_into().expect("8 bytes") };
@@ -326,7 +336,7 @@ impl fmt::Display for Row {
 /// in one buffer.
 #[derive(Default)]
 struct Members<'n> {
-    names: Vec<(Cow<'n, str>, std::ops::Range<usize>)>,
+    names: Vec<(Cow<'n, str>, Range<usize>)>,
     data: Vec<u8>,
 }
 
@@ -342,7 +352,7 @@ impl<'n> Members<'n> {
         if !self.names.is_sorted_by(|a, b| a.0 < b.0) {
             // Stable: of a repeated name, the last stays last.
             self.names.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut kept: Vec<(Cow<'n, str>, std::ops::Range<usize>)> = Vec::new();
+            let mut kept: Vec<(Cow<'n, str>, Range<usize>)> = Vec::new();
             for m in self.names {
                 match kept.last_mut() {
                     Some(last) if last.0 == m.0 => *last = m,
@@ -359,15 +369,31 @@ impl<'n> Members<'n> {
             self.data = data;
         }
         let names = self.names.iter().map(|m| &*m.0);
-        let shared = match interner {
-            Some(interner) => interner.intern(names),
-            None => names.map(Box::from).collect(),
+        let Some(interner) = interner else {
+            return Row::Object {
+                names: names.map(Box::from).collect(),
+                data: Data::from(&self.data[..]),
+            };
         };
-        Row::Object {
-            names: shared,
-            data: self.data.into_boxed_slice(),
-        }
+        let row = Row::Object {
+            names: interner.intern(names),
+            data: Data::from(&self.data[..]),
+        };
+        self.data.clear();
+        interner.spare = Members {
+            names: recycle(self.names),
+            data: self.data,
+        };
+        row
     }
+}
+
+/// `v`'s allocation, emptied, for names of another lifetime (collecting a
+/// vector's items into a vector of a type of the same layout reuses its
+/// allocation; none is left to convert).
+fn recycle<'b>(mut v: Vec<(Cow<'_, str>, Range<usize>)>) -> Vec<(Cow<'b, str>, Range<usize>)> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("emptied")).collect()
 }
 
 /// Shares the name lists of rows of the same shape: a stream's rows come
@@ -375,11 +401,23 @@ impl<'n> Members<'n> {
 #[derive(Default)]
 pub struct Interner {
     recent: Vec<Names>,
+    /// The buffers the last object was read with, for the next one: two
+    /// allocations per stream, not two per row.
+    spare: Members<'static>,
 }
 
 impl Interner {
     /// How many shapes are looked through before a new list is made.
     const KEEP: usize = 32;
+
+    /// Empty buffers to read an object's members into.
+    fn members<'n>(&mut self) -> Members<'n> {
+        let spare = std::mem::take(&mut self.spare);
+        Members {
+            names: recycle(spare.names),
+            data: spare.data,
+        }
+    }
 
     fn intern<'n>(&mut self, names: impl Iterator<Item = &'n str> + Clone) -> Names {
         let same = |shape: &Names| shape.iter().map(|n| &**n).eq(names.clone());
@@ -400,8 +438,16 @@ impl Interner {
     }
 }
 
-/// A member name, borrowed from the JSON text when it has no escapes.
-struct Name<'de>(Cow<'de, str>);
+/// A member name (or any string), borrowed from the JSON text when it has
+/// no escapes (serde's own `Cow<str>` always copies).
+pub(super) struct Name<'de>(pub(super) Cow<'de, str>);
+
+impl std::ops::Deref for Name<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
 
 impl<'de> Deserialize<'de> for Name<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -428,7 +474,7 @@ impl<'de> Deserialize<'de> for Name<'de> {
 /// Deserializes a [`Row`] straight from JSON, without a `Value` tree for
 /// the object itself; other values are read as `serde_json::Value` reads
 /// them.
-struct RowSeed<'i>(&'i mut Interner);
+pub(super) struct RowSeed<'i>(pub(super) &'i mut Interner);
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
     type Value = Row;
@@ -443,8 +489,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         f.write_str("a JSON value")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
-        let mut members = Members::default();
-        members.data.reserve(128);
+        let mut members = self.0.members();
         while let Some(Name(name)) = map.next_key()? {
             let start = members.data.len();
             map.next_value_seed(CellSeed(&mut members.data))?;

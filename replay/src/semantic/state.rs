@@ -29,7 +29,6 @@
 //! ```
 //! Canonical JSON: object members sorted by name, no whitespace, numbers and
 //! strings as serde_json writes them.
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +40,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::change::Lifted;
+use super::data::Data;
+pub use super::data::{prefetch, prefetch_row, Held};
 use super::reshape;
 use super::row::{self, Row};
 use super::stream::SCHEMA;
@@ -152,18 +153,40 @@ pub struct State<'a> {
 
 /// One collection's rows. Hashed (not ordered) while folding, because a
 /// fold is one lookup per change; [`sorted`] gives them in key order.
-pub type Rows<'a> = HashMap<Key, Cow<'a, Row>, BuildHasherDefault<KeyHasher>>;
+pub type Rows<'a> = HashMap<Key, Held<'a>, BuildHasherDefault<KeyHasher>>;
 
 /// The rows in key order.
 pub fn sorted<'r>(rows: &'r Rows<'_>) -> Vec<(&'r Key, &'r Row)> {
+    let (mut min, mut max, mut text) = (i64::MAX, i64::MIN, false);
+    for k in rows.keys() {
+        match k {
+            Key::Int(i) => (min, max) = (min.min(*i), max.max(*i)),
+            Key::Text(_) => text = true,
+        }
+    }
+    // Keys are distinct: with integer keys only and few gaps (rowids,
+    // mostly), each row goes straight to its place, without comparing.
+    let span = i128::from(max) - i128::from(min) + 1;
+    if !text && !rows.is_empty() && span <= 2 * rows.len() as i128 {
+        let mut slots: Vec<Option<(&Key, &Row)>> = vec![None; span as usize];
+        for (k, r) in rows {
+            if let Key::Int(i) = k {
+                slots[(i128::from(*i) - i128::from(min)) as usize] = Some((k, &**r));
+            }
+        }
+        return slots.into_iter().flatten().collect();
+    }
     // Integer keys sort by a copy beside the references, so that sorting
     // does not go back to the table for each comparison.
-    let mut v: Vec<(Option<i64>, &Key, &Row)> =
-        rows.iter().map(|(k, v)| (k.as_int(), k, &**v)).collect();
-    v.sort_unstable_by(|a, b| match (a.0, b.0) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        _ => a.1.cmp(b.1),
-    });
+    let mut v: Vec<(i64, &Key, &Row)> = rows
+        .iter()
+        .map(|(k, r)| (k.as_int().unwrap_or(0), k, &**r))
+        .collect();
+    if text {
+        v.sort_unstable_by(|a, b| a.1.cmp(b.1));
+    } else {
+        v.sort_unstable_by_key(|e| e.0);
+    }
     v.into_iter().map(|(_, k, r)| (k, r)).collect()
 }
 
@@ -219,15 +242,50 @@ impl<'a> State<'a> {
         Self::default()
     }
 
+    /// Starts loading what applying `batch` will read: the rows folded so
+    /// far for its keys, its `before` rows, and their values when too long
+    /// to be kept in the row. Those lie where earlier changes put them, all
+    /// over the heap; looked up for a batch first, in loops of independent
+    /// loads, their cache misses overlap instead of following one another.
+    /// Only a hint: a row that an earlier change of the batch replaces was
+    /// looked up as it was, which costs a miss, never a wrong result.
+    pub fn prefetch(&self, batch: &[&Lifted]) {
+        let mut rows = [None; BATCH];
+        for (row, c) in rows.iter_mut().zip(batch) {
+            *row = self
+                .collections
+                .get(&*c.collection)
+                .and_then(|rows| rows.get(&c.key))
+                .map(|r| &**r);
+            if let Some(r) = row {
+                prefetch_row(r);
+            }
+            if let Some(b) = &c.before {
+                prefetch_row(b);
+            }
+        }
+        for (row, c) in rows.iter().zip(batch) {
+            for r in [*row, c.before.as_deref()].into_iter().flatten() {
+                if let Row::Object {
+                    data: Data::Heap(d),
+                    ..
+                } = r
+                {
+                    prefetch(d.as_ptr());
+                }
+            }
+        }
+    }
+
     /// Applies one change and says how it fit.
     pub fn apply(&mut self, change: &'a Lifted) -> Applied {
-        let after = Cow::Borrowed(change.after.as_ref().unwrap_or(&row::NULL));
+        let after = Held::Borrowed(change.after.as_ref().unwrap_or(&row::NULL));
         self.apply_parts(
             change.format,
             &change.collection,
             &change.key,
             change.op,
-            change.before.as_ref(),
+            change.before.as_deref(),
             after,
         )
     }
@@ -239,7 +297,7 @@ impl<'a> State<'a> {
         key: &Key,
         op: Op,
         before: Option<&Row>,
-        after: Cow<'a, Row>,
+        after: Held<'a>,
     ) -> Applied {
         // A table whose definition changed: its rows read differently.
         if format == Format::Sqlite && collection == SCHEMA && op == Op::Update {
@@ -302,7 +360,7 @@ impl<'a> State<'a> {
     ) -> State<'static> {
         let mut state = State::new();
         for c in changes {
-            let after = Cow::Owned(Row::from_value(c.after.unwrap_or(Value::Null)));
+            let after = Held::Owned(Box::new(Row::from_value(c.after.unwrap_or(Value::Null))));
             let before = c.before.map(Row::from_value);
             state.apply_parts(
                 format,
@@ -383,22 +441,11 @@ impl<'a> State<'a> {
     }
 }
 
+/// How many changes the fold looks up ahead of applying them.
+pub const BATCH: usize = 16;
+
 /// How many rows ahead the SQLite output starts loading.
 pub const AHEAD: usize = 8;
-
-/// A hint to the CPU to start loading `p`'s cache line: rows are read in
-/// key order, which is not where they lie.
-#[inline(always)]
-pub fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it reads nothing and cannot fault,
-    // whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// Whether a change's `before` is the row folded so far. Rows are compared
 /// on the members both have: a `before` lifted in the same barrier as an

@@ -157,7 +157,7 @@ impl Selection {
     pub fn keeps(&self, c: &Lifted) -> bool {
         if c.format == Format::Sqlite && &*c.collection == SCHEMA {
             return self.table.as_ref().is_none_or(|t| {
-                [&c.before, &c.after]
+                [c.before.as_deref(), c.after.as_ref()]
                     .iter()
                     .filter_map(|v| v.as_ref()?.get_str("tbl_name"))
                     .any(|n| n == t)

@@ -533,7 +533,7 @@ fn records_read_as_the_log_type_reads_them() {
             Lifted {
                 ts_ns: 70,
                 hlc: changelog::Hlc::legacy(70),
-                ..c
+                ..c.clone()
             }
         ),
         _ => panic!("not read as a change"),
@@ -569,6 +569,29 @@ fn records_read_as_the_log_type_reads_them() {
         Record::Change(l) => assert_eq!(l.after, None),
         _ => panic!("not read as a change"),
     }
+    // Rows are read where they stand once the file is known, else kept as
+    // text until it is: with the members by name, the rows come first.
+    let by_name: serde_json::Map<String, Value> = serde_json::from_str(&json).unwrap();
+    let reordered = Value::Object(by_name).to_string();
+    assert!(reordered.find("\"after\"") < reordered.find("\"file\""));
+    for (text, file) in [(&reordered, "app.db"), (&json, "app.db")] {
+        match parse_record(text, file, &mut shared) {
+            Record::Change(l) => assert_eq!(
+                l,
+                Lifted {
+                    ts_ns: 70,
+                    ..c.clone()
+                }
+            ),
+            _ => panic!("not read as a change: {text}"),
+        }
+    }
+    let twice = json.replace("\"before\":", "\"before\":{\"a\":0},\"before\":");
+    assert!(serde_json::from_str::<SemanticEvent>(&twice).is_err());
+    assert!(matches!(
+        parse_record(&twice, "app.db", &mut shared),
+        Record::Unreadable
+    ));
     let err = r#"{"event":"decode_error","vm":"vm0","seq":9,"ts_ns":1,"file":"app.db","format":"sqlite","reason":"bad"}"#;
     assert!(matches!(
         parse_record(err, "app.db", &mut shared),
