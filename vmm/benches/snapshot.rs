@@ -129,6 +129,7 @@ fn main() {
             snapshot: None,
             api_sock: None,
             force: false,
+            memory: vmm::machine::MemoryMode::Eager,
         };
         let t = Instant::now();
         let machine = Machine::restore(&config).expect("restores");

@@ -61,6 +61,9 @@ pub enum VmmError {
     Lock(#[from] crate::lock::LockError),
     #[error("{0}")]
     Snapshot(String),
+    /// A lazy restore could not serve the guest's memory.
+    #[error(transparent)]
+    LazyMemory(#[from] crate::memory::lazy::LazyError),
     #[error("shared memory {0}")]
     SharedMem(String),
     #[error("control socket {0}")]
