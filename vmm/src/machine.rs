@@ -244,6 +244,9 @@ impl Machine {
             // SAFETY: pthread_self has no preconditions.
             lazy.set_vcpu_thread(Some(unsafe { libc::pthread_self() }));
         }
+        stats.vcpu_start_unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let result = loop {
             match self.run_loop(&mut stats, watchdog.as_ref(), api.as_ref()) {
                 Ok(Exit::Guest(status)) => break Ok((status, None)),
@@ -271,6 +274,7 @@ impl Machine {
         stats.run_us = self.built_at.elapsed().as_micros() as u64;
         stats.serial_bytes = self.serial.bytes_out;
         stats::fill_memory(&mut stats, &self.mem);
+        stats.lazy_restore = self.lazy.as_ref().map(|l| l.stats());
         // The recording ends with the guest, however it ended: what it wrote
         // is on the image, so the log gets a final barrier for it.
         for device in &mut self.virtio {

@@ -94,7 +94,9 @@ impl Machine {
             )));
         }
         let store = Arc::new(dir.open_store().map_err(snap_err)?);
+        tracing::debug!("restore: store opened after {:?}", started.elapsed());
         check(&store, &manifest).map_err(snap_err)?;
+        tracing::debug!("restore: pages checked after {:?}", started.elapsed());
 
         // Decode every piece of state before touching KVM.
         let vm_state: VmState = decode("vm", blob(&manifest, "vm")?)?;
@@ -169,6 +171,7 @@ impl Machine {
         // Lazy: the fault thread serves the memory from here on, before
         // anything (KVM, a device restoring its queues) can touch it.
         let (mut lists, lazy) = ram::restore_ram(config.memory, &store, &dir, &manifest, &mem)?;
+        tracing::debug!("restore: memory restored after {:?}", started.elapsed());
         let vm = Vm::new(&config.kvm_path)?;
         vm.register_memory(&mem, config.snapshot.is_some())?;
         let shared = match shared_config(&manifest)? {
@@ -196,6 +199,7 @@ impl Machine {
         let vcpu = Vcpu::new(&vm, 0)?;
         vcpu.restore_state(&vcpu_state)?;
         vm.restore_state(&vm_state)?;
+        tracing::debug!("restore: state restored after {:?}", started.elapsed());
 
         let same_dir = |c: &SnapshotConfig| {
             std::fs::canonicalize(&c.dir).ok() == std::fs::canonicalize(&config.dir).ok()

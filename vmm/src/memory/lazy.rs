@@ -318,7 +318,8 @@ impl Shared {
 
     /// Records the first error and kicks the vCPU thread out of KVM_RUN.
     fn fail(&self, e: LazyError) {
-        tracing::error!("{e}");
+        // Reported once, by the run that ends with it.
+        tracing::debug!("lazy restore failed: {e}");
         {
             let mut slot = self.error.lock().expect("error lock");
             if slot.is_none() && !self.error_seen.load(Ordering::SeqCst) {
