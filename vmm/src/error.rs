@@ -63,7 +63,7 @@ pub enum VmmError {
     Snapshot(String),
     /// A lazy restore could not serve the guest's memory.
     #[error(transparent)]
-    LazyMemory(#[from] crate::memory::lazy::LazyError),
+    LazyMemory(Box<crate::memory::lazy::LazyError>),
     #[error("shared memory {0}")]
     SharedMem(String),
     #[error("control socket {0}")]
@@ -162,3 +162,10 @@ pub mod exit {
 }
 
 pub type Result<T> = std::result::Result<T, VmmError>;
+
+impl From<crate::memory::lazy::LazyError> for VmmError {
+    fn from(e: crate::memory::lazy::LazyError) -> Self {
+        // Boxed: its page and store details would make every Result large.
+        VmmError::LazyMemory(Box::new(e))
+    }
+}

@@ -64,7 +64,7 @@ pub enum LazyError {
         region: usize,
         page: usize,
         guest_addr: u64,
-        source: PagesError,
+        source: Box<PagesError>,
     },
     /// The kernel refused to map a page.
     #[error("snapshot {snapshot}: mapping page {page} of memory region {region} (guest address {guest_addr:#x}) failed, so the VM was stopped: {source}")]
@@ -211,7 +211,7 @@ impl LazyMemory {
                 })
                 .collect(),
             stop: AtomicBool::new(false),
-            stop_fd: EventFd::new(libc::EFD_NONBLOCK).map_err(|e| thread_err("fault", e.into()))?,
+            stop_fd: EventFd::new(libc::EFD_NONBLOCK).map_err(|e| thread_err("fault", e))?,
             registered: Mutex::new(true),
             complete: (Mutex::new(false), Condvar::new()),
             error: Mutex::new(None),
@@ -372,7 +372,7 @@ impl Shared {
             region,
             page,
             guest_addr: self.regions[region].guest_addr + (page * PAGE_SIZE) as u64,
-            source,
+            source: Box::new(source),
         }
     }
 

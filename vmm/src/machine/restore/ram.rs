@@ -35,6 +35,9 @@ impl std::str::FromStr for MemoryMode {
     }
 }
 
+/// Per region: its page list and where the list is stored.
+type RegionLists = Vec<(PageList, PagesRef)>;
+
 /// Restores guest RAM: returns each region's page list (and where it is
 /// stored) for the next incremental snapshot, and the lazy restore still
 /// running, if lazy.
@@ -44,7 +47,7 @@ pub(in crate::machine) fn restore_ram(
     dir: &SnapshotDir,
     manifest: &Manifest,
     mem: &GuestMemory,
-) -> Result<(Vec<(PageList, PagesRef)>, Option<LazyMemory>)> {
+) -> Result<(RegionLists, Option<LazyMemory>)> {
     if mode == MemoryMode::Eager {
         return Ok((restore_memory(store, manifest, mem)?, None));
     }
