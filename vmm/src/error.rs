@@ -61,6 +61,9 @@ pub enum VmmError {
     Lock(#[from] crate::lock::LockError),
     #[error("{0}")]
     Snapshot(String),
+    /// A lazy restore could not serve the guest's memory.
+    #[error(transparent)]
+    LazyMemory(Box<crate::memory::lazy::LazyError>),
     #[error("shared memory {0}")]
     SharedMem(String),
     #[error("control socket {0}")]
@@ -159,3 +162,10 @@ pub mod exit {
 }
 
 pub type Result<T> = std::result::Result<T, VmmError>;
+
+impl From<crate::memory::lazy::LazyError> for VmmError {
+    fn from(e: crate::memory::lazy::LazyError) -> Self {
+        // Boxed: its page and store details would make every Result large.
+        VmmError::LazyMemory(Box::new(e))
+    }
+}

@@ -35,7 +35,7 @@ mod restore;
 mod snapshot;
 mod taps;
 mod watchdog;
-pub use restore::RestoreConfig;
+pub use restore::{MemoryMode, RestoreConfig};
 use snapshot::SnapshotChain;
 pub use snapshot::{SnapshotConfig, SnapshotInfo};
 use taps::{DeviceTap, RecorderHints};
@@ -132,6 +132,9 @@ pub struct Machine {
     hint_channel: bool,
     vm: Vm,
     shared: Option<SharedMem>,
+    /// A lazy restore still filling `mem` (stopped after the VM is gone,
+    /// before `mem` is unmapped).
+    lazy: Option<crate::memory::lazy::LazyMemory>,
     mem: GuestMemory,
     api_sock: Option<PathBuf>,
     timeout: Option<Duration>,
@@ -201,6 +204,7 @@ impl Machine {
             hint_channel,
             vm,
             shared,
+            lazy: None,
             mem,
             api_sock: config.api_sock.clone(),
             timeout: config.timeout,
@@ -235,6 +239,14 @@ impl Machine {
             None => None,
         };
         let watchdog = Watchdog::arm(self.timeout);
+        if let Some(lazy) = &self.lazy {
+            watchdog::install_kick_handler();
+            // SAFETY: pthread_self has no preconditions.
+            lazy.set_vcpu_thread(Some(unsafe { libc::pthread_self() }));
+        }
+        stats.vcpu_start_unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let result = loop {
             match self.run_loop(&mut stats, watchdog.as_ref(), api.as_ref()) {
                 Ok(Exit::Guest(status)) => break Ok((status, None)),
@@ -249,6 +261,9 @@ impl Machine {
             }
         };
         drop(api);
+        if let Some(lazy) = &self.lazy {
+            lazy.set_vcpu_thread(None);
+        }
         // A snapshot still being written must land before the VM is gone.
         let settled = self.settle_snapshot();
         let snapshots = self.take_snapshots();
@@ -259,6 +274,7 @@ impl Machine {
         stats.run_us = self.built_at.elapsed().as_micros() as u64;
         stats.serial_bytes = self.serial.bytes_out;
         stats::fill_memory(&mut stats, &self.mem);
+        stats.lazy_restore = self.lazy.as_ref().map(|l| l.stats());
         // The recording ends with the guest, however it ended: what it wrote
         // is on the image, so the log gets a final barrier for it.
         for device in &mut self.virtio {
@@ -299,6 +315,11 @@ impl Machine {
             // two exits, where the machine is consistent.
             if let Some(signal) = crate::shutdown::requested() {
                 return Ok(Exit::Signal(signal));
+            }
+            // A page a lazy restore could not bring in: the guest must
+            // not run on without it.
+            if let Some(e) = self.lazy.as_ref().and_then(|l| l.error()) {
+                return Err(e.into());
             }
             let stop = match vcpu.fd.run() {
                 Ok(exit) => {

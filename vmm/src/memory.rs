@@ -13,6 +13,9 @@
 //! ```
 //! Memory is an anonymous private mapping with MAP_NORESERVE: pages the guest
 //! never touches cost the host nothing.
+pub mod lazy;
+mod uffd;
+
 use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 

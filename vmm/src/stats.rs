@@ -23,6 +23,12 @@ pub struct RunStats {
     /// guest's (guest memory is anonymous too). The rest of the overhead
     /// is the binary's own pages, shared by every VMM process on the host.
     pub vmm_private_kib: u64,
+    /// Wall clock (Unix epoch, microseconds) when the vCPU was first
+    /// entered: a benchmark that spawned the process measures "start ->
+    /// guest running" against it.
+    pub vcpu_start_unix_us: u64,
+    /// What a lazy restore did (None for a boot or an eager restore).
+    pub lazy_restore: Option<crate::memory::lazy::LazyStats>,
 }
 
 /// Fills the memory fields from /proc/self/status and mincore(2).

@@ -34,9 +34,9 @@
 //! write the manifest. Restore: [`PageList::load`] the lists, [`restore`]
 //! into fresh anonymous memory.
 //!
-//! Left out: lazy restore (userfaultfd, faulting pages in on first touch).
-//! [`restore_page`] and [`restore_filtered`] are the pieces a fault
-//! handler and a prefetcher would call; the handler itself is not here.
+//! Lazy restore (userfaultfd, pages faulted in on first touch and
+//! prefetched behind) lives in the VMM (`vmm/src/memory/lazy.rs`), which
+//! owns the memory mapping; it reads each page with [`restore_page`].
 
 mod capture;
 mod restore;

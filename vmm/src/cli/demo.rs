@@ -223,6 +223,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             snapshot: None,
             api_sock: None,
             force: false,
+            memory: vmm::machine::MemoryMode::default(),
         };
         let started = std::time::Instant::now();
         let mut machine = Machine::restore(&config)?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use snapshot::{merge, SnapshotDir};
 use vmm::api::Command;
-use vmm::machine::{RestoreConfig, SnapshotConfig};
+use vmm::machine::{MemoryMode, RestoreConfig, SnapshotConfig};
 use vmm::recording::RecordConfig;
 use vmm::{DiskConfig, Machine, SerialOutput};
 
@@ -49,6 +49,12 @@ pub struct RestoreArgs {
     /// wrote). A disk of another size is refused regardless.
     #[arg(long)]
     pub force: bool,
+    /// How guest memory comes back: `lazy` starts the vCPU at once and
+    /// brings pages in on first touch and in the background (userfaultfd;
+    /// eager, with a warning, where that is unavailable); `eager` copies
+    /// every page in before the vCPU starts.
+    #[arg(long, value_name = "lazy|eager", default_value = "lazy")]
+    pub memory: MemoryMode,
 }
 
 /// `DIR/snapshots/ID.snap` -> (DIR, ID).
@@ -105,6 +111,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
         }),
         api_sock: args.api_sock.clone(),
         force: args.force,
+        memory: args.memory,
     };
     let machine = Machine::restore(&config)?;
     Ok(finish(

@@ -7,6 +7,7 @@
 //! BLAKE3, that the image still has it, unless forced; its size always).
 //! A failure is one clear error and nothing is left running.
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use changelog::disk_state::DiskState;
@@ -15,8 +16,7 @@ use snapshot::{check, DiskRecord, Manifest, PathResolution, SnapshotDir};
 use store::hex;
 
 use super::snapshot::{
-    hash_threads, restore_memory, restore_shared, unrecorded_disk_taps, SnapshotChain,
-    SnapshotConfig,
+    hash_threads, restore_shared, unrecorded_disk_taps, SnapshotChain, SnapshotConfig,
 };
 use super::{attach_devices, map_shared, open_serial, DiskConfig, Machine, SerialOutput};
 use crate::devices::persist::{SerialSnap, TransportSnap};
@@ -29,6 +29,9 @@ use crate::shared::SharedMemConfig;
 use crate::vstate::persist::{decode, VcpuState, VmState, STATE_VERSION};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
+
+mod ram;
+pub use ram::MemoryMode;
 
 #[derive(Debug, Clone)]
 pub struct RestoreConfig {
@@ -49,6 +52,8 @@ pub struct RestoreConfig {
     /// Restore onto a disk whose content differs from the one recorded at
     /// the snapshot (a disk of another size is refused regardless).
     pub force: bool,
+    /// Guest memory on demand (default) or all before the vCPU starts.
+    pub memory: MemoryMode,
 }
 
 fn snap_err(e: impl std::fmt::Display) -> VmmError {
@@ -88,8 +93,10 @@ impl Machine {
                 manifest.id
             )));
         }
-        let store = dir.open_store().map_err(snap_err)?;
+        let store = Arc::new(dir.open_store().map_err(snap_err)?);
+        tracing::debug!("restore: store opened after {:?}", started.elapsed());
         check(&store, &manifest).map_err(snap_err)?;
+        tracing::debug!("restore: pages checked after {:?}", started.elapsed());
 
         // Decode every piece of state before touching KVM.
         let vm_state: VmState = decode("vm", blob(&manifest, "vm")?)?;
@@ -161,7 +168,10 @@ impl Machine {
         }
 
         let mem = memory::create_guest_memory(mem_mib)?;
-        let mut lists = restore_memory(&store, &manifest, &mem)?;
+        // Lazy: the fault thread serves the memory from here on, before
+        // anything (KVM, a device restoring its queues) can touch it.
+        let (mut lists, lazy) = ram::restore_ram(config.memory, &store, &dir, &manifest, &mem)?;
+        tracing::debug!("restore: memory restored after {:?}", started.elapsed());
         let vm = Vm::new(&config.kvm_path)?;
         vm.register_memory(&mem, config.snapshot.is_some())?;
         let shared = match shared_config(&manifest)? {
@@ -189,6 +199,7 @@ impl Machine {
         let vcpu = Vcpu::new(&vm, 0)?;
         vcpu.restore_state(&vcpu_state)?;
         vm.restore_state(&vm_state)?;
+        tracing::debug!("restore: state restored after {:?}", started.elapsed());
 
         let same_dir = |c: &SnapshotConfig| {
             std::fs::canonicalize(&c.dir).ok() == std::fs::canonicalize(&config.dir).ok()
@@ -212,6 +223,7 @@ impl Machine {
             hint_channel,
             vm,
             shared,
+            lazy,
             mem,
             api_sock: config.api_sock.clone(),
             timeout: config.timeout,

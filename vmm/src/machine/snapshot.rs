@@ -170,6 +170,12 @@ impl Machine {
     ) -> Result<()> {
         let started = Instant::now();
         self.settle_snapshot()?;
+        // A lazily restored VM is captured once every page is in: capture
+        // then reads memory at full speed instead of faulting each page
+        // through the fault thread (the wait is part of the pause).
+        if let Some(lazy) = &self.lazy {
+            lazy.finish()?;
+        }
         let chain = self.snapshots.as_mut().ok_or_else(|| {
             VmmError::Snapshot("this VM was started without a snapshot directory".into())
         })?;

@@ -30,6 +30,14 @@ pub struct Watchdog {
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
+/// Installs the no-op SIGRTMIN handler that makes a kick interrupt
+/// KVM_RUN (EINTR) instead of ending the process; for kickers other than
+/// the watchdog (a failed lazy restore).
+pub fn install_kick_handler() {
+    // Registering the same no-op handler again is harmless.
+    let _ = register_signal_handler(SIGRTMIN(), on_kick);
+}
+
 impl Watchdog {
     /// Starts watching for the calling (vCPU) thread: `timeout`, and stop
     /// signals when their handlers are installed. None when there is
