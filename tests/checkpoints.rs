@@ -150,3 +150,83 @@ fn checkpoints_travel_to_the_cluster() {
     assert_eq!(remote["checksum"], whole["checksum"]);
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }
+
+/// A record set whose log stream ages out old records (the engine's own
+/// `max_age`): what is kept replays from a checkpoint, byte for byte as
+/// the local log; a point in the removed part is refused, saying why; and
+/// `log verify` checks from the checkpoint.
+#[test]
+fn records_aged_out_by_retention_leave_the_rest_replayable() {
+    let Some(cluster) = jetstream::cluster::TestCluster::start_or_skip(3) else {
+        return;
+    };
+    const AGE: u64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recorded(dir.path());
+    let rec_s = rec.to_str().unwrap();
+    let url = format!("nats://{}/aged", cluster.urls().replace("nats://", ""));
+    let age = format!("{AGE}s");
+    let first = ok(&["log", "push", rec_s, "--to", &url, "--max-age", &age]);
+    assert!(first.contains("kept for 8s"), "{first}");
+    let first_pushed = std::time::Instant::now();
+    let first_last = changes_last_seq(rec_s);
+    // Pushed well after the first (its records then outlive the first
+    // run's by seconds, whatever this machine's load).
+    let later = std::time::Duration::from_millis(AGE * 1000 - 3000);
+    std::thread::sleep(later.saturating_sub(first_pushed.elapsed()));
+
+    // A second run on the same disk continues the log; pushed later, its
+    // records outlive the first run's.
+    let disk = dir.path().join("d.img");
+    let again = WORK.replace("seed=11", "seed=12");
+    run_recorded(&disk, &rec, "vm0", &again, &["--checkpoint-every", "7"]);
+    ok(&["log", "push", rec_s, "--to", &url]);
+    let wait = std::time::Duration::from_millis(AGE * 1000 + 1500);
+    std::thread::sleep(wait.saturating_sub(first_pushed.elapsed()));
+
+    // The first run's records are gone from the cluster.
+    let shown = ok(&["log", "show", &url, "--json"]);
+    let first_kept: u64 = serde_json::from_str::<Value>(shown.lines().next().unwrap()).unwrap()
+        ["seq"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        first_kept > first_last,
+        "seq {first_kept} kept, the first run ended at {first_last}"
+    );
+
+    let a = dir.path().join("a.img");
+    let b = dir.path().join("b.img");
+    let remote = replay(&url, "end", &a, &[]);
+    let local = replay(rec_s, "end", &b, &["--no-checkpoints"]);
+    assert!(remote["checkpoint"].as_u64().unwrap() + 1 >= first_kept);
+    assert_eq!(remote["checksum"], local["checksum"]);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+
+    let gone = vmm(&[
+        "replay",
+        "--log",
+        &url,
+        "--until",
+        &format!("seq={}", first_last / 2),
+        "--out",
+        dir.path().join("c.img").to_str().unwrap(),
+    ]);
+    assert_eq!(gone.status.code(), Some(125), "{}", stderr(&gone));
+    assert!(stderr(&gone).contains("retention"), "{}", stderr(&gone));
+
+    let verify = ok(&["log", "verify", &url]);
+    assert!(
+        verify.contains("OK") && verify.contains("retention"),
+        "{verify}"
+    );
+}
+
+/// The last seq of the local log.
+fn changes_last_seq(rec: &str) -> u64 {
+    let shown = ok(&["log", "show", rec, "--json"]);
+    let last = shown.lines().last().unwrap();
+    serde_json::from_str::<Value>(last).unwrap()["seq"]
+        .as_u64()
+        .unwrap()
+}

@@ -97,8 +97,15 @@ pub fn prepare(
         }
         Base::Empty => {
             let mut size = None;
-            for record in logs.records(vm, 1)? {
+            for (i, record) in logs.records(vm, 1)?.enumerate() {
                 let record = record?;
+                if i == 0 && record.seq > 1 {
+                    return Err(ReplayError::Trimmed {
+                        vm: vm.to_string(),
+                        first_seq: record.seq,
+                        location: logs.location(),
+                    });
+                }
                 if let RecordKind::Mark { name } = &record.kind {
                     if let Some(bytes) = parse_base_mark(name) {
                         size = Some(bytes);
@@ -168,7 +175,17 @@ fn from_checkpoint(
             RecordKind::Barrier { disk_checksum, .. } if disk_checksum == cp.disk_checksum => {}
             _ => return Err(no("the log's record there is not its barrier".into())),
         },
-        _ => return Err(no("the log has no record at its seq".into())),
+        // Retention removed the barrier itself but nothing after it: the
+        // map (checked against the barrier's checksum below) stands in.
+        Some(r) if r.seq == cp.seq + 1 => {}
+        Some(r) => {
+            return Err(no(format!(
+                "the log's records {}..{} were removed (retention)",
+                cp.seq + 1,
+                r.seq - 1
+            )))
+        }
+        None => return Err(no("the log has no record at or after its seq".into())),
     }
     let state = checkpoints::load(cp, objects).map_err(|e| no(e.to_string()))?;
     let file = File::create(out).map_err(|e| no(format!("{}: {e}", out.display())))?;

@@ -59,6 +59,12 @@ pub enum ReplayError {
     BaseNotInLog(PathBuf),
     #[error("the log has no base mark recording the disk size; pass --base IMAGE")]
     NoBaseSize,
+    #[error("the log of VM '{vm}' at {location} starts at seq {first_seq}: its older records were removed by the record set's retention limits, and no checkpoint at or before the target lets a replay start after them; replay to a later point (`vmm log checkpoints {location}` lists the checkpoints)")]
+    Trimmed {
+        vm: String,
+        first_seq: u64,
+        location: String,
+    },
     #[error("replay stopped: {reason}; {}", match .last_verified_barrier {
         Some(seq) => format!("the last verified barrier is seq {seq} (--until seq={seq} rebuilds that state)"),
         None => "no barrier was verified before it".to_string(),

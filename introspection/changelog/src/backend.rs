@@ -218,6 +218,11 @@ pub struct BackendVerifyReport {
     pub objects_read: u64,
     /// The first problem: the seq and what is wrong (None: OK).
     pub problem: Option<(u64, String)>,
+    /// When the log's oldest records were removed (retention limits of a
+    /// record set in a cluster): the first seq kept, and the checkpoint
+    /// the check started from.
+    pub trimmed_before: Option<u64>,
+    pub from_checkpoint: Option<u64>,
 }
 
 /// Checks `vm`'s log wherever it lives: every record decodes (a replicated
@@ -239,7 +244,40 @@ pub fn verify_through(
     // A disk of any size: the log says which blocks it writes.
     let mut state = DiskState::zeroed(u64::MAX / 4096);
     let mut last_hlc = None;
-    for record in logs.records(vm, 1)? {
+    let mut from = 1;
+    let first = match logs.records(vm, 1)?.next().transpose() {
+        Ok(r) => r.map(|r| r.seq),
+        Err(e) => {
+            report.problem = Some((1, e.to_string()));
+            return Ok(report);
+        }
+    };
+    if let Some(first) = first.filter(|&f| f > 1) {
+        // The oldest records were removed (retention): start from the
+        // first checkpoint whose later records are all kept.
+        report.trimmed_before = Some(first);
+        let usable = logs
+            .checkpoints(vm)?
+            .into_iter()
+            .filter(|c| c.seq + 1 >= first)
+            .find_map(|c| checkpoints::load(&c, objects).ok().map(|s| (c.seq, s)));
+        match usable {
+            Some((seq, loaded)) => {
+                state = loaded;
+                from = seq + 1;
+                report.last_seq = seq;
+                report.from_checkpoint = Some(seq);
+            }
+            None => {
+                report.problem = Some((
+                    first,
+                    format!("the records before seq {first} were removed by the record set's retention limits, and no checkpoint lets a check start after them"),
+                ));
+                return Ok(report);
+            }
+        }
+    }
+    for record in logs.records(vm, from)? {
         let record = match record {
             Ok(r) => r,
             Err(e) => {

@@ -90,6 +90,16 @@ impl Remote {
         &self.url
     }
 
+    /// The log stream's retention limits.
+    pub fn retention(&self) -> Result<crate::Retention, Error> {
+        self.logs.retention()
+    }
+
+    /// Sets the log stream's retention limits (see `retention.rs`).
+    pub fn set_retention(&self, r: crate::Retention) -> Result<(), Error> {
+        self.logs.set_retention(r)
+    }
+
     /// The record set's object bucket.
     pub fn objects(&self) -> &ObjectBucket {
         &self.objects

@@ -222,7 +222,7 @@ impl Nats {
 /// Looks up stream `name`, retrying a request that timed out or found
 /// JetStream without a leader (a node just went away and an election is
 /// running) for up to 3x `timeout`.
-async fn get_stream(
+pub(crate) async fn get_stream(
     js: &jetstream::Context,
     name: &str,
     timeout: std::time::Duration,

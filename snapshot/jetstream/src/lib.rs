@@ -64,6 +64,7 @@ mod objects;
 mod pipeline;
 pub mod push;
 mod queue;
+mod retention;
 mod url;
 
 pub use backends::{Remote, RemoteAppend};
@@ -74,4 +75,5 @@ pub use manifests::ManifestBucket;
 pub use objects::{hex, ObjectBucket, ObjectId};
 pub use pipeline::PutPipeline;
 pub use queue::{Advert, EventFeed, Job, JobInbox, WorkQueue};
+pub use retention::Retention;
 pub use url::{ClusterUrl, RemoteUrl};

@@ -57,8 +57,8 @@ pub struct Record {
 
 /// The change logs of one record set.
 pub struct LogStream {
-    conn: Arc<Conn>,
-    stream_name: String,
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) stream_name: String,
     prefix: String,
     stream: stream::Stream,
     /// Unique per `LogStream`: makes message ids of two writers distinct.

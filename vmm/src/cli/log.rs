@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use changelog::log::{LogReader, Record, RecordKind};
+use changelog::log::{Record, RecordKind};
 use changelog::recording::{self, RecordDir};
 use changelog::LogBackend;
 use clap::{Args, Subcommand};
@@ -104,7 +104,9 @@ pub struct MarkArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Record directory (as given to `vmm run --record`).
+    /// Record directory (as given to `vmm run --record`), or a record set
+    /// in a cluster: nats://HOST:PORT[,HOST:PORT...]/NAME.
+    #[arg(value_name = "DIR|URL")]
     pub dir: PathBuf,
     /// Only this VM's log (default: every VM in DIR).
     #[arg(long, value_name = "ID")]
@@ -180,20 +182,24 @@ pub fn one_vm(logs: &dyn LogBackend, only: &Option<String>) -> Result<String, Cl
 }
 
 pub fn show(args: &ShowArgs) -> Result<i32, CliError> {
-    let dir = RecordDir::new(&args.dir);
-    for vm in vms(&dir, &args.vm)? {
-        let reader = LogReader::open(dir.log_dir(&vm)).map_err(CliError::from_display)?;
+    let source = super::source::Source::open(&args.dir)?;
+    let logs = source.logs();
+    for vm in vms(logs, &args.vm)? {
+        let mut records = logs
+            .records(&vm, args.from.max(1))
+            .map_err(CliError::from_display)?
+            .peekable();
         if !args.json {
-            println!(
-                "{vm}: seq {}..{}",
-                reader.first_seq().unwrap_or(0),
-                reader.last_seq()
-            );
+            // The first seq kept (a cluster's retention may have removed
+            // older ones) and the last.
+            let first = match records.peek() {
+                Some(Ok(r)) => r.seq,
+                _ => 0,
+            };
+            let last = logs.last_seq(&vm).map_err(CliError::from_display)?;
+            println!("{vm}: seq {first}..{last}");
             println!("{:>10}  {:<30}  record", "seq", "time (UTC)");
         }
-        let records = reader
-            .iter_from(args.from.max(1))
-            .map_err(CliError::from_display)?;
         for (n, record) in records.enumerate() {
             if args.limit.is_some_and(|l| n as u64 >= l) {
                 break;
@@ -347,6 +353,11 @@ fn verify_cluster(args: &VerifyArgs, source: &super::source::Source) -> Result<i
                 }
             ),
             Some((seq, why)) => println!("{vm}: FAILED at seq {seq}: {why}"),
+        }
+        if let (Some(first), Some(cp)) = (r.trimmed_before, r.from_checkpoint) {
+            println!(
+                "{vm}: records before seq {first} were removed by the record set's retention limits; checked from the checkpoint at seq {cp}"
+            );
         }
     }
     Ok(status)

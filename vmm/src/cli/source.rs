@@ -84,6 +84,16 @@ pub struct PushArgs {
     /// the record set (3 for a 3-node cluster, 1 for a single server).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub replicas: usize,
+    /// Let the cluster remove log records older than this (e.g. 30d, 12h);
+    /// replays start from checkpoints, so what is kept stays replayable
+    /// from the first checkpoint after the oldest record kept. Applies to
+    /// the record set from now on (created or not).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<humantime::Duration>,
+    /// Let the cluster remove the oldest log records beyond this many
+    /// bytes (e.g. 50GiB), as --max-age.
+    #[arg(long, value_name = "SIZE")]
+    pub max_bytes: Option<bytesize::ByteSize>,
     /// Print one JSON report per VM.
     #[arg(long)]
     pub json: bool,
@@ -98,6 +108,26 @@ pub fn push(args: &PushArgs) -> Result<i32, CliError> {
     let store = dir.open_store().map_err(CliError::from_display)?;
     let remote =
         Remote::open(&args.to, args.replicas, CLUSTER_TIMEOUT).map_err(CliError::from_display)?;
+    if args.max_age.is_some() || args.max_bytes.is_some() {
+        let mut r = remote.retention().map_err(CliError::from_display)?;
+        if let Some(age) = args.max_age {
+            r.max_age = Some(age.into());
+        }
+        if let Some(bytes) = args.max_bytes {
+            r.max_bytes = Some(bytes.as_u64());
+        }
+        remote.set_retention(r).map_err(CliError::from_display)?;
+        if !args.json {
+            println!(
+                "{}: log records kept for {}, up to {} (older ones are removed by the cluster)",
+                args.to,
+                r.max_age
+                    .map_or("ever".into(), |a| humantime::format_duration(a).to_string()),
+                r.max_bytes
+                    .map_or("any size".into(), |b| bytesize::ByteSize(b).to_string())
+            );
+        }
+    }
     for vm in vms {
         let report = push_log(&dir, &store, &vm, &remote).map_err(CliError::from_display)?;
         if args.json {
