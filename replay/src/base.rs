@@ -191,12 +191,20 @@ fn from_checkpoint(
     let file = File::create(out).map_err(|e| no(format!("{}: {e}", out.display())))?;
     file.set_len(state.num_blocks() * BLOCK_SIZE as u64)
         .map_err(|e| no(format!("{}: {e}", out.display())))?;
-    for (block, hash) in state.iter_nonzero() {
+    let blocks: Vec<(u64, ObjectId)> = state
+        .iter_nonzero()
+        .map(|(b, h)| (b, ObjectId(*h)))
+        .collect();
+    // In batches: a backend across a network answers each in one wait.
+    for batch in blocks.chunks(256) {
+        let ids: Vec<ObjectId> = batch.iter().map(|(_, id)| *id).collect();
         let data = objects
-            .get(&ObjectId(*hash))
-            .map_err(|e| no(format!("block {block}: {e}")))?;
-        file.write_all_at(&data, block * BLOCK_SIZE as u64)
-            .map_err(|e| no(format!("{}: {e}", out.display())))?;
+            .get_many(&ids)
+            .map_err(|e| no(format!("blocks {}..: {e}", batch[0].0)))?;
+        for ((block, _), data) in batch.iter().zip(data) {
+            file.write_all_at(&data, block * BLOCK_SIZE as u64)
+                .map_err(|e| no(format!("{}: {e}", out.display())))?;
+        }
     }
     Ok(())
 }

@@ -336,11 +336,18 @@ struct Fetched {
 /// store; zero blocks are not stored).
 fn fetch(store: &dyn ObjectBackend, blocks: &[[u8; 32]]) -> Result<Vec<u8>, store::StoreError> {
     let mut buf = Vec::with_capacity(blocks.len() * BLOCK as usize);
+    let stored: Vec<ObjectId> = blocks
+        .iter()
+        .filter(|h| **h != ZERO_BLOCK_HASH)
+        .map(|h| ObjectId(*h))
+        .collect();
+    // Together: a backend across a network answers them in one wait.
+    let mut fetched = store.get_many(&stored)?.into_iter();
     for h in blocks {
         if *h == ZERO_BLOCK_HASH {
             buf.resize(buf.len() + BLOCK as usize, 0);
         } else {
-            buf.extend_from_slice(&store.get(&ObjectId(*h))?);
+            buf.extend_from_slice(&fetched.next().expect("one object per id"));
         }
     }
     Ok(buf)

@@ -121,10 +121,7 @@ fn fetch(
         .collect();
     for batch in missing.chunks(BATCH) {
         // `get` checks each object against its id.
-        let data: Vec<Vec<u8>> = batch
-            .iter()
-            .map(|id| remote.get(id))
-            .collect::<Result<_, _>>()?;
+        let data = remote.get_many(batch)?;
         let items: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
         local.put_hashed(&items, batch)?;
         report.copied += batch.len() as u64;

@@ -195,6 +195,26 @@ impl ObjectBackend for Remote {
             .map_err(|e| self.store_err(e))
     }
 
+    fn get_many(&self, ids: &[ObjectId]) -> store::Result<Vec<Vec<u8>>> {
+        let stored: Vec<[u8; 32]> = ids
+            .iter()
+            .filter(|id| id.zero_len().is_none())
+            .map(|id| id.0)
+            .collect();
+        let mut fetched = self
+            .objects
+            .get_many_required(&stored)
+            .map_err(|e| self.store_err(e))?
+            .into_iter();
+        Ok(ids
+            .iter()
+            .map(|id| match id.zero_len() {
+                Some(len) => vec![0; len],
+                None => fetched.next().expect("one answer per stored id"),
+            })
+            .collect())
+    }
+
     fn contains(&self, id: &ObjectId) -> store::Result<bool> {
         if id.zero_len().is_some() {
             return Ok(true);

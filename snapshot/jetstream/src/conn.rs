@@ -255,26 +255,35 @@ pub(crate) async fn open_or_create<F, Fut>(
     create: F,
 ) -> Result<stream::Stream>
 where
-    F: FnOnce() -> Fut,
+    F: Fn() -> Fut,
     Fut: Future<Output = Result<()>>,
 {
-    match get_stream(js, name, timeout).await {
-        Ok(stream) => {
-            check_ours(kind, name, stream.cached_info())?;
-            Ok(stream)
-        }
-        Err(e) => match e.kind() {
-            GetStreamErrorKind::JetStream(je) if je.error_code() == ErrorCode::STREAM_NOT_FOUND => {
-                create().await?;
-                let stream = js
-                    .get_stream(name)
-                    .await
-                    .map_err(|e| Error::js("stream lookup", name, e))?;
+    // A create that times out (a loaded cluster, or several hosts creating
+    // the same record set at once) may have landed or not: look again and
+    // retry, within three timeouts in all.
+    let deadline = tokio::time::Instant::now() + timeout * 3;
+    loop {
+        match get_stream(js, name, timeout).await {
+            Ok(stream) => {
                 check_ours(kind, name, stream.cached_info())?;
-                Ok(stream)
+                return Ok(stream);
             }
-            _ => Err(Error::js("stream lookup", name, e)),
-        },
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(je)
+                    if je.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    match create().await {
+                        Ok(()) => {}
+                        Err(e) if tokio::time::Instant::now() < deadline => {
+                            tracing::debug!("create of {name} retried: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ => return Err(Error::js("stream lookup", name, e)),
+            },
+        }
     }
 }
 

@@ -25,6 +25,13 @@ pub trait ObjectBackend: Send + Sync {
     /// Object `id`, checked against its hash.
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
 
+    /// Objects `ids`, in order, each as [`ObjectBackend::get`]. A backend
+    /// across a network asks for them together, so that a replay waits
+    /// for one round trip per batch, not per object.
+    fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        ids.iter().map(|id| self.get(id)).collect()
+    }
+
     /// Whether object `id` is present (zero objects always are).
     fn contains(&self, id: &ObjectId) -> Result<bool>;
 
