@@ -230,3 +230,66 @@ fn changes_last_seq(rec: &str) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// `restore --rebuild-disk`: the snapshot's disk comes from the log (from
+/// the checkpoint taken with the snapshot), and the restored VM finishes
+/// its workload exactly as the original did.
+#[test]
+fn a_restore_rebuilds_its_disk_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let disk = blank_disk(dir.path(), "disk.img", 64);
+    let workload = "workload=sqlite rows=200 seed=3 snap_every=5";
+    let out = run_recorded(&disk, &rec, "vm0", workload, &["--timeout", "120"]);
+    let summary = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("sqlite: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let original = summary(&stdout(&out));
+    assert!(original.contains("integrity=ok"), "{original}");
+    let snaps: Vec<Value> = ok(&["snapshot", "list", rec.to_str().unwrap(), "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let snap = &snaps[1];
+    let seq = snap["log_seq"].as_u64().unwrap();
+    // The recorder took a checkpoint with the snapshot.
+    let cps = checkpoints(rec.to_str().unwrap());
+    assert!(cps.iter().any(|c| c["seq"] == seq), "{cps:?}");
+    let path = rec
+        .join("snapshots")
+        .join(format!("{}.snap", snap["id"].as_str().unwrap()));
+    let clone = dir.path().join("clone.img");
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            path.to_str().unwrap(),
+            "--rebuild-disk",
+            clone.to_str().unwrap(),
+            "--vm-id",
+            "clone1",
+            "--record",
+            rec.to_str().unwrap(),
+            "--timeout",
+            "120",
+        ];
+        args.extend_from_slice(extra);
+        vmm(&args)
+    };
+    let out = restore(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "at seq {seq} of VM vm0 from the checkpoint at seq {seq}"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(summary(&stdout(&out)), original);
+    // The disk is there now: not replaced without --force.
+    let again = restore(&[]);
+    assert_eq!(again.status.code(), Some(125), "{}", stderr(&again));
+    assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+}

@@ -75,11 +75,11 @@ fn main() {
         let disk = dir.path().join(format!("vm{i}.img"));
         std::fs::File::create(&disk)
             .unwrap()
-            .set_len(64 << 20)
+            .set_len(128 << 20)
             .unwrap();
         let vm = format!("vm{i}");
         let cmdline = format!(
-            "workload=blk-writes seed={} writes=60 max_blocks=256",
+            "workload=blk-writes seed={} writes=240 max_blocks=256",
             i * 2
         );
         vmm(&[
@@ -117,7 +117,7 @@ fn main() {
         spawn("two", "pair-b"),
     ]);
 
-    println!("fleet drill of {VMS} VMs (64 MiB disks, ~7 MiB of writes each), 1-core workers: median of {RUNS}, alternating");
+    println!("fleet drill of {VMS} VMs (128 MiB disks, ~30 MiB of writes each), 1-core workers: median of {RUNS}, alternating");
     let (mut one, mut two) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         one.push(drill(&url, "one", 1));

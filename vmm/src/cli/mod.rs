@@ -14,6 +14,7 @@ mod replay;
 mod run;
 mod semantic_replay;
 mod snapshot;
+mod snapshot_disk;
 mod snapshot_remote;
 mod source;
 mod store;

@@ -46,9 +46,21 @@ pub struct RestoreArgs {
     pub stats: bool,
     /// Restore even onto a disk whose content differs from the one the
     /// snapshot was taken with (the guest may then read data it never
-    /// wrote). A disk of another size is refused regardless.
+    /// wrote). A disk of another size is refused regardless. With
+    /// --rebuild-disk: replace PATH if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Rebuild the snapshot's disk at PATH from its change log, as of the
+    /// snapshot's own barrier (a verified replay, from the checkpoint
+    /// taken with the snapshot), and restore onto it: a host that never
+    /// ran the VM needs no separate replay step.
+    #[arg(long, value_name = "PATH", conflicts_with = "disks")]
+    pub rebuild_disk: Option<PathBuf>,
+    /// With --rebuild-disk: where the log is (default: the snapshot's own
+    /// directory, DIR of DIR/snapshots/ID.snap), or a record set in a
+    /// cluster (nats://HOST:PORT[,HOST:PORT...]/NAME).
+    #[arg(long, value_name = "DIR|URL", requires = "rebuild_disk")]
+    pub log: Option<PathBuf>,
     /// How guest memory comes back: `lazy` starts the vCPU at once and
     /// brings pages in on first touch and in the background (userfaultfd;
     /// eager, with a warning, where that is unavailable); `eager` copies
@@ -88,11 +100,18 @@ fn split_snapshot_path(path: &Path) -> Result<(PathBuf, String), CliError> {
 
 pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
     let (dir, id) = split_snapshot_path(&args.snapshot)?;
+    let mut disks = args.disks.clone();
+    if let Some(path) = &args.rebuild_disk {
+        let log = args.log.clone().unwrap_or_else(|| dir.clone());
+        disks = vec![super::snapshot_disk::rebuild(
+            &dir, &id, &log, path, args.force,
+        )?];
+    }
     let config = RestoreConfig {
         kvm_path: cli.kvm.clone(),
         dir: dir.clone(),
         id,
-        disks: (!args.disks.is_empty()).then(|| args.disks.clone()),
+        disks: (!disks.is_empty()).then_some(disks),
         serial: args.serial.clone(),
         timeout: args.timeout.map(Duration::from_secs),
         record: args.record.clone().map(|dir| RecordConfig {
