@@ -265,4 +265,43 @@ fn fleet_replay_reports_unplaceable_jobs_and_bad_input_clearly() {
     assert_eq!(report["failed"], 2, "{report}");
     let detail = report["jobs"][0]["detail"].as_str().unwrap();
     assert!(detail.contains("lacks label 'gpu'"), "{detail}");
+
+    // A long log is split at its checkpoints: each segment starts from one
+    // and checks its barriers; the last ends where a whole replay does.
+    let rec3 = dir.path().join("rec3");
+    let disk = blank_disk(dir.path(), "long.img", 32);
+    let cmdline = "workload=blk-writes seed=4 writes=120 max_blocks=64 flush_every=2";
+    run_recorded(&disk, &rec3, "long", cmdline, &["--checkpoint-every", "10"]);
+    let url3 = format!("nats://{servers}/fleet3");
+    let pushed = vmm(&["log", "push", rec3.to_str().unwrap(), "--to", &url3]);
+    assert_eq!(pushed.status.code(), Some(0), "{}", stderr(&pushed));
+    let seg = json(&vmm(&[
+        "fleet",
+        "replay",
+        "--cluster",
+        &url3,
+        "--fleet",
+        "t2",
+        "--segment-mib",
+        "2",
+        "--json",
+    ]));
+    let jobs = seg["jobs"].as_array().unwrap();
+    assert!(jobs.len() >= 3, "{seg}");
+    assert!(jobs.iter().all(|j| j["pass"] == true), "{seg}");
+    assert_eq!(jobs[0]["from_checkpoint"], Value::Null);
+    for pair in jobs.windows(2) {
+        assert_eq!(pair[1]["from_checkpoint"], pair[0]["until_seq"], "{seg}");
+    }
+    let whole = dir.path().join("whole.img");
+    let local = json(&vmm(&[
+        "replay",
+        "--log",
+        rec3.to_str().unwrap(),
+        "--out",
+        whole.to_str().unwrap(),
+        "--no-checkpoints",
+        "--json",
+    ]));
+    assert_eq!(jobs.last().unwrap()["checksum"], local["checksum"]);
 }

@@ -34,6 +34,9 @@ pub enum Base {
     /// An all-zero disk of the size the log's base mark records.
     Empty,
     Image(PathBuf),
+    /// The disk as the log's checkpoint at this seq maps it (a segment of
+    /// a long log, verified on its own: fleet replay).
+    Checkpoint(u64),
 }
 
 impl FromStr for Base {
@@ -43,7 +46,14 @@ impl FromStr for Base {
         match s {
             "" => Err("empty --base: use 'empty' or an image path".into()),
             "empty" => Ok(Base::Empty),
-            path => Ok(Base::Image(PathBuf::from(path))),
+            other => match other.strip_prefix("checkpoint=") {
+                Some(n) => n.parse().map(Base::Checkpoint).map_err(|_| {
+                    format!(
+                        "'{other}': checkpoint=N takes a seq (`vmm log checkpoints` lists them)"
+                    )
+                }),
+                None => Ok(Base::Image(PathBuf::from(other))),
+            },
         }
     }
 }
@@ -74,6 +84,35 @@ pub fn prepare(
         move |source| ReplayError::Image { path, source }
     };
     match base {
+        Base::Checkpoint(seq) => {
+            let cp = logs
+                .checkpoints(vm)?
+                .into_iter()
+                .find(|c| c.seq == *seq)
+                .ok_or_else(|| ReplayError::NoCheckpoint {
+                    vm: vm.to_string(),
+                    seq: *seq,
+                    why: "the log has no checkpoint there".into(),
+                })?;
+            if cp.seq > until {
+                return Err(ReplayError::NoCheckpoint {
+                    vm: vm.to_string(),
+                    seq: *seq,
+                    why: format!("it lies after the target, seq {until}"),
+                });
+            }
+            from_checkpoint(logs, objects, vm, &cp, out).map_err(|CheckpointUnusable(why)| {
+                ReplayError::NoCheckpoint {
+                    vm: vm.to_string(),
+                    seq: *seq,
+                    why,
+                }
+            })?;
+            Ok(Start {
+                from_seq: cp.seq + 1,
+                checkpoint: Some(cp.seq),
+            })
+        }
         Base::Empty if checkpoints => {
             for cp in logs
                 .checkpoints(vm)?

@@ -59,6 +59,8 @@ pub enum ReplayError {
     BaseNotInLog(PathBuf),
     #[error("the log has no base mark recording the disk size; pass --base IMAGE")]
     NoBaseSize,
+    #[error("VM '{vm}': cannot start from the checkpoint at seq {seq}: {why}")]
+    NoCheckpoint { vm: String, seq: u64, why: String },
     #[error("the log of VM '{vm}' at {location} starts at seq {first_seq}: its older records were removed by the record set's retention limits, and no checkpoint at or before the target lets a replay start after them; replay to a later point (`vmm log checkpoints {location}` lists the checkpoints)")]
     Trimmed {
         vm: String,

@@ -59,10 +59,15 @@ pub enum FleetError {
     NoSuchVm { vm: String, location: String },
 }
 
-/// One replay to run: a VM's log up to a seq.
+/// One replay to run: a VM's log up to a seq (from its beginning, or a
+/// segment from one of its checkpoints).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub vm: String,
+    /// Start from the log's checkpoint at this seq (a segment of a long
+    /// log); None: the log's own start (or its nearest checkpoint).
+    #[serde(default)]
+    pub from_checkpoint: Option<u64>,
     pub until_seq: u64,
     /// Size of the disk the replay rebuilds (from the log's base mark).
     pub disk_bytes: u64,
@@ -106,11 +111,17 @@ pub struct Placement {
     pub unplaceable: Vec<(usize, String)>,
 }
 
-/// One job per VM in `vms`: its log read up to `point` (see the module doc).
+/// One job per VM in `vms`: its log read up to `point` (see the module
+/// doc). With `segment_bytes`, a log that reads more than that is split at
+/// its checkpoints into segments of about that much each, every segment a
+/// job that starts from its checkpoint and verifies the barriers up to the
+/// next (the last one ends at `point`): the history of one long log is
+/// checked on several workers at once.
 pub fn plan(
     logs: &dyn LogBackend,
     vms: &[String],
     point: &Point,
+    segment_bytes: Option<u64>,
 ) -> Result<Vec<JobSpec>, FleetError> {
     let known = logs.vm_ids()?;
     let mut jobs = Vec::with_capacity(vms.len());
@@ -121,12 +132,17 @@ pub fn plan(
                 location: logs.location(),
             });
         }
-        jobs.push(plan_one(logs, vm, point)?);
+        jobs.extend(plan_one(logs, vm, point, segment_bytes)?);
     }
     Ok(jobs)
 }
 
-fn plan_one(logs: &dyn LogBackend, vm: &str, point: &Point) -> Result<JobSpec, FleetError> {
+fn plan_one(
+    logs: &dyn LogBackend,
+    vm: &str,
+    point: &Point,
+    segment_bytes: Option<u64>,
+) -> Result<Vec<JobSpec>, FleetError> {
     // Per seq: bytes read so far, the disk size so far, the blocks written
     // so far; the point picks one of them once the log has been read.
     struct Row {
@@ -181,13 +197,52 @@ fn plan_one(logs: &dyn LogBackend, vm: &str, point: &Point) -> Result<JobSpec, F
     }
     .ok_or_else(|| not_in_log(format!("its records run from seq 1 to {last}")))?;
     let row = &rows[at];
-    Ok(JobSpec {
+    let mem = |r: &Row| REPLAY_FIXED_MEM + r.blocks.min(r.disk / 4096) * MEM_PER_BLOCK;
+    let whole = JobSpec {
         vm: vm.to_string(),
+        from_checkpoint: None,
         until_seq: row.seq,
         disk_bytes: row.disk,
         read_bytes: row.read,
-        mem_bytes: REPLAY_FIXED_MEM + row.blocks.min(row.disk / 4096) * MEM_PER_BLOCK,
-    })
+        mem_bytes: mem(row),
+    };
+    let Some(each) = segment_bytes.filter(|&b| b > 0 && row.read > b) else {
+        return Ok(vec![whole]);
+    };
+    // Cut at checkpoints once a segment has read `each` bytes.
+    let row_at = |seq: u64| rows.iter().rposition(|r| r.seq <= seq).map(|i| &rows[i]);
+    let mut cuts: Vec<&Row> = Vec::new();
+    let mut last_read = 0;
+    for cp in logs.checkpoints(vm)? {
+        match row_at(cp.seq) {
+            Some(r) if r.seq == cp.seq && r.seq < row.seq && r.read - last_read >= each => {
+                last_read = r.read;
+                cuts.push(r);
+            }
+            _ => {}
+        }
+    }
+    if cuts.is_empty() {
+        return Ok(vec![whole]);
+    }
+    let mut jobs = Vec::with_capacity(cuts.len() + 1);
+    let mut from: Option<&Row> = None;
+    for end in cuts.into_iter().chain(std::iter::once(row)) {
+        // A segment reads its records and writes the checkpoint's map (about
+        // one block per block it maps).
+        let base_read = from.map_or(0, |f| f.read);
+        let map_bytes = from.map_or(0, |f| f.blocks.min(f.disk / 4096) * 4096);
+        jobs.push(JobSpec {
+            vm: vm.to_string(),
+            from_checkpoint: from.map(|f| f.seq),
+            until_seq: end.seq,
+            disk_bytes: end.disk,
+            read_bytes: end.read - base_read + map_bytes,
+            mem_bytes: mem(end),
+        });
+        from = Some(end);
+    }
+    Ok(jobs)
 }
 
 impl WorkerInfo {

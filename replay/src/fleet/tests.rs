@@ -19,6 +19,7 @@ fn worker(id: &str, cores: u32, mem_mib: u64, disk_mib: u64, mb_s: u64) -> Worke
 fn job(vm: &str, read_mib: u64, mem_mib: u64, disk_mib: u64) -> JobSpec {
     JobSpec {
         vm: vm.into(),
+        from_checkpoint: None,
         until_seq: 10,
         disk_bytes: disk_mib << 20,
         read_bytes: read_mib << 20,
@@ -55,16 +56,16 @@ fn plan_reads_each_log_to_its_point() {
         log.close().unwrap();
     }
     let vms = vec!["a".to_string(), "b".to_string()];
-    let end = plan(&dir, &vms, &Point::End).unwrap();
+    let end = plan(&dir, &vms, &Point::End, None).unwrap();
     assert_eq!(end.len(), 2);
     assert_eq!((end[0].until_seq, end[0].read_bytes), (6, 3 * 8192));
     assert_eq!((end[1].until_seq, end[1].read_bytes), (8, 5 * 8192));
     assert!(end.iter().all(|j| j.disk_bytes == 1 << 20));
-    let mid = plan(&dir, &vms, &Point::Mark("mid".into())).unwrap();
+    let mid = plan(&dir, &vms, &Point::Mark("mid".into()), None).unwrap();
     assert_eq!((mid[0].until_seq, mid[0].read_bytes), (4, 2 * 8192));
-    let e = plan(&dir, &vms, &Point::Seq(99)).unwrap_err();
+    let e = plan(&dir, &vms, &Point::Seq(99), None).unwrap_err();
     assert!(e.to_string().contains("seq=99"), "{e}");
-    let e = plan(&dir, &["zz".to_string()], &Point::End).unwrap_err();
+    let e = plan(&dir, &["zz".to_string()], &Point::End, None).unwrap_err();
     assert!(matches!(e, FleetError::NoSuchVm { .. }), "{e}");
 }
 
@@ -182,4 +183,74 @@ fn ledger_does_each_job_exactly_once_across_a_dead_worker() {
     assert_eq!(results.len(), 3);
     assert_eq!(results[1].1, "w2");
     assert_eq!(l.requeued, 1);
+}
+
+#[test]
+fn a_long_log_is_split_at_its_checkpoints() {
+    use changelog::{Checkpoint, LogAppend};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RecordDir::new(tmp.path());
+    let (mut log, _) = LogWriter::open(dir.log_dir("v"), "v").unwrap();
+    log.append(RecordKind::Mark {
+        name: format!("{BASE_MARK_PREFIX}{}", 64u64 << 20),
+    })
+    .unwrap();
+    // 20 rounds of one 64 KiB write and a barrier (seqs 2..=41), a
+    // checkpoint at every 4th barrier.
+    for i in 0..20u64 {
+        log.append(RecordKind::BlockWrite {
+            sector: i * 128,
+            len: 16 * 4096,
+            blocks: vec![[i as u8 + 1; 32]; 16],
+        })
+        .unwrap();
+        let seq = log
+            .append(RecordKind::Barrier {
+                kind: BarrierKind::Flush,
+                disk_checksum: [0; 32],
+            })
+            .unwrap();
+        if i % 4 == 3 {
+            log.sync().unwrap();
+            LogAppend::add_checkpoint(
+                &mut log,
+                &Checkpoint {
+                    seq,
+                    ts_ns: 0,
+                    disk_checksum: [0; 32],
+                    num_blocks: 16384,
+                    chunks: vec![],
+                },
+            )
+            .unwrap();
+        }
+    }
+    log.close().unwrap();
+    let vms = vec!["v".to_string()];
+    // Whole: one job.
+    assert_eq!(plan(&dir, &vms, &Point::End, None).unwrap().len(), 1);
+    assert_eq!(
+        plan(&dir, &vms, &Point::End, Some(100 << 20))
+            .unwrap()
+            .len(),
+        1
+    );
+    // Segments of >= 8 writes (512 KiB): cut at the checkpoints after
+    // writes 8 and 16 (seqs 17 and 33), then to the end (seq 41).
+    let jobs = plan(&dir, &vms, &Point::End, Some(512 << 10)).unwrap();
+    let ranges: Vec<(Option<u64>, u64)> = jobs
+        .iter()
+        .map(|j| (j.from_checkpoint, j.until_seq))
+        .collect();
+    assert_eq!(ranges, vec![(None, 17), (Some(17), 33), (Some(33), 41)]);
+    // Each reads its own records (plus the map it starts from).
+    assert_eq!(jobs[0].read_bytes, 8 * 16 * 4096);
+    assert!(jobs[2].read_bytes >= 4 * 16 * 4096);
+    // A point before the last cut ends there.
+    let jobs = plan(&dir, &vms, &Point::Seq(20), Some(512 << 10)).unwrap();
+    let ranges: Vec<(Option<u64>, u64)> = jobs
+        .iter()
+        .map(|j| (j.from_checkpoint, j.until_seq))
+        .collect();
+    assert_eq!(ranges, vec![(None, 17), (Some(17), 20)]);
 }

@@ -36,9 +36,15 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "ID")]
     pub vm: Option<String>,
     /// Where to start: `empty` (the log's own base: it holds the disk as it
-    /// was when recording began) or a disk image that the log passed
-    /// through, e.g. the original image or an earlier replay output.
-    #[arg(long, value_name = "IMAGE|empty", default_value = "empty")]
+    /// was when recording began; from the nearest checkpoint), a disk image
+    /// that the log passed through, e.g. the original image or an earlier
+    /// replay output, or `checkpoint=SEQ` (that checkpoint of the log: a
+    /// segment of a long log checked on its own).
+    #[arg(
+        long,
+        value_name = "IMAGE|empty|checkpoint=SEQ",
+        default_value = "empty"
+    )]
     pub base: Base,
     /// Where to stop: seq=N, time=RFC3339, mark=NAME, or end
     /// (example: --until time=2026-11-21T06:01:42Z).

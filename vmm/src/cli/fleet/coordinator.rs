@@ -26,6 +26,8 @@ use super::{FleetArgs, CLUSTER_TIMEOUT};
 #[derive(Debug, Serialize)]
 struct JobReport {
     vm: String,
+    /// The checkpoint a segment job started from (None: the log's start).
+    from_checkpoint: Option<u64>,
     until_seq: u64,
     worker: String,
     secs: f64,
@@ -64,7 +66,13 @@ pub fn fleet_run(args: &FleetArgs, task: Task) -> Result<i32, CliError> {
     let remote =
         Remote::open_existing(&args.cluster, CLUSTER_TIMEOUT).map_err(CliError::from_display)?;
     let vms = select_vms(&remote, &args.vms)?;
-    let jobs = fleet::plan(&remote, &vms, &args.at).map_err(CliError::from_display)?;
+    // Drills boot the VM on the disk at the point: one job per VM. A
+    // replay of a long log is split into segments between checkpoints.
+    let segment = match task {
+        Task::Replay => Some(args.segment_mib << 20),
+        Task::Drill { .. } => None,
+    };
+    let jobs = fleet::plan(&remote, &vms, &args.at, segment).map_err(CliError::from_display)?;
     let limits = Limits {
         max_cpu: args.max_cpu,
         max_mem: args.max_mem.map(|m| m.as_u64()),
@@ -389,6 +397,7 @@ impl Coordinator<'_> {
             }
             jobs.push(JobReport {
                 vm: spec.vm.clone(),
+                from_checkpoint: spec.from_checkpoint,
                 until_seq: spec.until_seq,
                 worker: worker.to_string(),
                 secs: o.secs,
@@ -423,15 +432,19 @@ fn print(report: &Report, json: bool) {
     }
     println!("fleet {} (run {})", report.task, report.run);
     println!(
-        "  {:<16} {:>8} {:<20} {:>8} {:>12}  {:<16} result",
+        "  {:<16} {:>12} {:<20} {:>8} {:>12}  {:<16} result",
         "VM", "seq", "worker", "secs", "bytes", "checksum"
     );
     for j in &report.jobs {
         let sum: String = j.checksum.chars().take(16).collect();
+        let seqs = match j.from_checkpoint {
+            Some(c) => format!("{c}..{}", j.until_seq),
+            None => j.until_seq.to_string(),
+        };
         println!(
-            "  {:<16} {:>8} {:<20} {:>8.2} {:>12}  {:<16} {}{}",
+            "  {:<16} {:>12} {:<20} {:>8.2} {:>12}  {:<16} {}{}",
             j.vm,
-            j.until_seq,
+            seqs,
             j.worker,
             j.secs,
             j.bytes,

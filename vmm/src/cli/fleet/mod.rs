@@ -82,6 +82,12 @@ pub struct FleetArgs {
     /// Copies the cluster keeps of the fleet's queues, when it creates them.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub replicas: usize,
+    /// With `replay`: split a VM's log that reads more than this many MiB
+    /// into segments between its checkpoints, one job each (every segment
+    /// starts from its checkpoint and verifies its barriers); 0: one job
+    /// per VM.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub segment_mib: u64,
     /// Print each job's needs and where it would go (JSON), run nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -277,6 +277,9 @@ fn spawn(cli: &Cli, work_dir: &Path, order: Order, job: Job) -> Result<Running, 
             cmd.args(["replay", "--log", &order.source, "--vm", &order.spec.vm])
                 .args(["--until", &point, "--force", "--json", "--out"])
                 .arg(&path);
+            if let Some(cp) = order.spec.from_checkpoint {
+                cmd.arg("--base").arg(format!("checkpoint={cp}"));
+            }
             disk = Some(path);
         }
         Task::Drill { check } => {
