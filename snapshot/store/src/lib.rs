@@ -68,6 +68,7 @@ mod lock;
 mod pack;
 mod recover;
 mod repair;
+mod snap;
 mod write;
 
 #[cfg(test)]
@@ -235,8 +236,11 @@ impl Store {
             .map_err(io_err("open", &lock_path))?;
         let index_path = dir.join("index.log");
         let index = open_index(dir, &index_path, &lock, &lock_path)?;
+        let generation = file_identity(&index, &index_path)?;
 
-        let mut view = IndexView::new();
+        // From the index snapshot when it belongs to this index, then the
+        // records appended after it (`snap.rs`).
+        let mut view = snap::load_or_new(dir, &index, generation);
         view.tail(&index, &index_path)?;
         let mut report = OpenReport {
             objects: view.totals().0,
@@ -267,7 +271,7 @@ impl Store {
         }
         let inner = Inner {
             view,
-            generation: file_identity(&index, &index_path)?,
+            generation,
             index,
             lock,
             packs: PackFiles::new(packs_dir),
@@ -457,10 +461,36 @@ impl Store {
         ))
     }
 
+    /// Saves the index as read so far as the index snapshot (`snap.rs`)
+    /// when enough records were read after the last one; returns whether
+    /// it did. A cache: the next open replays less. Done on drop too.
+    pub fn save_index_snapshot(&self) -> Result<bool> {
+        let mut g = self.inner();
+        g.refresh(&self.index_path)?;
+        if !snap::worth_saving(&g.view) {
+            return Ok(false);
+        }
+        snap::save(&self.dir, &g.view, &g.index, g.generation)
+            .map_err(io_err("write index snapshot in", &self.dir))?;
+        Ok(true)
+    }
+
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere cannot leave the view inconsistent with the
         // files in a harmful way: it is only ever extended from them.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Store {
+    /// Leaves an index snapshot for the next open when this handle read or
+    /// wrote enough records past the last one (best effort: without it the
+    /// next open replays more of the index).
+    fn drop(&mut self) {
+        let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        if snap::worth_saving(&g.view) {
+            let _ = snap::save(&self.dir, &g.view, &g.index, g.generation);
+        }
     }
 }
 
@@ -491,9 +521,11 @@ impl Inner {
             .write(true)
             .open(index_path)
             .map_err(io_err("open", index_path))?;
-        let mut view = IndexView::new();
+        let generation = file_identity(&file, index_path)?;
+        let dir = index_path.parent().unwrap_or(Path::new("."));
+        let mut view = snap::load_or_new(dir, &file, generation);
         view.tail(&file, index_path)?;
-        self.generation = file_identity(&file, index_path)?;
+        self.generation = generation;
         self.index = file;
         self.view = view;
         Ok(true)
