@@ -61,7 +61,10 @@ fn a_second_run_opens_without_hashing_and_an_outside_change_is_caught() {
     let why = open["why"].as_str().unwrap();
     assert!(why.contains("changed outside the recorder"), "{why}");
     assert!(err.contains("hashing the whole disk image"), "{err}");
-    assert!(err.contains("differs from what the log of vm0 recorded"), "{err}");
+    assert!(
+        err.contains("differs from what the log of vm0 recorded"),
+        "{err}"
+    );
 
     // The new base makes the log reproduce the changed image.
     let replayed = blank_disk(dir.path(), "replayed.img", DISK_MIB);
@@ -73,7 +76,10 @@ fn a_second_run_opens_without_hashing_and_an_outside_change_is_caught() {
     let (open, err) = run(&disk, &rec, "workload=exit", &["--rescan"]);
     assert_eq!(open["fast"], false, "{open}");
     assert!(open["why"].as_str().unwrap().contains("--rescan"));
-    assert!(!err.contains("hashing the whole disk image"), "asked for: {err}");
+    assert!(
+        !err.contains("hashing the whole disk image"),
+        "asked for: {err}"
+    );
     let verify = vmm(&["log", "verify", rec.to_str().unwrap()]);
     assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
 }

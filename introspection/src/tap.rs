@@ -14,7 +14,9 @@
 //!    guest saw complete is durable and every block it names is in the store.
 //!
 //! When a tap opens, the log's recorded disk state (the block hashes of
-//! every write so far) is compared with the image on disk. Blocks that
+//! every write so far) is compared with the image on disk: the image is
+//! hashed whole unless the recorder closed the log last and the image is
+//! untouched since (`tap/fast_open.rs`; opening is `tap/open.rs`). Blocks that
 //! differ — every non-zero block of a fresh log, or blocks changed outside
 //! the recorder or left by a crashed or failed run — are written into the
 //! log as a base, after a `vmm:base` mark and followed by a barrier. A log

@@ -157,6 +157,40 @@ impl RecordDir {
         Ok((state, at_barrier))
     }
 
+    /// The disk state the log of `vm_id` describes at seq `seq` (from the
+    /// saved state when it is at or before `seq`).
+    pub fn logged_state_until(
+        &self,
+        vm_id: &str,
+        num_blocks: u64,
+        seq: u64,
+    ) -> Result<DiskState, RecordError> {
+        let dir = self.log_dir(vm_id);
+        let reader = LogReader::open(&dir)?;
+        let (mut state, from) = match crate::checkpoint::load(&dir, &reader, num_blocks) {
+            Some((at, saved)) if at <= seq => (saved, at + 1),
+            _ => (DiskState::zeroed(num_blocks), 1),
+        };
+        if from > seq.min(reader.last_seq()) {
+            return Ok(state);
+        }
+        for record in reader.iter_from(from)? {
+            let record = record?;
+            if record.seq > seq {
+                break;
+            }
+            if let RecordKind::BlockWrite { sector, blocks, .. } = record.kind {
+                state
+                    .apply_block_write(sector, &blocks)
+                    .map_err(|source| RecordError::Image {
+                        path: dir.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(state)
+    }
+
     /// Bytes every log here references (the logical size before dedup).
     pub fn logical_bytes(&self) -> Result<u64, LogError> {
         let mut total = 0;

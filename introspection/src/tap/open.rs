@@ -32,9 +32,13 @@ pub struct TapOpenOptions {
     pub rescan: bool,
 }
 
-/// The log's state before this run, when already known, and the barrier
-/// it is exactly at (if no write follows it).
-type Logged = Option<(DiskState, Option<u64>)>;
+/// What the tap's state at open is to the log.
+enum Prior {
+    /// Unknown: read the log's state and compare.
+    Read,
+    /// The log's saved state at this barrier, trusted (`fast_open`).
+    Same(u64),
+}
 
 impl BlockTap {
     /// Opens (or creates) the log of `vm_id` in `dir` for the disk `image`.
@@ -82,16 +86,15 @@ impl BlockTap {
             fast_open::try_saved(dir, vm_id, image, &log_report, cut.is_some())
         };
         let mut recent = VecDeque::new();
-        let (state, logged, state_at, mut path) = match saved {
+        let (state, prior, mut path) = match saved {
             Ok(saved) => {
                 let path = OpenPath {
                     fast: true,
                     blocks_read: saved.sampled,
                     ..Default::default()
                 };
-                let at = Some(saved.barrier);
                 recent = saved.recent.into();
-                (saved.logged.clone(), Some((saved.logged, at)), at, path)
+                (saved.logged, Prior::Same(saved.barrier), path)
             }
             Err(why) => {
                 if why.warns() {
@@ -110,7 +113,7 @@ impl BlockTap {
                     blocks_read: state.num_blocks(),
                     ..Default::default()
                 };
-                (state, None, None, path)
+                (state, Prior::Read, path)
             }
         };
         path.state_us = started.elapsed().as_micros() as u64;
@@ -149,7 +152,7 @@ impl BlockTap {
             pending_ids: Vec::new(),
             dirty: false,
             last_barrier: None,
-            state_at,
+            state_at: None,
             recent,
             log_dir: dir.log_dir(vm_id),
             last_barrier_hlc: None,
@@ -157,7 +160,7 @@ impl BlockTap {
             checkpoint_policy: Default::default(),
             since_checkpoint: Default::default(),
         };
-        let base_blocks = tap.write_base(dir, vm_id, image, !had_records, logged)?;
+        let base_blocks = tap.write_base(dir, vm_id, image, !had_records, prior)?;
         if log_report.skipped_seqs.is_some() {
             // The log continues after a gap of seqs a crashed writer may
             // have handed out; a close with no record after the gap would
@@ -179,32 +182,39 @@ impl BlockTap {
     }
 
     /// Logs every block whose content differs between the log's recorded
-    /// state (`logged`, or read from the log) and the image, then a
-    /// barrier.
+    /// state and the image, then a barrier (nothing when `prior` says the
+    /// state is the log's).
     fn write_base(
         &mut self,
         dir: &RecordDir,
         vm_id: &str,
         image: &Path,
         fresh: bool,
-        logged: Logged,
+        prior: Prior,
     ) -> Result<u64, TapError> {
         let num_blocks = self.state.num_blocks();
-        let (logged, logged_at) = match logged {
-            Some(known) => known,
-            None => dir
-                .logged_state_at(vm_id, num_blocks)
-                .map_err(|e| match e {
-                    RecordError::Image { .. } => TapError::ImageTooSmall {
-                        dir: dir.log_dir(vm_id),
-                        blocks: num_blocks,
-                    },
-                    RecordError::Log(e) => TapError::Log(e),
-                    RecordError::Store(e) => TapError::Store(e),
-                })?,
-        };
         let before_seq = self.log.last_seq();
+        if let Prior::Same(at) = prior {
+            let logged = prior::Logged::InLog {
+                dir: dir.clone(),
+                num_blocks,
+            };
+            self.run_start = Some(prior::RunStart::new(logged, None, before_seq));
+            self.state_at = Some(at);
+            return Ok(0);
+        }
+        let (logged, logged_at) = dir
+            .logged_state_at(vm_id, num_blocks)
+            .map_err(|e| match e {
+                RecordError::Image { .. } => TapError::ImageTooSmall {
+                    dir: dir.log_dir(vm_id),
+                    blocks: num_blocks,
+                },
+                RecordError::Log(e) => TapError::Log(e),
+                RecordError::Store(e) => TapError::Store(e),
+            })?;
         if !fresh && logged.checksum() == self.state.checksum() {
+            let logged = prior::Logged::Known(logged);
             self.run_start = Some(prior::RunStart::new(logged, None, before_seq));
             // The image is the log's state. When that is exactly a barrier,
             // a clean close can stamp the image for it; otherwise (writes
@@ -250,6 +260,7 @@ impl BlockTap {
         let base_barrier = self.barrier(BarrierKind::Flush)?;
         if !fresh {
             let opened = (self.state.clone(), base_barrier, self.last_barrier_hlc);
+            let logged = prior::Logged::Known(logged);
             self.run_start = Some(prior::RunStart::new(logged, Some(opened), before_seq));
         }
         Ok(changed.len() as u64)

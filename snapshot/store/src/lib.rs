@@ -24,6 +24,13 @@
 //! in the middle (reported in [`OpenReport::damaged`]) and stop at a tail
 //! that is incomplete or fails its CRC.
 //!
+//! # Opening
+//! A handle starts from the index snapshot (`index.snap`, `snap.rs`) when
+//! it belongs to the index as it is now, and replays only the records
+//! after it; a handle that read or wrote enough records past it saves a
+//! new one when dropped ([`Store::save_index_snapshot`]). The snapshot is
+//! a cache: damaged or stale, it is ignored and the index replayed whole.
+//!
 //! # Trust
 //! [`Store::check`] checks one object (in the index with its pack bytes
 //! there, or read back and BLAKE3-checked); [`repair`] rebuilds the index
