@@ -468,36 +468,10 @@ impl Store {
         ))
     }
 
-    /// Saves the index as read so far as the index snapshot (`snap.rs`)
-    /// when enough records were read after the last one; returns whether
-    /// it did. A cache: the next open replays less. Done on drop too.
-    pub fn save_index_snapshot(&self) -> Result<bool> {
-        let mut g = self.inner();
-        g.refresh(&self.index_path)?;
-        if !snap::worth_saving(&g.view) {
-            return Ok(false);
-        }
-        snap::save(&self.dir, &g.view, &g.index, g.generation)
-            .map_err(io_err("write index snapshot in", &self.dir))?;
-        Ok(true)
-    }
-
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere cannot leave the view inconsistent with the
         // files in a harmful way: it is only ever extended from them.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Drop for Store {
-    /// Leaves an index snapshot for the next open when this handle read or
-    /// wrote enough records past the last one (best effort: without it the
-    /// next open replays more of the index).
-    fn drop(&mut self) {
-        let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-        if snap::worth_saving(&g.view) {
-            let _ = snap::save(&self.dir, &g.view, &g.index, g.generation);
-        }
     }
 }
 

@@ -38,9 +38,10 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
+use super::error::{io_err, Result};
 use super::format::{Loc, HEADER_LEN, RECORD_LEN};
 use super::index::{read_upto, IndexView, PackUse};
-use super::ObjectId;
+use super::{ObjectId, Store};
 
 pub(crate) const SNAP_FILE: &str = "index.snap";
 const MAGIC: &[u8; 8] = b"VMSTORSN";
@@ -277,4 +278,32 @@ fn fanout(base: &BaseTable) -> Option<Vec<u32>> {
         fan[p] += fan[p - 1];
     }
     Some(fan)
+}
+
+impl Store {
+    /// Saves the index as read so far as the index snapshot (`snap.rs`)
+    /// when enough records were read after the last one; returns whether
+    /// it did. A cache: the next open replays less. Done on drop too.
+    pub fn save_index_snapshot(&self) -> Result<bool> {
+        let mut g = self.inner();
+        g.refresh(&self.index_path)?;
+        if !worth_saving(&g.view) {
+            return Ok(false);
+        }
+        save(&self.dir, &g.view, &g.index, g.generation)
+            .map_err(io_err("write index snapshot in", &self.dir))?;
+        Ok(true)
+    }
+}
+
+impl Drop for Store {
+    /// Leaves an index snapshot for the next open when this handle read or
+    /// wrote enough records past the last one (best effort: without it the
+    /// next open replays more of the index).
+    fn drop(&mut self) {
+        let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        if worth_saving(&g.view) {
+            let _ = save(&self.dir, &g.view, &g.index, g.generation);
+        }
+    }
 }
