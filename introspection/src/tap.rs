@@ -14,7 +14,9 @@
 //!    guest saw complete is durable and every block it names is in the store.
 //!
 //! When a tap opens, the log's recorded disk state (the block hashes of
-//! every write so far) is compared with the image on disk. Blocks that
+//! every write so far) is compared with the image on disk: the image is
+//! hashed whole unless the recorder closed the log last and the image is
+//! untouched since (`tap/fast_open.rs`; opening is `tap/open.rs`). Blocks that
 //! differ — every non-zero block of a fresh log, or blocks changed outside
 //! the recorder or left by a crashed or failed run — are written into the
 //! log as a base, after a `vmm:base` mark and followed by a barrier. A log
@@ -26,34 +28,36 @@
 //! state at the end of the previous recorded run when the log has a past
 //! for it, so reopening a database logs no phantom inserts, and changes
 //! made between runs are reported once, labelled (`tap/prior.rs`).
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use serde::Serialize;
 use store::{ObjectBackend, ObjectId, StoreError};
 use thiserror::Error;
 
-use crate::decode::DecodeLimits;
 use crate::lift::{HintError, Lifter, SemanticEvent};
-use crate::tap_recovery::{open_log, Abandoned, TapCut};
+use crate::tap_recovery::{Abandoned, TapCut};
 use changelog::disk_state::{hash_block, DiskState, DiskStateError, ZERO_BLOCK_HASH};
 use changelog::log::{BarrierKind, LogError, OpenReport, RecordKind};
-use changelog::recording::{RecordDir, RecordError};
+
 use changelog::{Hlc, LogAppend, LogBackend};
 
 mod checkpointing;
 mod differ;
+pub mod fast_open;
 mod lifting;
+mod open;
 mod prior;
 mod restore;
 
 pub use checkpointing::CheckpointPolicy;
+pub use fast_open::{OpenPath, ScanReason};
+pub use open::TapOpenOptions;
 
-use differ::{run_differ, JobKind, LiftJob, LIFT_QUEUE};
+use differ::{JobKind, LiftJob};
 
 const BLOCK: usize = store::BLOCK_SIZE;
 /// Pending block data is stored (and its log frame committed) beyond this.
@@ -109,6 +113,9 @@ pub struct TapOpenReport {
     /// Records after the log's last sync point that named blocks missing
     /// from the store, cut before anything else was written.
     pub cut: Option<TapCut>,
+    /// Whether the image was hashed whole or the log's state trusted, and
+    /// why (`tap/fast_open.rs`).
+    pub open: OpenPath,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -142,8 +149,17 @@ pub struct BlockTap {
     pending_ids: Vec<ObjectId>,
     /// Records were appended since the last barrier.
     dirty: bool,
-    /// Seq of the last barrier written (for the state checkpoint).
+    /// Seq of the last barrier this tap wrote.
     last_barrier: Option<u64>,
+    /// The barrier at which `state` was last exactly the disk (this tap's
+    /// last barrier, or the log's when it opened on the saved state): the
+    /// state checkpoint and image stamp at close are taken for it.
+    state_at: Option<u64>,
+    /// The blocks written last (first and last of each write), for the
+    /// content sample of the next open (`tap/fast_open.rs`).
+    recent: VecDeque<u64>,
+    /// The log's directory (for the image stamp at close).
+    log_dir: PathBuf,
     /// Its HLC stamp (changes found later but lifted there carry it).
     last_barrier_hlc: Option<Hlc>,
     stats: TapStats,
@@ -171,148 +187,6 @@ pub struct BlockTap {
 }
 
 impl BlockTap {
-    /// Opens (or creates) the log of `vm_id` in `dir` for the disk `image`.
-    pub fn open(
-        dir: &RecordDir,
-        vm_id: &str,
-        image: &Path,
-    ) -> Result<(Self, TapOpenReport), TapError> {
-        Self::open_with_limits(dir, vm_id, image, DecodeLimits::default())
-    }
-
-    /// [`Self::open`], decoding hinted files within `limits`
-    /// (`--decode-budget-mib`).
-    pub fn open_with_limits(
-        dir: &RecordDir,
-        vm_id: &str,
-        image: &Path,
-        limits: DecodeLimits,
-    ) -> Result<(Self, TapOpenReport), TapError> {
-        let store = dir.open_store()?;
-        let pin = store.pin()?;
-        let (log, log_report, cut) = open_log(dir, &store, vm_id)?;
-        let state = DiskState::from_image(image).map_err(|source| TapError::Image {
-            path: image.to_path_buf(),
-            source,
-        })?;
-        let image_file = File::open(image).map_err(|source| TapError::ImageRead {
-            path: image.to_path_buf(),
-            source,
-        })?;
-        let disk_bytes = state.num_blocks() * BLOCK as u64;
-        let (lift_jobs, jobs) = sync_channel::<LiftJob>(LIFT_QUEUE);
-        let (events_tx, lift_events) = channel();
-        let lift_worker = std::thread::Builder::new()
-            .name("lifter".into())
-            .spawn(move || run_differ(jobs, events_tx, limits))
-            .map_err(|source| TapError::ImageRead {
-                path: image.to_path_buf(),
-                source,
-            })?;
-        let mut tap = Self {
-            log: Box::new(log),
-            history: Box::new(dir.clone()),
-            store: Box::new(store),
-            _pin: Some(pin),
-            state,
-            vm_id: vm_id.to_string(),
-            image: image_file,
-            lifter: Lifter::new(disk_bytes),
-            lift_jobs: Some(lift_jobs),
-            lift_events,
-            lift_worker: Some(lift_worker),
-            written_since: BTreeSet::new(),
-            hinted_since: BTreeSet::new(),
-            run_start: None,
-            baselined: BTreeSet::new(),
-            pending_data: Vec::new(),
-            pending_ids: Vec::new(),
-            dirty: false,
-            last_barrier: None,
-            last_barrier_hlc: None,
-            stats: TapStats::default(),
-            checkpoint_policy: CheckpointPolicy::default(),
-            since_checkpoint: Default::default(),
-        };
-        // Seqs may start above 1 (after a declared gap): ask what is kept.
-        let had_records = cut.as_ref().map_or(log_report.last_seq, |c| c.cut.last_seq) > 0;
-        let base_blocks = tap.write_base(dir, vm_id, image, !had_records)?;
-        Ok((
-            tap,
-            TapOpenReport {
-                log: log_report,
-                base_blocks,
-                rebased: had_records && base_blocks > 0,
-                cut,
-            },
-        ))
-    }
-
-    /// Logs every block whose content differs between the log's recorded
-    /// state and the image, then a barrier.
-    fn write_base(
-        &mut self,
-        dir: &RecordDir,
-        vm_id: &str,
-        image: &Path,
-        fresh: bool,
-    ) -> Result<u64, TapError> {
-        let num_blocks = self.state.num_blocks();
-        let logged = dir.logged_state(vm_id, num_blocks).map_err(|e| match e {
-            RecordError::Image { .. } => TapError::ImageTooSmall {
-                dir: dir.log_dir(vm_id),
-                blocks: num_blocks,
-            },
-            RecordError::Log(e) => TapError::Log(e),
-            RecordError::Store(e) => TapError::Store(e),
-        })?;
-        let before_seq = self.log.last_seq();
-        if !fresh && logged.checksum() == self.state.checksum() {
-            self.run_start = Some(prior::RunStart::new(logged, None, before_seq));
-            return Ok(0);
-        }
-        let differs = |b: u64| self.state.block_hash(b) != logged.block_hash(b);
-        let mut changed: Vec<u64> = self
-            .state
-            .iter_nonzero()
-            .map(|(b, _)| b)
-            .chain(logged.iter_nonzero().map(|(b, _)| b))
-            .filter(|&b| differs(b))
-            .collect();
-        changed.sort_unstable();
-        changed.dedup();
-        let file = File::open(image).map_err(|source| TapError::ImageRead {
-            path: image.to_path_buf(),
-            source,
-        })?;
-        self.append(RecordKind::Mark {
-            name: format!("{BASE_MARK} bytes={}", num_blocks * BLOCK as u64),
-        })?;
-        let mut i = 0;
-        while i < changed.len() {
-            let start = changed[i];
-            let mut end = start + 1;
-            while i + 1 < changed.len() && changed[i + 1] == end && end - start < BASE_RUN_BLOCKS {
-                i += 1;
-                end += 1;
-            }
-            i += 1;
-            let mut data = vec![0u8; ((end - start) as usize) * BLOCK];
-            file.read_exact_at(&mut data, start * BLOCK as u64)
-                .map_err(|source| TapError::ImageRead {
-                    path: image.to_path_buf(),
-                    source,
-                })?;
-            self.log_write(start * BLOCK as u64, &data, false)?;
-        }
-        let base_barrier = self.barrier(BarrierKind::Flush)?;
-        if !fresh {
-            let opened = (self.state.clone(), base_barrier, self.last_barrier_hlc);
-            self.run_start = Some(prior::RunStart::new(logged, Some(opened), before_seq));
-        }
-        Ok(changed.len() as u64)
-    }
-
     /// Records a completed write of whole 4 KiB blocks at byte `offset`.
     pub fn record_write(&mut self, offset: u64, data: &[u8]) -> Result<u64, TapError> {
         self.log_write(offset, data, true)
@@ -338,8 +212,17 @@ impl BlockTap {
             }
             hashes.push(h);
         }
+        let first = offset / BLOCK as u64;
+        let last = first + hashes.len() as u64 - 1;
+        for b in [first, last] {
+            if self.recent.back() != Some(&b) {
+                if self.recent.len() == changelog::image_stamp::MAX_RECENT {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(b);
+            }
+        }
         if count && self.lifter.table.files().next().is_some() {
-            let first = offset / BLOCK as u64;
             self.written_since
                 .extend(first..first + hashes.len() as u64);
         }
@@ -403,6 +286,7 @@ impl BlockTap {
         self.lift(seq, hlc)?;
         self.log.sync()?;
         self.last_barrier = Some(seq);
+        self.state_at = Some(seq);
         self.last_barrier_hlc = hlc;
         self.dirty = false;
         self.stats.barriers += 1;
@@ -497,13 +381,19 @@ impl BlockTap {
         let stats = self.stats;
         let BlockTap {
             log,
-            last_barrier,
+            state_at,
             state,
+            image,
+            recent,
+            log_dir,
             ..
         } = self;
         // After the final barrier only semantic records follow: the disk
         // state at that barrier is the state now.
-        log.close(last_barrier.map(|seq| (seq, &state)))?;
+        log.close(state_at.map(|seq| (seq, &state)))?;
+        if let Some(seq) = state_at {
+            open::stamp_image(&log_dir, &image, seq, &state, recent.into());
+        }
         Ok(stats)
     }
 }

@@ -232,6 +232,7 @@ impl Machine {
     pub fn run(&mut self) -> Result<RunOutcome> {
         let mut stats = RunStats {
             build_us: self.build_time.as_micros() as u64,
+            record_open: self.recorder.as_ref().map(|r| r.open_report.open.clone()),
             ..Default::default()
         };
         let api = match &self.api_sock {

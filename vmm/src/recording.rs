@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use changelog::log::BarrierKind;
 use changelog::recording::RecordDir;
 use introspection::decode::DecodeLimits;
-use introspection::tap::CheckpointPolicy;
+use introspection::tap::{CheckpointPolicy, TapOpenOptions};
 use introspection::tap_recovery::Abandoned;
 use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
 use snapshot::GuestFile;
@@ -43,6 +43,16 @@ pub struct RecordConfig {
     pub replicate: Option<ReplicaConfig>,
     /// When to take temporal checkpoints (`--checkpoint-every`).
     pub checkpoints: CheckpointPolicy,
+    /// Hash the whole image at open even when the log's saved state could
+    /// be trusted (`--rescan`).
+    pub rescan: bool,
+}
+
+fn open_options(config: &RecordConfig) -> TapOpenOptions {
+    TapOpenOptions {
+        limits: config.decode_limits,
+        rescan: config.rescan,
+    }
 }
 
 /// A VM id names a log directory: keep it a plain, short file name.
@@ -136,7 +146,7 @@ impl Recorder {
             .map(|c| Replica::open(c, &dir, &config.vm_id))
             .transpose()?;
         let (mut tap, open_report) =
-            BlockTap::open_with_limits(&dir, &config.vm_id, image, config.decode_limits)
+            BlockTap::open_with(&dir, &config.vm_id, image, open_options(config))
                 .map_err(RecorderError::OpenTap)?;
         tap.set_checkpoint_policy(config.checkpoints);
         let log = &open_report.log;

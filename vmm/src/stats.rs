@@ -27,6 +27,9 @@ pub struct RunStats {
     /// entered: a benchmark that spawned the process measures "start ->
     /// guest running" against it.
     pub vcpu_start_unix_us: u64,
+    /// How the recorder got the disk's state at open (with --record):
+    /// trusted the log's saved state (`fast`) or hashed the image, and why.
+    pub record_open: Option<introspection::tap::OpenPath>,
     /// What a lazy restore did (None for a boot or an eager restore).
     pub lazy_restore: Option<crate::memory::lazy::LazyStats>,
 }

@@ -15,10 +15,14 @@
 //! only the non-zero blocks. Memory follows the data written (about 60 bytes
 //! per non-zero block), not the disk size: a dense `Vec<[u8; 32]>` would cost
 //! 32 bytes for every block, 256 MiB for a mostly empty 256 GiB disk. All
-//! operations stay O(1) expected.
+//! operations stay O(1) expected. The map hashes block numbers with a
+//! multiply-rotate hasher ([`BlockHasher`]): keys are our own block
+//! numbers, not attacker-chosen, and SipHash made loading a saved state of
+//! a few hundred thousand blocks several times slower (recorder open).
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
@@ -60,12 +64,38 @@ pub enum DiskStateError {
     },
 }
 
+/// Hashes a block number (a `u64`) for the block map: one multiply by an
+/// odd constant and a rotate, so that sequential block numbers spread over
+/// both the low bits (bucket) and the high bits (hashbrown's tag).
+#[derive(Default, Clone, Copy)]
+pub struct BlockHasher(u64);
+
+impl Hasher for BlockHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+}
+
+type BlockMap = HashMap<u64, [u8; 32], BuildHasherDefault<BlockHasher>>;
+
 /// Per-block content hashes of one disk and their running checksum.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskState {
     num_blocks: u64,
     /// Only non-zero blocks; never holds `ZERO_BLOCK_HASH`.
-    blocks: HashMap<u64, [u8; 32]>,
+    blocks: BlockMap,
     checksum: [u8; 32],
 }
 
@@ -74,9 +104,33 @@ impl DiskState {
     pub fn zeroed(num_blocks: u64) -> DiskState {
         DiskState {
             num_blocks,
-            blocks: HashMap::new(),
+            blocks: BlockMap::default(),
             checksum: [0; 32],
         }
+    }
+
+    /// A state from a saved block table and the checksum saved with it,
+    /// *without* recomputing the checksum (that costs a BLAKE3 per block,
+    /// most of a saved state's load time). Only for tables whose integrity
+    /// is checked otherwise (a CRC over table and checksum together, see
+    /// `checkpoint.rs`); `None` if a block is out of range or zero.
+    pub fn from_saved(
+        num_blocks: u64,
+        blocks: impl ExactSizeIterator<Item = (u64, [u8; 32])>,
+        checksum: [u8; 32],
+    ) -> Option<DiskState> {
+        let mut map = BlockMap::with_capacity_and_hasher(blocks.len(), Default::default());
+        for (block, hash) in blocks {
+            if block >= num_blocks || hash == ZERO_BLOCK_HASH {
+                return None;
+            }
+            map.insert(block, hash);
+        }
+        Some(DiskState {
+            num_blocks,
+            blocks: map,
+            checksum,
+        })
     }
 
     /// Hashes every block of the image file once. Holes of a sparse file

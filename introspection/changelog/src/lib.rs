@@ -5,7 +5,8 @@
 //! in the module), the disk state a log describes ([`disk_state`]: the
 //! per-disk block-hash table and its O(1)-updatable checksum recorded at
 //! every barrier), the checkpoint of that state saved when a log closes
-//! ([`checkpoint`]), temporal checkpoints of it that replays start from
+//! ([`checkpoint`]) with what the recorder saw of the image then
+//! ([`image_stamp`]: so the next open need not hash the image), temporal checkpoints of it that replays start from
 //! ([`checkpoints`]), the hybrid logical clock every record is stamped
 //! with ([`hlc`]: logs of several hosts merge in one order), points in a
 //! VM's history ([`point`]: `seq=`, `time=`, `mark=`), and the one type
@@ -25,6 +26,7 @@ pub mod checkpoint;
 pub mod checkpoints;
 pub mod disk_state;
 pub mod hlc;
+pub mod image_stamp;
 pub mod log;
 pub mod point;
 pub mod recording;

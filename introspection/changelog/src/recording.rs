@@ -112,23 +112,74 @@ impl RecordDir {
     /// The disk state the log of `vm_id` describes (hashes only; no block
     /// data is read). An empty state when there is no log yet.
     pub fn logged_state(&self, vm_id: &str, num_blocks: u64) -> Result<DiskState, RecordError> {
+        Ok(self.logged_state_at(vm_id, num_blocks)?.0)
+    }
+
+    /// [`Self::logged_state`] and the seq of the log's last barrier when no
+    /// write follows it (the state is exactly the disk at that barrier);
+    /// `None` when writes follow the last barrier or there is none.
+    pub fn logged_state_at(
+        &self,
+        vm_id: &str,
+        num_blocks: u64,
+    ) -> Result<(DiskState, Option<u64>), RecordError> {
         let mut state = DiskState::zeroed(num_blocks);
         let dir = self.log_dir(vm_id);
         if !dir.exists() {
-            return Ok(state);
+            return Ok((state, None));
         }
         let reader = LogReader::open(&dir)?;
         // From the checkpoint the last close left, when it is valid.
-        let mut from = 1;
+        let (mut from, mut at_barrier) = (1, None);
         if let Some((seq, saved)) = crate::checkpoint::load(&dir, &reader, num_blocks) {
             state = saved;
-            from = seq + 1;
+            (from, at_barrier) = (seq + 1, Some(seq));
         }
         if from > reader.last_seq() {
+            return Ok((state, at_barrier));
+        }
+        for record in reader.iter_from(from)? {
+            let record = record?;
+            match record.kind {
+                RecordKind::BlockWrite { sector, blocks, .. } => {
+                    at_barrier = None;
+                    state.apply_block_write(sector, &blocks).map_err(|source| {
+                        RecordError::Image {
+                            path: dir.clone(),
+                            source,
+                        }
+                    })?
+                }
+                RecordKind::Barrier { .. } => at_barrier = Some(record.seq),
+                _ => {}
+            }
+        }
+        Ok((state, at_barrier))
+    }
+
+    /// The disk state the log of `vm_id` describes at seq `seq` (from the
+    /// saved state when it is at or before `seq`).
+    pub fn logged_state_until(
+        &self,
+        vm_id: &str,
+        num_blocks: u64,
+        seq: u64,
+    ) -> Result<DiskState, RecordError> {
+        let dir = self.log_dir(vm_id);
+        let reader = LogReader::open(&dir)?;
+        let (mut state, from) = match crate::checkpoint::load(&dir, &reader, num_blocks) {
+            Some((at, saved)) if at <= seq => (saved, at + 1),
+            _ => (DiskState::zeroed(num_blocks), 1),
+        };
+        if from > seq.min(reader.last_seq()) {
             return Ok(state);
         }
         for record in reader.iter_from(from)? {
-            if let RecordKind::BlockWrite { sector, blocks, .. } = record?.kind {
+            let record = record?;
+            if record.seq > seq {
+                break;
+            }
+            if let RecordKind::BlockWrite { sector, blocks, .. } = record.kind {
                 state
                     .apply_block_write(sector, &blocks)
                     .map_err(|source| RecordError::Image {

@@ -3,6 +3,8 @@
 //! ```text
 //! DIR/lock                 empty; writers hold flock(LOCK_EX) on it per batch
 //! DIR/index.log            header + append-only log of 64-byte records
+//! DIR/index.snap           the index replayed up to an offset: a cache
+//!                          that open starts from (format in `snap.rs`)
 //! DIR/packs/NNNNNNNN.pack  header + entries back to back (8 decimal digits)
 //! ```
 //!

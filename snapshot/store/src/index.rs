@@ -9,7 +9,7 @@
 //! (an append in progress or torn by a crash): reading stops there
 //! ([`IndexView::stop`]) and a writer may cut it (`recover.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -17,6 +17,7 @@ use std::path::Path;
 use super::error::{io_err, Result, StoreError};
 use super::format::{BootId, Loc, Record, HEADER_LEN, RECORD_LEN};
 use super::id::IdHashBuilder;
+use super::snap::BaseTable;
 use super::ObjectId;
 
 /// Why tailing stopped before the end of the file.
@@ -71,15 +72,22 @@ pub struct DamagedRecords {
 }
 
 #[derive(Debug, Default, Clone, Copy)]
-struct PackUse {
-    live: u64,
-    last_record: u64,
+pub(crate) struct PackUse {
+    pub live: u64,
+    pub last_record: u64,
 }
 
-/// Everything learnt from the index so far.
+/// Everything learnt from the index so far: the entries of an index
+/// snapshot (`snap.rs`), if one was loaded, under those of the records
+/// read after it.
 #[derive(Default)]
 pub(crate) struct IndexView {
+    /// Entries from records read (after the snapshot's, if any): they win.
     map: HashMap<ObjectId, Loc, IdHashBuilder>,
+    /// Entries of the snapshot the view started from.
+    base: Option<BaseTable>,
+    /// Snapshot entries removed by later records (and not in `map`).
+    gone: HashSet<ObjectId, IdHashBuilder>,
     /// End of the valid prefix read so far (next record to read).
     pub pos: u64,
     /// Highest `covers` of any SYNC record seen.
@@ -114,13 +122,60 @@ impl IndexView {
         }
     }
 
+    /// A view as saved in an index snapshot, to be tailed from
+    /// `base.covered` on.
+    pub fn from_base(
+        base: BaseTable,
+        packs: BTreeMap<u32, PackUse>,
+        (objects, stored_bytes, raw_bytes): (u64, u64, u64),
+        vouched: u64,
+        data_end: u64,
+        last_boot: Option<BootId>,
+    ) -> IndexView {
+        IndexView {
+            pos: base.covered,
+            base: Some(base),
+            vouched,
+            data_end,
+            last_boot,
+            packs,
+            objects,
+            stored_bytes,
+            raw_bytes,
+            ..IndexView::default()
+        }
+    }
+
+    /// (bytes covered by the snapshot it started from, its entries); (0, 0)
+    /// without one.
+    pub fn base_info(&self) -> (u64, u64) {
+        self.base
+            .as_ref()
+            .map_or((0, 0), |b| (b.covered, b.len() as u64))
+    }
+
     pub fn get(&self, id: &ObjectId) -> Option<Loc> {
-        self.map.get(id).copied()
+        if let Some(loc) = self.map.get(id) {
+            return Some(*loc);
+        }
+        if self.gone.contains(id) {
+            return None;
+        }
+        self.base.as_ref()?.get(id)
     }
 
     /// Every live entry (zero objects with an index record included).
     pub fn entries(&self) -> impl Iterator<Item = (ObjectId, Loc)> + '_ {
-        self.map.iter().map(|(id, loc)| (*id, *loc))
+        let base = self.base.iter().flat_map(|b| b.iter());
+        self.map
+            .iter()
+            .map(|(id, loc)| (*id, *loc))
+            .chain(base.filter(|(id, _)| !self.map.contains_key(id) && !self.gone.contains(id)))
+    }
+
+    /// Per pack: live objects and the offset of its last OBJECT record.
+    pub fn pack_rows(&self) -> Vec<(u32, PackUse)> {
+        self.packs.iter().map(|(p, u)| (*p, *u)).collect()
     }
 
     /// (objects, stored bytes, raw bytes) of objects with pack bytes.
@@ -242,7 +297,14 @@ impl IndexView {
     }
 
     fn remove(&mut self, id: &ObjectId) {
-        if let Some(old) = self.map.remove(id) {
+        let old = self.get(id);
+        if old.is_some() {
+            self.map.remove(id);
+            if self.base.as_ref().is_some_and(|b| b.get(id).is_some()) {
+                self.gone.insert(*id);
+            }
+        }
+        if let Some(old) = old {
             if !old.is_zero() {
                 self.objects -= 1;
                 self.stored_bytes -= u64::from(old.stored_len);

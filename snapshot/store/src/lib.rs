@@ -24,6 +24,13 @@
 //! in the middle (reported in [`OpenReport::damaged`]) and stop at a tail
 //! that is incomplete or fails its CRC.
 //!
+//! # Opening
+//! A handle starts from the index snapshot (`index.snap`, `snap.rs`) when
+//! it belongs to the index as it is now, and replays only the records
+//! after it; a handle that read or wrote enough records past it saves a
+//! new one when dropped ([`Store::save_index_snapshot`]). The snapshot is
+//! a cache: damaged or stale, it is ignored and the index replayed whole.
+//!
 //! # Trust
 //! [`Store::check`] checks one object (in the index with its pack bytes
 //! there, or read back and BLAKE3-checked); [`repair`] rebuilds the index
@@ -68,6 +75,7 @@ mod lock;
 mod pack;
 mod recover;
 mod repair;
+mod snap;
 mod write;
 
 #[cfg(test)]
@@ -235,8 +243,11 @@ impl Store {
             .map_err(io_err("open", &lock_path))?;
         let index_path = dir.join("index.log");
         let index = open_index(dir, &index_path, &lock, &lock_path)?;
+        let generation = file_identity(&index, &index_path)?;
 
-        let mut view = IndexView::new();
+        // From the index snapshot when it belongs to this index, then the
+        // records appended after it (`snap.rs`).
+        let mut view = snap::load_or_new(dir, &index, generation);
         view.tail(&index, &index_path)?;
         let mut report = OpenReport {
             objects: view.totals().0,
@@ -267,7 +278,7 @@ impl Store {
         }
         let inner = Inner {
             view,
-            generation: file_identity(&index, &index_path)?,
+            generation,
             index,
             lock,
             packs: PackFiles::new(packs_dir),
@@ -491,9 +502,11 @@ impl Inner {
             .write(true)
             .open(index_path)
             .map_err(io_err("open", index_path))?;
-        let mut view = IndexView::new();
+        let generation = file_identity(&file, index_path)?;
+        let dir = index_path.parent().unwrap_or(Path::new("."));
+        let mut view = snap::load_or_new(dir, &file, generation);
         view.tail(&file, index_path)?;
-        self.generation = file_identity(&file, index_path)?;
+        self.generation = generation;
         self.index = file;
         self.view = view;
         Ok(true)

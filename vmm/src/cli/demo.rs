@@ -82,6 +82,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
                 decode_limits: Default::default(),
                 replicate: None,
                 checkpoints: Default::default(),
+                rescan: false,
             }),
             ..VmConfig::default()
         };
@@ -270,6 +271,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             decode_limits: Default::default(),
             replicate: None,
             checkpoints: Default::default(),
+            rescan: false,
         }),
         ..VmConfig::default()
     };

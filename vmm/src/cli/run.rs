@@ -81,6 +81,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "MIB", default_value_t = 1024, requires = "record")]
     pub checkpoint_every_mib: u64,
 
+    /// With --record: hash the whole disk image at start instead of
+    /// trusting the log's saved state of it. Without it, the state saved
+    /// when the log was last closed is used if the log was closed cleanly
+    /// and the image's size, inode, mtime and ctime are those recorded then
+    /// and a sample of its blocks matches; otherwise the image is hashed
+    /// anyway and a warning says why.
+    #[arg(long, requires = "record")]
+    pub rescan: bool,
+
     /// With --record: do not offer the guest the hint channel, so nothing
     /// is decoded into semantic changes (block recording only).
     #[arg(long)]
@@ -186,6 +195,7 @@ impl RunArgs {
                     every_barriers: self.checkpoint_every,
                     every_bytes: self.checkpoint_every_mib << 20,
                 },
+                rescan: self.rescan,
             }),
             snapshot: self
                 .snapshots

@@ -28,6 +28,10 @@ pub struct RestoreArgs {
     /// Go on recording the disk into DIR (see `vmm run --record`).
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// With --record: hash the whole disk image at start (see `vmm run
+    /// --rescan`).
+    #[arg(long, requires = "record")]
+    pub rescan: bool,
     /// With --record: MiB of decoded state each decode of a hinted file
     /// may hold (see `vmm run --decode-budget-mib`).
     #[arg(long, value_name = "N", default_value_t = introspection::decode::DEFAULT_DECODE_BUDGET_MIB)]
@@ -123,6 +127,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
             },
             replicate: None,
             checkpoints: Default::default(),
+            rescan: args.rescan,
         }),
         snapshot: Some(SnapshotConfig {
             dir: args.snapshots.clone().unwrap_or(dir),

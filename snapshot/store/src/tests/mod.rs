@@ -5,6 +5,7 @@ mod crash;
 mod gc;
 mod multiproc;
 mod repair;
+mod snap;
 
 use super::ObjectId;
 
