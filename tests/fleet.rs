@@ -92,6 +92,8 @@ fn fleet_drill_places_by_memory_and_survives_a_dead_worker() {
         "--fleet",
         fleet,
         "--dry-run",
+        "--wait-workers",
+        "60",
     ]));
     let mem = |vm: &str| {
         plan["jobs"]
@@ -121,6 +123,8 @@ fn fleet_drill_places_by_memory_and_survives_a_dead_worker() {
     let coordinator = Command::new(VMM)
         .args(["fleet", "drill", "--cluster", &url, "--fleet", fleet])
         .args(["--min-workers", "2", "--worker-timeout", "2", "--json"])
+        // A loaded machine starts workers slowly.
+        .args(["--wait-workers", "60"])
         .args(["--timeout", "300"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -241,6 +245,8 @@ fn fleet_replay_reports_unplaceable_jobs_and_bad_input_clearly() {
         &url,
         "--fleet",
         "t2",
+        "--wait-workers",
+        "60",
         "--json",
     ]));
     assert_eq!(ok["passed"], 2, "{ok}");
@@ -284,6 +290,8 @@ fn fleet_replay_reports_unplaceable_jobs_and_bad_input_clearly() {
         "t2",
         "--segment-mib",
         "2",
+        "--wait-workers",
+        "60",
         "--json",
     ]));
     let jobs = seg["jobs"].as_array().unwrap();
