@@ -33,7 +33,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use super::Machine;
 use crate::error::{Result, VmmError};
 use crate::memory::GuestMemory;
-use crate::vstate::persist::{encode, STATE_VERSION};
+use crate::vstate::persist::{encode, STATE_VERSION, VM_STATE_VERSION};
 
 mod disks;
 mod finish;
@@ -197,7 +197,10 @@ impl Machine {
             SnapshotKind::Full
         };
 
-        let mut state = vec![blob("vm", encode(&self.vm.save_state()?))];
+        let mut state = vec![StateBlob {
+            version: VM_STATE_VERSION,
+            ..blob("vm", encode(&self.vm.save_state()?))
+        }];
         let msrs = self.vm.msr_indices()?;
         for vcpu in &self.vcpus {
             state.push(blob(
