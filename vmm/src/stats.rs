@@ -17,6 +17,9 @@ pub struct RunStats {
     pub rss_kib: u64,
     /// Guest pages resident in host memory (touched by the guest or the VMM).
     pub guest_resident_kib: u64,
+    /// Of the process's memory, how much is on transparent huge pages
+    /// (guest RAM where the host allows them; see `crate::memory`).
+    pub huge_kib: u64,
     /// `rss_kib - guest_resident_kib`: what the VMM itself costs.
     pub vmm_overhead_kib: u64,
     /// The VMM's private memory: anonymous resident memory minus the
@@ -35,6 +38,7 @@ pub struct RunStats {
 pub fn fill_memory(stats: &mut RunStats, mem: &GuestMemory) {
     stats.rss_kib = self_status_kib("VmRSS:").unwrap_or(0);
     stats.guest_resident_kib = crate::memory::resident_bytes(mem) / 1024;
+    stats.huge_kib = crate::memory::huge_bytes() / 1024;
     stats.vmm_overhead_kib = stats.rss_kib.saturating_sub(stats.guest_resident_kib);
     stats.vmm_private_kib = self_status_kib("RssAnon:")
         .unwrap_or(0)
