@@ -84,6 +84,19 @@ pub struct VmConfig {
     pub api_sock: Option<PathBuf>,
     /// A memory region shared with other VMs.
     pub shared_mem: Option<SharedMemConfig>,
+    /// An in-kernel PIT (i8254) or not; None: only for a kernel from a
+    /// file (a Linux guest may calibrate its clocks against it), never for
+    /// the built-in microguest, which never programs it (see
+    /// [`Vm::setup_irqchip`] for what it costs).
+    pub pit: Option<bool>,
+}
+
+impl VmConfig {
+    /// Whether this VM gets an in-kernel PIT.
+    pub fn wants_pit(&self) -> bool {
+        self.pit
+            .unwrap_or(matches!(self.kernel, KernelSource::File(_)))
+    }
 }
 
 impl Default for VmConfig {
@@ -100,6 +113,7 @@ impl Default for VmConfig {
             snapshot: None,
             api_sock: None,
             shared_mem: None,
+            pit: None,
         }
     }
 }
@@ -171,17 +185,20 @@ impl Machine {
         };
         let (image, name) = read_kernel(&config.kernel)?;
         let mem = memory::create_guest_memory(config.mem_mib)?;
+        // Before anything touches it, so that even the kernel's pages
+        // come in huge.
+        memory::advise_huge_all(&mem);
         let kernel = boot::load_kernel(&mem, &image, &name)?;
         boot::write_boot_data(&mem, &cmdline)?;
         let serial_out = open_serial(&config.serial)?;
 
-        let vm = Vm::new(&config.kvm_path)?;
+        let mut vm = Vm::new(&config.kvm_path)?;
         vm.register_memory(&mem, config.snapshot.is_some())?;
         let shared = match &config.shared_mem {
             Some(c) => Some(map_shared(&vm, &mem, c, config.snapshot.is_some())?),
             None => None,
         };
-        vm.setup_irqchip()?;
+        vm.setup_irqchip(config.wants_pit())?;
         let serial = SerialDevice::new(vm.fd(), serial_out)?;
         let written =
             snapshot::unrecorded_disk_taps(config.snapshot.is_some(), recorder.is_some(), &disks);
@@ -211,6 +228,34 @@ impl Machine {
             built_at: Instant::now(),
             build_time: started.elapsed(),
         })
+    }
+
+    /// Ends the machine of a process about to exit (`vmm run`, `vmm
+    /// restore`): vCPUs, devices, the recorder, snapshots and lazy-restore
+    /// threads are released now, in the usual order; the VM and guest
+    /// memory go to a reaper ([`crate::teardown`]) so that the exit does
+    /// not wait on KVM's teardown. Only then: nothing handed over is freed
+    /// until the process exits.
+    pub fn release_for_exit(self) {
+        use std::os::fd::AsRawFd;
+        let Machine {
+            vcpus,
+            serial,
+            virtio,
+            recorder,
+            snapshots,
+            vm,
+            shared,
+            lazy,
+            mem,
+            ..
+        } = self;
+        drop((vcpus, serial, virtio, recorder, snapshots));
+        // No vCPU runs any more: the lazy restore's threads may stop
+        // before the VM is gone.
+        drop(lazy);
+        let fd = vm.fd().as_raw_fd();
+        crate::teardown::release_after_exit(fd, (vm, shared, mem));
     }
 
     pub fn memory(&self) -> &GuestMemory {
