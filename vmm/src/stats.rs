@@ -18,7 +18,9 @@ pub struct RunStats {
     /// Guest pages resident in host memory (touched by the guest or the VMM).
     pub guest_resident_kib: u64,
     /// Of the process's memory, how much is on transparent huge pages
-    /// (guest RAM where the host allows them; see `crate::memory`).
+    /// (guest RAM where the host allows them; see `crate::memory`). Filled
+    /// only by `vmm run --stats`: reading it walks every page table of the
+    /// process (/proc/self/smaps_rollup), a cost a plain run need not pay.
     pub huge_kib: u64,
     /// `rss_kib - guest_resident_kib`: what the VMM itself costs.
     pub vmm_overhead_kib: u64,
@@ -38,7 +40,6 @@ pub struct RunStats {
 pub fn fill_memory(stats: &mut RunStats, mem: &GuestMemory) {
     stats.rss_kib = self_status_kib("VmRSS:").unwrap_or(0);
     stats.guest_resident_kib = crate::memory::resident_bytes(mem) / 1024;
-    stats.huge_kib = crate::memory::huge_bytes() / 1024;
     stats.vmm_overhead_kib = stats.rss_kib.saturating_sub(stats.guest_resident_kib);
     stats.vmm_private_kib = self_status_kib("RssAnon:")
         .unwrap_or(0)

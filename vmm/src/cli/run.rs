@@ -253,7 +253,9 @@ pub fn finish(
         );
     }
     if print_stats {
-        let mut stats = serde_json::to_value(&outcome.stats).expect("stats serialize");
+        let mut outcome_stats = outcome.stats.clone();
+        outcome_stats.huge_kib = vmm::memory::huge_bytes() / 1024;
+        let mut stats = serde_json::to_value(&outcome_stats).expect("stats serialize");
         stats["recording"] = serde_json::to_value(outcome.recording).expect("serialize");
         if let Some(signal) = outcome.signal {
             stats["signal"] = vmm::shutdown::name(signal).into();

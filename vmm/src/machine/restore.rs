@@ -181,10 +181,11 @@ impl Machine {
         let (mut lists, lazy) = ram::restore_ram(config.memory, &store, &dir, &manifest, &mem)?;
         tracing::debug!("restore: memory restored after {:?}", started.elapsed());
         let mut vm = Vm::new(&config.kvm_path)?;
-        vm.register_memory(&mem, config.snapshot.is_some())?;
+        // Dirty logging starts at the first snapshot (Machine::dirty_log).
+        vm.register_memory(&mem, false)?;
         let shared = match shared_config(&manifest)? {
             Some(c) => {
-                let shm = map_shared(&vm, &mem, &c, config.snapshot.is_some())?;
+                let shm = map_shared(&vm, &mem, &c, false)?;
                 // A file region is live, shared with other VMs: it is used
                 // as it is now. A memfd was this VM's alone: it comes back.
                 if c.path.is_none() {
@@ -235,6 +236,7 @@ impl Machine {
             shared,
             lazy,
             mem,
+            dirty_log: false,
             api_sock: config.api_sock.clone(),
             timeout: config.timeout,
             built_at: Instant::now(),
