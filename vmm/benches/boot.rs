@@ -107,7 +107,7 @@ fn main() {
     );
     println!(
         "{:<38} {:>10.3} {:>12.2}",
-        "vmm run: process exit (+KVM teardown)",
+        "vmm run: process exit",
         ms(vmm.exit),
         ms(vmm.exit) / ms(true_exit)
     );

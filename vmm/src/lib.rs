@@ -26,6 +26,7 @@ pub mod recording;
 pub mod shared;
 pub mod shutdown;
 pub mod stats;
+pub mod teardown;
 pub mod vstate;
 
 pub use error::VmmError;

@@ -17,6 +17,11 @@ pub struct RunStats {
     pub rss_kib: u64,
     /// Guest pages resident in host memory (touched by the guest or the VMM).
     pub guest_resident_kib: u64,
+    /// Of the process's memory, how much is on transparent huge pages
+    /// (guest RAM where the host allows them; see `crate::memory`). Filled
+    /// only by `vmm run --stats`: reading it walks every page table of the
+    /// process (/proc/self/smaps_rollup), a cost a plain run need not pay.
+    pub huge_kib: u64,
     /// `rss_kib - guest_resident_kib`: what the VMM itself costs.
     pub vmm_overhead_kib: u64,
     /// The VMM's private memory: anonymous resident memory minus the

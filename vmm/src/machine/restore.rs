@@ -60,18 +60,24 @@ fn snap_err(e: impl std::fmt::Display) -> VmmError {
     VmmError::Snapshot(e.to_string())
 }
 
-fn blob<'a>(m: &'a Manifest, name: &str) -> Result<&'a [u8]> {
+/// A state blob and its layout version.
+fn versioned_blob<'a>(m: &'a Manifest, name: &str) -> Result<(u32, &'a [u8])> {
     let b =
         m.state.iter().find(|b| b.name == name).ok_or_else(|| {
             VmmError::Snapshot(format!("snapshot {} has no '{name}' state", m.id))
         })?;
-    if b.version != STATE_VERSION {
+    Ok((b.version, &b.bytes))
+}
+
+fn blob<'a>(m: &'a Manifest, name: &str) -> Result<&'a [u8]> {
+    let (version, bytes) = versioned_blob(m, name)?;
+    if version != STATE_VERSION {
         return Err(VmmError::Snapshot(format!(
             "state '{name}' of snapshot {} has layout version {}; this vmm reads version {STATE_VERSION}",
-            m.id, b.version
+            m.id, version
         )));
     }
-    Ok(&b.bytes)
+    Ok(bytes)
 }
 
 fn annotation<'a>(m: &'a Manifest, key: &str) -> Result<&'a str> {
@@ -99,7 +105,9 @@ impl Machine {
         tracing::debug!("restore: pages checked after {:?}", started.elapsed());
 
         // Decode every piece of state before touching KVM.
-        let vm_state: VmState = decode("vm", blob(&manifest, "vm")?)?;
+        let (vm_version, vm_blob) = versioned_blob(&manifest, "vm")?;
+        let vm_state = VmState::decode(vm_version, vm_blob)
+            .map_err(|e| VmmError::Snapshot(format!("snapshot {}: {e}", manifest.id)))?;
         let vcpu_state: VcpuState = decode("vcpu0", blob(&manifest, "vcpu0")?)?;
         let serial_state: SerialSnap = decode("serial", blob(&manifest, "serial")?)?;
         let mem_mib: u64 = annotation(&manifest, "mem_mib")?
@@ -172,11 +180,12 @@ impl Machine {
         // anything (KVM, a device restoring its queues) can touch it.
         let (mut lists, lazy) = ram::restore_ram(config.memory, &store, &dir, &manifest, &mem)?;
         tracing::debug!("restore: memory restored after {:?}", started.elapsed());
-        let vm = Vm::new(&config.kvm_path)?;
-        vm.register_memory(&mem, config.snapshot.is_some())?;
+        let mut vm = Vm::new(&config.kvm_path)?;
+        // Dirty logging starts at the first snapshot (Machine::dirty_log).
+        vm.register_memory(&mem, false)?;
         let shared = match shared_config(&manifest)? {
             Some(c) => {
-                let shm = map_shared(&vm, &mem, &c, config.snapshot.is_some())?;
+                let shm = map_shared(&vm, &mem, &c, false)?;
                 // A file region is live, shared with other VMs: it is used
                 // as it is now. A memfd was this VM's alone: it comes back.
                 if c.path.is_none() {
@@ -188,7 +197,9 @@ impl Machine {
             }
             None => None,
         };
-        vm.setup_irqchip()?;
+        // A PIT exactly when the snapshotted VM had one (every snapshot of
+        // layout version 1 did).
+        vm.setup_irqchip(vm_state.pit.is_some())?;
         let serial = SerialDevice::restore(vm.fd(), open_serial(&config.serial)?, &serial_state)?;
         let written = unrecorded_disk_taps(config.snapshot.is_some(), recorder.is_some(), &disks);
         let mut virtio =
@@ -225,6 +236,7 @@ impl Machine {
             shared,
             lazy,
             mem,
+            dirty_log: false,
             api_sock: config.api_sock.clone(),
             timeout: config.timeout,
             built_at: Instant::now(),

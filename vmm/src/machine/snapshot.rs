@@ -7,6 +7,8 @@
 //! across snapshots and VMs). An incremental snapshot re-hashes only the
 //! pages dirtied since its parent: KVM's dirty log (guest writes) OR-ed with
 //! guest memory's own bitmap (the VMM's writes: virtio DMA, used rings).
+//! KVM's log is off until a run's first snapshot, which takes every page
+//! as dirty and turns it on (`Machine::dirty_log` says why).
 //!
 //! When the disk is recorded, the snapshot first makes a barrier in the
 //! change log and records its position, so a restore can check that the
@@ -33,7 +35,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use super::Machine;
 use crate::error::{Result, VmmError};
 use crate::memory::GuestMemory;
-use crate::vstate::persist::{encode, STATE_VERSION};
+use crate::vstate::persist::{encode, STATE_VERSION, VM_STATE_VERSION};
 
 mod disks;
 mod finish;
@@ -197,7 +199,10 @@ impl Machine {
             SnapshotKind::Full
         };
 
-        let mut state = vec![blob("vm", encode(&self.vm.save_state()?))];
+        let mut state = vec![StateBlob {
+            version: VM_STATE_VERSION,
+            ..blob("vm", encode(&self.vm.save_state()?))
+        }];
         let msrs = self.vm.msr_indices()?;
         for vcpu in &self.vcpus {
             state.push(blob(
@@ -261,6 +266,11 @@ impl Machine {
                     Capture::Done(list, s)
                 }
             });
+        }
+        if !self.dirty_log {
+            // Still stopped: the log then holds exactly what the guest
+            // writes after this snapshot.
+            self.start_dirty_log()?;
         }
         let pause_us = started.elapsed().as_micros() as u64;
         tracing::debug!("snapshot: VM resumes after {:?}", started.elapsed());
@@ -393,15 +403,20 @@ impl Machine {
 
     /// Pages of `slot` dirtied since the last snapshot, by the guest (KVM's
     /// log) and by the VMM (guest memory's own bitmap); reading clears both.
+    /// Before the first snapshot KVM logs nothing (`Machine::dirty_log`):
+    /// every page counts as dirty.
     fn dirty_pages(&self, slot: usize, len: usize) -> Result<Vec<u64>> {
-        let mut dirty = self
-            .vm
-            .fd()
-            .get_dirty_log(slot as u32, len)
-            .map_err(|source| VmmError::Kvm {
-                step: "reading the dirty log",
-                source,
-            })?;
+        let mut dirty = if self.dirty_log {
+            self.vm
+                .fd()
+                .get_dirty_log(slot as u32, len)
+                .map_err(|source| VmmError::Kvm {
+                    step: "reading the dirty log",
+                    source,
+                })?
+        } else {
+            vec![u64::MAX; (len / snapshot::PAGE_SIZE).div_ceil(64)]
+        };
         if let Some(region) = self.mem.iter().nth(slot) {
             for (a, b) in dirty
                 .iter_mut()
@@ -411,6 +426,23 @@ impl Machine {
             }
         }
         Ok(dirty)
+    }
+
+    /// Turns KVM's dirty log on for guest RAM and the shared region (a
+    /// flags-only change of each memory slot).
+    fn start_dirty_log(&mut self) -> Result<()> {
+        self.vm.register_memory(&self.mem, true)?;
+        if let Some(shm) = &self.shared {
+            self.vm.register_region(
+                self.mem.num_regions() as u32,
+                crate::shared::SHARED_MEM_BASE,
+                shm.host(),
+                shm.len(),
+                true,
+            )?;
+        }
+        self.dirty_log = true;
+        Ok(())
     }
 
     /// What a restore needs to rebuild the machine around its state.

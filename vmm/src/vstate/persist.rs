@@ -19,8 +19,12 @@ use super::vcpu::Vcpu;
 use super::vm::Vm;
 use crate::error::{Result, VmmError};
 
-/// Version of the layout of [`VcpuState`] and [`VmState`] blobs.
+/// Version of the layout of [`VcpuState`] blobs (and of the device blobs).
 pub const STATE_VERSION: u32 = 1;
+/// Version of the layout of [`VmState`] blobs: 2 made the PIT optional
+/// (a VM without one saves `None`); version 1 blobs, which always carry a
+/// PIT, are still read ([`VmState::decode`]).
+pub const VM_STATE_VERSION: u32 = 2;
 /// MSRs read per KVM_GET_MSRS call.
 const MSR_BATCH: usize = 64;
 
@@ -178,8 +182,41 @@ pub struct VmState {
     pub pic_master: kvm_irqchip,
     pub pic_slave: kvm_irqchip,
     pub ioapic: kvm_irqchip,
-    pub pit: kvm_pit_state2,
+    /// None: the VM had no in-kernel PIT, and the restored one gets none.
+    pub pit: Option<kvm_pit_state2>,
     pub clock: kvm_clock_data,
+}
+
+/// The version 1 layout (every VM had a PIT), kept to read older snapshots.
+#[derive(Serialize, Deserialize)]
+struct VmStateV1 {
+    pic_master: kvm_irqchip,
+    pic_slave: kvm_irqchip,
+    ioapic: kvm_irqchip,
+    pit: kvm_pit_state2,
+    clock: kvm_clock_data,
+}
+
+impl VmState {
+    /// Decodes a "vm" blob of layout `version` (1 or 2).
+    pub fn decode(version: u32, bytes: &[u8]) -> Result<VmState> {
+        match version {
+            1 => {
+                let v1: VmStateV1 = decode("vm", bytes)?;
+                Ok(VmState {
+                    pic_master: v1.pic_master,
+                    pic_slave: v1.pic_slave,
+                    ioapic: v1.ioapic,
+                    pit: Some(v1.pit),
+                    clock: v1.clock,
+                })
+            }
+            VM_STATE_VERSION => decode("vm", bytes),
+            other => Err(VmmError::SnapshotState(format!(
+                "state 'vm' has layout version {other}; this vmm reads versions 1 and {VM_STATE_VERSION}"
+            ))),
+        }
+    }
 }
 
 fn irqchip(id: u32) -> kvm_irqchip {
@@ -215,7 +252,11 @@ impl Vm {
             pic_master,
             pic_slave,
             ioapic,
-            pit: fd.get_pit2().map_err(kvm("reading the PIT"))?,
+            pit: if self.has_pit() {
+                Some(fd.get_pit2().map_err(kvm("reading the PIT"))?)
+            } else {
+                None
+            },
             clock: fd.get_clock().map_err(kvm("reading the KVM clock"))?,
         })
     }
@@ -225,7 +266,10 @@ impl Vm {
         for chip in [&s.pic_master, &s.pic_slave, &s.ioapic] {
             fd.set_irqchip(chip).map_err(kvm("restoring the irqchip"))?;
         }
-        fd.set_pit2(&s.pit).map_err(kvm("restoring the PIT"))?;
+        // The caller created the PIT exactly when the state has one.
+        if let Some(pit) = &s.pit {
+            fd.set_pit2(pit).map_err(kvm("restoring the PIT"))?;
+        }
         let clock = kvm_clock_data {
             clock: s.clock.clock,
             ..Default::default()
@@ -242,4 +286,54 @@ pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {
 pub fn decode<T: for<'de> Deserialize<'de>>(name: &str, bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes)
         .map_err(|e| VmmError::SnapshotState(format!("state blob '{name}' does not decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1_state() -> VmStateV1 {
+        let mut pit = kvm_pit_state2::default();
+        pit.channels[0].count = 0x1234;
+        VmStateV1 {
+            pic_master: irqchip(KVM_IRQCHIP_PIC_MASTER),
+            pic_slave: irqchip(KVM_IRQCHIP_PIC_SLAVE),
+            ioapic: irqchip(KVM_IRQCHIP_IOAPIC),
+            pit,
+            clock: kvm_clock_data {
+                clock: 42,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_version_1_blob_still_decodes_with_its_pit() {
+        let s = VmState::decode(1, &encode(&v1_state())).unwrap();
+        assert_eq!(s.pit.unwrap().channels[0].count, 0x1234);
+        assert_eq!(s.clock.clock, 42);
+    }
+
+    #[test]
+    fn version_2_round_trips_with_and_without_a_pit() {
+        let v1 = v1_state();
+        let mut s = VmState {
+            pic_master: v1.pic_master,
+            pic_slave: v1.pic_slave,
+            ioapic: v1.ioapic,
+            pit: None,
+            clock: v1.clock,
+        };
+        let back = VmState::decode(VM_STATE_VERSION, &encode(&s)).unwrap();
+        assert!(back.pit.is_none());
+        s.pit = Some(v1.pit);
+        let back = VmState::decode(VM_STATE_VERSION, &encode(&s)).unwrap();
+        assert_eq!(back.pit.unwrap().channels[0].count, 0x1234);
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused_by_name() {
+        let e = VmState::decode(9, &[]).err().unwrap().to_string();
+        assert!(e.contains("layout version 9"), "{e}");
+    }
 }

@@ -1,4 +1,4 @@
-//! The KVM VM: opening KVM, memory slots, in-kernel irqchip and PIT.
+//! The KVM VM: opening KVM, memory slots, in-kernel irqchip and (optional) PIT.
 use std::ffi::CString;
 use std::io;
 use std::path::Path;
@@ -26,6 +26,9 @@ const REQUIRED_CAPS: [(Cap, &str); 4] = [
 pub struct Vm {
     kvm: Kvm,
     fd: VmFd,
+    /// Whether [`Vm::setup_irqchip`] created an in-kernel PIT (snapshots
+    /// save its state only then).
+    pit: bool,
 }
 
 impl Vm {
@@ -45,7 +48,11 @@ impl Vm {
             step: "creating the VM",
             source,
         })?;
-        Ok(Self { kvm, fd })
+        Ok(Self {
+            kvm,
+            fd,
+            pit: false,
+        })
     }
 
     pub fn kvm(&self) -> &Kvm {
@@ -111,8 +118,19 @@ impl Vm {
         })
     }
 
-    /// In-kernel PIC + IOAPIC + LAPICs and a PIT, as a PC has them.
-    pub fn setup_irqchip(&self) -> Result<()> {
+    /// Whether this VM has an in-kernel PIT.
+    pub fn has_pit(&self) -> bool {
+        self.pit
+    }
+
+    /// In-kernel PIC + IOAPIC + LAPICs, and a PIT when `pit`.
+    ///
+    /// The PIT is optional because it is expensive here: KVM's PIT costs
+    /// 15-20 ms of this host's time when it is created and again when the
+    /// VM is closed (its timer thread and kvm_io_bus teardown), more than
+    /// the whole run of a microguest, which polls and never programs it.
+    /// A Linux guest may calibrate its clocks against it, so it keeps one.
+    pub fn setup_irqchip(&mut self, pit: bool) -> Result<()> {
         let kvm = |step| move |source| VmmError::Kvm { step, source };
         self.fd
             .set_tss_address(KVM_TSS_ADDRESS)
@@ -120,13 +138,17 @@ impl Vm {
         self.fd
             .create_irq_chip()
             .map_err(kvm("creating the in-kernel irqchip"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        self.fd
-            .create_pit2(pit)
-            .map_err(kvm("creating the in-kernel PIT"))
+        if pit {
+            let config = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            self.fd
+                .create_pit2(config)
+                .map_err(kvm("creating the in-kernel PIT"))?;
+            self.pit = true;
+        }
+        Ok(())
     }
 }
 

@@ -302,14 +302,14 @@ mod tests {
     /// A console's transport on a real VM (an irqfd needs one); None when
     /// this host has no usable /dev/kvm.
     fn transport() -> Option<(Vm, MmioTransport)> {
-        let vm = match Vm::new(std::path::Path::new("/dev/kvm")) {
+        let mut vm = match Vm::new(std::path::Path::new("/dev/kvm")) {
             Ok(vm) => vm,
             Err(e) => {
                 eprintln!("skipped: {e}");
                 return None;
             }
         };
-        vm.setup_irqchip().unwrap();
+        vm.setup_irqchip(false).unwrap();
         let irq = IrqLine::new(vm.fd(), 5).unwrap();
         let mem = crate::memory::create_guest_memory(crate::memory::MIN_MEM_MIB).unwrap();
         let t = MmioTransport::new(Box::new(Console::new(None)), irq, mem);
