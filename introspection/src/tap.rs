@@ -48,10 +48,12 @@ use changelog::{Hlc, LogAppend, LogBackend};
 mod checkpointing;
 mod differ;
 mod lifting;
+mod metering;
 mod prior;
 mod restore;
 
 pub use checkpointing::CheckpointPolicy;
+pub use metering::{StepProbe, TapInterval};
 
 use differ::{run_differ, JobKind, LiftJob, LIFT_QUEUE};
 
@@ -168,6 +170,10 @@ pub struct BlockTap {
     baselined: BTreeSet<u32>,
     checkpoint_policy: CheckpointPolicy,
     since_checkpoint: checkpointing::SinceCheckpoint,
+    /// The VMM's side of the per-step metrics (`tap/metering.rs`), and the
+    /// tap's own counts since the last barrier.
+    probe: Option<Box<dyn StepProbe>>,
+    interval: TapInterval,
 }
 
 impl BlockTap {
@@ -233,6 +239,8 @@ impl BlockTap {
             stats: TapStats::default(),
             checkpoint_policy: CheckpointPolicy::default(),
             since_checkpoint: Default::default(),
+            probe: None,
+            interval: TapInterval::default(),
         };
         // Seqs may start above 1 (after a declared gap): ask what is kept.
         let had_records = cut.as_ref().map_or(log_report.last_seq, |c| c.cut.last_seq) > 0;
@@ -360,6 +368,7 @@ impl BlockTap {
             self.stats.blocks += (data.len() / BLOCK) as u64;
             self.stats.bytes += data.len() as u64;
             self.count_for_checkpoint(data.len() as u64);
+            self.meter_write(data.len() as u64);
         }
         if self.pending_data.len() >= PENDING_LIMIT {
             self.store_pending()?;
@@ -384,7 +393,8 @@ impl BlockTap {
             return Ok(());
         }
         let blocks: Vec<&[u8]> = self.pending_data.chunks_exact(BLOCK).collect();
-        self.store.put_hashed(&blocks, &self.pending_ids)?;
+        let report = self.store.put_hashed(&blocks, &self.pending_ids)?;
+        self.meter_put(report);
         self.pending_data.clear();
         self.pending_ids.clear();
         Ok(())
@@ -400,6 +410,7 @@ impl BlockTap {
             disk_checksum: self.state.checksum(),
         })?;
         let hlc = self.log.last_hlc();
+        self.append_metrics(seq)?;
         self.lift(seq, hlc)?;
         self.log.sync()?;
         self.last_barrier = Some(seq);

@@ -26,6 +26,7 @@ pub mod checkpoints;
 pub mod disk_state;
 pub mod hlc;
 pub mod log;
+pub mod metrics;
 pub mod point;
 pub mod recording;
 

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use changelog::log::{Record, RecordKind};
+use changelog::metrics::StepMetrics;
 use changelog::recording::{self, RecordDir};
 use changelog::LogBackend;
 use clap::{Args, Subcommand};
@@ -249,6 +250,19 @@ fn describe(record: &Record) -> String {
         RecordKind::Semantic { json } => match serde_json::from_str::<SemanticChange>(json) {
             Ok(change) => format!("change {change}"),
             Err(_) => format!("change {json}"),
+        },
+        RecordKind::Metrics { json } => match StepMetrics::from_json(json) {
+            Ok(m) => format!(
+                "metrics of barrier {}: vcpu {:.3} ms, {} exits, guest wrote {} read {}, stored {} new, rss {} KiB",
+                m.barrier,
+                m.vcpu_ns as f64 / 1e6,
+                m.exits.total(),
+                m.guest_written_bytes,
+                m.guest_read_bytes,
+                m.stored_bytes,
+                m.rss_kib
+            ),
+            Err(_) => format!("metrics {json}"),
         },
     }
 }
