@@ -49,6 +49,14 @@ pub enum LogCommand {
     ///
     /// Example: vmm log checkpoints /tmp/rec --vm web1 --json
     Checkpoints(CheckpointsArgs),
+    /// Summarise what a VM's recorded steps cost, from the metrics record
+    /// after each barrier: per run and overall, totals (vCPU and recorder
+    /// CPU time, VM exits by kind, guest bytes read and written, bytes
+    /// stored after dedup), p50/p99/max per barrier, the dedup ratio and
+    /// peak RSS.
+    ///
+    /// Example: vmm log stats /tmp/rec --vm web1 --json
+    Stats(super::log_stats::StatsArgs),
 }
 
 #[derive(Debug, Args)]
