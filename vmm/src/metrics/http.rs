@@ -14,7 +14,7 @@ use super::exposition;
 
 #[derive(Debug, Error)]
 pub enum MetricsError {
-    #[error("--metrics {addr}: cannot listen there: {source} (is the port in use?)")]
+    #[error("--metrics {addr}: cannot listen there: {source}")]
     Bind {
         addr: String,
         source: std::io::Error,
