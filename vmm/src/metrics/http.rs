@@ -3,6 +3,7 @@
 //! use fails the run at once (exit 125) instead of after the guest ran;
 //! dropping the server stops its thread.
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub enum MetricsError {
 /// A running metrics endpoint.
 pub struct MetricsServer {
     server: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
     addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
 }
@@ -54,9 +56,11 @@ impl MetricsServer {
         let server = Arc::new(server);
         let registry = exposition::registry(counters);
         let serving = server.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("metrics-http".into())
-            .spawn(move || serve(&serving, &registry))
+            .spawn(move || serve(&serving, &registry, &stopping))
             .map_err(|e| MetricsError::Serve {
                 addr: addr.to_string(),
                 reason: e.to_string(),
@@ -64,6 +68,7 @@ impl MetricsServer {
         tracing::info!("metrics at http://{bound}/metrics");
         Ok(MetricsServer {
             server,
+            stop,
             addr: bound,
             thread: Some(thread),
         })
@@ -75,8 +80,14 @@ impl MetricsServer {
     }
 }
 
-fn serve(server: &tiny_http::Server, registry: &prometheus_client::registry::Registry) {
-    loop {
+fn serve(
+    server: &tiny_http::Server,
+    registry: &prometheus_client::registry::Registry,
+    stop: &AtomicBool,
+) {
+    // `unblock` alone does not end a `recv_timeout` loop (it then answers
+    // "no request yet"), hence the flag.
+    while !stop.load(Ordering::Relaxed) {
         let request = match server.recv_timeout(POLL) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
@@ -94,6 +105,7 @@ fn serve(server: &tiny_http::Server, registry: &prometheus_client::registry::Reg
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         self.server.unblock();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
