@@ -51,6 +51,14 @@ fn pushed_history_reads_the_same_from_the_cluster() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(remote, local);
+    // The metrics records travelled too: the summary reads the same.
+    let stats = ["log", "stats", rec_s, "--vm", "app1", "--json"];
+    let from_dir = ok(&stats);
+    assert!(from_dir.contains("\"barriers\""), "{from_dir}");
+    assert_eq!(
+        ok(&["log", "stats", &url, "--vm", "app1", "--json"]),
+        from_dir
+    );
     let key = local[local.len() / 2]["key"].as_str().unwrap().to_string();
     let table = local[local.len() / 2]["table"]
         .as_str()

@@ -49,12 +49,14 @@ mod checkpointing;
 mod differ;
 pub mod fast_open;
 mod lifting;
+mod metering;
 mod open;
 mod prior;
 mod restore;
 
 pub use checkpointing::CheckpointPolicy;
 pub use fast_open::{OpenPath, ScanReason};
+pub use metering::{StepProbe, TapInterval};
 pub use open::TapOpenOptions;
 
 use differ::{JobKind, LiftJob};
@@ -184,6 +186,10 @@ pub struct BlockTap {
     baselined: BTreeSet<u32>,
     checkpoint_policy: CheckpointPolicy,
     since_checkpoint: checkpointing::SinceCheckpoint,
+    /// The VMM's side of the per-step metrics (`tap/metering.rs`), and the
+    /// tap's own counts since the last barrier.
+    probe: Option<Box<dyn StepProbe>>,
+    interval: TapInterval,
 }
 
 impl BlockTap {
@@ -243,6 +249,7 @@ impl BlockTap {
             self.stats.blocks += (data.len() / BLOCK) as u64;
             self.stats.bytes += data.len() as u64;
             self.count_for_checkpoint(data.len() as u64);
+            self.meter_write(data.len() as u64);
         }
         if self.pending_data.len() >= PENDING_LIMIT {
             self.store_pending()?;
@@ -267,7 +274,8 @@ impl BlockTap {
             return Ok(());
         }
         let blocks: Vec<&[u8]> = self.pending_data.chunks_exact(BLOCK).collect();
-        self.store.put_hashed(&blocks, &self.pending_ids)?;
+        let report = self.store.put_hashed(&blocks, &self.pending_ids)?;
+        self.meter_put(report);
         self.pending_data.clear();
         self.pending_ids.clear();
         Ok(())
@@ -283,6 +291,7 @@ impl BlockTap {
             disk_checksum: self.state.checksum(),
         })?;
         let hlc = self.log.last_hlc();
+        self.append_metrics(seq)?;
         self.lift(seq, hlc)?;
         self.log.sync()?;
         self.last_barrier = Some(seq);

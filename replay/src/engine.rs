@@ -66,6 +66,11 @@ pub enum Step {
         seq: u64,
         ts_ns: u64,
     },
+    /// What the interval before it cost (resource metrics): no disk change.
+    Metrics {
+        seq: u64,
+        ts_ns: u64,
+    },
     /// A semantic change lifted at the barrier before it (JSON).
     Change {
         seq: u64,
@@ -294,6 +299,7 @@ pub fn replay_from(
             RecordKind::Mark { name } => Step::Mark { seq, ts_ns, name },
             RecordKind::SnapshotTaken { id } => Step::Snapshot { seq, ts_ns, id },
             RecordKind::Hint { .. } => Step::Hint { seq, ts_ns },
+            RecordKind::Metrics { .. } => Step::Metrics { seq, ts_ns },
             RecordKind::Semantic { json } => Step::Change { seq, ts_ns, json },
         };
         report.last_seq = seq;

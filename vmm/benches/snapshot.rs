@@ -141,6 +141,7 @@ fn main() {
             api_sock: None,
             force: false,
             memory: vmm::machine::MemoryMode::Eager,
+            counters: Default::default(),
         };
         let t = Instant::now();
         let machine = Machine::restore(&config).expect("restores");

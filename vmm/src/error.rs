@@ -68,6 +68,9 @@ pub enum VmmError {
     SharedMem(String),
     #[error("control socket {0}")]
     Api(String),
+    /// `--metrics ADDR` could not be served (an address in use).
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("snapshot state: {0}")]
     SnapshotState(String),
     #[error("recording: {0}")]

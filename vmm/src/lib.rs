@@ -21,6 +21,7 @@ pub mod error;
 pub mod lock;
 pub mod machine;
 pub mod memory;
+pub mod metrics;
 pub mod microguest;
 pub mod recording;
 pub mod shared;

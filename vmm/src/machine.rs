@@ -24,6 +24,7 @@ use crate::devices::{
 };
 use crate::error::{Result, VmmError};
 use crate::memory::{self, START_INFO_ADDR};
+use crate::metrics::Counters;
 use crate::recording::{RecordConfig, Recorder};
 use crate::shared::{SharedMem, SharedMemConfig, SHARED_MEM_BASE};
 use crate::stats::{self, RunStats};
@@ -90,6 +91,9 @@ pub struct VmConfig {
     /// the built-in microguest, which never programs it (see
     /// [`Vm::setup_irqchip`] for what it costs).
     pub pit: Option<bool>,
+    /// Where the run counts what it costs (exits, guest I/O, CPU): read by
+    /// the log's metrics records and by `--metrics`.
+    pub counters: Arc<Counters>,
 }
 
 impl VmConfig {
@@ -115,6 +119,7 @@ impl Default for VmConfig {
             api_sock: None,
             shared_mem: None,
             pit: None,
+            counters: Arc::default(),
         }
     }
 }
@@ -163,6 +168,7 @@ pub struct Machine {
     timeout: Option<Duration>,
     built_at: Instant,
     build_time: Duration,
+    counters: Arc<Counters>,
 }
 
 impl Machine {
@@ -188,7 +194,11 @@ impl Machine {
             .map(|d| DiskImage::open(&d.path, d.read_only))
             .collect::<Result<Vec<_>>>()?;
         let recorder = match &config.record {
-            Some(rec) if disks.len() == 1 => Some(Recorder::open(rec, disks[0].path())?),
+            Some(rec) if disks.len() == 1 => Some(Recorder::open(
+                rec,
+                disks[0].path(),
+                config.counters.clone(),
+            )?),
             Some(_) => return Err(VmmError::RecordDisks(disks.len())),
             None => None,
         };
@@ -212,7 +222,15 @@ impl Machine {
         let serial = SerialDevice::new(vm.fd(), serial_out)?;
         let written =
             snapshot::unrecorded_disk_taps(config.snapshot.is_some(), recorder.is_some(), &disks);
-        let virtio = attach_devices(&vm, &mem, disks, recorder.as_ref(), &written, hint_channel)?;
+        let virtio = attach_devices(
+            &vm,
+            &mem,
+            disks,
+            recorder.as_ref(),
+            &written,
+            hint_channel,
+            &config.counters,
+        )?;
         let vcpu = Vcpu::new(&vm, 0)?;
         vcpu.set_cpuid(&vm)?;
         vcpu.set_lint()?;
@@ -238,6 +256,7 @@ impl Machine {
             timeout: config.timeout,
             built_at: Instant::now(),
             build_time: started.elapsed(),
+            counters: config.counters.clone(),
         })
     }
 
@@ -268,6 +287,9 @@ impl Machine {
             None => None,
         };
         let watchdog = Watchdog::arm(self.timeout);
+        // This thread runs the vCPU: its CPU time is the vCPU's, until the
+        // recording's final barrier (below) has measured it.
+        let _vcpu_clock = self.counters.vcpu_cpu.register();
         if let Some(lazy) = &self.lazy {
             watchdog::install_kick_handler();
             // SAFETY: pthread_self has no preconditions.
@@ -277,7 +299,7 @@ impl Machine {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let result = loop {
-            match self.run_loop(&mut stats, watchdog.as_ref(), api.as_ref()) {
+            match self.run_loop(watchdog.as_ref(), api.as_ref()) {
                 Ok(Exit::Guest(status)) => break Ok((status, None)),
                 Ok(Exit::Signal(signal)) => break Ok((0, Some(signal))),
                 Ok(Exit::Snapshot(kind)) => {
@@ -304,6 +326,9 @@ impl Machine {
         stats.serial_bytes = self.serial.bytes_out;
         stats::fill_memory(&mut stats, &self.mem);
         stats.lazy_restore = self.lazy.as_ref().map(|l| l.stats());
+        stats.vcpu_exits = Counters::get(&self.counters.exits);
+        stats.pio_exits = Counters::get(&self.counters.pio_exits);
+        stats.mmio_exits = Counters::get(&self.counters.mmio_exits);
         // The recording ends with the guest, however it ended: what it wrote
         // is on the image, so the log gets a final barrier for it.
         for device in &mut self.virtio {
@@ -329,16 +354,12 @@ impl Machine {
         })
     }
 
-    fn run_loop(
-        &mut self,
-        stats: &mut RunStats,
-        watchdog: Option<&Watchdog>,
-        api: Option<&Api>,
-    ) -> Result<Exit> {
+    fn run_loop(&mut self, watchdog: Option<&Watchdog>, api: Option<&Api>) -> Result<Exit> {
         let snapshots_on = self.snapshots.is_some();
         let serial = &mut self.serial;
         let virtio = &mut self.virtio;
         let vcpu = &mut self.vcpus[0];
+        let counters = &*self.counters;
         loop {
             // Before every entry: a stop signal ends the run here, between
             // two exits, where the machine is consistent.
@@ -352,10 +373,10 @@ impl Machine {
             }
             let stop = match vcpu.fd.run() {
                 Ok(exit) => {
-                    stats.vcpu_exits += 1;
+                    Counters::add(&counters.exits, 1);
                     match exit {
                         VcpuExit::IoOut(port, data) => {
-                            stats.pio_exits += 1;
+                            Counters::add(&counters.pio_exits, 1);
                             if port == EXIT_PORT {
                                 let mut word = [0u8; 4];
                                 let n = data.len().min(4);
@@ -378,7 +399,7 @@ impl Machine {
                             None
                         }
                         VcpuExit::IoIn(port, data) => {
-                            stats.pio_exits += 1;
+                            Counters::add(&counters.pio_exits, 1);
                             if SerialDevice::contains(port) {
                                 data[0] = serial.pio_read(port);
                             } else {
@@ -388,7 +409,7 @@ impl Machine {
                             None
                         }
                         VcpuExit::MmioRead(addr, data) => {
-                            stats.mmio_exits += 1;
+                            Counters::add(&counters.mmio_exits, 1);
                             match mmio_device(virtio, addr) {
                                 Some((dev, offset)) => dev.read(offset, data),
                                 None => data.fill(0),
@@ -396,7 +417,7 @@ impl Machine {
                             None
                         }
                         VcpuExit::MmioWrite(addr, data) => {
-                            stats.mmio_exits += 1;
+                            Counters::add(&counters.mmio_exits, 1);
                             if let Some((dev, offset)) = mmio_device(virtio, addr) {
                                 dev.write(offset, data);
                             }
@@ -477,6 +498,7 @@ fn attach_devices(
     recorder: Option<&Arc<Recorder>>,
     written: &[Arc<snapshot::WrittenLeaves>],
     hint_channel: bool,
+    counters: &Arc<Counters>,
 ) -> Result<Vec<MmioTransport>> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::with_capacity(disks.len() + 1);
     for (i, disk) in disks.into_iter().enumerate() {
@@ -486,7 +508,8 @@ fn attach_devices(
                 .get(i)
                 .map(|w| Box::new(snapshot::LeafTap(w.clone())) as Box<dyn WriteTap>),
         };
-        devices.push(Box::new(Block::new(disk, &format!("vmm-disk{i}"), tap)));
+        let block = Block::new(disk, &format!("vmm-disk{i}"), tap).counting_into(counters.clone());
+        devices.push(Box::new(block));
     }
     if hint_channel {
         let sink = recorder.map(|r| Box::new(RecorderHints(r.clone())) as Box<dyn HintSink>);

@@ -18,6 +18,7 @@ use introspection::{BlockTap, TapError, TapOpenReport, TapStats};
 use snapshot::GuestFile;
 
 use crate::error::{Result, VmmError};
+use crate::metrics::{Counters, VmProbe};
 use replica::Replica;
 pub use replica::ReplicaConfig;
 
@@ -132,7 +133,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn open(config: &RecordConfig, image: &Path) -> Result<Arc<Self>> {
+    /// Opens the recording of `image`; its per-step metrics records read
+    /// `counters` (and add the recorder's figures to them).
+    pub fn open(config: &RecordConfig, image: &Path, counters: Arc<Counters>) -> Result<Arc<Self>> {
         let dir = RecordDir::new(&config.dir);
         std::fs::create_dir_all(dir.root()).map_err(|source| RecorderError::Open {
             path: dir.root().to_path_buf(),
@@ -149,6 +152,7 @@ impl Recorder {
             BlockTap::open_with(&dir, &config.vm_id, image, open_options(config))
                 .map_err(RecorderError::OpenTap)?;
         tap.set_checkpoint_policy(config.checkpoints);
+        tap.set_step_probe(Box::new(VmProbe::new(counters.clone())));
         let log = &open_report.log;
         if log.truncated_bytes > 0 {
             tracing::warn!(
@@ -189,7 +193,10 @@ impl Recorder {
         let shared = failure.clone();
         let worker = std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || run_tap(tap, rx, &shared, replica))
+            .spawn(move || {
+                let _clock = counters.recorder_cpu.register();
+                run_tap(tap, rx, &shared, replica)
+            })
             .map_err(RecorderError::Spawn)?;
         Ok(Arc::new(Self {
             tx: Mutex::new(Some(tx)),

@@ -28,6 +28,7 @@ pub mod disk_state;
 pub mod hlc;
 pub mod image_stamp;
 pub mod log;
+pub mod metrics;
 pub mod point;
 pub mod recording;
 

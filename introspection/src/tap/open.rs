@@ -159,6 +159,8 @@ impl BlockTap {
             stats: Default::default(),
             checkpoint_policy: Default::default(),
             since_checkpoint: Default::default(),
+            probe: None,
+            interval: super::TapInterval::default(),
         };
         let base_blocks = tap.write_base(dir, vm_id, image, !had_records, prior)?;
         if log_report.skipped_seqs.is_some() {

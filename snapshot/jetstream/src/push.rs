@@ -107,7 +107,8 @@ pub fn push_from(
     let mut batch: Vec<(Hlc, RecordKind)> = Vec::new();
     let mut blocks: Vec<ObjectId> = Vec::new();
     let first = remote_last + 1;
-    for (expected, record) in (first..).zip(dir.records(vm, first)?) {
+    let mut records = (first..).zip(dir.records(vm, first)?).peekable();
+    while let Some((expected, record)) = records.next() {
         let record = record?;
         if record.seq != expected {
             // A declared gap in the local log: the cluster's seqs follow
@@ -121,7 +122,17 @@ pub fn push_from(
                     .filter(|id| id.zero_len().is_none() && !acknowledged(id)),
             );
         }
-        let ends_batch = matches!(record.kind, RecordKind::Barrier { .. });
+        // A barrier's metrics record (right after it) travels with it: one
+        // round trip per barrier, as before metrics existed.
+        let next_is_metrics = matches!(
+            records.peek(),
+            Some((_, Ok(r))) if matches!(r.kind, RecordKind::Metrics { .. })
+        );
+        let ends_batch = match record.kind {
+            RecordKind::Barrier { .. } => !next_is_metrics,
+            RecordKind::Metrics { .. } => true,
+            _ => false,
+        };
         batch.push((record.hlc(), record.kind));
         if ends_batch || batch.len() >= BATCH_RECORDS {
             send(store, remote, out, &mut batch, &mut blocks, &mut report)?;

@@ -225,6 +225,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             api_sock: None,
             force: false,
             memory: vmm::machine::MemoryMode::default(),
+            counters: Default::default(),
         };
         let started = std::time::Instant::now();
         let mut machine = Machine::restore(&config)?;

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use changelog::log::{Record, RecordKind};
+use changelog::metrics::StepMetrics;
 use changelog::recording::{self, RecordDir};
 use changelog::LogBackend;
 use clap::{Args, Subcommand};
@@ -48,6 +49,14 @@ pub enum LogCommand {
     ///
     /// Example: vmm log checkpoints /tmp/rec --vm web1 --json
     Checkpoints(CheckpointsArgs),
+    /// Summarise what a VM's recorded steps cost, from the metrics record
+    /// after each barrier: per run and overall, totals (vCPU and recorder
+    /// CPU time, VM exits by kind, guest bytes read and written, bytes
+    /// stored after dedup), p50/p99/max per barrier, the dedup ratio and
+    /// peak RSS.
+    ///
+    /// Example: vmm log stats /tmp/rec --vm web1 --json
+    Stats(super::log_stats::StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +258,19 @@ fn describe(record: &Record) -> String {
         RecordKind::Semantic { json } => match serde_json::from_str::<SemanticChange>(json) {
             Ok(change) => format!("change {change}"),
             Err(_) => format!("change {json}"),
+        },
+        RecordKind::Metrics { json } => match StepMetrics::from_json(json) {
+            Ok(m) => format!(
+                "metrics of barrier {}: vcpu {:.3} ms, {} exits, guest wrote {} read {}, stored {} new, rss {} KiB",
+                m.barrier,
+                m.vcpu_ns as f64 / 1e6,
+                m.exits.total(),
+                m.guest_written_bytes,
+                m.guest_read_bytes,
+                m.stored_bytes,
+                m.rss_kib
+            ),
+            Err(_) => format!("metrics {json}"),
         },
     }
 }

@@ -10,6 +10,7 @@ mod demo;
 mod drill;
 mod fleet;
 mod log;
+mod log_stats;
 mod replay;
 mod run;
 mod semantic_replay;
@@ -246,6 +247,7 @@ pub fn main() -> i32 {
         Command::Log(log::LogCommand::Mark(args)) => log::mark(args),
         Command::Log(log::LogCommand::Push(args)) => source::push(args),
         Command::Log(log::LogCommand::Checkpoints(args)) => log::checkpoints(args),
+        Command::Log(log::LogCommand::Stats(args)) => log_stats::stats(args),
         Command::Store(store::StoreCommand::Stats(args)) => store::stats(args),
         Command::Store(store::StoreCommand::Gc(args)) => store::gc(args),
         Command::Store(store::StoreCommand::Verify(args)) => store::verify(args),

@@ -170,6 +170,7 @@ fn describe(step: &Step) -> String {
         Step::Mark { seq, name, .. } => format!("seq {seq}: mark {name}"),
         Step::Snapshot { seq, id, .. } => format!("seq {seq}: snapshot {id}"),
         Step::Hint { seq, .. } => format!("seq {seq}: guest hint"),
+        Step::Metrics { seq, .. } => format!("seq {seq}: step metrics"),
         Step::Change { seq, json, .. } => {
             match serde_json::from_str::<introspection::semantic::SemanticChange>(json) {
                 Ok(c) => format!("seq {seq}: change {c}"),

@@ -46,6 +46,11 @@ pub struct RestoreArgs {
     /// Serve the control socket at PATH (see `vmm run --api-sock`).
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
+
+    /// Serve live metrics (Prometheus text format) at ADDR while the VM
+    /// runs, as for `vmm run --metrics` (example: --metrics 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     #[arg(long)]
     pub stats: bool,
     /// Restore even onto a disk whose content differs from the one the
@@ -136,7 +141,10 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
         api_sock: args.api_sock.clone(),
         force: args.force,
         memory: args.memory,
+        counters: Default::default(),
     };
+    // Bound before the VM exists: an address in use fails here (125).
+    let _metrics = super::run::serve_metrics(args.metrics.as_deref(), &config.counters)?;
     let machine = Machine::restore(&config)?;
     Ok(finish(
         machine,

@@ -54,6 +54,8 @@ pub struct RestoreConfig {
     pub force: bool,
     /// Guest memory on demand (default) or all before the vCPU starts.
     pub memory: MemoryMode,
+    /// Where the run counts what it costs (see `VmConfig::counters`).
+    pub counters: Arc<crate::metrics::Counters>,
 }
 
 fn snap_err(e: impl std::fmt::Display) -> VmmError {
@@ -167,7 +169,11 @@ impl Machine {
             }
         }
         let recorder = match &config.record {
-            Some(rec) if disks.len() == 1 => Some(Recorder::open(rec, disks[0].path())?),
+            Some(rec) if disks.len() == 1 => Some(Recorder::open(
+                rec,
+                disks[0].path(),
+                config.counters.clone(),
+            )?),
             Some(_) => return Err(VmmError::RecordDisks(disks.len())),
             None => None,
         };
@@ -202,8 +208,15 @@ impl Machine {
         vm.setup_irqchip(vm_state.pit.is_some())?;
         let serial = SerialDevice::restore(vm.fd(), open_serial(&config.serial)?, &serial_state)?;
         let written = unrecorded_disk_taps(config.snapshot.is_some(), recorder.is_some(), &disks);
-        let mut virtio =
-            attach_devices(&vm, &mem, disks, recorder.as_ref(), &written, hint_channel)?;
+        let mut virtio = attach_devices(
+            &vm,
+            &mem,
+            disks,
+            recorder.as_ref(),
+            &written,
+            hint_channel,
+            &config.counters,
+        )?;
         for (t, state) in virtio.iter_mut().zip(&transports) {
             t.restore_state(state)?;
         }
@@ -241,6 +254,7 @@ impl Machine {
             timeout: config.timeout,
             built_at: Instant::now(),
             build_time: started.elapsed(),
+            counters: config.counters.clone(),
         })
     }
 }

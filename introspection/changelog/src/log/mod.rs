@@ -164,8 +164,14 @@
 //! | 2 | `Barrier` | kind u8 (0 flush, 1 FUA), disk checksum 32 bytes |
 //! | 3 | `Mark` | name, UTF-8, 1..=256 bytes |
 //! | 4 | `SnapshotTaken` | snapshot id, UTF-8, 1..=256 bytes |
-//! | 5 | reserved: `Hint` | not yet defined; reading it is an error naming the seq |
-//! | 6 | reserved: `SemanticChange` | likewise |
+//! | 5 | `Hint` | one hint-proto message, 1..=64 KiB |
+//! | 6 | `SemanticChange` | JSON text, 1 B..=4 MiB |
+//! | 7 | `Metrics` | JSON text ([`crate::metrics::StepMetrics`]), 1 B..=64 KiB, right after the barrier it measures |
+//!
+//! A build reads the codes it knows and refuses the others with
+//! [`LogError::UnknownRecordType`] naming the seq and the code ("read it
+//! with a newer build"): code 7 came without a format version bump, so a
+//! build from before it refuses a log recorded with metrics that way.
 //!
 //! Sparse index (`.idx`, a cache, never trusted over the segment): 48-byte
 //! header (magic `b"VMMCIDX\0"`, version u16, reserved u16, entry count u32,
@@ -196,8 +202,8 @@ pub use error::LogError;
 pub use open::OpenReport;
 pub use reader::{FrameInfo, LogReader, RecordIter};
 pub use record::{
-    record_type, BarrierKind, Record, RecordKind, BLOCK_SIZE, MAX_HINT_LEN, MAX_NAME_LEN,
-    MAX_SEMANTIC_LEN, MAX_WRITE_LEN, SECTOR_SIZE,
+    record_type, BarrierKind, Record, RecordKind, BLOCK_SIZE, MAX_HINT_LEN, MAX_METRICS_LEN,
+    MAX_NAME_LEN, MAX_SEMANTIC_LEN, MAX_WRITE_LEN, SECTOR_SIZE,
 };
 
 pub use segment::{FORMAT_VERSION, MAX_VM_ID_LEN, OLDEST_FORMAT_VERSION};

@@ -26,10 +26,15 @@ pub mod record_type {
     pub const HINT: u8 = 5;
     /// A semantic change lifted from the disk at a barrier, as JSON.
     pub const SEMANTIC_CHANGE: u8 = 6;
+    /// What the interval up to the barrier before it cost
+    /// ([`crate::metrics::StepMetrics`] as JSON). Builds from before this
+    /// code existed refuse a log holding one with
+    /// [`crate::LogError::UnknownRecordType`] ("read it with a newer build").
+    pub const METRICS: u8 = 7;
 
     /// A code this build decodes.
     pub(crate) fn is_known(code: u8) -> bool {
-        (BLOCK_WRITE..=SEMANTIC_CHANGE).contains(&code)
+        (BLOCK_WRITE..=METRICS).contains(&code)
     }
 }
 
@@ -76,12 +81,18 @@ pub enum RecordKind {
     /// event) as JSON text, at most `MAX_SEMANTIC_LEN` bytes. It follows
     /// the barrier whose disk state it was lifted from.
     Semantic { json: String },
+    /// Resource metrics of the interval that ended at the barrier just
+    /// before it ([`crate::metrics::StepMetrics`] as JSON text, at most
+    /// `MAX_METRICS_LEN` bytes). Replays, queries and checks skip it.
+    Metrics { json: String },
 }
 
 /// Longest hint message kept in a record.
 pub const MAX_HINT_LEN: usize = 64 << 10;
 /// Longest semantic change record.
 pub const MAX_SEMANTIC_LEN: usize = 4 << 20;
+/// Longest metrics record.
+pub const MAX_METRICS_LEN: usize = 64 << 10;
 
 /// One record as read back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +148,7 @@ impl RecordKind {
             RecordKind::SnapshotTaken { .. } => record_type::SNAPSHOT_TAKEN,
             RecordKind::Hint { .. } => record_type::HINT,
             RecordKind::Semantic { .. } => record_type::SEMANTIC_CHANGE,
+            RecordKind::Metrics { .. } => record_type::METRICS,
         }
     }
 
@@ -155,6 +167,7 @@ impl RecordKind {
             RecordKind::Semantic { json } => {
                 check_len("semantic change", json.len(), MAX_SEMANTIC_LEN)
             }
+            RecordKind::Metrics { json } => check_len("metrics", json.len(), MAX_METRICS_LEN),
         }
     }
 
@@ -185,7 +198,9 @@ impl RecordKind {
             RecordKind::Mark { name } => out.extend_from_slice(name.as_bytes()),
             RecordKind::SnapshotTaken { id } => out.extend_from_slice(id.as_bytes()),
             RecordKind::Hint { message } => out.extend_from_slice(message),
-            RecordKind::Semantic { json } => out.extend_from_slice(json.as_bytes()),
+            RecordKind::Semantic { json } | RecordKind::Metrics { json } => {
+                out.extend_from_slice(json.as_bytes())
+            }
         }
     }
 
@@ -245,6 +260,9 @@ impl RecordKind {
             },
             record_type::SEMANTIC_CHANGE => RecordKind::Semantic {
                 json: utf8("semantic change", body)?,
+            },
+            record_type::METRICS => RecordKind::Metrics {
+                json: utf8("metrics", body)?,
             },
             other => return Err(BodyError::UnknownType(other)),
         };
@@ -324,6 +342,9 @@ mod tests {
         roundtrip(RecordKind::Semantic {
             json: "{\"op\":\"insert\"}".into(),
         });
+        roundtrip(RecordKind::Metrics {
+            json: "{\"barrier\":3}".into(),
+        });
     }
 
     #[test]
@@ -347,7 +368,7 @@ mod tests {
 
     #[test]
     fn reserved_and_unknown_codes_do_not_decode() {
-        for code in [0, 7, 200] {
+        for code in [0, 8, 200] {
             assert_eq!(
                 RecordKind::decode_body(code, b"x"),
                 Err(BodyError::UnknownType(code))

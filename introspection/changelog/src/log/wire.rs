@@ -116,6 +116,9 @@ mod tests {
             RecordKind::Semantic {
                 json: r#"{"op":"insert"}"#.into(),
             },
+            RecordKind::Metrics {
+                json: r#"{"barrier":2,"vcpu_ns":5}"#.into(),
+            },
         ]
     }
 

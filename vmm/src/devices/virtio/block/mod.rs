@@ -11,7 +11,10 @@ pub mod disk;
 pub mod request;
 
 use crate::memory::GuestMemory;
+use crate::metrics::Counters;
 use crate::recording::RecordResult;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
@@ -66,6 +69,8 @@ pub struct Block {
     mem: Option<GuestMemory>,
     queue: Option<Queue>,
     counters: BlockCounters,
+    /// The machine's live counters (guest bytes read and written).
+    live: Option<Arc<Counters>>,
 }
 
 impl Block {
@@ -80,6 +85,19 @@ impl Block {
             mem: None,
             queue: None,
             counters: BlockCounters::default(),
+            live: None,
+        }
+    }
+
+    /// Also counts the guest's bytes read and written into `live`.
+    pub fn counting_into(mut self, live: Arc<Counters>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    fn count_live(&self, pick: impl Fn(&Counters) -> &AtomicU64, bytes: u64) {
+        if let Some(live) = &self.live {
+            Counters::add(pick(live), bytes);
         }
     }
 
@@ -121,6 +139,7 @@ impl Block {
                     return (VIRTIO_BLK_S_IOERR, 0);
                 }
                 self.counters.reads += 1;
+                self.count_live(|c| &c.guest_read_bytes, buf.len() as u64);
                 match req.scatter(mem, &buf) {
                     Some(n) => (VIRTIO_BLK_S_OK, n),
                     None => (VIRTIO_BLK_S_IOERR, 0),
@@ -144,6 +163,7 @@ impl Block {
                 }
                 self.counters.writes += 1;
                 self.counters.bytes_written += buf.len() as u64;
+                self.count_live(|c| &c.guest_written_bytes, buf.len() as u64);
                 if !self.tap_write(start, end, buf) {
                     return (VIRTIO_BLK_S_IOERR, 0);
                 }
@@ -169,6 +189,7 @@ impl Block {
                     }
                     self.counters.writes += 1;
                     self.counters.bytes_written += zeros.len() as u64;
+                    self.count_live(|c| &c.guest_written_bytes, zeros.len() as u64);
                     if !self.tap_write(start, end, zeros) {
                         return (VIRTIO_BLK_S_IOERR, 0);
                     }
