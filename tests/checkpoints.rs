@@ -97,6 +97,32 @@ fn replays_start_from_the_nearest_checkpoint_and_match_a_whole_replay() {
     assert_eq!(exact["last_verified_barrier"], seqs[1]);
 }
 
+/// At twenty random points after the first checkpoint, a replay from the
+/// nearest checkpoint and one of the whole log give the same bytes.
+#[test]
+fn checkpoint_replays_equal_whole_replays_at_twenty_random_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recorded(dir.path());
+    let rec_s = rec.to_str().unwrap();
+    let first = checkpoints(rec_s)[0]["seq"].as_u64().unwrap();
+    let last = changes_last_seq(rec_s);
+    let mut rng = Rng::new(20);
+    let a = dir.path().join("a.img");
+    let b = dir.path().join("b.img");
+    for _ in 0..20 {
+        let until = format!("seq={}", first + rng.next_u64() % (last - first + 1));
+        let fast = replay(rec_s, &until, &a, &["--force"]);
+        let whole = replay(rec_s, &until, &b, &["--force", "--no-checkpoints"]);
+        assert!(fast["checkpoint"].as_u64().is_some(), "{until}: {fast}");
+        assert_eq!(fast["last_seq"], whole["last_seq"], "{until}");
+        assert_eq!(fast["checksum"], whole["checksum"], "{until}");
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{until}"
+        );
+    }
+}
+
 #[test]
 fn a_damaged_checkpoint_is_passed_over() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@ mod run;
 mod semantic_replay;
 mod snapshot;
 mod snapshot_disk;
+mod snapshot_point;
 mod snapshot_remote;
 mod source;
 mod store;

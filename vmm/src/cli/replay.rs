@@ -12,6 +12,7 @@ use replay::{Base, Control, Filter, Options, Point, ReplayError, ReplayReport, S
 use vmm::lock::{self, LockError, LockMode};
 use vmm::shutdown;
 
+use super::snapshot_point::{self, is_snapshot_path};
 use super::source::Source;
 use super::CliError;
 
@@ -38,11 +39,13 @@ pub struct ReplayArgs {
     /// Where to start: `empty` (the log's own base: it holds the disk as it
     /// was when recording began; from the nearest checkpoint), a disk image
     /// that the log passed through, e.g. the original image or an earlier
-    /// replay output, or `checkpoint=SEQ` (that checkpoint of the log: a
-    /// segment of a long log checked on its own).
+    /// replay output, `checkpoint=SEQ` (that checkpoint of the log: a
+    /// segment of a long log checked on its own), or a snapshot of the
+    /// recorded VM, DIR/snapshots/ID.snap (the disk at the snapshot's
+    /// barrier, checked against the log, then the log up to --until).
     #[arg(
         long,
-        value_name = "IMAGE|empty|checkpoint=SEQ",
+        value_name = "IMAGE|empty|checkpoint=SEQ|SNAPSHOT",
         default_value = "empty"
     )]
     pub base: Base,
@@ -275,8 +278,20 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
             }
         }
     }
+    let source = Source::open(&args.log)?;
+    let from_snapshot = match &args.base {
+        Base::Image(path) if is_snapshot_path(path) => Some(snapshot_point::replay_base(
+            path,
+            source.logs(),
+            &args.vm,
+            &args.until,
+            !args.no_checkpoints,
+        )?),
+        _ => None,
+    };
+    let base = from_snapshot.as_ref().map_or(&args.base, |s| &s.base);
     let out_lock = claim_output(&args.out, args.force, "--out")?;
-    let _base_lock = lock_base(&args.base, out_lock.as_ref())?;
+    let _base_lock = lock_base(base, out_lock.as_ref())?;
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let mut pending = Vec::new();
     let mut stepper = |step: &Step| -> Control {
@@ -322,14 +337,16 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
         checkpoints: !args.no_checkpoints,
         ..Options::default()
     };
-    let source = Source::open(&args.log)?;
-    let vm = super::log::one_vm(source.logs(), &args.vm)?;
+    let vm = match &from_snapshot {
+        Some(s) => s.vm.clone(),
+        None => super::log::one_vm(source.logs(), &args.vm)?,
+    };
     let objects = source.objects()?;
     let report = match replay::replay_to_file_from(
         source.logs(),
         objects.backend(),
         &vm,
-        &args.base,
+        base,
         &args.until,
         &args.out,
         opts,
@@ -340,11 +357,18 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
     };
     drop(out_lock);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("reports serialize")
-        );
+        let mut v = serde_json::to_value(&report).expect("reports serialize");
+        if let Some(s) = &from_snapshot {
+            v["snapshot"] = serde_json::json!({"id": s.id, "seq": s.seq});
+        }
+        println!("{v}");
     } else if args.speed.is_none() {
+        if let Some(s) = &from_snapshot {
+            println!(
+                "base: snapshot {} (its barrier, seq {}, is in the log with the snapshot's disk checksum)",
+                s.id, s.seq
+            );
+        }
         print_report(args, &vm, &report);
     }
     Ok(0)

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use replay::Point;
 use snapshot::{merge, SnapshotDir};
 use vmm::api::Command;
 use vmm::machine::{MemoryMode, RestoreConfig, SnapshotConfig};
@@ -10,13 +11,27 @@ use vmm::recording::RecordConfig;
 use vmm::{DiskConfig, Machine, SerialOutput};
 
 use super::run::{finish, parse_disk, parse_serial, parse_vm_id};
+use super::snapshot_point::choose_at;
+use super::source::Source;
 use super::{Cli, CliError};
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The snapshot: its file, DIR/snapshots/ID.snap (as `vmm snapshot
-    /// list` prints it).
+    /// list` prints it); with --at, the directory DIR whose snapshots to
+    /// choose from.
     pub snapshot: PathBuf,
+    /// Restore the VM as of this point of its log (seq=N, time=RFC3339,
+    /// mark=NAME): the latest snapshot in DIR whose barrier is at or before
+    /// it, with the disk rebuilt from the log at that snapshot's own
+    /// barrier (needs --rebuild-disk). Example: vmm restore rec --at
+    /// mark=before-upgrade --rebuild-disk then.img
+    #[arg(long, value_name = "POINT", requires = "rebuild_disk")]
+    pub at: Option<Point>,
+    /// With --at: whose snapshots, by the VM id of its log (default: the
+    /// only recorded VM with snapshots in DIR).
+    #[arg(long, value_name = "ID", requires = "at")]
+    pub from_vm: Option<String>,
     /// Disks to attach instead of the snapshot's own (a clone needs its own
     /// copy); as in `vmm run --disk`.
     #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
@@ -79,7 +94,7 @@ pub struct RestoreArgs {
 }
 
 /// `DIR/snapshots/ID.snap` -> (DIR, ID).
-fn split_snapshot_path(path: &Path) -> Result<(PathBuf, String), CliError> {
+pub(super) fn split_snapshot_path(path: &Path) -> Result<(PathBuf, String), CliError> {
     let bad = || {
         CliError::new(format!(
             "{} is not a snapshot file path: expected DIR/snapshots/ID.snap (see `vmm snapshot list DIR`)",
@@ -108,7 +123,21 @@ fn split_snapshot_path(path: &Path) -> Result<(PathBuf, String), CliError> {
 }
 
 pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
-    let (dir, id) = split_snapshot_path(&args.snapshot)?;
+    let (dir, id) = match &args.at {
+        Some(point) => {
+            if !args.snapshot.is_dir() {
+                return Err(CliError::new(format!(
+                    "with --at, give the directory whose snapshots to choose from (e.g. the record directory), not {}",
+                    args.snapshot.display()
+                )));
+            }
+            let log = args.log.clone().unwrap_or_else(|| args.snapshot.clone());
+            let source = Source::open(&log)?;
+            let id = choose_at(&args.snapshot, source.logs(), &args.from_vm, point)?;
+            (args.snapshot.clone(), id)
+        }
+        None => split_snapshot_path(&args.snapshot)?,
+    };
     let mut disks = args.disks.clone();
     if let Some(path) = &args.rebuild_disk {
         let log = args.log.clone().unwrap_or_else(|| dir.clone());
