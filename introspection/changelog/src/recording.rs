@@ -6,6 +6,7 @@
 //! DIR/store/          the content store (store::Store)
 //! DIR/logs/<vm-id>/   that VM's change log (crate::log)
 //! DIR/snapshots/      snapshot manifests (the snapshot crate's SnapshotDir)
+//! DIR/drills.jsonl    results of `vmm drill` runs (insight::drills)
 //! ```
 //! `verify` checks a log completely: frame and record CRCs and the chain
 //! (crate::log::verify_with), that every block a write names is in the

@@ -207,6 +207,9 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
         let _ = std::fs::remove_file(&disk);
     }
     print(args, &report, cannot_check);
+    if let Source::Dir(dir) = &source {
+        journal(dir.root(), &report);
+    }
     if let Some(signal) = shutdown::requested() {
         return Ok(shutdown::exit_status(signal));
     }
@@ -217,6 +220,24 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
     } else {
         vmm::error::exit::CHECK_FAILED
     })
+}
+
+/// Adds the drill to the record directory's drill journal (which `vmm
+/// report` shows), without the guest's console output. A journal that
+/// cannot be written is a warning: the drill itself has its answer.
+fn journal(dir: &Path, report: &DrillReport) {
+    let mut entry = serde_json::to_value(report).expect("reports serialize");
+    entry["guest_output"] = serde_json::Value::Null;
+    entry["ts_ns"] = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        .into();
+    if let Err(e) = insight::drills::append(dir, &entry) {
+        eprintln!(
+            "vmm: warning: the drill was not added to {}: {e}",
+            dir.join(insight::drills::FILE).display()
+        );
+    }
 }
 
 /// Boots the check VM on the restored `disk` (read-only) and records its

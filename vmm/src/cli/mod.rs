@@ -9,6 +9,7 @@ mod changes;
 mod demo;
 mod drill;
 mod fleet;
+mod insight;
 mod log;
 mod log_stats;
 mod replay;
@@ -157,6 +158,12 @@ pub enum Command {
     ///
     /// Example: vmm diff --format sqlite old.db new.db --json
     Diff(changes::DiffArgs),
+    /// One self-contained HTML page of a record set: a timeline per VM
+    /// (writes, flushes, marks, snapshots, checkpoints, semantic changes
+    /// per table), storage growth and its forecast, dedup, the last drills.
+    ///
+    /// Example: vmm report rec --html rec.html
+    Report(insight::ReportArgs),
 }
 
 /// The end of `vmm --help`: a first session, and the table of exit
@@ -253,6 +260,7 @@ pub fn main() -> i32 {
         Command::Store(store::StoreCommand::Gc(args)) => store::gc(args),
         Command::Store(store::StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(store::StoreCommand::Repair(args)) => store::repair(args),
+        Command::Store(store::StoreCommand::Forecast(args)) => insight::forecast(args),
         Command::Replay(args) => replay::replay(args),
         Command::Drill(args) => drill::drill(&cli, args),
         Command::Fleet(command) => fleet::fleet(command),
@@ -261,6 +269,7 @@ pub fn main() -> i32 {
         Command::Changes(args) => changes::changes(args),
         Command::History(args) => changes::history(args),
         Command::Diff(args) => changes::diff(args),
+        Command::Report(args) => insight::report(args),
         Command::Snapshot(snapshot::SnapshotCommand::List(args)) => snapshot::list(args),
         Command::Snapshot(snapshot::SnapshotCommand::Merge(args)) => snapshot::merge_cmd(args),
         Command::Snapshot(snapshot::SnapshotCommand::Create(args)) => snapshot::create(args),

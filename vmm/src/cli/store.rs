@@ -43,6 +43,12 @@ pub enum StoreCommand {
     ///
     /// Example: vmm store repair /tmp/rec
     Repair(StatsArgs),
+    /// Predict the growth of the logs and the store and the time a full
+    /// replay will take, from the recorded rates (AutoETS on the history
+    /// in time buckets), with the model's back-tested error on the history.
+    ///
+    /// Example: vmm store forecast /tmp/rec --horizon 30d --json
+    Forecast(super::insight::ForecastArgs),
 }
 
 #[derive(Debug, Args)]
