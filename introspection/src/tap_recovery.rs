@@ -11,7 +11,7 @@ use store::{ObjectId, Store};
 
 use crate::tap::TapError;
 use changelog::disk_state::ZERO_BLOCK_HASH;
-use changelog::log::{CutReport, LogReader, LogWriter, OpenReport, RecordKind};
+use changelog::log::{CutReport, LogOptions, LogReader, LogWriter, OpenReport, RecordKind};
 use changelog::recording::RecordDir;
 use store::hex;
 
@@ -49,12 +49,19 @@ impl std::fmt::Display for TapCut {
 /// directory must: records a failed or crashed run left after the sync
 /// point are checked against the store first (and cut if they name missing
 /// blocks), before anything new makes that point move past them.
+///
+/// New segments are started at `segment_max_bytes` (default: the log's).
 pub fn open_log(
     dir: &RecordDir,
     store: &Store,
     vm_id: &str,
+    segment_max_bytes: Option<u64>,
 ) -> Result<(LogWriter, OpenReport, Option<TapCut>), TapError> {
-    let (mut log, report) = LogWriter::open(dir.log_dir(vm_id), vm_id)?;
+    let mut opts = LogOptions::default();
+    if let Some(bytes) = segment_max_bytes {
+        opts.segment_max_bytes = bytes;
+    }
+    let (mut log, report) = LogWriter::open_with(dir.log_dir(vm_id), vm_id, opts)?;
     if report.clock_behind_ns > changelog::hlc::SKEW_WARN_NS {
         // Records still order after the log's (the clock holds its time),
         // but `time=` points near them are off until this clock catches up.

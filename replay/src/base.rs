@@ -101,13 +101,13 @@ pub fn prepare(
                     why: format!("it lies after the target, seq {until}"),
                 });
             }
-            from_checkpoint(logs, objects, vm, &cp, out).map_err(|CheckpointUnusable(why)| {
-                ReplayError::NoCheckpoint {
+            from_checkpoint(logs, objects, vm, &cp, until, out).map_err(
+                |CheckpointUnusable { why, .. }| ReplayError::NoCheckpoint {
                     vm: vm.to_string(),
                     seq: *seq,
                     why,
-                }
-            })?;
+                },
+            )?;
             Ok(Start {
                 from_seq: cp.seq + 1,
                 checkpoint: Some(cp.seq),
@@ -120,14 +120,17 @@ pub fn prepare(
                 .rev()
                 .filter(|c| c.seq <= until)
             {
-                match from_checkpoint(logs, objects, vm, cp, out) {
+                match from_checkpoint(logs, objects, vm, cp, until, out) {
                     Ok(()) => {
                         return Ok(Start {
                             from_seq: cp.seq + 1,
                             checkpoint: Some(cp.seq),
                         })
                     }
-                    Err(CheckpointUnusable(why)) => {
+                    // Records removed by retention are the log's state,
+                    // not damage: the error says so if nothing serves.
+                    Err(CheckpointUnusable { trimmed: true, .. }) => {}
+                    Err(CheckpointUnusable { why, .. }) => {
                         tracing::warn!("checkpoint at seq {} of VM {vm} not used: {why}", cp.seq)
                     }
                 }
@@ -191,8 +194,12 @@ pub fn prepare(
     }
 }
 
-/// Why a checkpoint was passed over.
-struct CheckpointUnusable(String);
+/// Why a checkpoint was passed over; `trimmed`: the records after it that
+/// the target needs were removed by retention.
+struct CheckpointUnusable {
+    why: String,
+    trimmed: bool,
+}
 
 /// Writes checkpoint `cp`'s disk into `out` (a new file).
 fn from_checkpoint(
@@ -200,9 +207,13 @@ fn from_checkpoint(
     objects: &dyn ObjectBackend,
     vm: &str,
     cp: &Checkpoint,
+    until: u64,
     out: &Path,
 ) -> Result<(), CheckpointUnusable> {
-    let no = |why: String| CheckpointUnusable(why);
+    let no = |why: String| CheckpointUnusable {
+        why,
+        trimmed: false,
+    };
     let record = logs
         .records(vm, cp.seq)
         .map_err(|e| no(e.to_string()))?
@@ -217,12 +228,19 @@ fn from_checkpoint(
         // Retention removed the barrier itself but nothing after it: the
         // map (checked against the barrier's checksum below) stands in.
         Some(r) if r.seq == cp.seq + 1 => {}
+        // The target is the checkpoint itself, whose records retention
+        // removed (`store retain` keeps such checkpoints as the old
+        // history's restore points): its map alone is the disk there.
+        Some(r) if r.seq > cp.seq && cp.seq == until => {}
         Some(r) => {
-            return Err(no(format!(
-                "the log's records {}..{} were removed (retention)",
-                cp.seq + 1,
-                r.seq - 1
-            )))
+            return Err(CheckpointUnusable {
+                why: format!(
+                    "the log's records {}..{} were removed (retention)",
+                    cp.seq + 1,
+                    r.seq - 1
+                ),
+                trimmed: true,
+            })
         }
         None => return Err(no("the log has no record at or after its seq".into())),
     }

@@ -5,7 +5,8 @@
 //! Snapshots are walked by [`crate::gc::walk_snapshots`] (page-list
 //! chunks, then pages), change logs here (each block a write names, in
 //! seq order, with the barriers between them so that callers can tell how
-//! far a log replays; then the map chunks of the log's checkpoints).
+//! far a log replays; then the map chunks of the log's checkpoints, and
+//! in a log whose oldest records were removed, the blocks of their maps).
 use std::path::Path;
 
 use crate::gc::{collect_marked, CollectReport, GcError};
@@ -108,7 +109,7 @@ pub fn walk(
         None => all,
     };
     for vm in &summary.logs {
-        if let Err(source) = walk_log(&rec, vm, &mut visit) {
+        if let Err(source) = walk_log(&rec, store, vm, &mut visit) {
             if strict {
                 return Err(WalkError::Log {
                     vm: vm.clone(),
@@ -147,8 +148,14 @@ pub fn walk(
     Ok(summary)
 }
 
-fn walk_log(rec: &RecordDir, vm: &str, visit: &mut impl FnMut(Visit<'_>)) -> Result<(), LogError> {
+fn walk_log(
+    rec: &RecordDir,
+    store: &Store,
+    vm: &str,
+    visit: &mut impl FnMut(Visit<'_>),
+) -> Result<(), LogError> {
     let reader = LogReader::open(rec.log_dir(vm))?;
+    let trimmed = reader.is_trimmed();
     for record in reader.iter()? {
         let record = record?;
         match record.kind {
@@ -176,6 +183,20 @@ fn walk_log(rec: &RecordDir, vm: &str, visit: &mut impl FnMut(Visit<'_>)) -> Res
     for cp in checkpoints::read_local(&rec.log_dir(vm)).list {
         for (_, id) in &cp.chunks {
             visit(Visit::Object(*id, Referrer::Checkpoint { vm, seq: cp.seq }));
+        }
+        // Once old records are gone (`store retain`), a checkpoint's map
+        // may be all that names a block: its blocks are its own to keep.
+        // A map that does not load names no block here; verify reports
+        // its chunk.
+        if trimmed {
+            if let Ok(state) = checkpoints::load(&cp, store) {
+                for (_, hash) in state.iter_nonzero() {
+                    visit(Visit::Object(
+                        ObjectId(*hash),
+                        Referrer::Checkpoint { vm, seq: cp.seq },
+                    ));
+                }
+            }
         }
     }
     Ok(())

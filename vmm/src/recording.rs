@@ -47,12 +47,15 @@ pub struct RecordConfig {
     /// Hash the whole image at open even when the log's saved state could
     /// be trusted (`--rescan`).
     pub rescan: bool,
+    /// Largest log segment in bytes (`--log-segment-kib`; None: 64 MiB).
+    pub log_segment_bytes: Option<u64>,
 }
 
 fn open_options(config: &RecordConfig) -> TapOpenOptions {
     TapOpenOptions {
         limits: config.decode_limits,
         rescan: config.rescan,
+        segment_max_bytes: config.log_segment_bytes,
     }
 }
 

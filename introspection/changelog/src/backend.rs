@@ -135,6 +135,9 @@ impl LogBackend for RecordDir {
 
     fn records(&self, vm: &str, from: u64) -> Result<Records<'_>, LogError> {
         let reader = LogReader::open(self.log_dir(vm))?;
+        // From the first record kept when older ones were removed (`store
+        // retain`), as the trait promises; callers see the gap in the seqs.
+        let from = from.max(reader.first_seq().unwrap_or(1));
         Ok(Box::new(reader.iter_from(from)?))
     }
 

@@ -20,7 +20,7 @@
 //!   torn last line after a crash, say): checkpoints are derived data, the
 //!   log stays the truth, and a checkpoint is used only after its map
 //!   loads and hashes to the checksum of the barrier it claims.
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
@@ -178,6 +178,32 @@ pub fn append_local(log_dir: &Path, cp: &Checkpoint) -> Result<(), CheckpointErr
         .map_err(io)?;
     f.write_all(line.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)
+}
+
+/// Replaces the index in `log_dir` by `list` (temp file, fsync, rename,
+/// fsync of the directory): a crash leaves the old index or the new one.
+pub fn rewrite_local(log_dir: &Path, list: &[Checkpoint]) -> Result<(), CheckpointError> {
+    let path = log_dir.join(FILE);
+    let tmp = log_dir.join(format!("{FILE}.tmp"));
+    let io = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| CheckpointError::Io { path, source }
+    };
+    let mut text = String::new();
+    for cp in list {
+        let json = serde_json::to_string(cp).expect("checkpoints serialize");
+        text.push_str(&format!(
+            "{json}\t{:08x}\n",
+            crc32fast::hash(json.as_bytes())
+        ));
+    }
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    File::open(log_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(log_dir))
 }
 
 /// The checkpoints of a local index.

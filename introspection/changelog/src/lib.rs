@@ -12,7 +12,8 @@
 //! VM's history ([`point`]: `seq=`, `time=`, `mark=`), and the one type
 //! that knows a record directory's layout
 //! ([`recording::RecordDir`]: `store/`, `logs/<vm>/`, `snapshots/`) with
-//! the full check of a log against the store ([`recording::verify`]), and
+//! the full check of a log against the store ([`recording::verify`]),
+//! retention of old history at checkpoint granularity ([`retain`]), and
 //! the traits through which logs are read and written wherever they live
 //! ([`backend`]: [`LogBackend`], [`LogAppend`]; the record directory is
 //! the local implementation).
@@ -31,6 +32,7 @@ pub mod log;
 pub mod metrics;
 pub mod point;
 pub mod recording;
+pub mod retain;
 
 pub use backend::{verify_through, BackendVerifyReport, LogAppend, LogBackend, Records};
 pub use checkpoints::{Checkpoint, CheckpointError};

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use store::{ObjectId, Store, StoreError};
 
+use crate::checkpoints;
 use crate::disk_state::{DiskState, ZERO_BLOCK_HASH};
 use crate::log::{verify_with, LogError, LogReader, RecordKind, VerifyReport};
 use store::hex;
@@ -215,6 +216,10 @@ pub struct RecordingReport {
     pub log: VerifyReport,
     pub barriers_checked: u64,
     pub objects_checked: u64,
+    /// The checkpoint the disk checks started from, when the log's oldest
+    /// records were removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_checkpoint: Option<u64>,
 }
 
 impl RecordingReport {
@@ -224,11 +229,46 @@ impl RecordingReport {
 }
 
 /// Verifies the log of `vm_id` against the store (see the module doc).
+///
+/// A log whose oldest segments were removed (`vmm store retain`) is
+/// checked from the first checkpoint whose later records are all kept:
+/// its map stands in for the removed writes; the records before it are
+/// checked for framing and order only.
 pub fn verify(dir: &RecordDir, vm_id: &str) -> Result<RecordingReport, RecordError> {
     let store = dir.open_store()?;
     let mut state = DiskState::zeroed(ANY_DISK_BLOCKS);
+    let reader = LogReader::open(dir.log_dir(vm_id))?;
+    let (mut start, mut from_checkpoint) = (0, None);
+    let mut no_start = None;
+    if reader.is_trimmed() {
+        let first = reader.first_seq().unwrap_or(1);
+        let usable = checkpoints::read_local(&dir.log_dir(vm_id))
+            .list
+            .into_iter()
+            .filter(|c| c.seq + 1 >= first)
+            .find_map(|c| checkpoints::load(&c, &store).ok().map(|s| (c.seq, s)));
+        match usable {
+            Some((seq, loaded)) => {
+                state = loaded;
+                start = seq;
+                from_checkpoint = Some(seq);
+            }
+            None => {
+                no_start = Some(format!(
+                    "the records before seq {first} were removed (store retain), and no checkpoint lets a check start after them"
+                ))
+            }
+        }
+    }
+    drop(reader);
     let (mut barriers, mut objects) = (0u64, 0u64);
     let log = verify_with(dir.log_dir(vm_id), |record| {
+        if let Some(why) = no_start.take() {
+            return Err(why);
+        }
+        if record.seq <= start {
+            return Ok(());
+        }
         match &record.kind {
             RecordKind::BlockWrite { sector, blocks, .. } => {
                 for (i, h) in blocks.iter().enumerate() {
@@ -265,5 +305,6 @@ pub fn verify(dir: &RecordDir, vm_id: &str) -> Result<RecordingReport, RecordErr
         log,
         barriers_checked: barriers,
         objects_checked: objects,
+        from_checkpoint,
     })
 }

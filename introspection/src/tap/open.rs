@@ -30,6 +30,9 @@ pub struct TapOpenOptions {
     /// Hash the whole image even when the log's saved state could be
     /// trusted (`--rescan`).
     pub rescan: bool,
+    /// Largest log segment (`--log-segment-kib`; default 64 MiB): the
+    /// grain at which `store retain` can drop old history.
+    pub segment_max_bytes: Option<u64>,
 }
 
 /// What the tap's state at open is to the log.
@@ -75,7 +78,7 @@ impl BlockTap {
         let started = Instant::now();
         let store = dir.open_store()?;
         let pin = store.pin()?;
-        let (log, log_report, cut) = open_log(dir, &store, vm_id)?;
+        let (log, log_report, cut) = open_log(dir, &store, vm_id, opts.segment_max_bytes)?;
         // Seqs may start above 1 (after a declared gap): ask what is kept.
         let had_records = cut.as_ref().map_or(log_report.last_seq, |c| c.cut.last_seq) > 0;
         let saved = if !had_records {

@@ -83,6 +83,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
                 replicate: None,
                 checkpoints: Default::default(),
                 rescan: false,
+                log_segment_bytes: None,
             }),
             ..VmConfig::default()
         };
@@ -273,6 +274,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             replicate: None,
             checkpoints: Default::default(),
             rescan: false,
+            log_segment_bytes: None,
         }),
         ..VmConfig::default()
     };

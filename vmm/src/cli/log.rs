@@ -315,7 +315,7 @@ pub fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
         }
         match &report.log.problem {
             None if content_ok => println!(
-                "{vm}: OK: {} records (seq {}..{}) in {} segments, {} barriers verified, {} blocks {}",
+                "{vm}: OK: {} records (seq {}..{}) in {} segments, {} barriers verified, {} blocks {}{}",
                 report.log.records,
                 report.log.first_seq.unwrap_or(0),
                 report.log.last_seq,
@@ -326,7 +326,10 @@ pub fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
                     "read back and BLAKE3-checked"
                 } else {
                     "in the store's index (index only; run --deep to read the data)"
-                }
+                },
+                report.from_checkpoint.map_or(String::new(), |cp| format!(
+                    "; older records were removed (store retain): disk checksums checked from the checkpoint at seq {cp}"
+                ))
             ),
             None => println!(
                 "{vm}: FAILED: the log checks, but {} block object(s) it needs are missing or damaged in the store (listed above)",
@@ -391,8 +394,8 @@ pub fn mark(args: &MarkArgs) -> Result<i32, CliError> {
     // Through the recorder's open: a failed run's unstored records are cut
     // before this mark makes the log's sync point move past them.
     let store = dir.open_store().map_err(CliError::from_display)?;
-    let (mut log, _, cut) =
-        introspection::tap_recovery::open_log(&dir, &store, &vm).map_err(CliError::from_display)?;
+    let (mut log, _, cut) = introspection::tap_recovery::open_log(&dir, &store, &vm, None)
+        .map_err(CliError::from_display)?;
     if let Some(cut) = cut {
         tracing::warn!("log of {vm}: {cut}");
     }

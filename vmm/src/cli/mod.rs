@@ -13,6 +13,7 @@ mod insight;
 mod log;
 mod log_stats;
 mod replay;
+mod retain;
 mod run;
 mod semantic_replay;
 mod snapshot;
@@ -261,6 +262,7 @@ pub fn main() -> i32 {
         Command::Store(store::StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(store::StoreCommand::Repair(args)) => store::repair(args),
         Command::Store(store::StoreCommand::Forecast(args)) => insight::forecast(args),
+        Command::Store(store::StoreCommand::Retain(args)) => retain::retain(args),
         Command::Replay(args) => replay::replay(args),
         Command::Drill(args) => drill::drill(&cli, args),
         Command::Fleet(command) => fleet::fleet(command),

@@ -91,6 +91,12 @@ pub struct RunArgs {
     #[arg(long, requires = "record")]
     pub rescan: bool,
 
+    /// With --record: start a new log segment at this size (KiB; default
+    /// 65536). `vmm store retain` drops old history in whole segments, so
+    /// smaller segments let it cut finer.
+    #[arg(long, value_name = "KIB", requires = "record", value_parser = clap::value_parser!(u64).range(4..=4_194_304))]
+    pub log_segment_kib: Option<u64>,
+
     /// With --record: do not offer the guest the hint channel, so nothing
     /// is decoded into semantic changes (block recording only).
     #[arg(long)]
@@ -220,6 +226,7 @@ impl RunArgs {
                     every_bytes: self.checkpoint_every_mib << 20,
                 },
                 rescan: self.rescan,
+                log_segment_bytes: self.log_segment_kib.map(|k| k << 10),
             }),
             snapshot: self
                 .snapshots

@@ -162,6 +162,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
             replicate: None,
             checkpoints: Default::default(),
             rescan: args.rescan,
+            log_segment_bytes: None,
         }),
         snapshot: Some(SnapshotConfig {
             dir: args.snapshots.clone().unwrap_or(dir),

@@ -49,6 +49,13 @@ pub enum StoreCommand {
     ///
     /// Example: vmm store forecast /tmp/rec --horizon 30d --json
     Forecast(super::insight::ForecastArgs),
+    /// Drop history older than a window, keeping checkpoints: the kept log
+    /// replays from the last checkpoint before the cut, and older
+    /// checkpoints (one per --checkpoint-every) stay restorable at their
+    /// seq. A dry run unless --apply; `vmm store gc` then frees the blocks.
+    ///
+    /// Example: vmm store retain /tmp/rec --keep 7d --checkpoint-every 1d --apply
+    Retain(super::retain::RetainArgs),
 }
 
 #[derive(Debug, Args)]

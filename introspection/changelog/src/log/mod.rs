@@ -199,8 +199,8 @@ mod writer;
 
 pub use cut::CutReport;
 pub use error::LogError;
-pub use open::OpenReport;
-pub use reader::{FrameInfo, LogReader, RecordIter};
+pub use open::{lock_dir, OpenReport};
+pub use reader::{FrameInfo, LogReader, RecordIter, SegmentSpan};
 pub use record::{
     record_type, BarrierKind, Record, RecordKind, BLOCK_SIZE, MAX_HINT_LEN, MAX_METRICS_LEN,
     MAX_NAME_LEN, MAX_SEMANTIC_LEN, MAX_WRITE_LEN, SECTOR_SIZE,

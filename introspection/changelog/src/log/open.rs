@@ -268,8 +268,9 @@ pub(crate) fn find_tail(
     })
 }
 
-/// Takes `dir/LOCK` exclusively (released when the file closes).
-fn lock_dir(dir: &Path) -> Result<File, LogError> {
+/// Takes `dir/LOCK` exclusively (released when the file closes): the one
+/// writer, or `store retain` removing old segments.
+pub fn lock_dir(dir: &Path) -> Result<File, LogError> {
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
         .create(true)

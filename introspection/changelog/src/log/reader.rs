@@ -19,6 +19,17 @@ struct SegInfo {
     index: SegmentIndex,
 }
 
+/// One segment file of a log and the seqs it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSpan {
+    pub no: u32,
+    pub path: PathBuf,
+    pub index_path: PathBuf,
+    pub first_seq: u64,
+    /// `first_seq - 1` for a segment without records.
+    pub last_seq: u64,
+}
+
 /// A read-only view of a change log, as of when it was opened (iterators
 /// also see records committed since, up to the first incomplete frame).
 pub struct LogReader {
@@ -98,6 +109,27 @@ impl LogReader {
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Each segment file with the seqs it holds (as of opening), oldest
+    /// first.
+    pub fn segment_spans(&self) -> Vec<SegmentSpan> {
+        self.segments
+            .iter()
+            .map(|s| SegmentSpan {
+                no: s.no,
+                path: seg_path(&self.dir, s.no),
+                index_path: idx_path(&self.dir, s.no),
+                first_seq: s.first_seq,
+                last_seq: s.index.next_seq - 1,
+            })
+            .collect()
+    }
+
+    /// Whether records before [`Self::first_seq`] were removed (`vmm store
+    /// retain` deletes whole old segments), rather than never written.
+    pub fn is_trimmed(&self) -> bool {
+        self.segments.first().is_some_and(|s| s.no > 1)
     }
 
     /// First seq held (`None` for an empty log).
