@@ -64,6 +64,25 @@ fn kernel_elf_without_pvh_note() {
     std::fs::write(&path, elf_without_pvh(0x10_0000, 0x1000)).unwrap();
     let out = vmm(&["run", "--kernel", path.to_str().unwrap()]);
     assert_one_line_error(&out, 125, "has no PVH entry note");
+    assert!(
+        stderr(&out).contains("no bzImage loader"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn kernel_bzimage_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bzImage");
+    let mut bz = vec![0u8; 4096];
+    bz[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    std::fs::write(&path, bz).unwrap();
+    let out = vmm(&["run", "--kernel", path.to_str().unwrap()]);
+    assert_one_line_error(&out, 125, "is a bzImage (Linux boot protocol 2.15)");
+    assert!(stderr(&out).contains("CONFIG_PVH=y"), "{}", stderr(&out));
 }
 
 #[test]

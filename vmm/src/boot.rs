@@ -35,8 +35,101 @@ pub struct LoadedKernel {
     pub end: u64,
 }
 
+/// What a kernel file is, as far as booting it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelKind {
+    /// An ELF with a PVH entry note: what `vmm run --kernel` boots.
+    PvhElf {
+        entry: u64,
+    },
+    /// An ELF without one (a vmlinux built without CONFIG_PVH).
+    ElfWithoutPvh,
+    /// A bzImage (its setup header's "HdrS"), with its boot protocol
+    /// version (major, minor).
+    BzImage {
+        protocol: (u8, u8),
+    },
+    Unknown,
+}
+
+/// Xen's ELF note holding the 32-bit PVH entry point.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+const PT_NOTE: u32 = 4;
+
+/// Tells what `image` is by its headers alone (bounded: every offset is
+/// checked against the file).
+pub fn kernel_kind(image: &[u8]) -> KernelKind {
+    let u16_at = |o: usize| {
+        image
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        image
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |o: usize| {
+        image
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    if image.get(0x202..0x206) == Some(b"HdrS") {
+        let v = u16_at(0x206).unwrap_or(0);
+        return KernelKind::BzImage {
+            protocol: ((v >> 8) as u8, v as u8),
+        };
+    }
+    if image.get(..4) != Some(b"\x7fELF") || image.get(4) != Some(&2) {
+        return KernelKind::Unknown;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return KernelKind::Unknown;
+    };
+    for i in 0..phnum as usize {
+        let ph = (phoff as usize).saturating_add(i * phentsize as usize);
+        if u32_at(ph) != Some(PT_NOTE) {
+            continue;
+        }
+        let (Some(off), Some(size)) = (u64_at(ph + 8), u64_at(ph + 32)) else {
+            continue;
+        };
+        let (mut at, end) = (
+            off as usize,
+            (off.saturating_add(size) as usize).min(image.len()),
+        );
+        while at + 12 <= end {
+            let (Some(namesz), Some(descsz), Some(kind)) =
+                (u32_at(at), u32_at(at + 4), u32_at(at + 8))
+            else {
+                break;
+            };
+            let name = at + 12;
+            let desc = name + (namesz as usize).next_multiple_of(4);
+            if image.get(name..name + 4) == Some(b"Xen\0") && kind == XEN_ELFNOTE_PHYS32_ENTRY {
+                let entry = match descsz {
+                    4 => u32_at(desc).map(u64::from),
+                    _ => u64_at(desc),
+                };
+                if let Some(entry) = entry {
+                    return KernelKind::PvhElf { entry };
+                }
+            }
+            at = desc.saturating_add((descsz as usize).next_multiple_of(4));
+        }
+    }
+    KernelKind::ElfWithoutPvh
+}
+
 /// Loads the ELF `image` (named `name` in errors) into `mem`.
 pub fn load_kernel(mem: &GuestMemory, image: &[u8], name: &str) -> Result<LoadedKernel> {
+    if let KernelKind::BzImage { protocol } = kernel_kind(image) {
+        return Err(VmmError::KernelBzImage {
+            name: name.to_string(),
+            protocol: format!("{}.{:02}", protocol.0, protocol.1),
+        });
+    }
     let end = check_segments(mem, image, name)?;
     let result = Elf::load(mem, None, &mut Cursor::new(image), None).map_err(|e| match e {
         LoaderError::Elf(ElfError::InvalidElfMagicNumber | ElfError::ReadElfHeader) => {
@@ -192,6 +285,39 @@ mod tests {
         let mem = create_guest_memory(16).unwrap();
         let k = load_kernel(&mem, crate::microguest::ELF, "microguest").unwrap();
         assert!(k.entry.0 >= HIMEM_START && k.entry.0 < k.end);
+    }
+
+    #[test]
+    fn kernels_are_told_apart_by_their_headers() {
+        let mem = create_guest_memory(16).unwrap();
+        let k = load_kernel(&mem, crate::microguest::ELF, "microguest").unwrap();
+        assert_eq!(
+            kernel_kind(crate::microguest::ELF),
+            KernelKind::PvhElf { entry: k.entry.0 }
+        );
+        // A bzImage: boot sector signature and the setup header's magic.
+        let mut bz = vec![0u8; 0x400];
+        bz[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        assert_eq!(kernel_kind(&bz), KernelKind::BzImage { protocol: (2, 15) });
+        let err = load_kernel(&mem, &bz, "bzImage").unwrap_err().to_string();
+        assert!(
+            err.contains("is a bzImage (Linux boot protocol 2.15)"),
+            "{err}"
+        );
+        // An ELF whose notes are not Xen's, and truncated headers.
+        let mut elf = crate::microguest::ELF.to_vec();
+        let at = elf.windows(4).position(|w| w == b"Xen\0").unwrap();
+        elf[at..at + 4].copy_from_slice(b"Gnu\0");
+        assert_eq!(kernel_kind(&elf), KernelKind::ElfWithoutPvh);
+        for cut in [3, 16, 64, 200] {
+            let k = kernel_kind(&crate::microguest::ELF[..cut]);
+            assert!(
+                k == KernelKind::Unknown || k == KernelKind::ElfWithoutPvh,
+                "{cut}"
+            );
+        }
     }
 
     #[test]

@@ -29,10 +29,12 @@ pub enum VmmError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("kernel {0} is not an ELF file (bad magic); pass an uncompressed vmlinux or the microguest ELF")]
+    #[error("kernel {0} is not an ELF file (bad magic) and not a bzImage; pass an uncompressed vmlinux built with CONFIG_PVH=y (images/build.sh makes one) or the microguest ELF")]
     KernelNotElf(String),
-    #[error("kernel {0} has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); build Linux with CONFIG_PVH=y")]
+    #[error("kernel {0} has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY), and vmm has no bzImage loader; build Linux with CONFIG_PVH=y and pass its vmlinux (images/build.sh makes one)")]
     KernelNoPvh(String),
+    #[error("kernel {name} is a bzImage (Linux boot protocol {protocol}); vmm boots an ELF vmlinux by PVH and has no bzImage loader: pass the vmlinux of a CONFIG_PVH=y build (images/build.sh makes one)")]
+    KernelBzImage { name: String, protocol: String },
     #[error("kernel {name}: {reason}")]
     KernelBad { name: String, reason: String },
     #[error("--mem-mib {mem_mib} is too small for kernel {name}: it ends at {end:#x}; use --mem-mib {need_mib} or more")]

@@ -93,6 +93,10 @@ pub fn run(cli: &Cli) -> Result<(), AgentError> {
             path: cli.port.clone(),
             source,
         })?;
+    make_raw(&port).map_err(|source| AgentError::PortOpen {
+        path: cli.port.clone(),
+        source,
+    })?;
     let mut agent = Agent::new(port, cli.port.clone(), &cli.files, cli.sector_offset)?;
     agent.poll()?;
     report(&mut agent);
@@ -106,8 +110,71 @@ pub fn run(cli: &Cli) -> Result<(), AgentError> {
     }
 }
 
+/// A port that is a terminal (a virtio-console without multiport is
+/// Linux's `/dev/hvc0`) gets raw mode: the line discipline would otherwise
+/// turn each 0x0a of a binary hint into 0x0d 0x0a. Other files are left
+/// alone.
+fn make_raw(port: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = port.as_raw_fd();
+    // SAFETY: isatty/tcgetattr/tcsetattr on a descriptor we own, with a
+    // termios value we own; no other memory is passed.
+    unsafe {
+        if libc::isatty(fd) != 1 {
+            return Ok(());
+        }
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(fd, &mut t) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::cfmakeraw(&mut t);
+        if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn report<W: io::Write>(agent: &mut Agent<W>) {
     for w in agent.take_warnings() {
         eprintln!("vmm-agent: warning: {w}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+
+    /// Through a terminal in raw mode a hint's bytes arrive as written.
+    #[test]
+    fn a_terminal_port_passes_binary_unchanged() {
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two descriptors into our integers.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors are ours and open; the Files own them.
+        let (mut master, mut slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                std::fs::File::from_raw_fd(slave),
+            )
+        };
+        super::make_raw(&slave).unwrap();
+        let hint = [0x56u8, 0x0a, 0x00, 0x0d, 0x0a, 0xff];
+        slave.write_all(&hint).unwrap();
+        let mut got = [0u8; 6];
+        master.read_exact(&mut got).unwrap();
+        assert_eq!(got, hint);
+        // A plain file is left alone.
+        super::make_raw(&tempfile::tempfile().unwrap()).unwrap();
     }
 }
