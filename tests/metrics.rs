@@ -185,3 +185,71 @@ fn an_address_in_use_is_refused_before_the_vm_starts() {
         stdout(&out)
     );
 }
+
+/// A replay measures each interval it replays: one step per barrier, the
+/// bytes it wrote add up to the log's writes, and `--step-metrics FILE`
+/// holds the same steps, one JSON line each.
+#[test]
+fn a_replay_reports_what_each_replayed_interval_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), "d.img", 64);
+    let rec = dir.path().join("rec");
+    run_recorded(&disk, &rec, "w", WORK, &[]);
+    let records = log_json(&rec, "w");
+    let barriers = records.iter().filter(|r| r["type"] == "barrier").count() as u64;
+    let written: u64 = records
+        .iter()
+        .filter(|r| r["type"] == "block_write")
+        .map(|r| r["len"].as_u64().unwrap())
+        .sum();
+    let steps = dir.path().join("steps.ndjson");
+    let out = vmm(&[
+        "replay",
+        "--log",
+        rec.to_str().unwrap(),
+        "--out",
+        dir.path().join("r.img").to_str().unwrap(),
+        "--no-checkpoints",
+        "--step-metrics",
+        steps.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let totals = &report["steps"];
+    assert_eq!(totals["intervals"], barriers);
+    assert_eq!(totals["bytes_written"], written);
+    assert!(totals["cpu_ns"].as_u64().unwrap() > 0);
+    assert!(totals["peak_rss_kib"].as_u64().unwrap() > 0);
+    let lines: Vec<Value> = std::fs::read_to_string(&steps)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, barriers);
+    let barrier_seqs: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "barrier")
+        .map(|r| &r["seq"])
+        .collect();
+    assert_eq!(
+        lines.iter().map(|l| &l["barrier"]).collect::<Vec<_>>(),
+        barrier_seqs
+    );
+    let sum: u64 = lines
+        .iter()
+        .map(|l| l["bytes_written"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, written);
+    // Not replaced without --force.
+    let again = vmm(&[
+        "replay",
+        "--log",
+        rec.to_str().unwrap(),
+        "--out",
+        dir.path().join("r2.img").to_str().unwrap(),
+        "--step-metrics",
+        steps.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&again, 125, "--force");
+}

@@ -20,6 +20,8 @@ use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
 use changelog::disk_state::{DiskState, ZERO_BLOCK_HASH};
+
+use crate::metering::{Meter, ReplayStep, StepTotals};
 use changelog::log::RecordKind;
 use changelog::recording::RecordDir;
 use changelog::LogBackend;
@@ -107,6 +109,8 @@ pub struct Options<'a> {
     /// Start an empty-based replay from the nearest checkpoint (see
     /// `base.rs`); false replays the whole log.
     pub checkpoints: bool,
+    /// Called at every barrier with what the interval before it cost.
+    pub on_step: Option<&'a mut dyn FnMut(&ReplayStep)>,
 }
 
 impl Default for Options<'_> {
@@ -121,6 +125,7 @@ impl Default for Options<'_> {
             progress: false,
             cancel: None,
             checkpoints: true,
+            on_step: None,
         }
     }
 }
@@ -143,6 +148,8 @@ pub struct ReplayReport {
     pub last_ts_ns: u64,
     /// The observer stopped the replay before `until_seq`.
     pub stopped_early: bool,
+    /// What the replayed intervals (barrier to barrier) cost.
+    pub steps: StepTotals,
     /// Every barrier passed was verified and nothing was changed.
     pub verified: bool,
     /// A what-if replay: not the recorded history.
@@ -198,6 +205,7 @@ pub fn replay_from(
     let from = opts.from_seq.max(1);
     let what_if = opts.what_if.clone();
     let iter = logs.records(vm_id, from)?;
+    let mut meter = Meter::start();
     // A second thread reads the log ahead and fetches (and BLAKE3-checks)
     // each write's blocks from the store while this one writes the image.
     std::thread::scope(|scope| -> Result<ReplayReport, ReplayError> {
@@ -240,6 +248,7 @@ pub fn replay_from(
         }
         prev_ts = Some(record.ts_ns);
         report.records_read += 1;
+        meter.record();
         let (seq, ts_ns) = (record.seq, record.ts_ns);
         let step = match record.kind {
             RecordKind::BlockWrite { sector, blocks, .. } => {
@@ -264,6 +273,7 @@ pub fn replay_from(
                         .map_err(|e| report.interrupted(format!("seq {seq}: {e}")))?;
                     report.writes_applied += 1;
                     report.blocks_written += blocks.len() as u64;
+                    meter.write(buf.len() as u64);
                 }
                 Step::Write {
                     seq,
@@ -288,6 +298,11 @@ pub fn replay_from(
                             hex::encode(&actual)
                         )));
                     }
+                }
+                let cost = meter.barrier(seq);
+                report.steps.add(&cost);
+                if let Some(on_step) = opts.on_step.as_mut() {
+                    on_step(&cost);
                 }
                 Step::Barrier {
                     seq,

@@ -13,6 +13,7 @@
 //! - [`base`]: where to start, and checking that a base image is a state
 //!   the log passed through.
 //! - [`engine`]: the replay loop itself.
+//! - [`metering`]: what each replayed interval (barrier to barrier) cost.
 //! - [`filter`]: what-if transformations.
 //! - [`fleet`]: many VMs' replays as jobs placed on workers by their
 //!   resources, each done exactly once.
@@ -31,6 +32,7 @@ pub mod base;
 pub mod engine;
 pub mod filter;
 pub mod fleet;
+pub mod metering;
 mod progress;
 pub mod semantic;
 
@@ -39,6 +41,7 @@ pub use base::Base;
 pub use changelog::point::{Point, PointError};
 pub use engine::{replay, Control, Options, ReplayReport, Step};
 pub use filter::{Filter, WhatIf};
+pub use metering::{ReplayStep, StepTotals};
 
 #[derive(Debug, Error)]
 pub enum ReplayError {

@@ -58,6 +58,11 @@ pub struct ReplayArgs {
     /// directory, never over a disk a running VM has attached.
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
+    /// Write what each replayed interval (barrier to barrier) cost to
+    /// FILE, one JSON object per barrier: records, writes, bytes written,
+    /// wall and CPU time, RSS (the totals are in the report).
+    #[arg(long, value_name = "FILE")]
+    pub step_metrics: Option<PathBuf>,
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
@@ -323,6 +328,15 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
         Control::Continue
     };
     let observe = args.step.is_some() || args.speed.is_some();
+    let mut step_file = match &args.step_metrics {
+        Some(path) => Some(StepFile::create(path, args.force)?),
+        None => None,
+    };
+    let mut on_step = |cost: &replay::ReplayStep| {
+        if let Some(f) = step_file.as_mut() {
+            f.write(cost);
+        }
+    };
     let cancel = || shutdown::requested().is_some();
     let opts = Options {
         verify: !args.allow_unverified,
@@ -335,6 +349,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
         progress: !observe,
         cancel: Some(&cancel),
         checkpoints: !args.no_checkpoints,
+        on_step: args.step_metrics.is_some().then_some(&mut on_step as _),
         ..Options::default()
     };
     let vm = match &from_snapshot {
@@ -356,6 +371,9 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, CliError> {
         Err(e) => return Err(CliError::from_display(e)),
     };
     drop(out_lock);
+    if let Some(f) = step_file.take() {
+        f.finish()?;
+    }
     if args.json {
         let mut v = serde_json::to_value(&report).expect("reports serialize");
         if let Some(s) = &from_snapshot {
@@ -391,6 +409,18 @@ fn print_report(args: &ReplayArgs, vm: &str, r: &ReplayReport) {
             "started from the checkpoint at seq {cp} (--no-checkpoints replays the whole log)"
         );
     }
+    let st = &r.steps;
+    if st.intervals > 0 {
+        println!(
+            "cost: {} intervals, {:.1} ms CPU over {:.1} ms (longest interval {:.1} ms), {} written, peak RSS {} KiB",
+            st.intervals,
+            st.cpu_ns as f64 / 1e6,
+            st.interval_ns as f64 / 1e6,
+            st.max_interval_ns as f64 / 1e6,
+            st.bytes_written,
+            st.peak_rss_kib
+        );
+    }
     println!("disk checksum {}", r.checksum);
     if r.what_if {
         println!(
@@ -407,4 +437,64 @@ fn print_report(args: &ReplayArgs, vm: &str, r: &ReplayReport) {
         );
     }
     println!("wrote {}", args.out.display());
+}
+
+/// `--step-metrics FILE`: one JSON line per replayed interval, written
+/// under a temporary name and renamed once the replay succeeded.
+struct StepFile {
+    path: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    error: Option<std::io::Error>,
+}
+
+impl StepFile {
+    fn create(path: &Path, force: bool) -> Result<Self, CliError> {
+        if path.exists() && !force {
+            return Err(CliError::new(format!(
+                "--step-metrics {} exists; pass --force to replace it",
+                path.display()
+            )));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| CliError::new(format!("--step-metrics {}: {e}", path.display())))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            error: None,
+        })
+    }
+
+    fn write(&mut self, cost: &replay::ReplayStep) {
+        if self.error.is_none() {
+            let line = serde_json::to_string(cost).expect("steps serialize");
+            if let Err(e) = writeln!(self.tmp, "{line}") {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), CliError> {
+        let fail = |e: std::io::Error| {
+            CliError::new(format!("--step-metrics {}: {e}", self.path.display()))
+        };
+        if let Some(e) = self.error {
+            return Err(fail(e));
+        }
+        // Readable like any file the user writes (a temp file starts 0600).
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+        self.tmp.as_file().set_permissions(mode).map_err(fail)?;
+        self.tmp.as_file().sync_all().map_err(fail)?;
+        self.tmp.persist(&self.path).map_err(|e| {
+            CliError::new(format!(
+                "--step-metrics {}: {}",
+                self.path.display(),
+                e.error
+            ))
+        })?;
+        Ok(())
+    }
 }

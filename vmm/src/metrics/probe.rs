@@ -8,7 +8,8 @@ use std::time::Instant;
 use changelog::metrics::{ExitCounts, StepMetrics};
 use introspection::tap::StepProbe;
 
-use super::counters::{rss_kib, Counters};
+use super::counters::Counters;
+use store::clock::rss_kib;
 
 /// Counter readings at one barrier.
 #[derive(Debug, Clone, Copy, Default)]
