@@ -137,6 +137,10 @@ pub struct SemanticChange {
     /// during recording; absent (and not serialized) for those.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// How it was derived (`crate::provenance`); absent in changes
+    /// recorded before provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 /// The origin of a change that the recorder did not see happen.
@@ -172,6 +176,7 @@ impl SemanticChange {
             before: change.before,
             after: change.after,
             source: None,
+            provenance: None,
         }
     }
 
