@@ -73,7 +73,7 @@ pub struct ChangesArgs {
     #[arg(long, value_name = "NAME[@VERSION]", conflicts_with_all = ["since", "until", "between", "net", "provenance"])]
     pub compare_decoder: Vec<String>,
     /// List the decoders of this build with their version hashes.
-    #[arg(long, exclusive = true)]
+    #[arg(long, conflicts_with_all = ["dir", "decoder", "compare_decoder", "provenance", "net", "between"])]
     pub list_decoders: bool,
     /// MiB of decoded state a relift (--decoder, --compare-decoder) may
     /// hold per diff.
