@@ -242,7 +242,7 @@ fn events(vm: &str, b: &Barrier, lifted: Vec<Lifted>) -> Vec<SemanticEvent> {
                 let mut change =
                     SemanticChange::from_change(vm, b.seq, b.hlc.physical_ns, &file, format, c);
                 change.hlc = Some(b.hlc);
-                change.provenance = Some(p);
+                change.provenance = Some(Box::new(p));
                 SemanticEvent::Change(change)
             })),
             Lifted::Error {

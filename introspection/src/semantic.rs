@@ -140,7 +140,7 @@ pub struct SemanticChange {
     /// How it was derived (`crate::provenance`); absent in changes
     /// recorded before provenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provenance: Option<crate::provenance::Provenance>,
+    pub provenance: Option<Box<crate::provenance::Provenance>>,
 }
 
 /// The origin of a change that the recorder did not see happen.

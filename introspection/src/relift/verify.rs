@@ -192,7 +192,7 @@ fn recorded_steps(
         if c.seq != seq || file.is_some_and(|f| f != c.file) {
             continue;
         }
-        let Some(p) = c.provenance.clone() else {
+        let Some(p) = c.provenance.as_deref().cloned() else {
             return Err(VerifyError::NoProvenance { file: c.file, seq });
         };
         match steps.iter_mut().find(|s| s.file == c.file) {

@@ -73,7 +73,7 @@ pub(super) fn run_differ(
                             SemanticChange::from_change(&job.vm, job.seq, ts_ns, &file, format, c);
                         change.hlc = job.hlc;
                         change.source = source;
-                        change.provenance = Some(p);
+                        change.provenance = Some(Box::new(p));
                         SemanticEvent::Change(change)
                     }));
                 }

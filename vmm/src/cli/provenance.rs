@@ -125,11 +125,14 @@ fn wanted(args: &ChangesArgs, c: &SemanticChange) -> bool {
         && args.key.as_ref().is_none_or(|k| *k == c.key)
 }
 
+/// A VM and its events lifted again, one list per decoder.
+type Relifted = (String, Vec<Vec<SemanticEvent>>);
+
 fn relifted(
     source: &Source,
     args: &ChangesArgs,
     decoders: &[&'static DecoderSpec],
-) -> Result<Vec<(String, Vec<Vec<SemanticEvent>>)>, CliError> {
+) -> Result<Vec<Relifted>, CliError> {
     let logs = source.logs();
     let objects = source.objects()?;
     let mut out = Vec::new();
@@ -182,7 +185,7 @@ pub fn print_event(args: &ChangesArgs, event: &SemanticEvent, vmm: Option<&Strin
         SemanticEvent::Change(c) => {
             println!("{}  {}", query::format_time(c.ts_ns), query::shortened(c));
             if args.provenance {
-                println!("{}", provenance_line(c.provenance.as_ref(), vmm));
+                println!("{}", provenance_line(c.provenance.as_deref(), vmm));
             }
         }
         SemanticEvent::DecodeError(e) => println!("{}  {e}", query::format_time(e.ts_ns)),
