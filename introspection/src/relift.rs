@@ -296,3 +296,6 @@ pub fn relift(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

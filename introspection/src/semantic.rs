@@ -15,7 +15,9 @@
 //!
 //! JSON encoding (`serde`): `format` is `"sqlite" | "json" | "kv" | "leveldb"`, `op` is
 //! `"insert" | "update" | "delete"`, `before`/`after` are `null` when absent
-//! (insert has no `before`, delete has no `after`).
+//! (insert has no `before`, delete has no `after`). `provenance` (how the
+//! change was derived, [`crate::provenance`]) is absent in changes
+//! recorded before it and read as `None`.
 
 use std::fmt;
 use std::str::FromStr;
