@@ -278,8 +278,11 @@ fn verify_step(
         let next_seq = match records.peek() {
             Some(Ok(r)) => Some(r.seq),
             Some(Err(_)) => {
-                records.next().expect("peeked")?;
-                unreachable!("an error returns above")
+                let e = records
+                    .next()
+                    .expect("peeked")
+                    .expect_err("peeked an error");
+                return Err(e.into());
             }
             None => None,
         };

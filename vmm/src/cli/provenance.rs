@@ -149,6 +149,8 @@ pub fn with_decoder(args: &ChangesArgs, name: &str) -> Result<i32, CliError> {
     let decoder = lookup(name)?;
     let source = Source::open(args.dir.as_ref().expect("clap requires DIR"))?;
     let mut shown = 0;
+    // Relifted here: this build is the VMM that derived them.
+    let this_build = vmm::BUILD_VERSION.to_string();
     for (_, mut lists) in relifted(&source, args, &[decoder])? {
         for event in lists.remove(0) {
             let keep = match &event {
@@ -161,7 +163,7 @@ pub fn with_decoder(args: &ChangesArgs, name: &str) -> Result<i32, CliError> {
                 continue;
             }
             shown += 1;
-            print_event(args, &event, None);
+            print_event(args, &event, Some(&this_build));
         }
     }
     eprintln!(
