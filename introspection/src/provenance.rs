@@ -94,12 +94,15 @@ pub struct Provenance {
 /// BLAKE3 (derived key) of a change's JSON (collection, key, op, before,
 /// after as serialized in the log).
 pub fn change_hash(c: &Change) -> String {
-    let json = serde_json::to_vec(c).expect("changes serialize");
-    blake3::Hasher::new_derive_key(CHANGE_CONTEXT)
-        .update(&json)
-        .finalize()
-        .to_hex()
-        .to_string()
+    // Streamed into the hasher through a small buffer (serde_json writes
+    // a few bytes at a time): no copy of the whole JSON is kept.
+    let mut h = blake3::Hasher::new_derive_key(CHANGE_CONTEXT);
+    {
+        let mut w = std::io::BufWriter::with_capacity(1024, &mut h);
+        serde_json::to_writer(&mut w, c).expect("changes serialize");
+        std::io::Write::flush(&mut w).expect("hashing does not fail");
+    }
+    h.finalize().to_hex().to_string()
 }
 
 /// BLAKE3 (derived key) over a step's change hashes, in order.
