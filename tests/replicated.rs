@@ -1,6 +1,7 @@
 //! A recorded VM's history in a NATS JetStream cluster (3 nodes, started
 //! here): `vmm log push` copies it, and on a "fresh host" (nothing local)
-//! `vmm changes`, `vmm history` and `vmm replay` read it from the cluster
+//! `vmm changes`, `vmm history`, `vmm verify-change` and `vmm replay` read
+//! it from the cluster
 //! and give what they give from the local directory. Skipped, saying so,
 //! only when nats-server is not installed.
 mod common;
@@ -71,6 +72,20 @@ fn pushed_history_reads_the_same_from_the_cluster() {
     let from_dir = ok(&history);
     history[1] = &url;
     assert_eq!(ok(&history), from_dir);
+
+    // Provenance re-derives from the cluster's blocks, and a relift from
+    // them gives the recorded changes back.
+    let last = local.last().unwrap()["seq"].as_u64().unwrap().to_string();
+    let verified = ok(&["verify-change", &url, &last, "--vm", "app1"]);
+    assert!(
+        verified.starts_with(&format!("verified app1 seq {last} app.db: sqlite@"))
+            && verified.contains("hashes match"),
+        "{verified}"
+    );
+    assert_eq!(
+        ok(&["changes", &url, "--json", "--decoder", "sqlite"]),
+        ok(&["changes", rec_s, "--json"])
+    );
 
     let out_remote = dir.path().join("remote.img");
     let out_local = dir.path().join("local.img");

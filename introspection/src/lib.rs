@@ -21,12 +21,19 @@
 //!   decode-error event ([`DecodeErrorEvent`]).
 //! - [`lift`]: the guest's file table from its hints, and lifting hinted
 //!   files into semantic changes at barriers.
+//! - [`provenance`]: how each semantic change was derived (decoder and
+//!   version hash, hashes of the blocks read and of the output).
+//! - [`relift`]: lifting a recorded log again from the stored blocks, with
+//!   the recorder's decoders or others (what-if, comparisons), and
+//!   re-deriving one recorded change to check its provenance.
 //! - [`query`]: audit queries over the semantic change log (changes,
 //!   history, net change between two points), damage-tolerant.
 
 pub mod decode;
 pub mod lift;
+pub mod provenance;
 pub mod query;
+pub mod relift;
 pub mod semantic;
 pub mod tap;
 pub mod tap_recovery;

@@ -25,13 +25,16 @@ use std::sync::Arc;
 use hint_proto::{Extent, Format as WireFormat, Hint, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{self, sqlite::apply_wal, DecodeLimits, SchemaHints};
+use crate::decode::{self, SchemaHints};
+use crate::provenance::BlockRead;
 use crate::semantic::{Change, DecodeErrorEvent, Format, SemanticChange};
 
+mod differ;
 mod error;
 mod prior;
 mod restore;
 
+pub use differ::Differ;
 pub use error::HintError;
 
 /// The disk block, in the u64 of disk offsets.
@@ -78,6 +81,26 @@ impl FileInfo {
             .min(MAX_FILE_BYTES)
     }
 
+    /// The disk blocks holding the bytes [`Self::read_len`] reads, in
+    /// read order (a block shared by two extents once per extent).
+    pub fn blocks(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut left = self.read_len();
+        for e in &self.extents {
+            if left == 0 {
+                break;
+            }
+            let n = e.len.min(left);
+            if n == 0 {
+                continue;
+            }
+            let start = e.sector * 512;
+            out.extend(start / BLOCK..=(start + n - 1) / BLOCK);
+            left -= n;
+        }
+        out
+    }
+
     fn touches(&self, written: &BTreeSet<u64>) -> bool {
         self.extents.iter().any(|e| {
             let first = e.sector * 512 / BLOCK;
@@ -88,7 +111,7 @@ impl FileInfo {
 }
 
 /// The guest's files as its hints describe them.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct FileTable {
     files: BTreeMap<u32, FileInfo>,
     disk_bytes: u64,
@@ -273,6 +296,7 @@ pub struct Lifter {
 }
 
 /// A main file's bytes at a consistency point, to be diffed by a [`Differ`].
+#[derive(Clone)]
 pub struct Version {
     pub id: u32,
     pub file: String,
@@ -280,13 +304,45 @@ pub struct Version {
     pub schema: SchemaHints,
     /// The bytes, or why they could not be read.
     pub bytes: Result<FileBytes, String>,
+    /// The log position whose disk the bytes were read from (a barrier),
+    /// when that disk is in the log (not a restored snapshot's).
+    pub at: Option<u64>,
 }
 
 /// A file's bytes and, for an SQLite database in WAL mode, its WAL (whose
 /// committed frames the decoding thread applies).
+#[derive(Clone)]
 pub struct FileBytes {
     pub bytes: Arc<Vec<u8>>,
     pub wal: Option<Arc<Vec<u8>>>,
+    /// The disk blocks read for them ([`FileInfo::blocks`] of each file
+    /// read), and, once the reader filled them in ([`Version::fill_reads`]),
+    /// their content hashes: the step's inputs (`crate::provenance`).
+    pub reads: Vec<BlockRead>,
+}
+
+impl Version {
+    /// Fills in the content hash of each block read, from `hash_of` (the
+    /// reader's block map at the version's barrier), and the position.
+    pub fn fill_reads(&mut self, at: Option<u64>, hash_of: &dyn Fn(u64) -> Option<[u8; 32]>) {
+        self.at = at;
+        if let Ok(b) = &mut self.bytes {
+            for r in &mut b.reads {
+                r.hash = hash_of(r.block).unwrap_or(changelog::ZERO_BLOCK_HASH);
+            }
+        }
+    }
+}
+
+/// Blocks to be read, their hashes not known yet.
+fn unhashed(blocks: Vec<u64>) -> Vec<BlockRead> {
+    blocks
+        .into_iter()
+        .map(|block| BlockRead {
+            block,
+            hash: [0; 32],
+        })
+        .collect()
 }
 
 /// What one file yielded at a barrier.
@@ -295,6 +351,8 @@ pub enum Lifted {
         file: String,
         format: Format,
         changes: Vec<Change>,
+        /// How each change was derived, in the same order.
+        provenance: Vec<crate::provenance::Provenance>,
     },
     Error {
         file: String,
@@ -391,6 +449,7 @@ impl Lifter {
                 format: main.format,
                 schema: main.schema.clone(),
                 bytes,
+                at: None,
             });
         }
         out
@@ -428,16 +487,22 @@ impl Lifter {
             return self.leveldb_bundle(id, main, &siblings, written, hinted, read);
         }
         let bytes = self.cached(id, written, hinted, read)?;
+        let mut blocks = main.blocks();
         let mut wal = None;
         if main.format == Format::Sqlite {
-            if let Some((wal_id, _)) = siblings
+            if let Some((wal_id, wal_file)) = siblings
                 .iter()
                 .find(|(_, f)| f.role == Role::Wal && f.exists && f.size.unwrap_or(0) > 0)
             {
                 wal = Some(self.cached(*wal_id, written, hinted, read)?);
+                blocks.extend(wal_file.blocks());
             }
         }
-        Ok(Some(FileBytes { bytes, wal }))
+        Ok(Some(FileBytes {
+            bytes,
+            wal,
+            reads: unhashed(blocks),
+        }))
     }
 
     /// A LevelDB database's existing files, bundled under the directory
@@ -457,9 +522,11 @@ impl Lifter {
         };
         let (dir, base) = split(&main.path);
         let mut files = vec![(base, self.cached(id, written, hinted, read)?)];
+        let mut blocks = main.blocks();
         for (sid, f) in siblings {
             if f.exists && f.format == Format::LevelDb {
                 files.push((split(&f.path).1, self.cached(*sid, written, hinted, read)?));
+                blocks.extend(f.blocks());
             }
         }
         let refs: Vec<(&str, &[u8])> = files
@@ -469,106 +536,7 @@ impl Lifter {
         Ok(Some(FileBytes {
             bytes: Arc::new(decode::leveldb::bundle::encode(&dir, &refs)),
             wal: None,
+            reads: unhashed(blocks),
         }))
-    }
-}
-
-/// Diffs each file's versions against the previous one it saw.
-#[derive(Default)]
-pub struct Differ {
-    /// The bytes each main file had at its last good lift.
-    last: BTreeMap<u32, Arc<Vec<u8>>>,
-    /// Limits of each decode (`--decode-budget-mib`).
-    limits: DecodeLimits,
-    /// Files of a restored VM whose state at the snapshot is unknown (see
-    /// [`Differ::seed`]): their next good version becomes the baseline.
-    unseeded: BTreeSet<u32>,
-    /// Files seeded with their state at the end of an earlier recorded run
-    /// ([`Differ::seed_prior`]) and not diffed yet: if that state does not
-    /// decode, the next good version becomes the baseline instead.
-    tentative: BTreeSet<u32>,
-}
-
-impl Differ {
-    /// A differ whose decodes run within `limits`.
-    pub fn with_limits(limits: DecodeLimits) -> Self {
-        Differ {
-            last: BTreeMap::new(),
-            limits,
-            unseeded: BTreeSet::new(),
-            tentative: BTreeSet::new(),
-        }
-    }
-
-    pub fn diff(&mut self, versions: Vec<Version>) -> Vec<Lifted> {
-        let mut out = Vec::new();
-        for v in versions {
-            let new = match v.bytes {
-                Ok(FileBytes { bytes, wal: None }) => bytes,
-                Ok(FileBytes {
-                    bytes,
-                    wal: Some(wal),
-                }) => match apply_wal(&bytes, &wal) {
-                    Ok(image) => Arc::new(image),
-                    Err(e) => {
-                        out.push(Lifted::Error {
-                            file: v.file,
-                            format: v.format,
-                            reason: format!("WAL: {e}"),
-                        });
-                        continue;
-                    }
-                },
-                Err(reason) => {
-                    out.push(Lifted::Error {
-                        file: v.file,
-                        format: v.format,
-                        reason,
-                    });
-                    continue;
-                }
-            };
-            let tentative = self.tentative.remove(&v.id);
-            let old = self.last.get(&v.id).map(|b| b.as_slice()).unwrap_or(&[]);
-            let result = decode::diff_with(v.format, old, &new, &v.schema, &self.limits);
-            if tentative {
-                if let Err(e) = &result {
-                    out.push(self.replace_prior((v.id, v.file, v.format), &v.schema, new, e));
-                    continue;
-                }
-            }
-            match result {
-                Ok(_) if self.unseeded.remove(&v.id) => {
-                    self.last.insert(v.id, new);
-                    out.push(Lifted::Error {
-                        file: v.file,
-                        format: v.format,
-                        reason: "first consistent state since its last known state (a snapshot, \
-                                 or the end of the last recorded run) caught the file \
-                                 mid-transaction; what changed up to here is unknown, changes \
-                                 from here on are decoded"
-                            .into(),
-                    });
-                }
-                Ok(changes) => {
-                    self.last.insert(v.id, new);
-                    if !changes.is_empty() {
-                        out.push(Lifted::Changes {
-                            file: v.file,
-                            format: v.format,
-                            changes,
-                        });
-                    }
-                }
-                // Keep the last good version: the next consistent state is
-                // diffed against it.
-                Err(e) => out.push(Lifted::Error {
-                    file: v.file,
-                    format: v.format,
-                    reason: e.to_string(),
-                }),
-            }
-        }
-        out
     }
 }

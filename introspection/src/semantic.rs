@@ -15,7 +15,9 @@
 //!
 //! JSON encoding (`serde`): `format` is `"sqlite" | "json" | "kv" | "leveldb"`, `op` is
 //! `"insert" | "update" | "delete"`, `before`/`after` are `null` when absent
-//! (insert has no `before`, delete has no `after`).
+//! (insert has no `before`, delete has no `after`). `provenance` (how the
+//! change was derived, [`crate::provenance`]) is absent in changes
+//! recorded before it and read as `None`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -137,6 +139,10 @@ pub struct SemanticChange {
     /// during recording; absent (and not serialized) for those.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// How it was derived (`crate::provenance`); absent in changes
+    /// recorded before provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Box<crate::provenance::Provenance>>,
 }
 
 /// The origin of a change that the recorder did not see happen.
@@ -172,6 +178,7 @@ impl SemanticChange {
             before: change.before,
             after: change.after,
             source: None,
+            provenance: None,
         }
     }
 

@@ -86,6 +86,7 @@ fn lift(disk: &[u8], lifter: &mut Lifter, differ: &mut Differ) -> Vec<Change> {
                 file,
                 format,
                 changes,
+                ..
             } => {
                 assert_eq!(
                     (file.as_str(), format),

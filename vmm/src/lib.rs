@@ -31,4 +31,8 @@ pub mod teardown;
 pub mod vstate;
 
 pub use error::VmmError;
+
+/// This build of the VMM: crate version and git commit (see `build.rs`),
+/// recorded at every barrier.
+pub const BUILD_VERSION: &str = env!("VMM_BUILD_VERSION");
 pub use machine::{DiskConfig, KernelSource, Machine, RunOutcome, SerialOutput, VmConfig};

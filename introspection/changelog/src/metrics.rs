@@ -10,8 +10,9 @@
 //! fields as 0 and ignore unknown ones.
 use serde::{Deserialize, Serialize};
 
-/// Version of the field set below (1: the first).
-pub const METRICS_VERSION: u32 = 1;
+/// Version of the field set below (1: the first; 2: `vmm_version`).
+/// Version 1 records read as version 2 ones with no `vmm_version`.
+pub const METRICS_VERSION: u32 = 2;
 
 /// Resource use of one barrier interval.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +43,11 @@ pub struct StepMetrics {
     pub stored_bytes: u64,
     /// Resident memory of the VMM process at the barrier.
     pub rss_kib: u64,
+    /// The VMM that recorded the barrier: its crate version and the git
+    /// commit it was built from (`0.1.0+g1a2b3c4d5e6f`, `-dirty` when the
+    /// tree had changes), the barrier's provenance. Empty in version 1.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub vmm_version: String,
 }
 
 /// VM exits by kind.
@@ -101,6 +107,7 @@ mod tests {
             new_raw_bytes: 61440,
             stored_bytes: 20000,
             rss_kib: 9000,
+            vmm_version: "0.1.0+g1a2b3c4d5e6f".into(),
         }
     }
 
@@ -109,9 +116,18 @@ mod tests {
         let m = sample();
         assert_eq!(StepMetrics::from_json(&m.to_json()).unwrap(), m);
         // A newer writer's extra field is ignored, a missing one is 0.
-        let newer = r#"{"v":2,"barrier":5,"vcpu_ns":9,"gpu_ns":3}"#;
+        let newer = r#"{"v":3,"barrier":5,"vcpu_ns":9,"gpu_ns":3}"#;
         let got = StepMetrics::from_json(newer).unwrap();
         assert_eq!((got.barrier, got.vcpu_ns, got.rss_kib), (5, 9, 0));
+        // A version 1 record (before vmm_version) reads with it empty, and
+        // a record without one is written without the field.
+        let v1 = r#"{"v":1,"barrier":5,"rss_kib":7}"#;
+        let got = StepMetrics::from_json(v1).unwrap();
+        assert_eq!((got.v, got.rss_kib, got.vmm_version.as_str()), (1, 7, ""));
+        assert!(!got.to_json().contains("vmm_version"));
+        assert!(m
+            .to_json()
+            .contains(r#""vmm_version":"0.1.0+g1a2b3c4d5e6f""#));
     }
 
     #[test]

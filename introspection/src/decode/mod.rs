@@ -36,6 +36,7 @@ pub mod fuzz_entry;
 pub mod json;
 pub mod kv;
 pub mod leveldb;
+pub mod registry;
 pub mod sqlite;
 
 /// Why a file version could not be decoded.

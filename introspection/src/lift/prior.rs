@@ -16,7 +16,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Differ, Lifted, Lifter, ReadDisk, Version};
-use crate::decode::{self, DecodeError, SchemaHints};
+use crate::decode::{DecodeError, SchemaHints};
+use crate::provenance::Base;
 use crate::semantic::Format;
 
 impl Lifter {
@@ -39,6 +40,7 @@ impl Lifter {
             format: main.format,
             schema: main.schema,
             bytes,
+            at: None,
         })
     }
 }
@@ -64,13 +66,20 @@ impl Differ {
         &mut self,
         (id, file, format): (u32, String, Format),
         schema: &SchemaHints,
-        new: Arc<Vec<u8>>,
+        (new, here): (Arc<Vec<u8>>, Base),
         err: &DecodeError,
     ) -> Lifted {
-        self.last.remove(&id);
-        let reason = match decode::diff_with(format, &[], &new, schema, &self.limits) {
+        self.forget(id);
+        let Some(decoder) = self.decoder(format) else {
+            return Lifted::Error {
+                file,
+                format,
+                reason: err.to_string(),
+            };
+        };
+        let reason = match decoder.diff(&[], &new, schema, &self.limits) {
             Ok(_) => {
-                self.last.insert(id, new);
+                self.remember(id, new, here);
                 format!(
                     "its state at the end of the last recorded run does not decode ({err}); \
                      what changed between the runs is unknown, this state is the baseline and \

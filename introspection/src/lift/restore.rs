@@ -8,13 +8,11 @@
 //! restored disk holds them, so that the first barrier after the restore
 //! reports only what changed since the snapshot, not every row as new.
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use hint_proto::{Extent, Format as WireFormat, Hint, Role};
 use snapshot::{GuestExtent, GuestFile};
 
-use super::{Differ, FileBytes, FileTable, HintError, Lifter, ReadDisk, Version};
-use crate::decode::sqlite::apply_wal;
+use super::{Differ, FileTable, HintError, Lifter, ReadDisk, Version};
 
 fn role_name(role: Role) -> &'static str {
     role.name()
@@ -136,6 +134,7 @@ impl Lifter {
                     format: main.format,
                     schema: main.schema.clone(),
                     bytes,
+                    at: None,
                 }
             })
             .collect()
@@ -151,19 +150,17 @@ impl Differ {
     pub fn seed(&mut self, versions: Vec<Version>) -> Vec<(String, String)> {
         let mut unknown = Vec::new();
         for v in versions {
-            let image = match v.bytes {
-                Ok(FileBytes { bytes, wal: None }) => Ok(bytes),
-                Ok(FileBytes {
-                    bytes,
-                    wal: Some(wal),
-                }) => apply_wal(&bytes, &wal)
-                    .map(Arc::new)
-                    .map_err(|e| format!("WAL: {e}")),
-                Err(reason) => Err(reason),
+            let Some(decoder) = self.decoder(v.format) else {
+                continue;
             };
+            let image = v
+                .bytes
+                .as_ref()
+                .map_err(String::clone)
+                .and_then(|b| Differ::image(decoder, &v, b));
             match image {
-                Ok(image) => {
-                    self.last.insert(v.id, image);
+                Ok((image, base)) => {
+                    self.remember(v.id, image, base);
                 }
                 Err(reason) => {
                     self.unseeded.insert(v.id);
@@ -299,11 +296,13 @@ mod tests {
             format: crate::semantic::Format::Json,
             schema: Default::default(),
             bytes: bytes
-                .map(|b| FileBytes {
-                    bytes: Arc::new(b.to_vec()),
+                .map(|b| super::super::FileBytes {
+                    bytes: std::sync::Arc::new(b.to_vec()),
                     wal: None,
+                    reads: Vec::new(),
                 })
                 .map_err(String::from),
+            at: None,
         }
     }
 

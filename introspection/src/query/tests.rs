@@ -42,6 +42,7 @@ fn write_log(dir: &RecordDir, vm: &str, steps: &[(&str, &str, Option<i64>)]) {
             before: None,
             after: after.map(|v| json!({ "v": v })),
             source: None,
+            provenance: None,
         };
         let json = serde_json::to_string(&SemanticEvent::Change(c)).unwrap();
         w.append(RecordKind::Semantic { json }).unwrap();

@@ -66,12 +66,14 @@ pub(super) fn run_differ(
                     file,
                     format,
                     changes,
+                    provenance,
                 } => {
-                    out.extend(changes.into_iter().map(|c| {
+                    out.extend(changes.into_iter().zip(provenance).map(|(c, p)| {
                         let mut change =
                             SemanticChange::from_change(&job.vm, job.seq, ts_ns, &file, format, c);
                         change.hlc = job.hlc;
                         change.source = source;
+                        change.provenance = Some(Box::new(p));
                         SemanticEvent::Change(change)
                     }));
                 }

@@ -22,9 +22,14 @@ impl BlockTap {
                 let mut buf = vec![0u8; len];
                 image.read_exact_at(&mut buf, offset).map(|()| buf)
             };
-            let versions = self
-                .lifter
-                .versions(&self.written_since, &self.hinted_since, &mut read);
+            let mut versions =
+                self.lifter
+                    .versions(&self.written_since, &self.hinted_since, &mut read);
+            // The block map is the disk at this barrier: the step's inputs.
+            let state = &self.state;
+            for v in &mut versions {
+                v.fill_reads(Some(seq), &|b| state.block_hash(b));
+            }
             self.written_since.clear();
             self.hinted_since.clear();
             let first: Vec<u32> = versions

@@ -212,17 +212,20 @@ impl BlockTap {
         let Logged::Known(logged) = &start.logged else {
             return;
         };
+        // Each state's position in the log: the end of the last run, and
+        // the barrier of this run's base.
         let mut states = vec![(
             JobKind::SeedPrior,
             logged,
             self.log.last_seq(),
             self.log.last_hlc(),
+            start.before_seq,
         )];
         if let Some((opened, base_barrier, hlc)) = &start.opened {
-            states.push((JobKind::Outside, opened, *base_barrier, *hlc));
+            states.push((JobKind::Outside, opened, *base_barrier, *hlc, *base_barrier));
         }
         let mut past = history.as_mut().ok();
-        for (kind, state, seq, hlc) in states {
+        for (kind, state, seq, hlc, at) in states {
             let store = &*self.store;
             let mut read = |offset: u64, len: usize| read_state(store, state, offset, len);
             let mut versions = Vec::new();
@@ -241,6 +244,9 @@ impl BlockTap {
                     _ => None,
                 };
                 versions.extend(earlier.or_else(|| self.lifter.version_with(id, &mut read)));
+            }
+            for v in &mut versions {
+                v.fill_reads(Some(at), &|b| state.block_hash(b));
             }
             let job = LiftJob {
                 vm: self.vm_id.clone(),

@@ -30,7 +30,12 @@ impl BlockTap {
             let mut buf = vec![0u8; len];
             image.read_exact_at(&mut buf, offset).map(|()| buf)
         };
-        let versions = self.lifter.baseline(&mut read);
+        let mut versions = self.lifter.baseline(&mut read);
+        // The restored disk is the snapshot's, not a barrier of this log.
+        let state = &self.state;
+        for v in &mut versions {
+            v.fill_reads(None, &|b| state.block_hash(b));
+        }
         let unknown = versions
             .iter()
             .filter_map(|v| v.bytes.as_ref().err().map(|e| (v.file.clone(), e.clone())))

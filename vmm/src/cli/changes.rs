@@ -7,6 +7,7 @@
 //! status 1 after everything readable was shown.
 use std::path::PathBuf;
 
+use super::provenance;
 use super::source::Source;
 use changelog::point::Point;
 use clap::Args;
@@ -22,7 +23,8 @@ use vmm::error::exit;
 pub struct ChangesArgs {
     /// Record directory (as given to `vmm run --record`), or a record set
     /// pushed to a cluster: nats://HOST:PORT[,HOST:PORT...]/NAME.
-    pub dir: PathBuf,
+    #[arg(required_unless_present = "list_decoders")]
+    pub dir: Option<PathBuf>,
     /// Only this VM.
     #[arg(long, value_name = "ID")]
     pub vm: Option<String>,
@@ -56,6 +58,27 @@ pub struct ChangesArgs {
     /// Include decode-error events (files the host could not decode).
     #[arg(long)]
     pub errors: bool,
+    /// How each change was derived: decoder and version hash, the blocks
+    /// read (count and hash), its base, output and step hashes, and the
+    /// VMM version recorded at its barrier (`vmm_version` in --json).
+    #[arg(long)]
+    pub provenance: bool,
+    /// Lift the recorded blocks again with this decoder (NAME or
+    /// NAME@VERSION, see --list-decoders) instead of showing the recorded
+    /// changes; files of other formats are left out.
+    #[arg(long, value_name = "NAME[@VERSION]", conflicts_with_all = ["since", "until", "between", "net", "compare_decoder"])]
+    pub decoder: Option<String>,
+    /// Lift the recorded blocks with two decoders (give it twice) and show
+    /// the steps where they disagree.
+    #[arg(long, value_name = "NAME[@VERSION]", conflicts_with_all = ["since", "until", "between", "net", "provenance"])]
+    pub compare_decoder: Vec<String>,
+    /// List the decoders of this build with their version hashes.
+    #[arg(long, conflicts_with_all = ["dir", "decoder", "compare_decoder", "provenance", "net", "between"])]
+    pub list_decoders: bool,
+    /// MiB of decoded state a relift (--decoder, --compare-decoder) may
+    /// hold per diff.
+    #[arg(long, value_name = "N", default_value_t = decode::DEFAULT_DECODE_BUDGET_MIB)]
+    pub decode_budget_mib: u64,
     /// One JSON object per change (NDJSON), values in full.
     #[arg(long)]
     pub json: bool,
@@ -100,7 +123,16 @@ fn damaged_json(d: &Damage) -> String {
 }
 
 pub fn changes(args: &ChangesArgs) -> Result<i32, CliError> {
-    let source = Source::open(&args.dir)?;
+    if args.list_decoders {
+        return provenance::list_decoders(args.json);
+    }
+    if let Some(name) = &args.decoder {
+        return provenance::with_decoder(args, name);
+    }
+    if !args.compare_decoder.is_empty() {
+        return provenance::compare(args, &args.compare_decoder);
+    }
+    let source = Source::open(args.dir.as_ref().expect("clap requires DIR"))?;
     let dir = source.logs();
     let filter = Filter {
         vm: args.vm.clone(),
@@ -123,17 +155,22 @@ pub fn changes(args: &ChangesArgs) -> Result<i32, CliError> {
         return Ok(finish(&found, args.json));
     }
     let found = query::changes(dir, &filter).map_err(query_err)?;
+    // The VMM version of each barrier, per VM, for --provenance.
+    let mut versions = std::collections::BTreeMap::new();
     for event in &found.items {
-        if args.json {
-            println!("{}", serde_json::to_string(event).expect("serialize"));
-            continue;
-        }
-        match event {
-            SemanticEvent::Change(c) => {
-                println!("{}  {}", query::format_time(c.ts_ns), query::shortened(c))
-            }
-            SemanticEvent::DecodeError(e) => println!("{}  {e}", query::format_time(e.ts_ns)),
-        }
+        let (vm, seq) = match event {
+            SemanticEvent::Change(c) => (&c.vm, c.seq),
+            SemanticEvent::DecodeError(e) => (&e.vm, e.seq),
+        };
+        let vmm = if args.provenance {
+            versions
+                .entry(vm.clone())
+                .or_insert_with(|| provenance::barrier_versions(dir, vm))
+                .get(&seq)
+        } else {
+            None
+        };
+        provenance::print_event(args, event, vmm);
     }
     Ok(finish(&found, args.json))
 }

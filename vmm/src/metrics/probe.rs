@@ -81,6 +81,7 @@ impl StepProbe for VmProbe {
         m.guest_read_bytes = d(now.read, last.read);
         m.guest_written_bytes = d(now.written, last.written);
         m.rss_kib = rss_kib();
+        m.vmm_version = crate::BUILD_VERSION.to_string();
         let c = &self.counters;
         Counters::add(&c.barriers, 1);
         Counters::add(&c.new_objects, m.new_objects);

@@ -165,7 +165,7 @@
 //! | 3 | `Mark` | name, UTF-8, 1..=256 bytes |
 //! | 4 | `SnapshotTaken` | snapshot id, UTF-8, 1..=256 bytes |
 //! | 5 | `Hint` | one hint-proto message, 1..=64 KiB |
-//! | 6 | `SemanticChange` | JSON text, 1 B..=4 MiB |
+//! | 6 | `SemanticChange` | JSON text, 1 B..=4 MiB (`introspection::lift::SemanticEvent`; a change's optional `provenance` member is `introspection::provenance`) |
 //! | 7 | `Metrics` | JSON text ([`crate::metrics::StepMetrics`]), 1 B..=64 KiB, right after the barrier it measures |
 //!
 //! A build reads the codes it knows and refuses the others with

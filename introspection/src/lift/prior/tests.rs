@@ -14,7 +14,9 @@ fn json(id: u32, bytes: &[u8]) -> Version {
         bytes: Ok(FileBytes {
             bytes: Arc::new(bytes.to_vec()),
             wal: None,
+            reads: Vec::new(),
         }),
+        at: None,
     }
 }
 
