@@ -91,7 +91,8 @@ cp "$HERE/init" "$R/init"
 chmod 755 "$R/init"
 echo "vmm-guest" > "$R/etc/hostname"
 rm -f "$OUT/rootfs.ext4"
-mke2fs -q -t ext4 -L vmm-root -d "$R" "$OUT/rootfs.ext4" "${ROOTFS_MIB}M"
+truncate -s "${ROOTFS_MIB}M" "$OUT/rootfs.ext4"
+mke2fs -q -F -t ext4 -L vmm-root -d "$R" "$OUT/rootfs.ext4"
 
 # --- the kernel
 KVER=none
@@ -110,7 +111,7 @@ if [ "$ROOTFS_ONLY" = 0 ]; then
           VIRTIO_MMIO VIRTIO_MMIO_CMDLINE_DEVICES VIRTIO_BLK VIRTIO_CONSOLE
           HVC_DRIVER EXT4_FS BINFMT_ELF BINFMT_SCRIPT PROC_FS SYSFS DEVTMPFS
           DEVTMPFS_MOUNT FILE_LOCKING FUTEX EPOLL SIGNALFD TIMERFD EVENTFD
-          SHMEM TMPFS UNIX MULTIUSER POSIX_TIMERS PCI DEVPORT"
+          SHMEM TMPFS MULTIUSER POSIX_TIMERS PCI DEVPORT"
     # shellcheck disable=SC2086
     for o in $OPTS; do ./scripts/config --enable "$o"; done
     make -s olddefconfig
