@@ -112,11 +112,16 @@ impl Drop for ClockGuard {
 mod tests {
     use super::*;
 
+    /// Spends `ms` of this thread's CPU time (not wall time: on a loaded
+    /// machine the two differ).
     fn burn(ms: u64) {
-        let start = std::time::Instant::now();
+        let cpu = || clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).unwrap();
+        let start = cpu();
         let mut x = 0u64;
-        while start.elapsed().as_millis() < u128::from(ms) {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        while cpu() - start < ms * 1_000_000 {
+            for _ in 0..1000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
         }
     }
 
