@@ -36,7 +36,7 @@ fn recorded() -> Setup {
     for (block, n, byte) in [(10u64, 4usize, 7u8), (200, 1, 9)] {
         let bytes = vec![byte; n * BLOCK];
         write_image(&image, block, &bytes);
-        tap.record_write(block * BLOCK as u64, &bytes).unwrap();
+        tap.record_write(block * BLOCK as u64, bytes).unwrap();
     }
     tap.barrier(BarrierKind::Flush).unwrap();
     tap.close().unwrap();
