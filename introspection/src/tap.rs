@@ -147,8 +147,12 @@ pub struct BlockTap {
     /// before the log frame naming them is written).
     _pin: Option<store::Pin>,
     state: DiskState,
-    pending_data: Vec<u8>,
+    /// Writes whose blocks are not in the store yet (kept whole, not
+    /// copied), their blocks' ids in order (zero blocks too: the store
+    /// skips them), and their bytes.
+    pending_data: Vec<Vec<u8>>,
     pending_ids: Vec<ObjectId>,
+    pending_bytes: usize,
     /// Records were appended since the last barrier.
     dirty: bool,
     /// Seq of the last barrier this tap wrote.
@@ -193,12 +197,13 @@ pub struct BlockTap {
 }
 
 impl BlockTap {
-    /// Records a completed write of whole 4 KiB blocks at byte `offset`.
-    pub fn record_write(&mut self, offset: u64, data: &[u8]) -> Result<u64, TapError> {
-        self.log_write(offset, data, true)
+    /// Records a completed write of whole 4 KiB blocks at byte `offset`
+    /// (an owned buffer is kept until its blocks are stored, not copied).
+    pub fn record_write(&mut self, offset: u64, data: impl Into<Vec<u8>>) -> Result<u64, TapError> {
+        self.log_write(offset, data.into(), true)
     }
 
-    fn log_write(&mut self, offset: u64, data: &[u8], count: bool) -> Result<u64, TapError> {
+    fn log_write(&mut self, offset: u64, data: Vec<u8>, count: bool) -> Result<u64, TapError> {
         if offset % BLOCK as u64 != 0 || data.len() % BLOCK != 0 || data.is_empty() {
             return Err(TapError::Unaligned {
                 offset,
@@ -206,6 +211,7 @@ impl BlockTap {
             });
         }
         let mut hashes = Vec::with_capacity(data.len() / BLOCK);
+        let mut stored = false;
         for block in data.chunks_exact(BLOCK) {
             let h = hash_block(block);
             if h == ZERO_BLOCK_HASH {
@@ -213,10 +219,15 @@ impl BlockTap {
                     self.stats.zero_blocks += 1;
                 }
             } else {
-                self.pending_data.extend_from_slice(block);
-                self.pending_ids.push(ObjectId(h));
+                stored = true;
             }
             hashes.push(h);
+        }
+        let len = data.len();
+        if stored {
+            self.pending_ids.extend(hashes.iter().map(|h| ObjectId(*h)));
+            self.pending_bytes += len;
+            self.pending_data.push(data);
         }
         let first = offset / BLOCK as u64;
         let last = first + hashes.len() as u64 - 1;
@@ -240,18 +251,18 @@ impl BlockTap {
             })?;
         let seq = self.append(RecordKind::BlockWrite {
             sector: offset / 512,
-            len: data.len() as u32,
+            len: len as u32,
             blocks: hashes,
         })?;
         self.dirty = true;
         if count {
             self.stats.writes += 1;
-            self.stats.blocks += (data.len() / BLOCK) as u64;
-            self.stats.bytes += data.len() as u64;
-            self.count_for_checkpoint(data.len() as u64);
-            self.meter_write(data.len() as u64);
+            self.stats.blocks += (len / BLOCK) as u64;
+            self.stats.bytes += len as u64;
+            self.count_for_checkpoint(len as u64);
+            self.meter_write(len as u64);
         }
-        if self.pending_data.len() >= PENDING_LIMIT {
+        if self.pending_bytes >= PENDING_LIMIT {
             self.store_pending()?;
             self.log.commit()?;
         }
@@ -268,16 +279,25 @@ impl BlockTap {
         Ok(self.log.append(kind)?)
     }
 
-    /// Puts the pending blocks into the store (not yet durable).
+    /// Puts the pending blocks into the store (not yet durable). They go
+    /// uncompressed: the guest may be waiting on this (a flush, or a full
+    /// queue), and `vmm store gc` compresses them later.
     fn store_pending(&mut self) -> Result<(), TapError> {
         if self.pending_ids.is_empty() {
             return Ok(());
         }
-        let blocks: Vec<&[u8]> = self.pending_data.chunks_exact(BLOCK).collect();
-        let report = self.store.put_hashed(&blocks, &self.pending_ids)?;
+        let blocks: Vec<&[u8]> = self
+            .pending_data
+            .iter()
+            .flat_map(|w| w.chunks_exact(BLOCK))
+            .collect();
+        let report = self
+            .store
+            .put_hashed_uncompressed(&blocks, &self.pending_ids)?;
         self.meter_put(report);
         self.pending_data.clear();
         self.pending_ids.clear();
+        self.pending_bytes = 0;
         Ok(())
     }
 

@@ -129,7 +129,7 @@ mod tests {
 
         // A run that made one barrier durable, then died.
         let (mut tap, _) = BlockTap::open(&dir, "vm", &image).unwrap();
-        tap.record_write(0, &[7u8; 4096]).unwrap();
+        tap.record_write(0, [7u8; 4096]).unwrap();
         let barrier = tap.barrier(BarrierKind::Flush).unwrap();
         drop(tap);
         // What a crash can leave after that point: a written frame whose

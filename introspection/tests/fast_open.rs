@@ -36,7 +36,7 @@ fn recorded() -> Setup {
     for (block, n, byte) in [(10u64, 4usize, 7u8), (200, 1, 9)] {
         let bytes = vec![byte; n * BLOCK];
         write_image(&image, block, &bytes);
-        tap.record_write(block * BLOCK as u64, &bytes).unwrap();
+        tap.record_write(block * BLOCK as u64, bytes).unwrap();
     }
     tap.barrier(BarrierKind::Flush).unwrap();
     tap.close().unwrap();
@@ -146,7 +146,7 @@ fn a_log_not_closed_cleanly_is_a_full_scan() {
     let (mut tap, report) = BlockTap::open(&s.dir, "vm", &s.image).unwrap();
     assert!(report.open.fast);
     write_image(&s.image, 30, &[3u8; BLOCK]);
-    tap.record_write(30 * BLOCK as u64, &[3u8; BLOCK]).unwrap();
+    tap.record_write(30 * BLOCK as u64, [3u8; BLOCK]).unwrap();
     tap.barrier(BarrierKind::Flush).unwrap();
     drop(tap); // a crash: the log stays unsealed
     let report = reopen(&s, false);

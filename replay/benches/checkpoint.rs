@@ -46,7 +46,8 @@ fn main() {
             x ^= x << 17;
             block[..8].copy_from_slice(&x.to_le_bytes());
             block[8..16].copy_from_slice(&(b * WRITES_PER_BARRIER + w).to_le_bytes());
-            tap.record_write((x % DISK_BLOCKS) * 4096, &block).unwrap();
+            tap.record_write((x % DISK_BLOCKS) * 4096, block.as_slice())
+                .unwrap();
         }
         tap.barrier(BarrierKind::Flush).unwrap();
     }

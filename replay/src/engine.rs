@@ -16,7 +16,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Duration;
 
 use changelog::disk_state::{DiskState, ZERO_BLOCK_HASH};
@@ -212,30 +212,34 @@ pub fn replay_from(
     let (tx, rx) = sync_channel::<Fetched>(PREFETCH);
     let store = objects;
     scope.spawn(move || {
+        // Writes are fetched a group at a time (one store call for all
+        // their blocks: neighbouring objects are read together).
+        let mut group = Group::default();
         for record in iter {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = tx.send(Fetched { record: Err(e.to_string()), data: None });
+                    if group.send(store, &tx).is_ok() {
+                        let _ = tx.send(Fetched { record: Err(e.to_string()), data: None });
+                    }
                     return;
                 }
             };
             if record.seq > until || record.seq >= stop_before {
+                break;
+            }
+            let fetch = matches!(&record.kind, RecordKind::BlockWrite { sector, blocks, .. }
+                if !what_if.drops(record.seq, *sector, blocks.len() as u64));
+            let last = record.seq >= until || record.seq + 1 >= stop_before;
+            group.push(record, fetch);
+            if (last || group.full()) && group.send(store, &tx).is_err() {
                 return;
             }
-            let data = match &record.kind {
-                RecordKind::BlockWrite { sector, blocks, .. }
-                    if !what_if.drops(record.seq, *sector, blocks.len() as u64) =>
-                {
-                    Some(fetch(store, blocks).map_err(|e| format!("seq {}: {e}", record.seq)))
-                }
-                _ => None,
-            };
-            let last = record.seq >= until || record.seq + 1 >= stop_before;
-            if tx.send(Fetched { record: Ok(record), data }).is_err() || last {
+            if last {
                 return;
             }
         }
+        let _ = group.send(store, &tx);
     });
     for fetched in rx {
         if opts.cancel.is_some_and(|cancel| cancel()) {
@@ -353,25 +357,91 @@ struct Fetched {
     data: Option<Result<Vec<u8>, String>>,
 }
 
-/// A write's blocks, concatenated (each checked against its BLAKE3 by the
-/// store; zero blocks are not stored).
-fn fetch(store: &dyn ObjectBackend, blocks: &[[u8; 32]]) -> Result<Vec<u8>, store::StoreError> {
-    let mut buf = Vec::with_capacity(blocks.len() * BLOCK as usize);
-    let stored: Vec<ObjectId> = blocks
+/// Blocks fetched per store call (about 1 MiB).
+const GROUP_BLOCKS: usize = 256;
+
+/// Records read ahead and not yet sent: the writes among them are fetched
+/// together.
+#[derive(Default)]
+struct Group {
+    records: Vec<(changelog::Record, bool)>,
+    blocks: usize,
+}
+
+impl Group {
+    fn push(&mut self, record: changelog::Record, fetch: bool) {
+        if fetch {
+            self.blocks += write_blocks(&record).len();
+        }
+        self.records.push((record, fetch));
+    }
+
+    fn full(&self) -> bool {
+        self.blocks >= GROUP_BLOCKS || self.records.len() >= PREFETCH
+    }
+
+    /// Fetches the group's writes in one store call and sends every
+    /// record in order. When that call fails, each write is fetched on
+    /// its own, so the error names the record it belongs to (and the
+    /// records before it are still applied). Err when the receiver left.
+    fn send(&mut self, store: &dyn ObjectBackend, tx: &SyncSender<Fetched>) -> Result<(), ()> {
+        let records = std::mem::take(&mut self.records);
+        self.blocks = 0;
+        let all: Vec<&[[u8; 32]]> = records
+            .iter()
+            .filter(|(_, fetch)| *fetch)
+            .map(|(r, _)| write_blocks(r))
+            .collect();
+        let mut together = fetch(store, &all).ok().map(Vec::into_iter);
+        for (record, fetch_it) in records {
+            let data = fetch_it.then(|| match together.as_mut() {
+                Some(t) => Ok(t.next().expect("one buffer per write")),
+                None => fetch(store, &[write_blocks(&record)])
+                    .map(|mut one| one.pop().expect("one buffer per write"))
+                    .map_err(|e| format!("seq {}: {e}", record.seq)),
+            });
+            let record = Ok(record);
+            tx.send(Fetched { record, data }).map_err(drop)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_blocks(record: &changelog::Record) -> &[[u8; 32]] {
+    match &record.kind {
+        RecordKind::BlockWrite { blocks, .. } => blocks,
+        _ => &[],
+    }
+}
+
+/// Each write's blocks, concatenated (each checked against its BLAKE3 by
+/// the store; zero blocks are not stored), from one store call.
+fn fetch(
+    store: &dyn ObjectBackend,
+    writes: &[&[[u8; 32]]],
+) -> Result<Vec<Vec<u8>>, store::StoreError> {
+    let stored: Vec<ObjectId> = writes
         .iter()
+        .flat_map(|w| w.iter())
         .filter(|h| **h != ZERO_BLOCK_HASH)
         .map(|h| ObjectId(*h))
         .collect();
-    // Together: a backend across a network answers them in one wait.
+    // Together: a local store reads neighbours in one pread, a backend
+    // across a network answers them in one wait.
     let mut fetched = store.get_many(&stored)?.into_iter();
-    for h in blocks {
-        if *h == ZERO_BLOCK_HASH {
-            buf.resize(buf.len() + BLOCK as usize, 0);
-        } else {
-            buf.extend_from_slice(&fetched.next().expect("one object per id"));
+    let mut out = Vec::with_capacity(writes.len());
+    for blocks in writes {
+        let mut buf = Vec::with_capacity(blocks.len() * BLOCK as usize);
+        for h in blocks.iter() {
+            if *h == ZERO_BLOCK_HASH {
+                buf.resize(buf.len() + BLOCK as usize, 0);
+            } else {
+                buf.extend_from_slice(&fetched.next().expect("one object per id"));
+            }
         }
+        out.push(buf);
     }
-    Ok(buf)
+    Ok(out)
 }
 
 impl ReplayReport {

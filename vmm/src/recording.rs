@@ -365,12 +365,13 @@ fn run_tap(
         let failed = match msg {
             Msg::Writes(writes) => writes
                 .into_iter()
-                .try_for_each(|(offset, data)| {
-                    t.record_write(offset, &data)?;
-                    match replica.as_mut() {
-                        Some(r) => r.stage(&data),
-                        None => Ok(()),
+                .try_for_each(|(offset, data)| match replica.as_mut() {
+                    Some(r) => {
+                        t.record_write(offset, data.as_slice())?;
+                        r.stage(&data)
                     }
+                    // The tap keeps the buffer until its blocks are stored.
+                    None => t.record_write(offset, data).map(drop),
                 })
                 .err()
                 .map(Arc::new),

@@ -153,6 +153,7 @@ impl BlockTap {
             baselined: BTreeSet::new(),
             pending_data: Vec::new(),
             pending_ids: Vec::new(),
+            pending_bytes: 0,
             dirty: false,
             last_barrier: None,
             state_at: None,
@@ -260,7 +261,7 @@ impl BlockTap {
                     path: image.to_path_buf(),
                     source,
                 })?;
-            self.log_write(start * BLOCK as u64, &data, false)?;
+            self.log_write(start * BLOCK as u64, data, false)?;
         }
         let base_barrier = self.barrier(BarrierKind::Flush)?;
         if !fresh {

@@ -22,6 +22,13 @@ pub trait ObjectBackend: Send + Sync {
     /// reports what this call added.
     fn put_hashed(&self, items: &[&[u8]], ids: &[ObjectId]) -> Result<PutReport>;
 
+    /// [`ObjectBackend::put_hashed`] for a caller that waits on the put
+    /// (the block tap, on the guest's path): a backend may store the bytes
+    /// uncompressed and compress them later. Same contract otherwise.
+    fn put_hashed_uncompressed(&self, items: &[&[u8]], ids: &[ObjectId]) -> Result<PutReport> {
+        self.put_hashed(items, ids)
+    }
+
     /// Object `id`, checked against its hash.
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
 
@@ -48,8 +55,16 @@ impl ObjectBackend for Store {
         Ok(self.put_batch_hashed_report(items, ids)?.1)
     }
 
+    fn put_hashed_uncompressed(&self, items: &[&[u8]], ids: &[ObjectId]) -> Result<PutReport> {
+        Ok(self.put_batch_hashed_raw_report(items, ids)?.1)
+    }
+
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
         Store::get(self, id)
+    }
+
+    fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        Store::get_many(self, ids)
     }
 
     fn contains(&self, id: &ObjectId) -> Result<bool> {

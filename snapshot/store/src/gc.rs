@@ -18,8 +18,10 @@
 //!
 //! # What compact does (with the writers' lock held throughout)
 //! 1. Reads the index (recovering it as any writer does).
-//! 2. Copies the stored bytes of every live object, verbatim (no
-//!    recompression), each after a fresh entry header (packs are always
+//! 2. Copies the stored bytes of every live object, each after a fresh
+//!    entry header: compressed objects verbatim (no recompression), objects
+//!    stored uncompressed (the block tap's puts) compressed when that makes
+//!    them smaller and their bytes still match their id (packs are always
 //!    written in the current version, so compaction upgrades v1 stores), into new packs numbered above every pack file in
 //!    the directory, and fsyncs them and `packs/`.
 //! 3. Writes `index.log.compact`: the header, one OBJECT record per live
@@ -61,12 +63,12 @@ use serde::Serialize;
 
 use super::error::{io_err, Result, StoreError};
 use super::format::{
-    encode_header, EntryHeader, Loc, Record, ENTRY_LEN, HEADER_LEN, INDEX_MAGIC, PACK_MAGIC,
-    RECORD_LEN,
+    encode_header, EntryHeader, Loc, Record, ENTRY_LEN, FLAG_ZSTD, HEADER_LEN, INDEX_MAGIC,
+    PACK_MAGIC, RECORD_LEN,
 };
 use super::index::read_upto;
 use super::lock::lock_exclusive;
-use super::pack::PackFiles;
+use super::pack::{append_stored, PackFiles};
 use super::{fsync_dir, ObjectId, Store};
 
 /// Held by a writer between putting objects and recording references to
@@ -174,6 +176,7 @@ impl Store {
         let mut out = NewPacks::create(&g.packs, first)?;
         let mut records = Vec::with_capacity(keep.len() + 1);
         let mut buf = Vec::new();
+        let mut frame = Vec::new();
         let mut objects_kept = 0;
         let mut stored_bytes_after = 0;
         for (id, loc) in keep {
@@ -199,23 +202,40 @@ impl Store {
             if out.len >= self.opts.pack_target_size {
                 out.roll(&g.packs)?;
             }
+            // Compression behind the writers: an object stored as it is
+            // (the block tap puts uncompressed, off the guest's path) is
+            // compressed here when that makes it smaller. One whose bytes
+            // no longer match its id is copied as it is: compressing would
+            // not repair it, and `verify` must still find it.
+            let raw = loc.flags & FLAG_ZSTD == 0 && loc.stored_len == loc.raw_len;
+            let compressed = raw && ObjectId::of(&buf) == id && {
+                frame.clear();
+                append_stored(self.opts.zstd_level, &buf, &mut frame).1 & FLAG_ZSTD != 0
+            };
+            let (stored, stored_len, flags) = if compressed {
+                (&frame[..], frame.len() as u32, FLAG_ZSTD)
+            } else {
+                (&buf[..], loc.stored_len, loc.flags)
+            };
             let entry = EntryHeader {
                 id,
                 raw_len: loc.raw_len,
-                stored_len: loc.stored_len,
-                flags: loc.flags,
+                stored_len,
+                flags,
             };
-            let (pack, offset) = out.append(&entry.encode(), &buf)?;
+            let (pack, offset) = out.append(&entry.encode(), stored)?;
             records.push(Record::Object {
                 id,
                 loc: Loc {
                     pack,
                     offset,
+                    stored_len,
+                    flags,
                     ..loc
                 },
             });
             objects_kept += 1;
-            stored_bytes_after += u64::from(loc.stored_len);
+            stored_bytes_after += u64::from(stored_len);
         }
         let new_files = out.finish()?;
         fsync_dir(&packs_dir)?;

@@ -73,6 +73,7 @@ mod id;
 mod index;
 mod lock;
 mod pack;
+mod read;
 mod recover;
 mod repair;
 mod snap;

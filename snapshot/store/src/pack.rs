@@ -132,17 +132,24 @@ pub(crate) fn check_header(f: &File, path: &Path, n: u32) -> Result<u32> {
 }
 
 /// Appends one pack entry for `id` (its header, then the stored form of
-/// `data`) to `out`; returns the stored length and flags. The value
-/// starts [`ENTRY_LEN`] bytes after where the entry starts.
+/// `data`: compressed at `level`, or as it is for `None`) to `out`;
+/// returns the stored length and flags. The value starts [`ENTRY_LEN`]
+/// bytes after where the entry starts.
 pub(crate) fn append_entry(
-    level: i32,
+    level: Option<i32>,
     id: &ObjectId,
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> (usize, u8) {
     let start = out.len();
     out.extend_from_slice(&[0; ENTRY_LEN]);
-    let (len, flags) = append_stored(level, data, out);
+    let (len, flags) = match level {
+        Some(level) => append_stored(level, data, out),
+        None => {
+            out.extend_from_slice(data);
+            (data.len(), 0)
+        }
+    };
     let h = EntryHeader {
         id: *id,
         raw_len: data.len() as u32,
@@ -158,20 +165,40 @@ pub(crate) fn read_object(file: &File, path: &Path, id: &ObjectId, loc: Loc) -> 
     if loc.is_zero() {
         return Ok(vec![0; loc.raw_len as usize]);
     }
-    let corrupt = |detail: String| StoreError::Corrupt {
+    let mut stored = vec![0u8; loc.stored_len as usize];
+    let got = read_upto(file, &mut stored, loc.offset).map_err(io_err("read", path))?;
+    if got < stored.len() {
+        return Err(short_value(path, id, loc, got));
+    }
+    check_value(path, id, loc, stored)
+}
+
+/// The error for a value of which the pack holds only `got` bytes.
+pub(crate) fn short_value(path: &Path, id: &ObjectId, loc: Loc, got: usize) -> StoreError {
+    corrupt(path, id, loc)(format!(
+        "the pack ends {got} bytes into the {}-byte value",
+        loc.stored_len
+    ))
+}
+
+fn corrupt<'a>(path: &'a Path, id: &'a ObjectId, loc: Loc) -> impl Fn(String) -> StoreError + 'a {
+    move |detail| StoreError::Corrupt {
         id: *id,
         path: path.to_path_buf(),
         offset: loc.offset,
         detail,
-    };
-    let mut stored = vec![0u8; loc.stored_len as usize];
-    let got = read_upto(file, &mut stored, loc.offset).map_err(io_err("read", path))?;
-    if got < stored.len() {
-        return Err(corrupt(format!(
-            "the pack ends {got} bytes into the {}-byte value",
-            stored.len()
-        )));
     }
+}
+
+/// Object `id` from its `stored` bytes (read from `loc` in the pack at
+/// `path`): decompressed if need be, its length and BLAKE3 checked.
+pub(crate) fn check_value(
+    path: &Path,
+    id: &ObjectId,
+    loc: Loc,
+    stored: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let corrupt = corrupt(path, id, loc);
     let raw = if loc.is_zstd() {
         decompress(&stored, loc.raw_len as usize)
             .map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?

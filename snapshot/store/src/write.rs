@@ -57,7 +57,7 @@ impl Store {
                 ObjectId::of(data)
             });
         }
-        Ok(self.put_with_ids(items, ids)?.0)
+        Ok(self.put_with_ids(items, ids, Some(self.opts.zstd_level))?.0)
     }
 
     /// Like [`Store::put_batch`] for objects whose BLAKE3 hashes the caller
@@ -80,6 +80,27 @@ impl Store {
         items: &[T],
         ids: &[ObjectId],
     ) -> Result<(Vec<ObjectId>, PutReport)> {
+        self.put_hashed_at(items, ids, Some(self.opts.zstd_level))
+    }
+
+    /// [`Store::put_batch_hashed_report`] that stores new objects as they
+    /// are, uncompressed: the block tap's path, where the guest waits for
+    /// the put. [`Store::compact`] (`vmm store gc`) compresses them later.
+    pub fn put_batch_hashed_raw_report<T: AsRef<[u8]>>(
+        &self,
+        items: &[T],
+        ids: &[ObjectId],
+    ) -> Result<(Vec<ObjectId>, PutReport)> {
+        self.put_hashed_at(items, ids, None)
+    }
+
+    /// Hashed puts, compressing new objects at `level` (`None`: not).
+    fn put_hashed_at<T: AsRef<[u8]>>(
+        &self,
+        items: &[T],
+        ids: &[ObjectId],
+        level: Option<i32>,
+    ) -> Result<(Vec<ObjectId>, PutReport)> {
         assert_eq!(items.len(), ids.len(), "one id per item");
         let ids = items
             .iter()
@@ -93,13 +114,14 @@ impl Store {
                 }
             })
             .collect();
-        self.put_with_ids(items, ids)
+        self.put_with_ids(items, ids, level)
     }
 
     fn put_with_ids<T: AsRef<[u8]>>(
         &self,
         items: &[T],
         ids: Vec<ObjectId>,
+        level: Option<i32>,
     ) -> Result<(Vec<ObjectId>, PutReport)> {
         let mut zero = Vec::with_capacity(items.len());
         let mut todo = Vec::new();
@@ -123,7 +145,7 @@ impl Store {
             return Ok((ids, PutReport::default()));
         }
         loop {
-            if let Some(report) = self.try_put(items, &ids, &zero, todo.clone())? {
+            if let Some(report) = self.try_put(items, &ids, &zero, todo.clone(), level)? {
                 return Ok((ids, report));
             }
         }
@@ -139,6 +161,7 @@ impl Store {
         ids: &[ObjectId],
         zero: &[bool],
         mut todo: Vec<usize>,
+        level: Option<i32>,
     ) -> Result<Option<PutReport>> {
         let generation = {
             let mut g = self.inner();
@@ -164,7 +187,7 @@ impl Store {
             let (len, flags) = if zero[i] {
                 (0, FLAG_ZERO)
             } else {
-                append_entry(self.opts.zstd_level, &ids[i], items[i].as_ref(), &mut buf)
+                append_entry(level, &ids[i], items[i].as_ref(), &mut buf)
             };
             let len = len as u32;
             staged.push(Staged {

@@ -76,7 +76,7 @@ fn run_at(
             .unwrap()
             .write_all_at(&block, at)
             .unwrap();
-        tap.record_write(at, &block).unwrap();
+        tap.record_write(at, block).unwrap();
         tap.barrier(BarrierKind::Flush).unwrap();
     }
     tap.close().unwrap();

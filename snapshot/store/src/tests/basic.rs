@@ -260,3 +260,53 @@ fn store_is_shared_between_threads() {
     assert_eq!(store.stats().objects, 125);
     assert!(object_records(tmp.path()).values().all(|&n| n == 1));
 }
+
+#[test]
+fn get_many_answers_as_get_does_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        pack_target_size: 256 << 10,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(tmp.path(), opts).unwrap();
+    // Enough to span packs and be checked on two threads.
+    let data: Vec<Vec<u8>> = (0..300).map(|n| object(9, n, BLOCK_SIZE)).collect();
+    let mut ids = store.put_batch(&data).unwrap();
+    let raw: Vec<Vec<u8>> = (300..340).map(|n| object(9, n, BLOCK_SIZE)).collect();
+    let raw_ids: Vec<ObjectId> = raw.iter().map(|d| ObjectId::of(d)).collect();
+    store.put_batch_hashed_raw_report(&raw, &raw_ids).unwrap();
+    ids.extend(&raw_ids);
+    let zero = ObjectId::zero(BLOCK_SIZE);
+    // Out of pack order, with repeats and a zero object.
+    let mut ask: Vec<ObjectId> = ids.iter().rev().copied().collect();
+    ask.extend([ids[5], zero, ids[5]]);
+    let got = store.get_many(&ask).unwrap();
+    assert_eq!(got.len(), ask.len());
+    for (id, v) in ask.iter().zip(&got) {
+        assert_eq!(v, &store.get(id).unwrap());
+    }
+    assert_eq!(got[ask.len() - 2], vec![0u8; BLOCK_SIZE]);
+
+    // A missing object: NotFound, as from get.
+    let missing = ObjectId::of(b"not stored");
+    assert!(matches!(
+        store.get_many(&[ids[0], missing]),
+        Err(StoreError::NotFound { id, .. }) if id == missing
+    ));
+    // A damaged one: the same error get gives, in a large batch too.
+    let victim = raw_ids[10];
+    let (pack, mut bytes, at) = pack_files(tmp.path())
+        .into_iter()
+        .find_map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            let at = bytes.windows(64).position(|w| w == &raw[10][..64])?;
+            Some((p, bytes, at))
+        })
+        .expect("the raw object is in a pack");
+    bytes[at + 100] ^= 1;
+    std::fs::write(&pack, &bytes).unwrap();
+    let want = store.get(&victim).unwrap_err().to_string();
+    assert!(want.contains("hash to"), "{want}");
+    let err = store.get_many(&ask).unwrap_err().to_string();
+    assert_eq!(err, want);
+}

@@ -56,6 +56,66 @@ fn compact_keeps_live_objects_and_rolls_packs() {
 }
 
 #[test]
+fn uncompressed_puts_are_compressed_by_compaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    // Even objects compress, odd ones do not (see `object`).
+    let data: Vec<Vec<u8>> = (0..20).map(|n| object(3, n, BLOCK_SIZE)).collect();
+    let ids: Vec<ObjectId> = data.iter().map(|d| ObjectId::of(d)).collect();
+    let (_, put) = store.put_batch_hashed_raw_report(&data, &ids).unwrap();
+    assert_eq!(put.new_objects, 20);
+    assert_eq!(
+        put.new_stored_bytes,
+        20 * BLOCK_SIZE as u64,
+        "stored as they are"
+    );
+    store.sync().unwrap();
+
+    let lock = store.gc_lock().unwrap();
+    let r = store.compact(&lock, |_| true).unwrap();
+    drop(lock);
+    assert_eq!(r.objects_kept, 20);
+    // The ten compressible objects shrank; the ten others kept their size.
+    assert!(
+        r.stored_bytes_after < 10 * BLOCK_SIZE as u64 + 10 * 200,
+        "{r:?}"
+    );
+    assert!(r.stored_bytes_after > 10 * BLOCK_SIZE as u64, "{r:?}");
+    for (id, d) in ids.iter().zip(&data) {
+        assert_eq!(&store.get(id).unwrap(), d);
+    }
+    let reopened = Store::open(tmp.path()).unwrap();
+    assert!(reopened.open_report().warnings.is_empty());
+    assert_eq!(reopened.stats().stored_bytes, r.stored_bytes_after);
+    for (id, d) in ids.iter().zip(&data) {
+        assert_eq!(&reopened.get(id).unwrap(), d);
+    }
+}
+
+#[test]
+fn a_damaged_uncompressed_object_is_copied_as_it_is_and_still_caught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let d = object(4, 0, BLOCK_SIZE);
+    let id = ObjectId::of(&d);
+    store.put_batch_hashed_raw_report(&[&d], &[id]).unwrap();
+    store.sync().unwrap();
+    // Flip a byte of the stored value (the pack's last byte is its last).
+    let pack = tmp.path().join("packs").join(&packs(tmp.path())[0]);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let lock = store.gc_lock().unwrap();
+    let r = store.compact(&lock, |_| true).unwrap();
+    drop(lock);
+    // Copied as it is, not compressed: the damage is still what a get
+    // reports.
+    assert_eq!(r.stored_bytes_after, BLOCK_SIZE as u64);
+    assert!(store.get(&id).is_err());
+}
+
+#[test]
 fn a_writer_with_a_stale_view_stores_again_what_compaction_dropped() {
     let tmp = tempfile::tempdir().unwrap();
     let a = Store::open(tmp.path()).unwrap();
