@@ -308,9 +308,16 @@ impl Machine {
                     }
                 }
                 Ok(Exit::Api(request)) => self.serve(request, api.as_ref()),
+                Ok(Exit::Precopy) => self.precopy_step(),
                 Err(e) => break Err(e),
             }
         };
+        // A pre-copy cannot end in a snapshot of a VM that has stopped.
+        self.abort_precopy(match &result {
+            Ok((_, None)) => "the guest ended during the snapshot's pre-copy",
+            Ok((_, Some(_))) => "the VMM was stopped during the snapshot's pre-copy",
+            Err(_) => "the VM failed during the snapshot's pre-copy",
+        });
         drop(api);
         if let Some(lazy) = &self.lazy {
             lazy.set_vcpu_thread(None);
@@ -356,6 +363,7 @@ impl Machine {
 
     fn run_loop(&mut self, watchdog: Option<&Watchdog>, api: Option<&Api>) -> Result<Exit> {
         let snapshots_on = self.snapshots.is_some();
+        let precopy = self.snapshots.as_ref().and_then(|c| c.precopy_ready());
         let serial = &mut self.serial;
         let virtio = &mut self.virtio;
         let vcpu = &mut self.vcpus[0];
@@ -450,6 +458,12 @@ impl Machine {
             if let Some(stop) = stop {
                 return Err(stop.into_error(vcpu));
             }
+            if precopy
+                .as_ref()
+                .is_some_and(|r| r.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                return Ok(Exit::Precopy);
+            }
             if let Some(request) = api.and_then(|a| a.requests.try_recv().ok()) {
                 return Ok(Exit::Api(request));
             }
@@ -484,6 +498,8 @@ enum Exit {
     Snapshot(SnapshotKind),
     /// The control socket asked for something.
     Api(api::Request),
+    /// A snapshot's pre-copy round is done: the vCPU thread decides what next.
+    Precopy,
     /// SIGINT or SIGTERM asked the VMM to stop.
     Signal(i32),
 }

@@ -20,9 +20,16 @@ pub(super) struct Layout {
 pub(super) enum Capture {
     Done(PageList, snapshot::CaptureStats),
     Copied {
-        parent: (PageList, PagesRef),
+        /// Every page's id before the copied pages are applied: the
+        /// parent's, or what the pre-copy rounds captured.
+        base: Vec<ObjectId>,
+        /// The parent's list and root (changed pages are counted, and
+        /// unchanged list chunks reused, against it).
+        parent: Option<(PageList, PagesRef)>,
         pages: Vec<usize>,
         data: Vec<u8>,
+        /// What building `base` already hashed and stored (pre-copy).
+        before: snapshot::CaptureStats,
     },
 }
 
@@ -44,9 +51,11 @@ impl Capture {
             data.extend_from_slice(&mem[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
         }
         Capture::Copied {
-            parent,
+            base: parent.0.ids().to_vec(),
+            parent: Some(parent),
             pages,
             data,
+            before: snapshot::CaptureStats::default(),
         }
     }
 }
@@ -74,16 +83,18 @@ pub(super) fn finish_snapshot(
                 (list, pages)
             }
             Capture::Copied {
+                base,
                 parent,
                 pages,
                 data,
+                before,
             } => {
-                let mut ids = parent.0.ids().to_vec();
+                let mut ids = base;
                 let mut blocks = Vec::new();
                 let mut block_ids = Vec::new();
                 for (i, &p) in pages.iter().enumerate() {
                     let page = &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
-                    let id = if store::is_all_zero(page) {
+                    ids[p] = if store::is_all_zero(page) {
                         ObjectId::ZERO_BLOCK
                     } else {
                         let id = ObjectId::of(page);
@@ -91,23 +102,25 @@ pub(super) fn finish_snapshot(
                         block_ids.push(id);
                         id
                     };
-                    if ids[p] != id {
-                        stats.changed_pages += 1;
-                    }
-                    ids[p] = id;
                 }
                 let (_, report) = store
                     .put_batch_hashed_report(&blocks, &block_ids)
                     .map_err(snap_err)?;
-                stats.new_objects += report.new_objects;
-                stats.new_bytes += report.new_stored_bytes;
-                stats.hashed_pages += pages.len() as u64;
+                stats.new_objects += report.new_objects + before.new_objects;
+                stats.new_bytes += report.new_stored_bytes + before.new_objects_bytes;
+                stats.hashed_pages += pages.len() as u64 + before.hashed_pages;
+                stats.changed_pages += match &parent {
+                    Some((list, _)) => ids.iter().zip(list.ids()).filter(|(a, b)| a != b).count(),
+                    None => ids.iter().filter(|id| !id.is_zero_block()).count(),
+                } as u64;
                 let list = PageList::from_ids(ids);
                 stats.pages += list.len() as u64;
                 stats.zero_pages += list.zero_pages() as u64;
-                let (saved, report) = list
-                    .save_over_counted(store, &parent.0, &parent.1)
-                    .map_err(snap_err)?;
+                let (saved, report) = match &parent {
+                    Some((plist, proot)) => list.save_over_counted(store, plist, proot),
+                    None => list.save_counted(store),
+                }
+                .map_err(snap_err)?;
                 stats.new_objects += report.new_objects;
                 stats.new_bytes += report.new_stored_bytes;
                 (list, saved)
