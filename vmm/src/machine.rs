@@ -1,6 +1,5 @@
 //! A machine: the VM, its memory, vCPUs and devices, built from a `VmConfig`
 //! and run until the guest ends.
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use kvm_ioctls::VcpuExit;
 
 use crate::api::{self, Api};
 use crate::boot;
-use crate::devices::serial::{SerialDevice, SerialOut};
+use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::block::disk::DiskImage;
 use crate::devices::virtio::block::{Block, WriteTap};
 use crate::devices::virtio::console::{Console, HintSink};
@@ -32,11 +31,13 @@ use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
 
 mod control;
+mod outputs;
 mod release;
 mod restore;
 mod snapshot;
 mod taps;
 mod watchdog;
+use outputs::{open_serial, read_kernel};
 pub use restore::{MemoryMode, RestoreConfig};
 use snapshot::SnapshotChain;
 pub use snapshot::{SnapshotConfig, SnapshotInfo};
@@ -587,48 +588,4 @@ fn with_device_args(cmdline: &str, devices: usize) -> String {
         line.push_str(&format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
     }
     line
-}
-
-fn read_kernel(kernel: &KernelSource) -> Result<(std::borrow::Cow<'static, [u8]>, String)> {
-    match kernel {
-        KernelSource::Microguest => Ok((crate::microguest::ELF.into(), "microguest".into())),
-        KernelSource::File(path) => {
-            let bytes = std::fs::read(path).map_err(|source| VmmError::KernelRead {
-                path: path.clone(),
-                source,
-            })?;
-            Ok((bytes.into(), path.display().to_string()))
-        }
-    }
-}
-
-fn open_serial(serial: &SerialOutput) -> Result<SerialOut> {
-    Ok(match serial {
-        SerialOutput::Stdout => Box::new(std::io::stdout()),
-        SerialOutput::File(path) => {
-            Box::new(
-                std::fs::File::create(path).map_err(|source| VmmError::SerialOutput {
-                    path: path.clone(),
-                    source,
-                })?,
-            )
-        }
-        SerialOutput::Capture(buf) => Box::new(CaptureWriter(buf.clone())),
-    })
-}
-
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CaptureWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

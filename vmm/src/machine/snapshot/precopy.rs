@@ -36,7 +36,7 @@
 //! (one signal can land just before KVM_RUN and be lost).
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,9 +74,6 @@ enum Step {
 
 /// The snapshot's last stop, handed to the worker.
 struct Final {
-    /// Per pre-copied slot: the pages dirtied since the last round and
-    /// their bytes as the stop found them.
-    copies: Vec<(Vec<usize>, Vec<u8>)>,
     /// Slots captured whole at the stop (a shared region backed by a
     /// file, which other VMs write behind our dirty log).
     whole: Vec<Capture>,
@@ -93,6 +90,10 @@ pub(in crate::machine) struct Precopy {
     worker: Option<JoinHandle<Finished>>,
     /// The pre-copied slots' memory (the first slots, in order).
     regions: Vec<LiveMemory>,
+    /// Their copies taken by the rounds after the first, and by the last
+    /// stop (the worker copies into them between rounds, the vCPU thread
+    /// at the last stop, while the worker waits).
+    staged: Arc<Mutex<Vec<StagedPages>>>,
     /// Rounds done.
     rounds: u32,
     /// Dirty pages the last round was given (None before the first).
@@ -168,12 +169,19 @@ impl Machine {
             // Turned on clean: it logs every write from now on.
             self.start_dirty_log()?;
         }
+        let staged = regions
+            .iter()
+            .map(|r| StagedPages::new(r.pages()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| VmmError::Snapshot(format!("mapping memory for the pre-copy: {e}")))?;
+        let staged = Arc::new(Mutex::new(staged));
         let ready = Arc::new(AtomicBool::new(false));
         let (to_worker, steps) = mpsc::channel();
         let job = Job {
             store: begun.store.clone(),
             dir: begun.dir.clone(),
             regions: regions.clone(),
+            staged: staged.clone(),
             parent: begun.parent.clone(),
             first,
             ready: ready.clone(),
@@ -194,6 +202,7 @@ impl Machine {
             to_worker,
             worker: Some(worker),
             regions,
+            staged,
             rounds: 0,
             last_dirty: None,
             paused: started.elapsed(),
@@ -302,17 +311,17 @@ impl Machine {
             return;
         };
         let froze = stopped.elapsed();
-        let copies: Vec<_> = p
-            .regions
-            .iter()
-            .zip(&dirty)
-            // SAFETY: the vCPU is stopped (this is its thread) and the
-            // devices are (`freeze`): nothing writes guest RAM now.
-            .map(|(r, d)| unsafe { r.copy_out(d) })
-            .collect();
+        let mut copied = 0;
+        {
+            let mut staged = p.staged.lock().unwrap_or_else(|e| e.into_inner());
+            for (stage, (region, d)) in staged.iter_mut().zip(p.regions.iter().zip(&dirty)) {
+                // SAFETY: the vCPU is stopped (this is its thread) and the
+                // devices are (`freeze`): nothing writes guest RAM now.
+                copied += unsafe { stage.copy_in_stopped(region, d) };
+            }
+        }
         tracing::debug!(
-            "snapshot: last stop: state saved after {froze:?}, {} pages copied out after {:?}",
-            copies.iter().map(|(p, _)| p.len()).sum::<usize>(),
+            "snapshot: last stop: state saved after {froze:?}, {copied} pages copied after {:?}",
             stopped.elapsed()
         );
         let mut whole = Vec::new();
@@ -336,7 +345,6 @@ impl Machine {
         };
         let manifest = self.manifest(&p.begun.config, &id, parent, p.begun.kind, frozen);
         let step = Step::Final(Box::new(Final {
-            copies,
             whole,
             manifest,
             layout: self.region_layout(),
@@ -353,6 +361,7 @@ struct Job {
     store: Arc<store::Store>,
     dir: SnapshotDir,
     regions: Vec<LiveMemory>,
+    staged: Arc<Mutex<Vec<StagedPages>>>,
     parent: Option<PagesList>,
     /// The first round's pages per region (None: all of them).
     first: Vec<Option<Vec<u64>>>,
@@ -378,11 +387,6 @@ impl Job {
             })
             .collect();
         let mut before = vec![snapshot::CaptureStats::default(); self.regions.len()];
-        let mut staged: Vec<StagedPages> = self
-            .regions
-            .iter()
-            .map(|r| StagedPages::new(r.pages()))
-            .collect();
         // The first round hashes and stores; the later ones only copy.
         for (r, region) in self.regions.iter().enumerate() {
             match capture_live(&self.store, region, self.first[r].as_deref(), &mut ids[r]) {
@@ -402,6 +406,7 @@ impl Job {
         loop {
             match self.wait(&steps) {
                 Step::Round(dirty) => {
+                    let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
                     for ((stage, region), d) in staged.iter_mut().zip(&self.regions).zip(&dirty) {
                         stage.copy_in(region, d);
                     }
@@ -411,27 +416,25 @@ impl Job {
                 }
                 Step::Final(last) => {
                     let Final {
-                        copies,
                         whole,
                         manifest,
                         layout,
                         timing,
                     } = *last;
-                    let mut captures: Vec<Capture> = Vec::new();
-                    let regions = ids.into_iter().zip(parents).zip(copies).zip(staged);
-                    for ((((base, parent), (mut pages, mut data)), stage), before) in
-                        regions.zip(before)
-                    {
-                        let newer = pages.clone();
-                        stage.drain_into(&newer, &mut pages, &mut data);
-                        captures.push(Capture::Copied {
+                    let staged =
+                        std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
+                    let mut captures: Vec<Capture> = ids
+                        .into_iter()
+                        .zip(parents)
+                        .zip(staged)
+                        .zip(before)
+                        .map(|(((base, parent), staged), before)| Capture::Staged {
                             base,
                             parent,
-                            pages,
-                            data,
+                            staged,
                             before,
-                        });
-                    }
+                        })
+                        .collect();
                     captures.extend(whole);
                     let id = manifest.id.clone();
                     let kind = manifest.kind;
