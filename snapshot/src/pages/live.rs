@@ -169,6 +169,15 @@ impl StagedPages {
         n
     }
 
+    /// Hashes and stores the staged copies into `ids` (one per page of the
+    /// region) on all cores, as [`capture_live`] does.
+    pub fn capture(&self, store: &Store, ids: &mut [ObjectId]) -> Result<CaptureStats> {
+        // SAFETY: our own mapping, `len` bytes, alive as long as `self`,
+        // which outlives the call; nothing writes it meanwhile (`&self`).
+        let mem = unsafe { LiveMemory::new(self.map, self.len) }?;
+        capture_live(store, &mem, Some(&self.staged), ids)
+    }
+
     /// The staged pages and their copies, in page order.
     pub fn pages(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
         set_pages(&self.staged, self.len / PAGE_SIZE).map(move |p| {

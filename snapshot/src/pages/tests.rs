@@ -407,13 +407,9 @@ fn staged_copy_rounds_under_a_concurrent_writer_end_exact() {
     assert!(!staged.is_empty(), "the writer dirtied nothing");
     // SAFETY: the writer has stopped.
     unsafe { staged.copy_in_stopped(&mem, &take(&bitmap)) };
-    for (p, page) in staged.pages() {
-        ids[p] = if store::is_all_zero(page) {
-            ObjectId::ZERO_BLOCK
-        } else {
-            ObjectId::of(page)
-        };
-    }
+    let st = staged.capture(&store, &mut ids).unwrap();
+    assert_eq!(st.hashed_pages, staged.len() as u64);
+    assert_eq!(staged.pages().count(), staged.len());
     let bytes: Vec<u8> = words
         .iter()
         .flat_map(|w| w.load(Ordering::SeqCst).to_ne_bytes())

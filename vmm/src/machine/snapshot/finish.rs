@@ -101,11 +101,19 @@ pub(super) fn finish_snapshot(
                 apply(store, base, parent, copies, before, &mut stats)?
             }
             Capture::Staged {
-                base,
+                mut base,
                 parent,
                 staged,
-                before,
-            } => apply(store, base, parent, staged.pages(), before, &mut stats)?,
+                mut before,
+            } => {
+                // On all cores: the last stop may have left a whole
+                // region's worth of copies.
+                let s = staged.capture(store, &mut base).map_err(snap_err)?;
+                before.hashed_pages += s.hashed_pages;
+                before.new_objects += s.new_objects;
+                before.new_objects_bytes += s.new_objects_bytes;
+                apply(store, base, parent, std::iter::empty(), before, &mut stats)?
+            }
         };
         match layout.ram.get(slot) {
             Some(&(guest_addr, size)) => manifest.memory.push(MemoryRegion {
