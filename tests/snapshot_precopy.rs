@@ -130,25 +130,25 @@ fn a_run_stopped_during_the_precopy_answers_an_error_and_saves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vm.sock");
     let s = sock.to_str().unwrap().to_string();
-    // 512 MiB touched: the first round alone takes far longer than the
-    // 200 ms before the signal.
+    // 1 GiB touched: its first round alone takes far longer (over a
+    // second) than the 500 ms before the signal.
     let mut child = start(
         &[
             "run",
             "--mem-mib",
-            "600",
+            "1040",
             "--api-sock",
             &s,
             "--snapshots",
             dir.path().to_str().unwrap(),
             "--cmdline",
-            "workload=memtest pages=131072 iters=100000 seed=3",
+            "workload=memtest pages=262144 iters=100000 seed=3",
         ],
         &sock,
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_secs(3));
     let asked = std::thread::spawn(move || vmm(&["snapshot", "create", "--api-sock", &s]));
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = asked.join().unwrap();
