@@ -31,6 +31,6 @@ pub use manifest::{
     SnapshotStats, StateBlob,
 };
 pub use pages::{
-    capture, restore, restore_filtered, restore_over, restore_page, set_max_threads, CaptureStats,
-    PageList, PagesError, PagesRef, RestoreStats, PAGE_SIZE,
+    capture, capture_live, restore, restore_filtered, restore_over, restore_page, set_max_threads,
+    CaptureStats, LiveMemory, PageList, PagesError, PagesRef, RestoreStats, PAGE_SIZE,
 };

@@ -16,9 +16,12 @@
 //!   `blklogwrites` driver logging every write to a second file;
 //! - snapshot pause: a 288 MiB guest running memtest over 256 MiB (all of
 //!   it touched) is snapshotted once, fully, 1 s after spawn: vmm through
-//!   its control socket (the VM's pause, as it reports it), QEMU by QMP
+//!   its control socket (the VM's pause, as it reports it; pre-copied
+//!   while the guest runs, and again with `--stop-the-world`), QEMU by QMP
 //!   `stop` + `migrate "exec:cat > F"` until completed (its VM is stopped
-//!   the whole time);
+//!   the whole time); the same with a 1040 MiB guest over 1 GiB, snapshot
+//!   once the process holds 1000 MiB (all touched). vmm's rows also print the time until the snapshot was
+//!   durable and the pre-copy rounds (`-- snapshot` runs only these);
 //! - restore of that snapshot: spawn -> guest running (vmm: the vCPU's
 //!   first entry from `--stats`; QEMU: its RESUME event after
 //!   `-incoming "exec:cat F"`), and spawn -> memtest's final output (the
@@ -28,11 +31,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "peers/big.rs"]
+mod big;
 #[path = "peers/qmp.rs"]
 mod qmp;
 #[path = "peers/spawn.rs"]
 mod spawn;
 
+use big::{big_snapshot, wait_for_snapshot_point};
 use spawn::{check, median, ms, qemu, qemu_status, vmm, zero_image};
 
 const BOOT_RUNS: usize = 20;
@@ -47,6 +53,42 @@ const MEMTEST_HEAVY: &str = "workload=memtest pages=65536 iters=1000";
 /// About 2 s of work: the snapshot at 1 s leaves about 1 s for the restore.
 const MEMTEST_SNAP: &str = "workload=memtest pages=65536 iters=400";
 const SNAPSHOT_AT: Duration = Duration::from_secs(1);
+/// The 1 GiB snapshot: memtest over 1 GiB, snapshotted once the process
+/// holds that much memory (every page touched, after ~60 iterations) and
+/// still running well after the snapshot.
+const BIG_MEM_MIB: u64 = 1040;
+const BIG_SNAP: &str = "workload=memtest pages=262144 iters=300";
+
+/// A memtest run to snapshot: guest size, command line, when (after
+/// `at`, and once the process's resident memory reaches `rss_mib`).
+#[derive(Clone, Copy)]
+struct SnapRun {
+    mem_mib: u64,
+    cmdline: &'static str,
+    at: Duration,
+    rss_mib: u64,
+}
+
+const SMALL: SnapRun = SnapRun {
+    mem_mib: MEMTEST_MEM_MIB,
+    cmdline: MEMTEST_SNAP,
+    at: SNAPSHOT_AT,
+    rss_mib: 0,
+};
+const BIG: SnapRun = SnapRun {
+    mem_mib: BIG_MEM_MIB,
+    cmdline: BIG_SNAP,
+    at: Duration::from_secs(2),
+    rss_mib: 1000,
+};
+
+/// What vmm's answer to a snapshot said.
+struct VmmSnap {
+    pause: f64,
+    durable: f64,
+    rounds: u64,
+    path: String,
+}
 /// QEMU's migration bandwidth for its snapshot: 100 GiB/s, no limit here.
 const MIGRATE_BANDWIDTH: u64 = 100 << 30;
 
@@ -133,11 +175,18 @@ fn main() {
         p.qemu.display()
     );
     let mut rows = Vec::new();
+    if std::env::args().any(|a| a == "snapshot") {
+        rows.extend(snapshot_restore(&p));
+        rows.extend(big_snapshot(&p));
+        print(&rows);
+        return;
+    }
     let (boot_rows, hello) = boot(&p);
     rows.extend(boot_rows);
     rows.extend(blk(&p, &hello, false));
     rows.extend(blk(&p, &hello, true));
     rows.extend(snapshot_restore(&p));
+    rows.extend(big_snapshot(&p));
     rows.push(memory_heavy(&p));
     print(&rows);
 }
@@ -277,11 +326,11 @@ fn blk(p: &Peers, hello: &Hello, record: bool) -> Vec<Row> {
 }
 
 /// vmm: a memtest run with a control socket, fully snapshotted at
-/// [`SNAPSHOT_AT`]; the pause (ms) and the snapshot's path.
-fn vmm_snapshot(p: &Peers, dir: &Path) -> Result<(f64, String), String> {
+/// `run.at` (`extra`: more `snapshot create` arguments).
+fn vmm_snapshot(p: &Peers, dir: &Path, run: SnapRun, extra: &[&str]) -> Result<VmmSnap, String> {
     let sock = p.path("vmm.sock");
     let _ = std::fs::remove_dir_all(dir);
-    let mem = MEMTEST_MEM_MIB.to_string();
+    let mem = run.mem_mib.to_string();
     let (spawned, start, child) = spawn::spawn(&mut vmm(&[
         "run",
         "--mem-mib",
@@ -291,20 +340,20 @@ fn vmm_snapshot(p: &Peers, dir: &Path) -> Result<(f64, String), String> {
         "--api-sock",
         sock.to_str().unwrap(),
         "--cmdline",
-        MEMTEST_SNAP,
+        run.cmdline,
     ]));
-    std::thread::sleep(SNAPSHOT_AT.saturating_sub(start.elapsed()));
-    let out = vmm(&[
+    wait_for_snapshot_point(run, start, child.id());
+    let mut args = vec![
         "snapshot",
         "create",
         "--api-sock",
         sock.to_str().unwrap(),
         "--json",
-    ])
-    .output()
-    .map_err(|e| e.to_string())?;
-    let run = spawn::wait(spawned, start, child);
-    check(&run, 0, "vmm memtest (snapshotted)");
+    ];
+    args.extend_from_slice(extra);
+    let out = vmm(&args).output().map_err(|e| e.to_string())?;
+    let ran = spawn::wait(spawned, start, child);
+    check(&ran, 0, "vmm memtest (snapshotted)");
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
         format!(
             "snapshot create answered {:?} ({e}); stderr: {}",
@@ -312,20 +361,25 @@ fn vmm_snapshot(p: &Peers, dir: &Path) -> Result<(f64, String), String> {
             String::from_utf8_lossy(&out.stderr)
         )
     })?;
-    let pause = answer["pause_us"].as_f64().ok_or("no pause_us")? / 1e3;
-    let path = answer["path"].as_str().ok_or("no path")?.to_string();
-    Ok((pause, path))
+    let us = |k: &str| answer[k].as_f64().ok_or(format!("no {k} in {answer}"));
+    Ok(VmmSnap {
+        pause: us("pause_us")? / 1e3,
+        durable: us("durable_us")? / 1e3,
+        rounds: answer["rounds"].as_u64().unwrap_or(0),
+        path: answer["path"].as_str().ok_or("no path")?.to_string(),
+    })
 }
 
 /// QEMU: the same run, stopped and migrated to `file` over QMP at
-/// [`SNAPSHOT_AT`]; the pause (ms: stop -> migration completed).
-fn qemu_snapshot(p: &Peers, file: &Path) -> Result<f64, String> {
+/// `run.at`; the pause (ms: stop -> migration completed).
+fn qemu_snapshot(p: &Peers, file: &Path, run: SnapRun) -> Result<f64, String> {
     let sock = p.path("qmp.sock");
     let _ = std::fs::remove_file(&sock);
-    let mut cmd = p.qemu(MEMTEST_MEM_MIB, MEMTEST_SNAP);
+    let mut cmd = p.qemu(run.mem_mib, run.cmdline);
     cmd.args(["-global", "migration.store-global-state=off", "-qmp"])
         .arg(format!("unix:{},server=on,wait=off", sock.display()));
     let (spawned, start, mut child) = spawn::spawn(&mut cmd);
+    let pid = child.id();
     let result = (|| {
         let mut qmp =
             qmp::Qmp::connect(&sock, Duration::from_secs(10)).map_err(|e| e.to_string())?;
@@ -336,7 +390,7 @@ fn qemu_snapshot(p: &Peers, file: &Path) -> Result<f64, String> {
             Some(serde_json::json!({ "max-bandwidth": MIGRATE_BANDWIDTH })),
         )
         .map_err(|e| e.to_string())?;
-        std::thread::sleep(SNAPSHOT_AT.saturating_sub(start.elapsed()));
+        wait_for_snapshot_point(run, start, pid);
         let t = Instant::now();
         qmp.execute("stop", None).map_err(|e| e.to_string())?;
         let uri = format!("exec:cat > {}", file.display());
@@ -391,15 +445,17 @@ fn qemu_restore(p: &Peers, file: &Path) -> Result<(f64, f64), String> {
 }
 
 fn snapshot_restore(p: &Peers) -> Vec<Row> {
-    let (mut vp, mut qp) = (vec![], vec![]);
+    let (mut vp, mut qp, mut vd, mut rounds) = (vec![], vec![], vec![], vec![]);
     let (mut vr, mut vo, mut qr, mut qo) = (vec![], vec![], vec![], vec![]);
     let (mut verr, mut qerr) = (None, None);
     let file = p.path("qemu.state");
     for i in 0..RUNS {
-        match vmm_snapshot(p, &p.path(&format!("snaps{i}"))) {
-            Ok((pause, path)) => {
-                vp.push(pause);
-                match vmm_restore(&path) {
+        match vmm_snapshot(p, &p.path(&format!("snaps{i}")), SMALL, &[]) {
+            Ok(snap) => {
+                vp.push(snap.pause);
+                vd.push(snap.durable);
+                rounds.push(snap.rounds as f64);
+                match vmm_restore(&snap.path) {
                     Ok((r, o)) => {
                         vr.push(r);
                         vo.push(o);
@@ -409,7 +465,7 @@ fn snapshot_restore(p: &Peers) -> Vec<Row> {
             }
             Err(e) => verr = Some(e),
         }
-        match qemu_snapshot(p, &file) {
+        match qemu_snapshot(p, &file, SMALL) {
             Ok(pause) => {
                 qp.push(pause);
                 match qemu_restore(p, &file) {
@@ -430,6 +486,13 @@ fn snapshot_restore(p: &Peers) -> Vec<Row> {
             Ok(median(v))
         }
     };
+    if !vd.is_empty() {
+        println!(
+            "vmm snapshot, 256 MiB (pre-copy): durable after {:.1} ms, {} rounds (medians)",
+            median(vd),
+            median(rounds)
+        );
+    }
     vec![
         Row {
             name: "snapshot: full, 256 MiB: VM pause",

@@ -1,6 +1,5 @@
 //! A machine: the VM, its memory, vCPUs and devices, built from a `VmConfig`
 //! and run until the guest ends.
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use kvm_ioctls::VcpuExit;
 
 use crate::api::{self, Api};
 use crate::boot;
-use crate::devices::serial::{SerialDevice, SerialOut};
+use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::block::disk::DiskImage;
 use crate::devices::virtio::block::{Block, WriteTap};
 use crate::devices::virtio::console::{Console, HintSink};
@@ -32,11 +31,13 @@ use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
 
 mod control;
+mod outputs;
 mod release;
 mod restore;
 mod snapshot;
 mod taps;
 mod watchdog;
+use outputs::{open_serial, read_kernel};
 pub use restore::{MemoryMode, RestoreConfig};
 use snapshot::SnapshotChain;
 pub use snapshot::{SnapshotConfig, SnapshotInfo};
@@ -308,9 +309,16 @@ impl Machine {
                     }
                 }
                 Ok(Exit::Api(request)) => self.serve(request, api.as_ref()),
+                Ok(Exit::Precopy) => self.precopy_step(),
                 Err(e) => break Err(e),
             }
         };
+        // A pre-copy cannot end in a snapshot of a VM that has stopped.
+        self.abort_precopy(match &result {
+            Ok((_, None)) => "the guest ended during the snapshot's pre-copy",
+            Ok((_, Some(_))) => "the VMM was stopped during the snapshot's pre-copy",
+            Err(_) => "the VM failed during the snapshot's pre-copy",
+        });
         drop(api);
         if let Some(lazy) = &self.lazy {
             lazy.set_vcpu_thread(None);
@@ -356,6 +364,7 @@ impl Machine {
 
     fn run_loop(&mut self, watchdog: Option<&Watchdog>, api: Option<&Api>) -> Result<Exit> {
         let snapshots_on = self.snapshots.is_some();
+        let precopy = self.snapshots.as_ref().and_then(|c| c.precopy_ready());
         let serial = &mut self.serial;
         let virtio = &mut self.virtio;
         let vcpu = &mut self.vcpus[0];
@@ -450,6 +459,12 @@ impl Machine {
             if let Some(stop) = stop {
                 return Err(stop.into_error(vcpu));
             }
+            if precopy
+                .as_ref()
+                .is_some_and(|r| r.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                return Ok(Exit::Precopy);
+            }
             if let Some(request) = api.and_then(|a| a.requests.try_recv().ok()) {
                 return Ok(Exit::Api(request));
             }
@@ -484,6 +499,8 @@ enum Exit {
     Snapshot(SnapshotKind),
     /// The control socket asked for something.
     Api(api::Request),
+    /// A snapshot's pre-copy round is done: the vCPU thread decides what next.
+    Precopy,
     /// SIGINT or SIGTERM asked the VMM to stop.
     Signal(i32),
 }
@@ -571,48 +588,4 @@ fn with_device_args(cmdline: &str, devices: usize) -> String {
         line.push_str(&format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
     }
     line
-}
-
-fn read_kernel(kernel: &KernelSource) -> Result<(std::borrow::Cow<'static, [u8]>, String)> {
-    match kernel {
-        KernelSource::Microguest => Ok((crate::microguest::ELF.into(), "microguest".into())),
-        KernelSource::File(path) => {
-            let bytes = std::fs::read(path).map_err(|source| VmmError::KernelRead {
-                path: path.clone(),
-                source,
-            })?;
-            Ok((bytes.into(), path.display().to_string()))
-        }
-    }
-}
-
-fn open_serial(serial: &SerialOutput) -> Result<SerialOut> {
-    Ok(match serial {
-        SerialOutput::Stdout => Box::new(std::io::stdout()),
-        SerialOutput::File(path) => {
-            Box::new(
-                std::fs::File::create(path).map_err(|source| VmmError::SerialOutput {
-                    path: path.clone(),
-                    source,
-                })?,
-            )
-        }
-        SerialOutput::Capture(buf) => Box::new(CaptureWriter(buf.clone())),
-    })
-}
-
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CaptureWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -41,7 +41,7 @@ pub struct CaptureStats {
 }
 
 impl CaptureStats {
-    fn add(&mut self, o: &CaptureStats) {
+    pub(super) fn add(&mut self, o: &CaptureStats) {
         self.hashed_pages += o.hashed_pages;
         self.changed_pages += o.changed_pages;
         self.new_objects += o.new_objects;
@@ -174,7 +174,7 @@ pub fn capture(
 }
 
 /// A mask of the `n` low bits (`n <= 64`).
-fn low_bits(n: usize) -> u64 {
+pub(super) fn low_bits(n: usize) -> u64 {
     if n >= 64 {
         u64::MAX
     } else {

@@ -39,6 +39,7 @@
 //! owns the memory mapping; it reads each page with [`restore_page`].
 
 mod capture;
+mod live;
 mod restore;
 mod serde_ids;
 
@@ -52,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use store::{ObjectId, PutReport, Store, StoreError, BLOCK_SIZE};
 
 pub use capture::{capture, CaptureStats};
+pub use live::{capture_live, count_set, set_pages, LiveMemory, StagedPages};
 pub use restore::{restore, restore_filtered, restore_over, restore_page, RestoreStats};
 pub(crate) use serde_ids::{id_bytes, ids_bytes};
 

@@ -263,3 +263,157 @@ fn split_work_balances_and_aligns() {
     assert_eq!(split_work(10, 4, 64, &|_| 1), vec![0, 10]);
     assert_eq!(split_work(0, 2, 64, &|_| 0), vec![0]);
 }
+
+/// `mem` as a live mapping (the test keeps `mem` alive and unmoved).
+fn live(mem: &[u8]) -> LiveMemory {
+    // SAFETY: `mem` outlives every use in the calling test.
+    unsafe { LiveMemory::new(mem.as_ptr(), mem.len()) }.unwrap()
+}
+
+#[test]
+fn live_capture_of_still_memory_equals_capture() {
+    let (_tmp, store) = store();
+    let pages = 3000;
+    let mut mem = memory(5, pages);
+    let (full, _) = capture(&store, &mem, None, None).unwrap();
+    let mut ids = vec![ObjectId::ZERO_BLOCK; pages];
+    let st = capture_live(&store, &live(&mem), None, &mut ids).unwrap();
+    assert_eq!(ids, full.ids(), "full");
+    assert_eq!(st.hashed_pages, pages as u64);
+    assert_eq!(st.new_objects, 0, "capture stored them all already");
+
+    let mut bitmap = vec![0u64; pages.div_ceil(64)];
+    mutate(&mut mem, &mut bitmap, &mut Rng(9), 200, 1);
+    *bitmap.last_mut().unwrap() |= 1 << 63; // past the end: ignored
+    let dirty = count_set(&bitmap, pages);
+    let st = capture_live(&store, &live(&mem), Some(&bitmap), &mut ids).unwrap();
+    assert_eq!(st.hashed_pages, dirty);
+    let (again, _) = capture(&store, &mem, None, None).unwrap();
+    assert_eq!(ids, again.ids(), "dirty pages only");
+    let err = capture_live(&store, &live(&mem), None, &mut ids[1..]).unwrap_err();
+    assert!(matches!(err, PagesError::PageCountMismatch { .. }), "{err}");
+}
+
+/// Pre-copy as the VMM does it, against a writer thread that marks a page
+/// dirty before writing it (as KVM's log does): rounds while it writes,
+/// then one with it stopped. The result is the final memory, and every
+/// object stored on the way holds the bytes its id names, torn reads or
+/// not.
+#[test]
+fn live_capture_rounds_under_a_concurrent_writer_end_exact_and_store_only_sound_objects() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (_tmp, store) = store();
+    let pages = 2048;
+    let words: Vec<AtomicU64> = (0..pages * PAGE_SIZE / 8)
+        .map(|i| AtomicU64::new(i as u64 * 0x9e37_79b9))
+        .collect();
+    let bitmap: Vec<AtomicU64> = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    // SAFETY: `words` outlives the scope below; all accesses are atomic
+    // or volatile word loads.
+    let mem = unsafe { LiveMemory::new(words.as_ptr() as *const u8, pages * PAGE_SIZE) }.unwrap();
+    let take =
+        |b: &[AtomicU64]| -> Vec<u64> { b.iter().map(|w| w.swap(0, Ordering::SeqCst)).collect() };
+    let mut ids = vec![ObjectId::ZERO_BLOCK; pages];
+    let mut seen = std::collections::HashSet::new();
+    let mut rounds = 0;
+    let mut dirty: Option<Vec<u64>> = None;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = Rng(77);
+            while !stop.load(Ordering::SeqCst) {
+                let p = rng.below(pages);
+                let v = rng.below(usize::MAX) as u64;
+                bitmap[p / 64].fetch_or(1 << (p % 64), Ordering::SeqCst);
+                for w in &words[p * 512..(p + 1) * 512] {
+                    w.fetch_add(v, Ordering::Relaxed);
+                }
+            }
+        });
+        while rounds < 4 {
+            capture_live(&store, &mem, dirty.as_deref(), &mut ids).unwrap();
+            seen.extend(ids.iter().copied());
+            dirty = Some(take(&bitmap));
+            rounds += 1;
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    // The last round's writes, and those until the writer stopped.
+    let last: Vec<u64> = take(&bitmap)
+        .iter()
+        .zip(dirty.unwrap())
+        .map(|(a, b)| a | b)
+        .collect();
+    capture_live(&store, &mem, Some(&last), &mut ids).unwrap();
+    let bytes: Vec<u8> = words
+        .iter()
+        .flat_map(|w| w.load(Ordering::SeqCst).to_ne_bytes())
+        .collect();
+    let (still, _) = capture(&store, &bytes, None, None).unwrap();
+    assert_eq!(ids, still.ids(), "the rounds missed a write");
+    // `get` checks each object against its id: a torn page stored under
+    // the id of another read of it would fail here.
+    seen.extend(ids.iter().copied());
+    for id in &seen {
+        let data = store.get(id).unwrap();
+        assert_eq!(&ObjectId::of(&data), id);
+    }
+    assert!(
+        seen.len() > pages,
+        "the writer made the rounds store more pages: {}",
+        seen.len()
+    );
+}
+
+/// Pre-copy with copy rounds, as the VMM does it: one hashing round, then
+/// rounds that only copy what the writer dirtied, then the last stop. The
+/// hashed first round, the staged copies the stop did not replace and the
+/// stop's copies together are exactly the final memory.
+#[test]
+fn staged_copy_rounds_under_a_concurrent_writer_end_exact() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (_tmp, store) = store();
+    let pages = 2048;
+    let words: Vec<AtomicU64> = (0..pages * PAGE_SIZE / 8)
+        .map(|i| AtomicU64::new(i as u64 % 3))
+        .collect();
+    let bitmap: Vec<AtomicU64> = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    // SAFETY: `words` outlives every use; all accesses are atomic or
+    // volatile word loads.
+    let mem = unsafe { LiveMemory::new(words.as_ptr() as *const u8, pages * PAGE_SIZE) }.unwrap();
+    let take =
+        |b: &[AtomicU64]| -> Vec<u64> { b.iter().map(|w| w.swap(0, Ordering::SeqCst)).collect() };
+    let mut ids = vec![ObjectId::ZERO_BLOCK; pages];
+    let mut staged = StagedPages::new(pages).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = Rng(5);
+            while !stop.load(Ordering::SeqCst) {
+                let p = rng.below(pages);
+                let v = rng.next();
+                bitmap[p / 64].fetch_or(1 << (p % 64), Ordering::SeqCst);
+                for w in &words[p * 512..(p + 1) * 512] {
+                    w.fetch_add(v, Ordering::Relaxed);
+                }
+            }
+        });
+        capture_live(&store, &mem, None, &mut ids).unwrap();
+        for _ in 0..3 {
+            staged.copy_in(&mem, &take(&bitmap));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    assert!(!staged.is_empty(), "the writer dirtied nothing");
+    // SAFETY: the writer has stopped.
+    unsafe { staged.copy_in_stopped(&mem, &take(&bitmap)) };
+    let st = staged.capture(&store, &mut ids).unwrap();
+    assert_eq!(st.hashed_pages, staged.len() as u64);
+    assert_eq!(staged.pages().count(), staged.len());
+    let bytes: Vec<u8> = words
+        .iter()
+        .flat_map(|w| w.load(Ordering::SeqCst).to_ne_bytes())
+        .collect();
+    let (still, _) = capture(&store, &bytes, None, None).unwrap();
+    assert_eq!(ids, still.ids(), "a write was missed");
+}

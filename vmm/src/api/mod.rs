@@ -9,6 +9,7 @@
 //! {"cmd":"resume"}                        {"ok":true,"state":"running"}
 //! {"cmd":"snapshot","kind":"full"}        {"ok":true,"id":"...","path":"...",...}
 //! {"cmd":"snapshot","kind":"incremental"}
+//! {"cmd":"snapshot","kind":"full","stop_the_world":true}
 //! {"cmd":"mark","name":"before-upgrade"}  {"ok":true,"seq":4711}
 //! ```
 //! The server (a tokio runtime on its own thread) hands each request to the
@@ -40,6 +41,10 @@ pub enum Command {
     Snapshot {
         #[serde(default = "full")]
         kind: String,
+        /// Capture memory with the VM stopped throughout, instead of
+        /// pre-copying it while the guest runs.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stop_the_world: bool,
     },
     Mark {
         name: String,

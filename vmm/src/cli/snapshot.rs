@@ -248,6 +248,11 @@ pub struct CreateArgs {
     /// Only the pages dirtied since the VM's last snapshot.
     #[arg(long)]
     pub incremental: bool,
+    /// Keep the VM stopped while all memory is captured (the old way),
+    /// instead of pre-copying it while the guest runs and stopping it
+    /// only for the pages written meanwhile.
+    #[arg(long)]
+    pub stop_the_world: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -277,14 +282,22 @@ pub fn create(args: &CreateArgs) -> Result<i32, CliError> {
     } else {
         "full"
     };
-    let answer = ask(&args.api_sock, Command::Snapshot { kind: kind.into() })?;
+    let answer = ask(
+        &args.api_sock,
+        Command::Snapshot {
+            kind: kind.into(),
+            stop_the_world: args.stop_the_world,
+        },
+    )?;
     if args.json {
         println!("{answer}");
     } else {
         println!("{}", answer["path"].as_str().unwrap_or_default());
         eprintln!(
-            "{} snapshot: {} of {} pages hashed, {} new objects, VM paused {:.1} ms, durable after {:.1} ms",
+            "{} snapshot ({}, {} rounds): {} of {} pages hashed, {} new objects, VM paused {:.1} ms, durable after {:.1} ms",
             answer["kind"].as_str().unwrap_or(kind),
+            answer["mode"].as_str().unwrap_or_default(),
+            answer["rounds"],
             answer["hashed_pages"],
             answer["pages"],
             answer["new_objects"],

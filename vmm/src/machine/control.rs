@@ -40,8 +40,14 @@ impl Machine {
                     paused = false;
                     json!({ "ok": true, "state": "running" })
                 }
-                Command::Snapshot { kind } => {
-                    self.api_snapshot(&kind, reply.clone());
+                Command::Snapshot {
+                    kind,
+                    stop_the_world,
+                } => {
+                    // A paused guest writes nothing: pre-copying it would
+                    // only wait for a resume that the client sends after
+                    // the answer.
+                    self.api_snapshot(&kind, stop_the_world || paused, reply.clone());
                     Value::Null
                 }
                 Command::Mark { name } => self.api_mark(&name),
@@ -56,9 +62,15 @@ impl Machine {
         }
     }
 
-    /// Starts a snapshot; `reply` gets its answer once it is durable (or
+    /// Starts a snapshot, pre-copied while the guest runs unless
+    /// `stop_the_world`; `reply` gets its answer once it is durable (or
     /// failed).
-    fn api_snapshot(&mut self, kind: &str, reply: std::sync::mpsc::Sender<Value>) {
+    fn api_snapshot(
+        &mut self,
+        kind: &str,
+        stop_the_world: bool,
+        reply: std::sync::mpsc::Sender<Value>,
+    ) {
         let kind = match kind {
             "full" => SnapshotKind::Full,
             "incremental" => SnapshotKind::Incremental,
@@ -76,7 +88,12 @@ impl Machine {
                 Err(e) => api::error(e.to_string()),
             });
         });
-        if let Err(e) = self.snapshot_then(kind, Some(on_durable)) {
+        let started = if stop_the_world {
+            self.snapshot_then(kind, Some(on_durable))
+        } else {
+            self.start_precopy(kind, on_durable)
+        };
+        if let Err(e) = started {
             let _ = reply.send(api::error(e.to_string()));
         }
     }
@@ -127,6 +144,8 @@ fn snapshot_answer(info: &SnapshotInfo) -> Value {
         "changed_pages": info.stats.changed_pages,
         "new_objects": info.stats.new_objects,
         "new_bytes": info.stats.new_bytes,
+        "mode": if info.rounds == 0 { "stop-the-world" } else { "precopy" },
+        "rounds": info.rounds,
         "pause_us": info.pause_us,
         "disk_hash_us": info.disk_hash_us,
         "durable_us": info.durable_us,

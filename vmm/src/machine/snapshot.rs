@@ -27,8 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use snapshot::{
-    capture, restore as restore_pages, DiskPosition, Manifest, PageList, PagesRef, SharedRegion,
-    SnapshotDir, SnapshotKind, SnapshotStats, StateBlob,
+    capture, DiskPosition, Manifest, SnapshotDir, SnapshotKind, SnapshotStats, StateBlob,
 };
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
@@ -39,9 +38,12 @@ use crate::vstate::persist::{encode, STATE_VERSION, VM_STATE_VERSION};
 
 mod disks;
 mod finish;
+mod precopy;
+mod refill;
 
 pub(super) use disks::{hash_threads, LeafTap, WrittenLeaves};
 use finish::{finish_snapshot, Capture, Layout, PagesList};
+pub(super) use refill::{restore_memory, restore_shared};
 
 /// Where a machine writes its snapshots.
 #[derive(Debug, Clone)]
@@ -59,6 +61,8 @@ pub(super) struct SnapshotChain {
     pub config: SnapshotConfig,
     /// An incremental snapshot still being written in the background.
     pending: Option<Pending>,
+    /// A snapshot capturing memory while the guest runs (`precopy`).
+    precopy: Option<precopy::Precopy>,
     /// The last snapshot's id and, per memory region, its page list and
     /// where that list is stored (unchanged chunks are reused).
     pub last: Option<PagesList>,
@@ -76,10 +80,17 @@ impl SnapshotChain {
         SnapshotChain {
             config,
             pending: None,
+            precopy: None,
             last: None,
             taken: Vec::new(),
             prints: written.into_iter().map(disks::DiskPrint::new).collect(),
         }
+    }
+
+    /// The flag a running pre-copy raises when the vCPU thread must look
+    /// ([`Machine::precopy_step`]).
+    pub fn precopy_ready(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        self.precopy.as_ref().map(|p| p.ready_flag())
     }
 }
 
@@ -113,6 +124,59 @@ enum Outcome {
     Ready(Finished),
 }
 
+/// A snapshot begun: where it goes, what it builds on.
+struct Begun {
+    config: SnapshotConfig,
+    dir: SnapshotDir,
+    store: Arc<store::Store>,
+    /// Held until the manifest is written.
+    pin: store::Pin,
+    parent: Option<PagesList>,
+    kind: SnapshotKind,
+    id: String,
+}
+
+/// Everything but memory, saved at the snapshot's instant.
+struct Frozen {
+    state: Vec<StateBlob>,
+    disk: Option<DiskPosition>,
+    guest_files: Option<Vec<snapshot::GuestFile>>,
+    disk_records: Vec<snapshot::DiskRecord>,
+    disk_hash_us: u64,
+}
+
+/// When a snapshot started and how long the VM was stopped for it.
+struct Timing {
+    started: Instant,
+    pause_us: u64,
+    disk_hash_us: u64,
+    rounds: u32,
+}
+
+impl Timing {
+    /// The snapshot's report once it is durable.
+    fn info(
+        self,
+        dir: &SnapshotDir,
+        id: String,
+        kind: SnapshotKind,
+        stats: SnapshotStats,
+        lists: PagesList,
+    ) -> Finished {
+        let info = SnapshotInfo {
+            path: dir.path(&id).map_err(snap_err)?,
+            id,
+            kind,
+            stats,
+            pause_us: self.pause_us,
+            disk_hash_us: self.disk_hash_us,
+            durable_us: self.started.elapsed().as_micros() as u64,
+            rounds: self.rounds,
+        };
+        Ok((lists, info))
+    }
+}
+
 /// What a snapshot did.
 #[derive(Debug, Clone)]
 pub struct SnapshotInfo {
@@ -128,6 +192,8 @@ pub struct SnapshotInfo {
     pub disk_hash_us: u64,
     /// From the start of the snapshot until it was durable.
     pub durable_us: u64,
+    /// Pre-copy rounds run while the guest ran (0: stop-the-world).
+    pub rounds: u32,
 }
 
 fn snap_err(e: impl std::fmt::Display) -> VmmError {
@@ -171,6 +237,91 @@ impl Machine {
         on_durable: Option<OnDurable>,
     ) -> Result<()> {
         let started = Instant::now();
+        let Begun {
+            config,
+            dir,
+            store,
+            pin,
+            parent,
+            kind,
+            id,
+        } = self.begin_snapshot(kind)?;
+        let frozen = self.freeze(&id)?;
+        tracing::debug!("snapshot: state saved after {:?}", started.elapsed());
+
+        let mut parents = parent.as_ref().map(|(_, l)| l.clone().into_iter());
+        let mut captures = Vec::new();
+        for (slot, (host, len)) in self.memory_slots().into_iter().enumerate() {
+            // SAFETY: the mapping lives as long as the machine and is `len`
+            // bytes long; the vCPU, its only writer here, is stopped (we are
+            // on its thread). A shared file region may be written by other
+            // VMs meanwhile: it is captured as it is at this instant.
+            let bytes = unsafe { std::slice::from_raw_parts(host, len) };
+            let dirty = self.dirty_pages(slot, len)?;
+            let parent_region = parents.as_mut().and_then(|p| p.next());
+            captures.push(match parent_region {
+                // Other VMs' writes to a shared file are not in our dirty
+                // log: it is re-hashed whole (it is small).
+                Some(parent) if !self.is_shared_file(slot) => {
+                    Capture::copy_dirty(bytes, &dirty, parent)
+                }
+                _ => {
+                    let (list, s) = capture(&store, bytes, None, None).map_err(snap_err)?;
+                    Capture::Done(list, s)
+                }
+            });
+        }
+        if !self.dirty_log {
+            // Still stopped: the log then holds exactly what the guest
+            // writes after this snapshot.
+            self.start_dirty_log()?;
+        }
+        let pause_us = started.elapsed().as_micros() as u64;
+        tracing::debug!("snapshot: VM resumes after {:?}", started.elapsed());
+
+        let timing = Timing {
+            started,
+            pause_us,
+            disk_hash_us: frozen.disk_hash_us,
+            rounds: 0,
+        };
+        let parent_id = parent.as_ref().map(|(p, _)| p.clone());
+        let manifest = self.manifest(&config, &id, parent_id, kind, frozen);
+        let layout = self.region_layout();
+        let reported = on_durable.is_some();
+        let finish = move || {
+            let _pin = pin;
+            let done = finish_snapshot(&dir, &store, manifest, captures, &layout)
+                .and_then(|(lists, stats)| timing.info(&dir, id, kind, stats, lists));
+            if let Some(tell) = on_durable {
+                tell(done.as_ref().map(|(_, info)| info));
+            }
+            done
+        };
+        let outcome = if kind == SnapshotKind::Incremental {
+            Outcome::Running(
+                std::thread::Builder::new()
+                    .name("snapshot".into())
+                    .spawn(finish)
+                    .map_err(|e| {
+                        VmmError::Snapshot(format!("starting the snapshot thread: {e}"))
+                    })?,
+            )
+        } else {
+            // Memory is already stored: what is left is a sync and the
+            // manifest write.
+            Outcome::Ready(finish())
+        };
+        if let Some(chain) = self.snapshots.as_mut() {
+            chain.pending = Some(Pending { outcome, reported });
+        }
+        Ok(())
+    }
+
+    /// What every snapshot does first, with the VM stopped: waits for the
+    /// previous one, opens the store (pinned against `gc`) and picks the
+    /// parent; `kind` Incremental becomes Full without one.
+    fn begin_snapshot(&mut self, kind: SnapshotKind) -> Result<Begun> {
         self.settle_snapshot()?;
         // A lazily restored VM is captured once every page is in: capture
         // then reads memory at full speed instead of faulting each page
@@ -198,7 +349,21 @@ impl Machine {
         } else {
             SnapshotKind::Full
         };
+        Ok(Begun {
+            config,
+            dir,
+            store,
+            pin,
+            parent,
+            kind,
+            id: snapshot::new_snapshot_id(),
+        })
+    }
 
+    /// Saves everything but memory, at this instant (the VM is stopped):
+    /// KVM and device state, the disk's log barrier or fingerprint. The
+    /// devices are stopped first (writes they still hold land).
+    fn freeze(&mut self, id: &str) -> Result<Frozen> {
         let mut state = vec![StateBlob {
             version: VM_STATE_VERSION,
             ..blob("vm", encode(&self.vm.save_state()?))
@@ -214,14 +379,13 @@ impl Machine {
         for (i, t) in self.virtio.iter().enumerate() {
             state.push(blob(&format!("virtio{i}"), encode(&t.save_state())));
         }
-        let id = snapshot::new_snapshot_id();
         for t in &mut self.virtio {
             t.stop()?; // writes the device still holds
         }
         let mut guest_files = None;
         let disk = match &self.recorder {
             Some(r) => {
-                let point = r.snapshot_point(&id)?;
+                let point = r.snapshot_point(id)?;
                 // Only a VM that offered the hint channel has a file table
                 // (empty is a table too: the guest hinted nothing yet).
                 guest_files = self.hint_channel.then_some(point.guest_files);
@@ -239,105 +403,59 @@ impl Machine {
             .as_mut()
             .map_or(&mut [][..], |c| &mut c.prints[..]);
         let disk_records = disks::records(&self.disk_configs, prints)?;
-        let disk_hash_us = disk_hash.elapsed().as_micros() as u64;
-        tracing::debug!("snapshot: state saved after {:?}", started.elapsed());
+        Ok(Frozen {
+            state,
+            disk,
+            guest_files,
+            disk_records,
+            disk_hash_us: disk_hash.elapsed().as_micros() as u64,
+        })
+    }
 
-        let mut parents = parent.as_ref().map(|(_, l)| l.clone().into_iter());
-        let mut captures = Vec::new();
-        for (slot, (host, len)) in self.memory_slots().into_iter().enumerate() {
-            // SAFETY: the mapping lives as long as the machine and is `len`
-            // bytes long; the vCPU, its only writer here, is stopped (we are
-            // on its thread). A shared file region may be written by other
-            // VMs meanwhile: it is captured as it is at this instant.
-            let bytes = unsafe { std::slice::from_raw_parts(host, len) };
-            let dirty = self.dirty_pages(slot, len)?;
-            let shared_file = slot >= self.mem.num_regions()
-                && self
-                    .shared
-                    .as_ref()
-                    .is_some_and(|s| s.config.path.is_some());
-            let parent_region = parents.as_mut().and_then(|p| p.next());
-            captures.push(match parent_region {
-                // Other VMs' writes to a shared file are not in our dirty
-                // log: it is re-hashed whole (it is small).
-                Some(parent) if !shared_file => Capture::copy_dirty(bytes, &dirty, parent),
-                _ => {
-                    let (list, s) = capture(&store, bytes, None, None).map_err(snap_err)?;
-                    Capture::Done(list, s)
-                }
-            });
-        }
-        if !self.dirty_log {
-            // Still stopped: the log then holds exactly what the guest
-            // writes after this snapshot.
-            self.start_dirty_log()?;
-        }
-        let pause_us = started.elapsed().as_micros() as u64;
-        tracing::debug!("snapshot: VM resumes after {:?}", started.elapsed());
-
+    /// The manifest of a snapshot, without its memory (`finish` adds it).
+    fn manifest(
+        &self,
+        config: &SnapshotConfig,
+        id: &str,
+        parent: Option<String>,
+        kind: SnapshotKind,
+        frozen: Frozen,
+    ) -> Manifest {
         let mut manifest = Manifest {
-            id: id.clone(),
-            parent: parent.as_ref().map(|(p, _)| p.clone()),
+            id: id.to_string(),
+            parent,
             created_ns: store::clock::now_ns(),
             vm_id: config.vm_id.clone(),
             kind,
-            state,
+            state: frozen.state,
             memory: Vec::new(),
             shared: Vec::new(),
-            disk,
+            disk: frozen.disk,
             stats: SnapshotStats::default(),
             annotations: self.annotations(),
-            guest_files,
+            guest_files: frozen.guest_files,
         };
-        manifest.set_disks(&disk_records);
-        let layout = self.region_layout();
-        let reported = on_durable.is_some();
-        let finish = move || {
-            let _pin = pin;
-            let done = finish_snapshot(&dir, &store, manifest, captures, &layout).and_then(
-                |(lists, stats)| {
-                    let info = SnapshotInfo {
-                        path: dir.path(&id).map_err(snap_err)?,
-                        id,
-                        kind,
-                        stats,
-                        pause_us,
-                        disk_hash_us,
-                        durable_us: started.elapsed().as_micros() as u64,
-                    };
-                    Ok((lists, info))
-                },
-            );
-            if let Some(tell) = on_durable {
-                tell(done.as_ref().map(|(_, info)| info));
-            }
-            done
-        };
-        let outcome = if kind == SnapshotKind::Incremental {
-            Outcome::Running(
-                std::thread::Builder::new()
-                    .name("snapshot".into())
-                    .spawn(finish)
-                    .map_err(|e| {
-                        VmmError::Snapshot(format!("starting the snapshot thread: {e}"))
-                    })?,
-            )
-        } else {
-            // Memory is already stored: what is left is a sync and the
-            // manifest write.
-            Outcome::Ready(finish())
-        };
-        if let Some(chain) = self.snapshots.as_mut() {
-            chain.pending = Some(Pending { outcome, reported });
-        }
-        Ok(())
+        manifest.set_disks(&frozen.disk_records);
+        manifest
     }
 
-    /// Waits for a snapshot still being written in the background and
-    /// records it. Its failure is returned unless it was already reported
+    /// Whether memory slot `slot` is a shared region backed by a file,
+    /// which other VMs write without our dirty log seeing it.
+    fn is_shared_file(&self, slot: usize) -> bool {
+        slot >= self.mem.num_regions()
+            && self
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.config.path.is_some())
+    }
+
+    /// Ends a pre-copy still running with its last stop (now), then waits
+    /// for a snapshot still being written in the background and records it. Its failure is returned unless it was already reported
     /// to an `OnDurable`; either way the next incremental snapshot starts
     /// a new chain.
     pub(super) fn settle_snapshot(&mut self) -> Result<()> {
+        // A pre-copy still running ends here, with its last stop.
+        self.precopy_now();
         let Some(chain) = self.snapshots.as_mut() else {
             return Ok(());
         };
@@ -467,51 +585,4 @@ fn blob(name: &str, bytes: Vec<u8>) -> StateBlob {
         version: STATE_VERSION,
         bytes,
     }
-}
-
-/// Restores every region's pages into fresh (all-zero) guest memory; zero
-/// pages are not touched, so they cost the host nothing.
-pub(super) fn restore_memory(
-    store: &store::Store,
-    manifest: &Manifest,
-    mem: &GuestMemory,
-) -> Result<Vec<(PageList, PagesRef)>> {
-    let mut lists = Vec::new();
-    for (region, saved) in mem.iter().zip(&manifest.memory) {
-        if region.start_addr().0 != saved.guest_addr || region.len() != saved.size {
-            return Err(VmmError::Snapshot(format!(
-                "memory region at {:#x} of {} bytes in the snapshot does not match this VM's layout",
-                saved.guest_addr, saved.size
-            )));
-        }
-        let list = PageList::load(store, &saved.pages).map_err(snap_err)?;
-        let (host, len) = region_mapping(region);
-        // SAFETY: fresh guest memory that no vCPU runs on yet; the mapping
-        // lives as long as `mem` and is `len` bytes long.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(host, len) };
-        restore_pages(store, &list, bytes).map_err(snap_err)?;
-        lists.push((list, saved.pages.clone()));
-    }
-    Ok(lists)
-}
-
-/// Fills a fresh shared region (a memfd) from the snapshot.
-pub(super) fn restore_shared(
-    store: &store::Store,
-    saved: &SharedRegion,
-    shm: &crate::shared::SharedMem,
-) -> Result<(PageList, PagesRef)> {
-    if saved.size != shm.len() as u64 {
-        return Err(VmmError::Snapshot(format!(
-            "shared region {} is {} bytes in the snapshot, {} here",
-            saved.name,
-            saved.size,
-            shm.len()
-        )));
-    }
-    let list = PageList::load(store, &saved.pages).map_err(snap_err)?;
-    // SAFETY: a fresh mapping no vCPU runs on yet, `len` bytes long.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(shm.host(), shm.len()) };
-    restore_pages(store, &list, bytes).map_err(snap_err)?;
-    Ok((list, saved.pages.clone()))
 }

@@ -20,9 +20,24 @@ pub(super) struct Layout {
 pub(super) enum Capture {
     Done(PageList, snapshot::CaptureStats),
     Copied {
-        parent: (PageList, PagesRef),
+        /// Every page's id before the copied pages are applied: the
+        /// parent's, or what the pre-copy rounds captured.
+        base: Vec<ObjectId>,
+        /// The parent's list and root (changed pages are counted, and
+        /// unchanged list chunks reused, against it).
+        parent: Option<(PageList, PagesRef)>,
         pages: Vec<usize>,
         data: Vec<u8>,
+        /// What building `base` already hashed and stored (pre-copy).
+        before: snapshot::CaptureStats,
+    },
+    /// A pre-copy's region: `base` from its hashing round, then the
+    /// copies its later rounds and last stop staged.
+    Staged {
+        base: Vec<ObjectId>,
+        parent: Option<(PageList, PagesRef)>,
+        staged: snapshot::pages::StagedPages,
+        before: snapshot::CaptureStats,
     },
 }
 
@@ -44,9 +59,11 @@ impl Capture {
             data.extend_from_slice(&mem[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
         }
         Capture::Copied {
-            parent,
+            base: parent.0.ids().to_vec(),
+            parent: Some(parent),
             pages,
             data,
+            before: snapshot::CaptureStats::default(),
         }
     }
 }
@@ -74,43 +91,28 @@ pub(super) fn finish_snapshot(
                 (list, pages)
             }
             Capture::Copied {
+                base,
                 parent,
                 pages,
                 data,
+                before,
             } => {
-                let mut ids = parent.0.ids().to_vec();
-                let mut blocks = Vec::new();
-                let mut block_ids = Vec::new();
-                for (i, &p) in pages.iter().enumerate() {
-                    let page = &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
-                    let id = if store::is_all_zero(page) {
-                        ObjectId::ZERO_BLOCK
-                    } else {
-                        let id = ObjectId::of(page);
-                        blocks.push(page);
-                        block_ids.push(id);
-                        id
-                    };
-                    if ids[p] != id {
-                        stats.changed_pages += 1;
-                    }
-                    ids[p] = id;
-                }
-                let (_, report) = store
-                    .put_batch_hashed_report(&blocks, &block_ids)
-                    .map_err(snap_err)?;
-                stats.new_objects += report.new_objects;
-                stats.new_bytes += report.new_stored_bytes;
-                stats.hashed_pages += pages.len() as u64;
-                let list = PageList::from_ids(ids);
-                stats.pages += list.len() as u64;
-                stats.zero_pages += list.zero_pages() as u64;
-                let (saved, report) = list
-                    .save_over_counted(store, &parent.0, &parent.1)
-                    .map_err(snap_err)?;
-                stats.new_objects += report.new_objects;
-                stats.new_bytes += report.new_stored_bytes;
-                (list, saved)
+                let copies = pages.iter().copied().zip(data.chunks_exact(PAGE_SIZE));
+                apply(store, base, parent, copies, before, &mut stats)?
+            }
+            Capture::Staged {
+                mut base,
+                parent,
+                staged,
+                mut before,
+            } => {
+                // On all cores: the last stop may have left a whole
+                // region's worth of copies.
+                let s = staged.capture(store, &mut base).map_err(snap_err)?;
+                before.hashed_pages += s.hashed_pages;
+                before.new_objects += s.new_objects;
+                before.new_objects_bytes += s.new_objects_bytes;
+                apply(store, base, parent, std::iter::empty(), before, &mut stats)?
             }
         };
         match layout.ram.get(slot) {
@@ -135,3 +137,51 @@ pub(super) fn finish_snapshot(
 
 /// A snapshot's id and, per memory slot, its page list and stored root.
 pub(super) type PagesList = (String, Vec<(PageList, PagesRef)>);
+
+/// Hashes and stores `copies` over `base` (page, bytes), counts them into
+/// `stats` with `before` (what building `base` cost) and saves the list
+/// (over the parent's, whose unchanged chunks it reuses).
+fn apply<'a>(
+    store: &store::Store,
+    mut ids: Vec<ObjectId>,
+    parent: Option<(PageList, PagesRef)>,
+    copies: impl Iterator<Item = (usize, &'a [u8])>,
+    before: snapshot::CaptureStats,
+    stats: &mut SnapshotStats,
+) -> Result<(PageList, PagesRef)> {
+    let mut blocks = Vec::new();
+    let mut block_ids = Vec::new();
+    let mut hashed = 0u64;
+    for (p, page) in copies {
+        hashed += 1;
+        ids[p] = if store::is_all_zero(page) {
+            ObjectId::ZERO_BLOCK
+        } else {
+            let id = ObjectId::of(page);
+            blocks.push(page);
+            block_ids.push(id);
+            id
+        };
+    }
+    let (_, report) = store
+        .put_batch_hashed_report(&blocks, &block_ids)
+        .map_err(snap_err)?;
+    stats.new_objects += report.new_objects + before.new_objects;
+    stats.new_bytes += report.new_stored_bytes + before.new_objects_bytes;
+    stats.hashed_pages += hashed + before.hashed_pages;
+    stats.changed_pages += match &parent {
+        Some((list, _)) => ids.iter().zip(list.ids()).filter(|(a, b)| a != b).count(),
+        None => ids.iter().filter(|id| !id.is_zero_block()).count(),
+    } as u64;
+    let list = PageList::from_ids(ids);
+    stats.pages += list.len() as u64;
+    stats.zero_pages += list.zero_pages() as u64;
+    let (saved, report) = match &parent {
+        Some((plist, proot)) => list.save_over_counted(store, plist, proot),
+        None => list.save_counted(store),
+    }
+    .map_err(snap_err)?;
+    stats.new_objects += report.new_objects;
+    stats.new_bytes += report.new_stored_bytes;
+    Ok((list, saved))
+}
