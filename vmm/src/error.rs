@@ -87,6 +87,8 @@ pub enum VmmError {
     RecordDisks(usize),
     #[error("too many disks ({0}); at most {max} are supported", max = crate::devices::MAX_VIRTIO_DEVICES)]
     TooManyDisks(usize),
+    #[error("{0} vCPUs: a VM has 1 to {max} (--vcpus)", max = crate::machine::MAX_VCPUS)]
+    Vcpus(u8),
 
     #[error("serial output {path}: {source}")]
     SerialOutput {

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use crate::memory::GuestMemory;
 use ::snapshot::SnapshotKind;
 use introspection::TapStats;
-use kvm_ioctls::VcpuExit;
 
 use crate::api::{self, Api};
 use crate::boot;
@@ -17,10 +16,7 @@ use crate::devices::virtio::block::{Block, WriteTap};
 use crate::devices::virtio::console::{Console, HintSink};
 use crate::devices::virtio::mmio::{MmioTransport, WINDOW_SIZE};
 use crate::devices::virtio::{IrqLine, VirtioDevice};
-use crate::devices::{
-    exit_status_from_guest, EXIT_PORT, MAX_VIRTIO_DEVICES, SNAPSHOT_PORT, VIRTIO_FIRST_IRQ,
-    VIRTIO_MMIO_BASE,
-};
+use crate::devices::{MAX_VIRTIO_DEVICES, VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE};
 use crate::error::{Result, VmmError};
 use crate::memory::{self, START_INFO_ADDR};
 use crate::metrics::Counters;
@@ -36,12 +32,14 @@ mod release;
 mod restore;
 mod snapshot;
 mod taps;
+mod vcpus;
 mod watchdog;
 use outputs::{open_serial, read_kernel};
 pub use restore::{MemoryMode, RestoreConfig};
 use snapshot::SnapshotChain;
 pub use snapshot::{SnapshotConfig, SnapshotInfo};
 use taps::{DeviceTap, RecorderHints};
+pub use vcpus::MAX_VCPUS;
 use watchdog::Watchdog;
 
 /// The kernel to boot.
@@ -75,6 +73,12 @@ pub struct VmConfig {
     pub kernel: KernelSource,
     pub cmdline: String,
     pub mem_mib: u64,
+    /// vCPUs, 1..=[`MAX_VCPUS`]; with more than one, the command line gets
+    /// `cpus=N` (how the microguest learns how many to wait for).
+    pub vcpus: u8,
+    /// Guest requests a second each disk serves at most (`--disk-iops`);
+    /// None: as fast as the host goes.
+    pub disk_iops: Option<u64>,
     pub serial: SerialOutput,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
@@ -112,6 +116,8 @@ impl Default for VmConfig {
             kernel: KernelSource::Microguest,
             cmdline: String::new(),
             mem_mib: 128,
+            vcpus: 1,
+            disk_iops: None,
             serial: SerialOutput::Stdout,
             timeout: None,
             disks: Vec::new(),
@@ -180,10 +186,14 @@ impl Machine {
         if config.disks.len() > MAX_VIRTIO_DEVICES {
             return Err(VmmError::TooManyDisks(config.disks.len()));
         }
+        vcpus::check_vcpus(config.vcpus)?;
         // A recorded disk gets a hint channel (virtio-console) beside it.
         let hint_channel = config.record.as_ref().is_some_and(|r| r.decode);
         let devices = config.disks.len() + usize::from(hint_channel);
         let mut line = with_device_args(&config.cmdline, devices);
+        if config.vcpus > 1 {
+            line.push_str(&format!(" cpus={}", config.vcpus));
+        }
         if let Some(shm) = &config.shared_mem {
             line.push(' ');
             line.push_str(&SharedMem::cmdline_arg(shm));
@@ -230,14 +240,27 @@ impl Machine {
             recorder.as_ref(),
             &written,
             hint_channel,
-            &config.counters,
+            DeviceLimits {
+                counters: &config.counters,
+                disk_iops: config.disk_iops,
+            },
         )?;
-        let vcpu = Vcpu::new(&vm, 0)?;
-        vcpu.set_cpuid(&vm)?;
-        vcpu.set_lint()?;
-        vcpu.set_pvh_entry_state(kernel.entry, START_INFO_ADDR)?;
+        // Every vCPU starts at the PVH entry (see `vcpus` for why the APs
+        // need no INIT/SIPI).
+        let vcpus = (0..config.vcpus)
+            .map(|index| {
+                let vcpu = Vcpu::new(&vm, index)?;
+                vcpu.set_cpuid(&vm)?;
+                vcpu.set_lint()?;
+                vcpu.set_pvh_entry_state(kernel.entry, START_INFO_ADDR)?;
+                if index > 0 {
+                    vcpu.set_runnable()?;
+                }
+                Ok(vcpu)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            vcpus: vec![vcpu],
+            vcpus,
             serial,
             virtio,
             recorder,
@@ -300,7 +323,7 @@ impl Machine {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let result = loop {
-            match self.run_loop(watchdog.as_ref(), api.as_ref()) {
+            match self.run_period(watchdog.as_ref(), api.as_ref()) {
                 Ok(Exit::Guest(status)) => break Ok((status, None)),
                 Ok(Exit::Signal(signal)) => break Ok((0, Some(signal))),
                 Ok(Exit::Snapshot(kind)) => {
@@ -361,115 +384,6 @@ impl Machine {
             }
         })
     }
-
-    fn run_loop(&mut self, watchdog: Option<&Watchdog>, api: Option<&Api>) -> Result<Exit> {
-        let snapshots_on = self.snapshots.is_some();
-        let precopy = self.snapshots.as_ref().and_then(|c| c.precopy_ready());
-        let serial = &mut self.serial;
-        let virtio = &mut self.virtio;
-        let vcpu = &mut self.vcpus[0];
-        let counters = &*self.counters;
-        loop {
-            // Before every entry: a stop signal ends the run here, between
-            // two exits, where the machine is consistent.
-            if let Some(signal) = crate::shutdown::requested() {
-                return Ok(Exit::Signal(signal));
-            }
-            // A page a lazy restore could not bring in: the guest must
-            // not run on without it.
-            if let Some(e) = self.lazy.as_ref().and_then(|l| l.error()) {
-                return Err(e.into());
-            }
-            let stop = match vcpu.fd.run() {
-                Ok(exit) => {
-                    Counters::add(&counters.exits, 1);
-                    match exit {
-                        VcpuExit::IoOut(port, data) => {
-                            Counters::add(&counters.pio_exits, 1);
-                            if port == EXIT_PORT {
-                                let mut word = [0u8; 4];
-                                let n = data.len().min(4);
-                                word[..n].copy_from_slice(&data[..n]);
-                                return Ok(Exit::Guest(exit_status_from_guest(
-                                    u32::from_le_bytes(word),
-                                )));
-                            }
-                            if port == SNAPSHOT_PORT && snapshots_on {
-                                let kind = if data.first() == Some(&2) {
-                                    SnapshotKind::Incremental
-                                } else {
-                                    SnapshotKind::Full
-                                };
-                                return Ok(Exit::Snapshot(kind));
-                            }
-                            if SerialDevice::contains(port) {
-                                serial.pio_write(port, data[0]);
-                            }
-                            None
-                        }
-                        VcpuExit::IoIn(port, data) => {
-                            Counters::add(&counters.pio_exits, 1);
-                            if SerialDevice::contains(port) {
-                                data[0] = serial.pio_read(port);
-                            } else {
-                                // No device: the bus floats high.
-                                data.fill(0xff);
-                            }
-                            None
-                        }
-                        VcpuExit::MmioRead(addr, data) => {
-                            Counters::add(&counters.mmio_exits, 1);
-                            match mmio_device(virtio, addr) {
-                                Some((dev, offset)) => dev.read(offset, data),
-                                None => data.fill(0),
-                            }
-                            None
-                        }
-                        VcpuExit::MmioWrite(addr, data) => {
-                            Counters::add(&counters.mmio_exits, 1);
-                            if let Some((dev, offset)) = mmio_device(virtio, addr) {
-                                dev.write(offset, data);
-                            }
-                            None
-                        }
-                        VcpuExit::Shutdown => Some(Stop::Shutdown),
-                        VcpuExit::InternalError => Some(Stop::InternalError),
-                        VcpuExit::FailEntry(reason, _) => Some(Stop::FailEntry(reason)),
-                        VcpuExit::Hlt => Some(Stop::Other(
-                            "HLT with no in-kernel interrupt to wake the vCPU".into(),
-                        )),
-                        other => Some(Stop::Other(format!("{other:?}"))),
-                    }
-                }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                    if watchdog.is_some_and(Watchdog::fired) {
-                        return Err(VmmError::Timeout(
-                            self.timeout.unwrap_or_default().as_secs(),
-                        ));
-                    }
-                    None
-                }
-                Err(source) => {
-                    return Err(VmmError::Kvm {
-                        step: "running the vCPU",
-                        source,
-                    })
-                }
-            };
-            if let Some(stop) = stop {
-                return Err(stop.into_error(vcpu));
-            }
-            if precopy
-                .as_ref()
-                .is_some_and(|r| r.load(std::sync::atomic::Ordering::SeqCst))
-            {
-                return Ok(Exit::Precopy);
-            }
-            if let Some(request) = api.and_then(|a| a.requests.try_recv().ok()) {
-                return Ok(Exit::Api(request));
-            }
-        }
-    }
 }
 
 /// Maps a shared region and registers it as the KVM slot after guest RAM.
@@ -515,7 +429,7 @@ fn attach_devices(
     recorder: Option<&Arc<Recorder>>,
     written: &[Arc<snapshot::WrittenLeaves>],
     hint_channel: bool,
-    counters: &Arc<Counters>,
+    limits: DeviceLimits,
 ) -> Result<Vec<MmioTransport>> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::with_capacity(disks.len() + 1);
     for (i, disk) in disks.into_iter().enumerate() {
@@ -525,7 +439,9 @@ fn attach_devices(
                 .get(i)
                 .map(|w| Box::new(snapshot::LeafTap(w.clone())) as Box<dyn WriteTap>),
         };
-        let block = Block::new(disk, &format!("vmm-disk{i}"), tap).counting_into(counters.clone());
+        let block = Block::new(disk, &format!("vmm-disk{i}"), tap)
+            .counting_into(limits.counters.clone())
+            .limited_to(limits.disk_iops);
         devices.push(Box::new(block));
     }
     if hint_channel {
@@ -540,6 +456,13 @@ fn attach_devices(
             Ok(MmioTransport::new(device, irq, mem.clone()))
         })
         .collect()
+}
+
+/// What the devices count into, and how fast the disks may go.
+struct DeviceLimits<'a> {
+    counters: &'a Arc<Counters>,
+    /// Guest requests a second per disk (`--disk-iops`); None: no limit.
+    disk_iops: Option<u64>,
 }
 
 /// Why the vCPU cannot go on; turned into an error once the exit's borrow of

@@ -13,6 +13,14 @@
 //!
 //! Entry state (PVH ABI): 32-bit protected mode, paging off, `ebx` = guest
 //! physical address of `hvm_start_info`.
+//!
+//! Every vCPU enters here: the VMM starts each application processor (AP)
+//! in the same PVH state as the boot processor (no INIT/SIPI trampoline,
+//! whose real mode this KVM would emulate slowly). The stub tells them
+//! apart by the initial APIC id (CPUID leaf 1, EBX[31:24]), which the VMM
+//! sets to the vCPU's index: CPU 0 goes to `microguest_main` on the main
+//! stack, CPU n to `microguest_ap_main` on its own stack (`smp.rs`). An id
+//! of `smp::MAX_CPUS` or more ends the VM with the guest-error status.
 
 core::arch::global_asm!(
     r#"
@@ -30,7 +38,20 @@ core::arch::global_asm!(
     .code32
     .global _start32
 _start32:
-    mov $boot_stack_top, %esp
+    /* esi: hvm_start_info; ebp: this CPU's index (initial APIC id) */
+    mov %ebx, %esi
+    mov $1, %eax
+    cpuid
+    shr $24, %ebx
+    cmp ${max_cpus}, %ebx
+    jae too_many_cpus
+    mov %ebx, %ebp
+    /* a 64-byte boot stack per CPU: only the iretq frame lives on it */
+    mov %ebp, %eax
+    inc %eax
+    shl $6, %eax
+    add $boot_stacks, %eax
+    mov %eax, %esp
     lgdt gdt_ptr
     /* CR4: PAE (5) | OSFXSR (9) | OSXMMEXCPT (10) */
     mov $0x620, %eax
@@ -53,10 +74,13 @@ start64:
     mov %ax, %ds
     mov %ax, %es
     mov %ax, %ss
-    /* hvm_start_info address becomes the first argument */
-    mov %ebx, %edi
+    /* hvm_start_info address and the CPU index become the arguments */
+    mov %esi, %edi
+    mov %ebp, %esi
     /* iretq frame to CPL3: SS, RSP, RFLAGS (IOPL=3, IF=0), CS, RIP */
     pushq $0x23
+    test %ebp, %ebp
+    jnz 1f
     mov $user_stack_top - 8, %rax
     push %rax
     pushq $0x3002
@@ -64,6 +88,24 @@ start64:
     mov $microguest_main, %rax
     push %rax
     iretq
+1:  /* AP n: the top of the n-th AP stack */
+    mov %rbp, %rax
+    shl ${ap_stack_shift}, %rax
+    add $ap_stacks - 8, %rax
+    push %rax
+    pushq $0x3002
+    pushq $0x1b
+    mov $microguest_ap_main, %rax
+    push %rax
+    iretq
+
+    .code32
+too_many_cpus:
+    mov ${guest_error}, %eax
+    mov ${exit_port}, %dx
+    out %eax, %dx
+2:  jmp 2b
+    .code64
 
     .section .rodata
     .balign 16
@@ -100,15 +142,21 @@ pd:
 
     .section .bss
     .balign 16
-boot_stack:
-    .skip 256
-boot_stack_top:
+boot_stacks:
+    .skip 64 * {max_cpus}
     .balign 4096
 user_stack:
     .skip 0x40000
 user_stack_top:
+    /* AP n's stack is [ap_stacks + (n-1) << shift, ap_stacks + n << shift) */
+ap_stacks:
+    .skip (({max_cpus} - 1) << {ap_stack_shift})
 
     .section .text
 "#,
+    max_cpus = const crate::smp::MAX_CPUS,
+    ap_stack_shift = const crate::smp::AP_STACK_SHIFT,
+    guest_error = const crate::EXIT_GUEST_ERROR,
+    exit_port = const crate::io::EXIT_PORT,
     options(att_syntax)
 );

@@ -11,6 +11,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr::{self, null_mut};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use talc::base::Talc;
 use talc::source::Manual;
@@ -41,6 +42,15 @@ fn talc() -> &'static mut Talc<Manual, DefaultBinning> {
     unsafe { &mut *HEAP.0.get() }
 }
 
+/// Bytes the heap was given (0: no heap).
+static CAPACITY: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of RAM the heap manages: what the VM's memory size leaves above
+/// the image (workloads size their caches by it).
+pub fn capacity() -> usize {
+    CAPACITY.load(Ordering::Relaxed)
+}
+
 /// Hands the RAM above the image to the allocator. `start_info` is the
 /// physical address of `hvm_start_info` (version >= 1 carries the memory
 /// map); without a memory map there is no heap and allocations fail.
@@ -66,6 +76,7 @@ pub unsafe fn init(start_info: u64) {
         if kind == E820_RAM && addr <= start && start < end {
             let bytes = (end - start) as usize;
             talc().claim(start as *mut u8, bytes);
+            CAPACITY.store(bytes, Ordering::Relaxed);
             return;
         }
     }

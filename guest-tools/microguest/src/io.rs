@@ -5,7 +5,7 @@ use core::arch::asm;
 const COM1: u16 = 0x3f8;
 /// The VMM's debug-exit port: a 32-bit write ends the VM, and the value
 /// (0..=255) becomes the VMM's exit status.
-const EXIT_PORT: u16 = 0xf4;
+pub const EXIT_PORT: u16 = 0xf4;
 
 #[inline]
 pub fn outb(port: u16, value: u8) {

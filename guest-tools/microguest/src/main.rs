@@ -18,6 +18,7 @@ mod io;
 mod layout;
 mod libc;
 mod mem;
+mod smp;
 mod sqlite;
 mod virtio;
 mod virtio_blk;

@@ -30,6 +30,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub mem_mib: u64,
 
+    /// vCPUs, 1 to 8, one host thread each (example: --vcpus 2). Every
+    /// vCPU starts at the kernel's PVH entry; with more than one the
+    /// command line gets `cpus=N`, and the microguest's `smp-memtest`
+    /// workload spreads its work over them.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_vcpus)]
+    pub vcpus: u8,
+
+    /// Limit each disk to N guest requests a second (a token bucket holding
+    /// a tenth of a second's worth): a what-if for slower storage
+    /// (example: --disk-iops 500).
+    #[arg(long, value_name = "N", value_parser = parse_iops)]
+    pub disk_iops: Option<u64>,
+
     /// Where the guest's serial console (COM1) goes: `stdout`, or
     /// `file:PATH` to write it to PATH (example: --serial file:/tmp/console.log).
     #[arg(long, value_name = "stdout|file:PATH", default_value = "stdout", value_parser = parse_serial)]
@@ -167,6 +180,23 @@ pub fn parse_serial(s: &str) -> Result<SerialOutput, String> {
     }
 }
 
+pub fn parse_vcpus(s: &str) -> Result<u8, String> {
+    let max = vmm::machine::MAX_VCPUS;
+    match s.parse::<u8>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' vCPUs: give a number from 1 to {max}")),
+    }
+}
+
+pub fn parse_iops(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=10_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}' IOPS: give a number of requests a second from 1 to 10000000"
+        )),
+    }
+}
+
 pub fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),
@@ -207,6 +237,8 @@ impl RunArgs {
                 .map_or(KernelSource::Microguest, KernelSource::File),
             cmdline: self.cmdline.clone(),
             mem_mib: self.mem_mib,
+            vcpus: self.vcpus,
+            disk_iops: self.disk_iops,
             serial: self.serial.clone(),
             timeout: self.timeout.map(Duration::from_secs),
             disks: self.disks.clone(),

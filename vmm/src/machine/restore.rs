@@ -18,7 +18,9 @@ use store::hex;
 use super::snapshot::{
     hash_threads, restore_shared, unrecorded_disk_taps, SnapshotChain, SnapshotConfig,
 };
-use super::{attach_devices, map_shared, open_serial, DiskConfig, Machine, SerialOutput};
+use super::{
+    attach_devices, map_shared, open_serial, DeviceLimits, DiskConfig, Machine, SerialOutput,
+};
 use crate::devices::persist::{SerialSnap, TransportSnap};
 use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::block::disk::DiskImage;
@@ -110,7 +112,7 @@ impl Machine {
         let (vm_version, vm_blob) = versioned_blob(&manifest, "vm")?;
         let vm_state = VmState::decode(vm_version, vm_blob)
             .map_err(|e| VmmError::Snapshot(format!("snapshot {}: {e}", manifest.id)))?;
-        let vcpu_state: VcpuState = decode("vcpu0", blob(&manifest, "vcpu0")?)?;
+        let vcpu_states = vcpu_states(&manifest)?;
         let serial_state: SerialSnap = decode("serial", blob(&manifest, "serial")?)?;
         let mem_mib: u64 = annotation(&manifest, "mem_mib")?
             .parse()
@@ -215,13 +217,23 @@ impl Machine {
             recorder.as_ref(),
             &written,
             hint_channel,
-            &config.counters,
+            DeviceLimits {
+                counters: &config.counters,
+                disk_iops: None,
+            },
         )?;
         for (t, state) in virtio.iter_mut().zip(&transports) {
             t.restore_state(state)?;
         }
-        let vcpu = Vcpu::new(&vm, 0)?;
-        vcpu.restore_state(&vcpu_state)?;
+        let vcpus = vcpu_states
+            .iter()
+            .enumerate()
+            .map(|(index, state)| {
+                let vcpu = Vcpu::new(&vm, index as u8)?;
+                vcpu.restore_state(state)?;
+                Ok(vcpu)
+            })
+            .collect::<Result<Vec<_>>>()?;
         vm.restore_state(&vm_state)?;
         tracing::debug!("restore: state restored after {:?}", started.elapsed());
 
@@ -237,7 +249,7 @@ impl Machine {
             chain
         });
         Ok(Self {
-            vcpus: vec![vcpu],
+            vcpus,
             serial,
             virtio,
             recorder,
@@ -257,6 +269,34 @@ impl Machine {
             counters: config.counters.clone(),
         })
     }
+}
+
+/// Every vCPU's state: blobs `vcpu0`, `vcpu1`.. in order (a snapshot
+/// holds one per vCPU), at least one and at most [`super::MAX_VCPUS`].
+fn vcpu_states(m: &Manifest) -> Result<Vec<VcpuState>> {
+    let mut states = Vec::new();
+    while m
+        .state
+        .iter()
+        .any(|b| b.name == format!("vcpu{}", states.len()))
+    {
+        if states.len() == usize::from(super::MAX_VCPUS) {
+            return Err(VmmError::Snapshot(format!(
+                "snapshot {} has more than {} vCPUs; this vmm runs at most that many",
+                m.id,
+                super::MAX_VCPUS
+            )));
+        }
+        let name = format!("vcpu{}", states.len());
+        states.push(decode(&name, blob(m, &name)?)?);
+    }
+    if states.is_empty() {
+        return Err(VmmError::Snapshot(format!(
+            "snapshot {} has no 'vcpu0' state",
+            m.id
+        )));
+    }
+    Ok(states)
 }
 
 /// Gives the restored VM's recorder the files the guest had hinted before

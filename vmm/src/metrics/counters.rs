@@ -18,6 +18,8 @@ pub struct Counters {
     /// Bytes the guest read and wrote through virtio-blk.
     pub guest_read_bytes: AtomicU64,
     pub guest_written_bytes: AtomicU64,
+    /// Time guest disk requests waited for the IOPS limit (`--disk-iops`).
+    pub throttled_ns: AtomicU64,
     /// Barriers recorded, and what they added to the content store (after
     /// dedup): counted by the probe at each barrier.
     pub barriers: AtomicU64,

@@ -121,6 +121,18 @@ impl Vcpu {
         self.fd.set_regs(&regs).map_err(kvm("writing registers"))
     }
 
+    /// Makes an application processor runnable at once: KVM otherwise
+    /// holds it until an INIT/SIPI from the boot CPU.
+    pub fn set_runnable(&self) -> Result<()> {
+        let state = kvm_bindings::kvm_mp_state {
+            mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+        };
+        self.fd.set_mp_state(state).map_err(|source| VmmError::Kvm {
+            step: "making a vCPU runnable",
+            source,
+        })
+    }
+
     /// The registers as they are now, for error reports.
     pub fn dump(&self) -> RegisterDump {
         let r = self.fd.get_regs().unwrap_or_default();

@@ -97,7 +97,7 @@ const BLOCK_MAGIC: &[u8; 8] = b"VMMBLK01";
 
 /// A self-checking block: magic, its seed, then xorshift64 words from the
 /// seed. `blk-verify` recognises any such block without knowing the history.
-fn fill_block(block: &mut [u8], seed: u64) {
+pub(crate) fn fill_block(block: &mut [u8], seed: u64) {
     block[..8].copy_from_slice(BLOCK_MAGIC);
     block[8..16].copy_from_slice(&seed.to_le_bytes());
     let mut fill = Rng::new(seed);
@@ -106,7 +106,7 @@ fn fill_block(block: &mut [u8], seed: u64) {
     }
 }
 
-fn block_is_valid(block: &[u8]) -> bool {
+pub(crate) fn block_is_valid(block: &[u8]) -> bool {
     if &block[..8] != BLOCK_MAGIC {
         return false;
     }

@@ -12,8 +12,10 @@ mod kv;
 mod leveldb;
 mod memtest;
 mod shm;
+mod smp_memtest;
 pub mod spec;
 mod sqlite;
+mod workset;
 
 pub fn run(cmdline: &Cmdline) -> u32 {
     match cmdline.get("workload").unwrap_or("hello") {
@@ -29,6 +31,7 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "blk-bench" => blk::bench(cmdline),
         "evil-blk" => evil::blk(cmdline),
         "memtest" => memtest::run(cmdline),
+        "smp-memtest" => smp_memtest::run(cmdline),
         "evil-hints" => evil_hints::run(cmdline),
         "shm-write" => shm::write(cmdline),
         "shm-read" => shm::read(cmdline),
@@ -37,8 +40,9 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         "json" => json::run(cmdline),
         "kv" => kv::run(cmdline),
         "leveldb" => leveldb::run(cmdline),
+        "workset" => workset::run(cmdline),
         other => {
-            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-zero blk-checksum blk-bench evil-blk evil-hints memtest shm-write shm-read sqlite sqlite-summary json kv leveldb)\n");
+            say!("microguest: unknown workload '{other}' (known: hello exit count fault spin blk-writes blk-verify blk-zero blk-checksum blk-bench evil-blk evil-hints memtest smp-memtest shm-write shm-read sqlite sqlite-summary json kv leveldb workset)\n");
             crate::EXIT_GUEST_ERROR
         }
     }

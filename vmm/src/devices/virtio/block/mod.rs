@@ -8,6 +8,7 @@
 //! ([`WriteTap::failed`]), every write, zeroing and flush completes with
 //! IOERR (the image is not touched); reads are still served.
 pub mod disk;
+pub mod rate;
 pub mod request;
 
 use crate::memory::GuestMemory;
@@ -19,6 +20,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
 use self::disk::DiskImage;
+use self::rate::TokenBucket;
 use self::request::{ParseError, Request, RequestType, ID_BYTES};
 use self::request::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
 use super::{DeviceError, DeviceKind, IrqLine, VirtioDevice, INT_VRING};
@@ -71,6 +73,8 @@ pub struct Block {
     counters: BlockCounters,
     /// The machine's live counters (guest bytes read and written).
     live: Option<Arc<Counters>>,
+    /// The IOPS limit (`--disk-iops`), when there is one.
+    limit: Option<TokenBucket>,
 }
 
 impl Block {
@@ -86,6 +90,25 @@ impl Block {
             queue: None,
             counters: BlockCounters::default(),
             live: None,
+            limit: None,
+        }
+    }
+
+    /// Limits the guest's requests to `iops` a second (see [`rate`]).
+    pub fn limited_to(mut self, iops: Option<u64>) -> Self {
+        self.limit = iops.map(|n| TokenBucket::new(n, std::time::Instant::now()));
+        self
+    }
+
+    /// Waits for the IOPS limit's token for one request.
+    fn throttle(&mut self) {
+        let Some(bucket) = self.limit.as_mut() else {
+            return;
+        };
+        let wait = bucket.take(std::time::Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+            self.count_live(|c| &c.throttled_ns, wait.as_nanos() as u64);
         }
     }
 
@@ -310,6 +333,9 @@ impl VirtioDevice for Block {
             let head = chain.head_index();
             let used_len = match Request::parse(chain, &mem) {
                 Ok(req) => {
+                    if !matches!(req.kind, RequestType::GetId | RequestType::Unsupported(_)) {
+                        self.throttle();
+                    }
                     let (status, written) = self.execute(&mem, &req);
                     // The status address was checked when the request was parsed.
                     let _ = mem.write_obj(status, req.status_addr);
