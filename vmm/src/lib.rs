@@ -28,6 +28,7 @@ pub mod shared;
 pub mod shutdown;
 pub mod stats;
 pub mod teardown;
+pub mod tune;
 pub mod vstate;
 
 pub use error::VmmError;

@@ -15,6 +15,8 @@ use clap::Args;
 use hint_proto::{Format, Hint, Role};
 use replay::{Base, Options, Point};
 use serde::Serialize;
+use vmm::metrics::{Counters, RunMetrics};
+use vmm::tune::Config;
 use vmm::{shutdown, DiskConfig, Machine, SerialOutput, VmConfig};
 
 use super::replay::{claim_output, lock_base};
@@ -51,8 +53,36 @@ pub struct DrillArgs {
     /// Replace --keep if it exists.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+/// The configuration the check VM runs under: a what-if for the workload
+/// (its metrics go into the report).
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Guest memory of the check VM in MiB (example: --mem-mib 64).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub mem_mib: u64,
+    /// vCPUs of the check VM, 1 to 8 (example: --vcpus 2).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = super::run::parse_vcpus)]
+    pub vcpus: u8,
+    /// Limit the check VM's disk to N guest requests a second (example:
+    /// --disk-iops 500); default: no limit.
+    #[arg(long, value_name = "N", value_parser = super::run::parse_iops)]
+    pub disk_iops: Option<u64>,
+}
+
+impl ConfigArgs {
+    pub fn config(&self) -> Config {
+        Config {
+            mem_mib: self.mem_mib,
+            vcpus: self.vcpus,
+            disk_iops: self.disk_iops,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +97,10 @@ struct DrillReport {
     restore_ms: f64,
     /// The guest command line that checked the disk.
     check: String,
+    /// What the check VM was given.
+    config: Config,
+    /// What the check VM's run cost (None: no check VM ran).
+    metrics: Option<RunMetrics>,
     /// Whether a check VM ran (false: the restore failed, or `auto` found
     /// no check for the disk's files: exit status 125).
     checked: bool,
@@ -131,6 +165,21 @@ fn auto_check(formats: &[Format]) -> Result<String, String> {
     ))
 }
 
+/// The check command line: `check` as given, or for `auto` the one the
+/// files announced in `vm`'s log up to `last_seq` call for.
+pub(super) fn check_for(
+    logs: &dyn LogBackend,
+    vm: &str,
+    last_seq: u64,
+    check: &str,
+) -> Result<String, String> {
+    if check == "auto" {
+        announced_files(logs, vm, last_seq).and_then(|f| auto_check(&f))
+    } else {
+        Ok(check.to_string())
+    }
+}
+
 pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
     let source = Source::open(&args.log)?;
     let dir = source.logs();
@@ -169,6 +218,8 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
         checksum: String::new(),
         restore_ms: started.elapsed().as_secs_f64() * 1e3,
         check: args.check.clone(),
+        config: args.config.config(),
+        metrics: None,
         checked: false,
         boot_and_check_ms: 0.0,
         guest_status: None,
@@ -184,16 +235,16 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
             report.last_verified_barrier = r.last_verified_barrier;
             report.replay_verified = r.verified;
             report.checksum = r.checksum.clone();
-            let check = if args.check == "auto" {
-                announced_files(dir, &report.vm, r.last_seq).and_then(|f| auto_check(&f))
-            } else {
-                Ok(args.check.clone())
-            };
-            match check {
+            match check_for(dir, &report.vm, r.last_seq, &args.check) {
                 Ok(check) => {
                     report.check = check;
                     report.checked = true;
-                    boot_and_check(cli, &disk, &mut report);
+                    let run = run_check(cli, &disk, &report.check, &report.config);
+                    report.boot_and_check_ms = run.metrics.time_ms;
+                    report.guest_output = run.output;
+                    report.guest_status = run.status;
+                    report.error = run.error;
+                    report.metrics = Some(run.metrics);
                     report.pass = r.verified && report.guest_status == Some(0);
                 }
                 Err(e) => {
@@ -240,32 +291,50 @@ fn journal(dir: &Path, report: &DrillReport) {
     }
 }
 
-/// Boots the check VM on the restored `disk` (read-only) and records its
-/// status and console output in `report`.
-fn boot_and_check(cli: &Cli, disk: &Path, report: &mut DrillReport) {
+/// What one run of a check VM did.
+pub(super) struct CheckRun {
+    /// The guest's exit status (None: it did not exit by itself).
+    pub status: Option<u8>,
+    pub output: String,
+    pub error: Option<String>,
+    pub metrics: RunMetrics,
+}
+
+/// Boots a check VM running `check` under `config` on `disk` (read-only:
+/// the restored image stays as the replay made it) and measures its run.
+pub(super) fn run_check(cli: &Cli, disk: &Path, check: &str, config: &Config) -> CheckRun {
     let console = Arc::new(Mutex::new(Vec::new()));
-    let config = VmConfig {
+    let counters = Arc::new(Counters::default());
+    let vm = VmConfig {
         kvm_path: cli.kvm.clone(),
-        cmdline: report.check.clone(),
+        cmdline: check.to_string(),
+        mem_mib: config.mem_mib,
+        vcpus: config.vcpus,
+        disk_iops: config.disk_iops,
         serial: SerialOutput::Capture(console.clone()),
         timeout: Some(std::time::Duration::from_secs(120)),
         disks: vec![DiskConfig {
             path: disk.to_path_buf(),
             read_only: true,
         }],
+        counters: counters.clone(),
         ..VmConfig::default()
     };
     let booted = Instant::now();
-    let outcome = Machine::build(&config).and_then(|mut m| m.run());
-    report.boot_and_check_ms = booted.elapsed().as_secs_f64() * 1e3;
-    report.guest_output =
+    let outcome = Machine::build(&vm).and_then(|mut m| m.run());
+    let metrics = RunMetrics::of(&counters, booted.elapsed());
+    let output =
         String::from_utf8_lossy(&console.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    match outcome {
-        Ok(o) if o.signal.is_some() => {
-            report.error = Some("the check VM was stopped by a signal".into())
-        }
-        Ok(o) => report.guest_status = Some(o.status),
-        Err(e) => report.error = Some(format!("the check VM failed: {e}")),
+    let (status, error) = match outcome {
+        Ok(o) if o.signal.is_some() => (None, Some("the check VM was stopped by a signal".into())),
+        Ok(o) => (Some(o.status), None),
+        Err(e) => (None, Some(format!("the check VM failed: {e}"))),
+    };
+    CheckRun {
+        status,
+        output,
+        error,
+        metrics,
     }
 }
 
@@ -290,6 +359,14 @@ fn print(args: &DrillArgs, report: &DrillReport, cannot_check: bool) {
         "  boot+check  {:>8.1} ms  `{}`",
         report.boot_and_check_ms, report.check
     );
+    println!("  config      {}", report.config);
+    if let Some(m) = &report.metrics {
+        println!(
+            "  metrics     vCPU {:.1} ms, {} exits (pio {}, mmio {}, other {}), read {} B, written {} B, throttled {:.1} ms",
+            m.vcpu_ms, m.exits, m.pio_exits, m.mmio_exits, m.other_exits,
+            m.guest_read_bytes, m.guest_written_bytes, m.throttled_ms
+        );
+    }
     for line in report.guest_output.lines() {
         println!("    guest> {line}");
     }

@@ -23,6 +23,7 @@ mod snapshot_point;
 mod snapshot_remote;
 mod source;
 mod store;
+mod tune;
 
 /// A minimal KVM VMM that boots test VMs, records what they write, and
 /// snapshots and replays them.
@@ -98,8 +99,26 @@ pub enum Command {
     /// checks the data, and reports (exit status 0 only on PASS).
     ///
     /// Example: vmm drill --log rec/ --vm web1 --at mark=nightly --json
+    ///
+    /// What-if: --mem-mib, --vcpus and --disk-iops give the check VM
+    /// another configuration; the report has what its run cost (time, vCPU
+    /// time, exits, bytes, time throttled).
+    ///
+    /// Example: vmm drill --log rec/ --at end --check "workload=workset pages=2048" --mem-mib 64 --disk-iops 200
     #[command(verbatim_doc_comment)]
     Drill(drill::DrillArgs),
+    /// The cheapest VM configuration whose run of a workload meets a target.
+    ///
+    /// Restores the disk at the point once, then runs the workload under
+    /// the configurations a search over the varied dimensions picks, and
+    /// reports every configuration it ran with its metrics and the
+    /// cheapest that met the target (exit status 0; 1 when none did).
+    /// Cost = MiB x --cost-mib + vCPUs x --cost-vcpu + IOPS x --cost-iops.
+    ///
+    /// Example:
+    ///   vmm tune --log rec/ --at end --check "workload=workset pages=2048 passes=8" --target "time<=1.5s" --vary mem,vcpus,iops --mem-values 32,48,64
+    #[command(verbatim_doc_comment)]
+    Tune(tune::TuneArgs),
     /// Bring a VM back from a snapshot and run it on from there.
     ///
     /// Examples:
@@ -261,6 +280,7 @@ pub fn main() -> i32 {
             | Command::Restore(_)
             | Command::Replay(_)
             | Command::Drill(_)
+            | Command::Tune(_)
             | Command::Fleet(_)
             | Command::Worker(_)
     ) {
@@ -286,6 +306,7 @@ pub fn main() -> i32 {
         Command::Store(store::StoreCommand::Retain(args)) => retain::retain(args),
         Command::Replay(args) => replay::replay(args),
         Command::Drill(args) => drill::drill(&cli, args),
+        Command::Tune(args) => tune::tune(&cli, args),
         Command::Fleet(command) => fleet::fleet(command),
         Command::Worker(args) => fleet::worker(&cli, args),
         Command::Restore(args) => snapshot::restore(&cli, args),

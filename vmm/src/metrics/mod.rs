@@ -8,12 +8,16 @@
 //! - [`exposition`] and [`http`]: `vmm run|restore --metrics ADDR`, the
 //!   same counters in the Prometheus text format.
 //!
+//! - [`run`]: what a whole run cost (a drill's check VM, `vmm tune`'s points).
+//!
 //! `vmm log stats` (`crate::cli::log_stats`) summarises the records.
 pub mod counters;
 pub mod exposition;
 pub mod http;
 pub mod probe;
+pub mod run;
 
 pub use counters::Counters;
 pub use http::{MetricsError, MetricsServer};
 pub use probe::VmProbe;
+pub use run::RunMetrics;

@@ -17,7 +17,8 @@
 //! `fill=1` writes the data set instead (self-checking blocks seeded by
 //! `seed`), for the recording a drill restores. Prints
 //! `workset: pages=N passes=P sum=..` (the same for any memory, vCPU or
-//! IOPS setting) and `workset: cache_extents=C reads=R` (what it cost).
+//! IOPS setting) and `workset: cpus=N cache_extents=C reads=R` (what it
+//! ran on and cost).
 use alloc::alloc::{alloc_zeroed, Layout};
 use alloc::vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -123,7 +124,7 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         }
     }
     say!("workset: pages={} passes={passes} sum={sum:#018x}\n", extents * EXTENT);
-    say!("workset: cache_extents={slots} reads={reads}\n");
+    say!("workset: cpus={cpus} cache_extents={slots} reads={reads}\n");
     0
 }
 
