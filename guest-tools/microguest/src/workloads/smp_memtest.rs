@@ -102,7 +102,8 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         sum = sum.rotate_left(7) ^ c.sum;
     }
     // SAFETY: as above, the whole region, read once every job is done.
-    let region = unsafe { core::slice::from_raw_parts(REGION as *const u64, per_chunk * CHUNKS * 512) };
+    let region =
+        unsafe { core::slice::from_raw_parts(REGION as *const u64, per_chunk * CHUNKS * 512) };
     let mut mem = 0xcbf2_9ce4_8422_2325u64;
     for w in region {
         mem = (mem ^ w).wrapping_mul(0x100_0000_01b3);

@@ -80,7 +80,8 @@ pub fn run(cmdline: &Cmdline) -> u32 {
         for b in (cpu..EXTENT).step_by(cpus) {
             // SAFETY: the extent at `base` is a cache slot CPU 0 filled
             // before posting the job and does not touch until it ends.
-            let block = unsafe { core::slice::from_raw_parts((base + b * BLOCK) as *const u8, BLOCK) };
+            let block =
+                unsafe { core::slice::from_raw_parts((base + b * BLOCK) as *const u8, BLOCK) };
             HASHES[b].store(hash(block, rounds), Ordering::Relaxed);
         }
     };
@@ -95,7 +96,10 @@ pub fn run(cmdline: &Cmdline) -> u32 {
                     }
                     // SAFETY: slot < slots: inside the cache allocation.
                     let data = unsafe {
-                        core::slice::from_raw_parts_mut(cache.add(slot * EXTENT_BYTES), EXTENT_BYTES)
+                        core::slice::from_raw_parts_mut(
+                            cache.add(slot * EXTENT_BYTES),
+                            EXTENT_BYTES,
+                        )
                     };
                     let sector = (e * EXTENT_BYTES / 512) as u64;
                     if dev.read(sector, data).ok() != Some(S_OK) {
@@ -119,11 +123,15 @@ pub fn run(cmdline: &Cmdline) -> u32 {
             CURRENT.store(cache as usize + slot * EXTENT_BYTES, Ordering::Release);
             smp::parallel(&job, || {});
             for h in &HASHES {
-                sum = (sum.rotate_left(5) ^ h.load(Ordering::Relaxed)).wrapping_mul(0x100_0000_01b3);
+                sum =
+                    (sum.rotate_left(5) ^ h.load(Ordering::Relaxed)).wrapping_mul(0x100_0000_01b3);
             }
         }
     }
-    say!("workset: pages={} passes={passes} sum={sum:#018x}\n", extents * EXTENT);
+    say!(
+        "workset: pages={} passes={passes} sum={sum:#018x}\n",
+        extents * EXTENT
+    );
     say!("workset: cpus={cpus} cache_extents={slots} reads={reads}\n");
     0
 }
@@ -145,7 +153,10 @@ fn fill(dev: &mut crate::virtio_blk::VirtioBlk, extents: usize, seed: u64) -> u3
     let buf = &mut blk::buffer()[..EXTENT_BYTES];
     for e in 0..extents {
         for (b, block) in buf.chunks_exact_mut(BLOCK).enumerate() {
-            fill_block(block, seed.wrapping_mul(0x1_0000_0001) ^ (e * EXTENT + b) as u64);
+            fill_block(
+                block,
+                seed.wrapping_mul(0x1_0000_0001) ^ (e * EXTENT + b) as u64,
+            );
         }
         if dev.write((e * EXTENT_BYTES / 512) as u64, buf).ok() != Some(S_OK) {
             say!("workset: write of extent {e} failed\n");
