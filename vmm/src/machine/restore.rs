@@ -28,7 +28,7 @@ use crate::error::{Result, VmmError};
 use crate::memory;
 use crate::recording::{RecordConfig, Recorder};
 use crate::shared::SharedMemConfig;
-use crate::vstate::persist::{decode, VcpuState, VmState, STATE_VERSION};
+use crate::vstate::persist::{decode, vcpu_states, VmState, STATE_VERSION};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
 
@@ -112,7 +112,7 @@ impl Machine {
         let (vm_version, vm_blob) = versioned_blob(&manifest, "vm")?;
         let vm_state = VmState::decode(vm_version, vm_blob)
             .map_err(|e| VmmError::Snapshot(format!("snapshot {}: {e}", manifest.id)))?;
-        let vcpu_states = vcpu_states(&manifest)?;
+        let vcpu_states = vcpu_states(&manifest.id, &manifest.state)?;
         let serial_state: SerialSnap = decode("serial", blob(&manifest, "serial")?)?;
         let mem_mib: u64 = annotation(&manifest, "mem_mib")?
             .parse()
@@ -269,34 +269,6 @@ impl Machine {
             counters: config.counters.clone(),
         })
     }
-}
-
-/// Every vCPU's state: blobs `vcpu0`, `vcpu1`.. in order (a snapshot
-/// holds one per vCPU), at least one and at most [`super::MAX_VCPUS`].
-fn vcpu_states(m: &Manifest) -> Result<Vec<VcpuState>> {
-    let mut states = Vec::new();
-    while m
-        .state
-        .iter()
-        .any(|b| b.name == format!("vcpu{}", states.len()))
-    {
-        if states.len() == usize::from(super::MAX_VCPUS) {
-            return Err(VmmError::Snapshot(format!(
-                "snapshot {} has more than {} vCPUs; this vmm runs at most that many",
-                m.id,
-                super::MAX_VCPUS
-            )));
-        }
-        let name = format!("vcpu{}", states.len());
-        states.push(decode(&name, blob(m, &name)?)?);
-    }
-    if states.is_empty() {
-        return Err(VmmError::Snapshot(format!(
-            "snapshot {} has no 'vcpu0' state",
-            m.id
-        )));
-    }
-    Ok(states)
 }
 
 /// Gives the restored VM's recorder the files the guest had hinted before

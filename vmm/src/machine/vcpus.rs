@@ -38,9 +38,7 @@ use crate::memory::lazy::LazyMemory;
 use crate::metrics::Counters;
 use crate::vstate::vcpu::Vcpu;
 
-/// The most vCPUs a machine has (the microguest's `smp::MAX_CPUS` too:
-/// its boot stub has a stack for each).
-pub const MAX_VCPUS: u8 = 8;
+pub use crate::vstate::vcpu::MAX_VCPUS;
 /// How often a vCPU that ended a period re-kicks the others.
 const KICK_INTERVAL: Duration = Duration::from_millis(1);
 

@@ -15,9 +15,10 @@ use kvm_bindings::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::vcpu::Vcpu;
+use super::vcpu::{Vcpu, MAX_VCPUS};
 use super::vm::Vm;
 use crate::error::{Result, VmmError};
+use snapshot::StateBlob;
 
 /// Version of the layout of [`VcpuState`] blobs (and of the device blobs).
 pub const STATE_VERSION: u32 = 1;
@@ -278,6 +279,55 @@ impl Vm {
     }
 }
 
+/// Every vCPU's state in snapshot `id`'s blobs: `vcpu0`, `vcpu1`.., one
+/// per vCPU. The names must be exactly `vcpu0` to `vcpuN-1`, with
+/// 1 <= N <= [`MAX_VCPUS`], each of layout [`STATE_VERSION`]: a gap or a
+/// stray index is a damaged or forged manifest, not a smaller VM.
+pub fn vcpu_states(id: &str, blobs: &[StateBlob]) -> Result<Vec<VcpuState>> {
+    let bad = |why: String| VmmError::Snapshot(format!("snapshot {id}: {why}"));
+    let mut found: Vec<(usize, &StateBlob)> = Vec::new();
+    for b in blobs {
+        let Some(index) = b.name.strip_prefix("vcpu") else {
+            continue;
+        };
+        let index = index
+            .parse::<usize>()
+            .ok()
+            .filter(|i| i.to_string() == index)
+            .ok_or_else(|| bad(format!("a state blob is named '{}'", b.name)))?;
+        found.push((index, b));
+    }
+    found.sort_by_key(|(i, _)| *i);
+    if found.is_empty() {
+        return Err(bad("it has no 'vcpu0' state".into()));
+    }
+    if found.len() > usize::from(MAX_VCPUS) {
+        return Err(bad(format!(
+            "it has {} vCPUs; this vmm runs at most {MAX_VCPUS}",
+            found.len()
+        )));
+    }
+    found
+        .iter()
+        .enumerate()
+        .map(|(want, (index, b))| {
+            if *index != want {
+                return Err(bad(format!(
+                    "its vCPU states are not vcpu0 to vcpu{} (vcpu{want} is missing or doubled)",
+                    found.len() - 1
+                )));
+            }
+            if b.version != STATE_VERSION {
+                return Err(bad(format!(
+                    "state '{}' has layout version {}; this vmm reads version {STATE_VERSION}",
+                    b.name, b.version
+                )));
+            }
+            decode(&b.name, &b.bytes)
+        })
+        .collect()
+}
+
 /// Encodes a state blob (postcard, the manifest body's format too).
 pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {
     postcard::to_allocvec(state).expect("state structs serialize")
@@ -329,6 +379,59 @@ mod tests {
         s.pit = Some(v1.pit);
         let back = VmState::decode(VM_STATE_VERSION, &encode(&s)).unwrap();
         assert_eq!(back.pit.unwrap().channels[0].count, 0x1234);
+    }
+
+    fn vcpu_blob(name: &str) -> StateBlob {
+        let state = VcpuState {
+            cpuid: Vec::new(),
+            msrs: Vec::new(),
+            regs: kvm_regs {
+                rip: name.len() as u64,
+                ..Default::default()
+            },
+            sregs: Default::default(),
+            fpu: Vec::new(),
+            xsave: None,
+            xcrs: None,
+            lapic: Default::default(),
+            events: Default::default(),
+            mp_state: Default::default(),
+        };
+        StateBlob {
+            name: name.into(),
+            version: STATE_VERSION,
+            bytes: encode(&state),
+        }
+    }
+
+    #[test]
+    fn every_vcpu_state_is_read_in_index_order() {
+        let blobs: Vec<StateBlob> = ["serial", "vcpu1", "vm", "vcpu0", "vcpu2"]
+            .iter()
+            .map(|n| vcpu_blob(n))
+            .collect();
+        let states = vcpu_states("s", &blobs).unwrap();
+        assert_eq!(states.len(), 3);
+        assert!(states.iter().all(|s| s.regs.rip == 5));
+    }
+
+    #[test]
+    fn gaps_strays_and_too_many_vcpus_are_refused() {
+        let names = |ns: &[&str]| ns.iter().map(|n| vcpu_blob(n)).collect::<Vec<_>>();
+        let err = |ns: &[&str]| vcpu_states("s", &names(ns)).err().unwrap().to_string();
+        assert!(err(&["vm"]).contains("no 'vcpu0'"));
+        assert!(err(&["vcpu0", "vcpu2"]).contains("vcpu1 is missing"));
+        assert!(err(&["vcpu1"]).contains("vcpu0 is missing"));
+        assert!(err(&["vcpu0", "vcpu0"]).contains("doubled"));
+        assert!(err(&["vcpu0", "vcpu01"]).contains("named 'vcpu01'"));
+        assert!(err(&["vcpu0", "vcpux"]).contains("named 'vcpux'"));
+        let nine: Vec<String> = (0..9).map(|i| format!("vcpu{i}")).collect();
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        assert!(err(&nine).contains("at most 8"));
+        let mut old = names(&["vcpu0"]);
+        old[0].version = 9;
+        let e = vcpu_states("s", &old).err().unwrap().to_string();
+        assert!(e.contains("layout version 9"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,10 @@ const APIC_LVT1: usize = 0x360;
 const APIC_MODE_EXTINT: u32 = 0x7;
 const APIC_MODE_NMI: u32 = 0x4;
 
+/// The most vCPUs a machine has (the microguest's `smp::MAX_CPUS` too:
+/// its boot stub has a stack for each).
+pub const MAX_VCPUS: u8 = 8;
+
 pub struct Vcpu {
     pub index: u8,
     pub fd: VcpuFd,
