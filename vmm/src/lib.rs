@@ -6,7 +6,9 @@
 //! serial, virtio-mmio, virtio-blk, the virtio-console hint channel), the
 //! machine that ties them together, runs, snapshots and restores
 //! (`machine`), the glue that feeds the recorder (`recording`), the control
-//! socket (`api`) and run statistics (`stats`). The built-in test VM, the
+//! socket (`api`), run statistics (`stats`) and resource metrics
+//! (`metrics`), and the what-if search over VM configurations (`tune`:
+//! cost, target, which configurations to run). The built-in test VM, the
 //! microguest, is embedded by `microguest`.
 //!
 //! Does not own: what is recorded about the guest (`introspection`), the

@@ -179,7 +179,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Creates the VM, loads the kernel and sets up the boot vCPU. Inputs are
+    /// Creates the VM, loads the kernel and sets up every vCPU. Inputs are
     /// checked before any KVM object is created, where that is possible.
     pub fn build(config: &VmConfig) -> Result<Self> {
         let started = Instant::now();
@@ -296,8 +296,9 @@ impl Machine {
         self.recorder.as_ref()
     }
 
-    /// Runs the boot vCPU until the guest writes the exit port, or fails,
-    /// or a stop signal arrives (`crate::shutdown`). However it ends, the
+    /// Runs every vCPU (this thread runs vCPU 0, `vcpus` the others) until
+    /// the guest writes the exit port, or fails, or a stop signal arrives
+    /// (`crate::shutdown`). However it ends, the
     /// devices finish, the recording is closed with a final barrier and
     /// the control socket is removed.
     pub fn run(&mut self) -> Result<RunOutcome> {
@@ -311,8 +312,9 @@ impl Machine {
             None => None,
         };
         let watchdog = Watchdog::arm(self.timeout);
-        // This thread runs the vCPU: its CPU time is the vCPU's, until the
-        // recording's final barrier (below) has measured it.
+        // This thread runs vCPU 0: its CPU time is the vCPU's, until the
+        // recording's final barrier (below) has measured it. A lazy
+        // restore kicks it on an error; it then stops the other vCPUs.
         let _vcpu_clock = self.counters.vcpu_cpu.register();
         if let Some(lazy) = &self.lazy {
             watchdog::install_kick_handler();
