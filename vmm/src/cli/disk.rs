@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// An existing empty directory to mount the served files on.
     #[arg(long, value_name = "DIR")]
     pub at: PathBuf,
+    /// Find these files on the disk's ext4 filesystem without an agent and
+    /// decode them (as `vmm run --watch`), e.g. '/var/lib/app/*.db:sqlite'.
+    #[arg(long, value_name = "PATH:FORMAT", value_parser = introspection::fsmap::parse_watch)]
+    pub watch: Vec<introspection::fsmap::Watch>,
     /// The disk's name in the record directory.
     #[arg(long, value_name = "ID", default_value = "vm0", value_parser = parse_vm_id)]
     pub vm_id: String,
@@ -65,6 +69,7 @@ pub fn serve(args: &ServeArgs) -> Result<i32, CliError> {
         checkpoints: Default::default(),
         rescan: false,
         log_segment_bytes: None,
+        watches: args.watch.clone(),
     };
     let recorder = Recorder::open(&config, &args.disk, Default::default())?;
     let counters = Arc::new(ServeCounters::default());
@@ -119,7 +124,10 @@ pub fn serve(args: &ServeArgs) -> Result<i32, CliError> {
         counters.barriers.load(Relaxed),
         counters.hint_messages.load(Relaxed),
         match stats {
-            Some(s) => format!("{} semantic changes recorded", s.semantic_changes),
+            Some(s) => format!(
+                "{} semantic changes recorded; {} agentless mappings ({} failed), {} hint disagreements",
+                s.semantic_changes, s.mappings, s.map_failures, s.hint_mismatches
+            ),
             None => "log closed".into(),
         }
     );
