@@ -121,6 +121,18 @@ impl BlockTap {
             .collect();
         let mut messages = Vec::new();
         let w = self.watching.as_mut().expect("checked above");
+        // Files gone first: a file renamed over another takes its blocks.
+        let gone: Vec<u32> = w
+            .told
+            .iter()
+            .filter(|(_, t)| t.role == Role::Main && !mapped.iter().any(|m| m.path == t.path))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &gone {
+            messages.push(encode(|b| encode_extents(*id, &[], b)));
+            messages.push(encode(|b| encode_size(*id, 0, false, b)));
+            w.told.remove(id);
+        }
         for m in &mapped {
             let hinted = agent
                 .iter()
@@ -151,18 +163,6 @@ impl BlockTap {
             if before.is_none_or(|b| b.size != m.size || b.exists != m.exists) {
                 messages.push(encode(|b| encode_size(id, m.size, m.exists, b)));
             }
-        }
-        // Host-mapped main files that are gone.
-        let gone: Vec<u32> = w
-            .told
-            .iter()
-            .filter(|(_, t)| t.role == Role::Main && !mapped.iter().any(|m| m.path == t.path))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &gone {
-            messages.push(encode(|b| encode_extents(*id, &[], b)));
-            messages.push(encode(|b| encode_size(*id, 0, false, b)));
-            w.told.remove(id);
         }
         for m in mapped {
             if let Some(&id) = w.ids.get(&m.path) {
