@@ -238,12 +238,24 @@ fn rows(rec: &Path) -> Vec<(String, String, String)> {
     out
 }
 
-fn expected(inserted: impl IntoIterator<Item = u32>, updated: &[u32], deleted: &[u32]) -> Vec<(String, String, String)> {
+fn expected(
+    inserted: impl IntoIterator<Item = u32>,
+    updated: &[u32],
+    deleted: &[u32],
+) -> Vec<(String, String, String)> {
     let mut out: Vec<_> = inserted
         .into_iter()
         .map(|k| ("insert".to_string(), "items".to_string(), k.to_string()))
-        .chain(updated.iter().map(|k| ("update".into(), "items".into(), k.to_string())))
-        .chain(deleted.iter().map(|k| ("delete".into(), "items".into(), k.to_string())))
+        .chain(
+            updated
+                .iter()
+                .map(|k| ("update".into(), "items".into(), k.to_string())),
+        )
+        .chain(
+            deleted
+                .iter()
+                .map(|k| ("delete".into(), "items".into(), k.to_string())),
+        )
         .collect();
     out.sort();
     out
@@ -275,8 +287,18 @@ fn agent_hints_from_real_fiemap_decode_pythons_rows() {
 /// Stops the stack and checks the clean SIGINT exit.
 fn stop_checked(stack: Stack) -> Stopped {
     let stopped = stack.stop();
-    assert_eq!(stopped.status, Some(130), "{}\n{}", stopped.stdout, stopped.stderr);
-    assert!(stopped.stdout.contains("stopped on SIGINT"), "{}", stopped.stdout);
+    assert_eq!(
+        stopped.status,
+        Some(130),
+        "{}\n{}",
+        stopped.stdout,
+        stopped.stderr
+    );
+    assert!(
+        stopped.stdout.contains("stopped on SIGINT"),
+        "{}",
+        stopped.stdout
+    );
     stopped
 }
 
@@ -302,7 +324,10 @@ fn a_rewritten_file_is_remapped_never_decoded_from_a_mix() {
     let stack = Stack::start(&["--watch", "/var/lib/app/*.db:auto"]);
     let mut expected_rows = Vec::new();
     let mut before: BTreeSet<u32> = BTreeSet::new();
-    for (round, (lo, hi)) in [(1u32, 200u32), (101, 400), (350, 500)].into_iter().enumerate() {
+    for (round, (lo, hi)) in [(1u32, 200u32), (101, 400), (350, 500)]
+        .into_iter()
+        .enumerate()
+    {
         stack.python(&format!(
             "tmp = DB + '.new'\n\
              c = sqlite3.connect(tmp)\n\
@@ -327,7 +352,13 @@ fn a_rewritten_file_is_remapped_never_decoded_from_a_mix() {
     let stopped = stop_checked(stack);
     expected_rows.sort();
     let got = rows(&stopped.rec);
-    assert!(got == expected_rows, "{} changes, expected {}; first: {:?}", got.len(), expected_rows.len(), got.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        got == expected_rows,
+        "{} changes, expected {}; first: {:?}",
+        got.len(),
+        expected_rows.len(),
+        got.iter().take(5).collect::<Vec<_>>()
+    );
 }
 
 /// An agent whose extents are off (a wrong --sector-offset) is
@@ -346,7 +377,11 @@ fn agent_hints_that_disagree_with_the_filesystem_are_reported() {
         "{}",
         stopped.stderr
     );
-    assert!(!stopped.stdout.contains(" 0 hint disagreements"), "{}", stopped.stdout);
+    assert!(
+        !stopped.stdout.contains(" 0 hint disagreements"),
+        "{}",
+        stopped.stdout
+    );
 }
 
 /// A disk that holds no ext4 (here: no filesystem at all, written raw
@@ -362,20 +397,36 @@ fn a_disk_without_ext4_is_reported_once_and_recorded_at_block_level() {
     let dev = stack.loop_dev.clone().unwrap();
     for i in 0..3 {
         run(Command::new("dd")
-            .args(["if=/dev/urandom", &format!("of={dev}"), "bs=4096", "count=4"])
+            .args([
+                "if=/dev/urandom",
+                &format!("of={dev}"),
+                "bs=4096",
+                "count=4",
+            ])
             .arg(format!("seek={}", i * 10))
             .args(["oflag=direct", "conv=fsync", "status=none"]));
     }
     let stopped = stop_checked(stack);
     assert_eq!(
-        stopped.stderr.matches("agentless mapping: the disk holds no ext4").count(),
+        stopped
+            .stderr
+            .matches("agentless mapping: the disk holds no ext4")
+            .count(),
         1,
         "{}",
         stopped.stderr
     );
-    assert!(stopped.stdout.contains("0 semantic changes"), "{}", stopped.stdout);
+    assert!(
+        stopped.stdout.contains("0 semantic changes"),
+        "{}",
+        stopped.stdout
+    );
     let log = common::vmm(&["log", "verify", stopped.rec.to_str().unwrap()]);
     assert_eq!(log.status.code(), Some(0), "{}", common::stderr(&log));
-    let show = common::stdout(&common::vmm(&["log", "show", stopped.rec.to_str().unwrap()]));
+    let show = common::stdout(&common::vmm(&[
+        "log",
+        "show",
+        stopped.rec.to_str().unwrap(),
+    ]));
     assert!(show.matches("write  sector").count() >= 3, "{show}");
 }

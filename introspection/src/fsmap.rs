@@ -24,9 +24,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use hint_proto::{Format as WireFormat, Role};
 use rsext4::{
-    entries::classic_dir::list_entries, ext4::MountOptions, inspect_inode_extents,
-    bmalloc::AbsoluteBN, loopfile::get_file_inode, Ext4FileSystem, FileExtentState, FileExtentTarget, InodeNumber,
-    Jbd2Dev,
+    bmalloc::AbsoluteBN, entries::classic_dir::list_entries, ext4::MountOptions,
+    inspect_inode_extents, loopfile::get_file_inode, Ext4FileSystem, FileExtentState,
+    FileExtentTarget, InodeNumber, Jbd2Dev,
 };
 use thiserror::Error;
 
@@ -82,7 +82,9 @@ pub fn map_ext4(
 ) -> Result<Vec<MappedFile>, MapError> {
     match catch_unwind(AssertUnwindSafe(|| map_inner(image, disk_bytes, watches))) {
         Ok(r) => r,
-        Err(_) => Err(MapError::Damaged("the ext4 reader failed (panicked)".into())),
+        Err(_) => Err(MapError::Damaged(
+            "the ext4 reader failed (panicked)".into(),
+        )),
     }
 }
 
@@ -312,5 +314,4 @@ impl Fs<'_> {
         }
         Some(out)
     }
-
 }

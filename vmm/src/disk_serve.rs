@@ -412,12 +412,11 @@ pub fn mount(fs: DiskFs, mountpoint: &Path) -> Result<Served, ServeError> {
         MountOption::NoSuid,
         MountOption::NoDev,
     ];
-    let session = fuser::spawn_mount(fs, mountpoint, &config).map_err(|source| {
-        ServeError::Mount {
+    let session =
+        fuser::spawn_mount(fs, mountpoint, &config).map_err(|source| ServeError::Mount {
             path: mountpoint.to_path_buf(),
             source,
-        }
-    })?;
+        })?;
     Ok(Served {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),

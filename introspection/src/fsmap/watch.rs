@@ -35,7 +35,9 @@ pub fn parse_watch(s: &str) -> Result<Watch, String> {
         f => WatchFormat::Known(
             WireFormat::from_name(f)
                 .filter(|f| *f != WireFormat::LevelDb)
-                .ok_or_else(|| format!("unknown format {f:?} (expected sqlite, json, kv or auto)"))?,
+                .ok_or_else(|| {
+                    format!("unknown format {f:?} (expected sqlite, json, kv or auto)")
+                })?,
         ),
     };
     if !path.starts_with('/') || path.len() > MAX_PATTERN || path.ends_with('/') {
@@ -56,7 +58,11 @@ pub fn parse_watch(s: &str) -> Result<Watch, String> {
     };
     Ok(Watch {
         path: if name_glob.is_some() {
-            if dir.is_empty() { "/".into() } else { dir.to_string() }
+            if dir.is_empty() {
+                "/".into()
+            } else {
+                dir.to_string()
+            }
         } else {
             path.to_string()
         },
@@ -78,9 +84,21 @@ mod tests {
         assert!(!w.name_glob.as_ref().unwrap().matches("app.db-journal"));
         assert_eq!(w.format, WatchFormat::Known(WireFormat::Sqlite));
         let w = parse_watch("/data/doc.json:json").unwrap();
-        assert_eq!((w.path.as_str(), w.name_glob.is_none()), ("/data/doc.json", true));
-        assert_eq!(parse_watch("/srv/*:auto").unwrap().format, WatchFormat::Auto);
-        for bad in ["var/x.db:sqlite", "/x.db", "/x.db:csv", "/a/*/x.db:sqlite", "/a/:kv"] {
+        assert_eq!(
+            (w.path.as_str(), w.name_glob.is_none()),
+            ("/data/doc.json", true)
+        );
+        assert_eq!(
+            parse_watch("/srv/*:auto").unwrap().format,
+            WatchFormat::Auto
+        );
+        for bad in [
+            "var/x.db:sqlite",
+            "/x.db",
+            "/x.db:csv",
+            "/a/*/x.db:sqlite",
+            "/a/:kv",
+        ] {
             assert!(parse_watch(bad).is_err(), "{bad}");
         }
     }

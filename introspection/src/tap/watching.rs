@@ -58,6 +58,15 @@ fn extents_of(m: &MappedFile) -> Vec<Extent> {
         .collect()
 }
 
+/// An agent-hinted file, for the cross-check.
+struct AgentFile {
+    id: u32,
+    path: String,
+    size: u64,
+    /// Its block map as runs.
+    runs: Vec<(u64, u64)>,
+}
+
 /// A block map as (disk byte, length) runs, adjacent runs merged.
 fn runs(extents: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
@@ -108,15 +117,24 @@ impl BlockTap {
         };
         self.stats.mappings += 1;
         // Agent files, by path, for the cross-check.
-        let agent: Vec<(u32, String, u64, Vec<(u64, u64)>)> = self
+        let agent: Vec<AgentFile> = self
             .lifter
             .table
             .files()
             .filter(|(id, f)| **id < HOST_FILE_ID_BASE && f.exists)
             .map(|(id, f)| {
-                let mut ext: Vec<_> = f.extents.iter().map(|e| (e.file_offset, e.sector * 512, e.len)).collect();
+                let mut ext: Vec<_> = f
+                    .extents
+                    .iter()
+                    .map(|e| (e.file_offset, e.sector * 512, e.len))
+                    .collect();
                 ext.sort();
-                (*id, f.path.clone(), f.size.unwrap_or(0), runs(ext.into_iter().map(|(_, d, l)| (d, l))))
+                AgentFile {
+                    id: *id,
+                    path: f.path.clone(),
+                    size: f.size.unwrap_or(0),
+                    runs: runs(ext.into_iter().map(|(_, d, l)| (d, l))),
+                }
             })
             .collect();
         let mut messages = Vec::new();
@@ -134,18 +152,18 @@ impl BlockTap {
             w.told.remove(id);
         }
         for m in &mapped {
-            let hinted = agent
-                .iter()
-                .find(|(_, path, _, _)| path == &m.path || path.ends_with(&m.path) && path[..path.len() - m.path.len()].ends_with('/') || path.ends_with(&format!("/{}", m.path.trim_start_matches('/'))));
-            if let Some((id, path, size, map)) = hinted {
+            // The agent may name the file by a longer path (its mount
+            // point's); the mapped path starts with '/'.
+            let hinted = agent.iter().find(|a| a.path.ends_with(&m.path));
+            if let Some(a) = hinted {
                 let ours = runs(m.extents.iter().map(|&(_, d, l)| (d, l)));
-                if m.exists && (*size != m.size || *map != ours) {
+                if m.exists && (a.size != m.size || a.runs != ours) {
                     self.stats.hint_mismatches += 1;
-                    if w.disagreeing.insert(*id, m.path.clone()).is_none() {
-                        tracing::warn!(vm = %self.vm_id, "agent hint for {path} disagrees with the filesystem: agent {size} bytes in {} runs, ext4 {} bytes in {} runs", map.len(), m.size, ours.len());
+                    if w.disagreeing.insert(a.id, m.path.clone()).is_none() {
+                        tracing::warn!(vm = %self.vm_id, "agent hint for {} disagrees with the filesystem: agent {} bytes in {} runs, ext4 {} bytes in {} runs", a.path, a.size, a.runs.len(), m.size, ours.len());
                     }
                 } else {
-                    w.disagreeing.remove(id);
+                    w.disagreeing.remove(&a.id);
                 }
                 continue;
             }
@@ -154,7 +172,9 @@ impl BlockTap {
             let main_id = *w.ids.get(&m.main_path).unwrap_or(&id);
             let before = w.told.get(&id);
             if before.is_none_or(|b| b.format != m.format || b.role != m.role) {
-                messages.push(encode(|b| encode_file(id, main_id, m.format, m.role, &m.path, b)));
+                messages.push(encode(|b| {
+                    encode_file(id, main_id, m.format, m.role, &m.path, b)
+                }));
             }
             if before.is_none_or(|b| b.extents != m.extents) {
                 let ext = extents_of(m);
@@ -174,7 +194,9 @@ impl BlockTap {
                 Ok(bytes) => {
                     self.record_hint(&bytes)?;
                 }
-                Err(e) => tracing::warn!(vm = %self.vm_id, "agentless mapping: cannot encode a hint: {e}"),
+                Err(e) => {
+                    tracing::warn!(vm = %self.vm_id, "agentless mapping: cannot encode a hint: {e}")
+                }
             }
         }
         Ok(())
