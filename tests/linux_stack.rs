@@ -430,3 +430,56 @@ fn a_disk_without_ext4_is_reported_once_and_recorded_at_block_level() {
     ]));
     assert!(show.matches("write  sector").count() >= 3, "{show}");
 }
+
+/// Bad input fails before anything is mounted, with one line naming it
+/// (no root needed).
+#[test]
+fn bad_input_is_refused_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let missing = d.join("missing.img");
+    let out = common::vmm(&[
+        "disk",
+        "serve",
+        "--disk",
+        missing.to_str().unwrap(),
+        "--record",
+        d.join("rec").to_str().unwrap(),
+        "--at",
+        d.to_str().unwrap(),
+    ]);
+    common::assert_one_line_error(&out, 125, "missing.img");
+    let img = d.join("fs.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let out = common::vmm(&[
+        "disk",
+        "serve",
+        "--disk",
+        img.to_str().unwrap(),
+        "--record",
+        d.join("rec").to_str().unwrap(),
+        "--at",
+        d.join("nowhere").to_str().unwrap(),
+    ]);
+    common::assert_one_line_error(&out, 125, "nowhere");
+    for bad in ["var/lib/x.db:sqlite", "/x.db:csv", "/a/*/x.db:sqlite"] {
+        let out = common::vmm(&[
+            "disk",
+            "serve",
+            "--disk",
+            img.to_str().unwrap(),
+            "--record",
+            "r",
+            "--at",
+            "m",
+            "--watch",
+            bad,
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{bad}: {}",
+            common::stderr(&out)
+        );
+    }
+}

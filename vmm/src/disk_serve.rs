@@ -433,7 +433,12 @@ impl Served {
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         // SAFETY: a valid NUL-terminated path.
         if unsafe { libc::umount2(path.as_ptr(), 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
+            let e = std::io::Error::last_os_error();
+            // EINVAL: no longer a mount point (unmounted by hand); the
+            // session has ended.
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(e);
+            }
         }
         // The kernel ends the session; its thread returns.
         if let Some(session) = self.session.take() {

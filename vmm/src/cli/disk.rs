@@ -60,6 +60,12 @@ const UNMOUNT_WAIT: Duration = Duration::from_secs(30);
 
 pub fn serve(args: &ServeArgs) -> Result<i32, CliError> {
     let _lock = lock_path(&args.disk, LockMode::Exclusive).map_err(CliError::from_display)?;
+    if !args.at.is_dir() {
+        return Err(CliError::new(format!(
+            "--at {}: not an existing directory (create an empty one to mount on)",
+            args.at.display()
+        )));
+    }
     let config = RecordConfig {
         dir: args.record.clone(),
         vm_id: args.vm_id.clone(),
