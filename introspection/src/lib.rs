@@ -19,6 +19,8 @@
 //!   [`Change`]s out.
 //! - [`semantic`]: the semantic change event ([`SemanticChange`]) and the
 //!   decode-error event ([`DecodeErrorEvent`]).
+//! - [`fsmap`]: files found without an agent: watched files mapped to
+//!   disk blocks from the ext4 filesystem itself (`rsext4`), at barriers.
 //! - [`lift`]: the guest's file table from its hints, and lifting hinted
 //!   files into semantic changes at barriers.
 //! - [`provenance`]: how each semantic change was derived (decoder and
@@ -30,6 +32,7 @@
 //!   history, net change between two points), damage-tolerant.
 
 pub mod decode;
+pub mod fsmap;
 pub mod lift;
 pub mod provenance;
 pub mod query;

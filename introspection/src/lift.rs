@@ -479,6 +479,12 @@ impl Lifter {
                 let header = read(j.extents[0].sector * 512, 28)?;
                 let records = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
                 if header[..8] == JOURNAL_MAGIC && records != 0 {
+                    // The blocks written meanwhile are not patched into the
+                    // cached copies: read them whole next time.
+                    self.cache.remove(&id);
+                    for (sid, _) in &siblings {
+                        self.cache.remove(sid);
+                    }
                     return Ok(None);
                 }
             }

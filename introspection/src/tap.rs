@@ -53,11 +53,13 @@ mod metering;
 mod open;
 mod prior;
 mod restore;
+mod watching;
 
 pub use checkpointing::CheckpointPolicy;
 pub use fast_open::{OpenPath, ScanReason};
 pub use metering::{StepProbe, TapInterval};
 pub use open::TapOpenOptions;
+pub use watching::HOST_FILE_ID_BASE;
 
 use differ::{JobKind, LiftJob};
 
@@ -133,6 +135,13 @@ pub struct TapStats {
     pub decode_errors: u64,
     /// Temporal checkpoints taken (`tap/checkpointing.rs`).
     pub checkpoints: u64,
+    /// Agentless mappings of the watched files made, and failed (the disk
+    /// is not ext4 or is damaged) (`tap/watching.rs`).
+    pub mappings: u64,
+    pub map_failures: u64,
+    /// Barriers at which an agent's hint for a file disagreed with the
+    /// filesystem's own map of it (counted per file).
+    pub hint_mismatches: u64,
 }
 
 pub struct BlockTap {
@@ -194,6 +203,8 @@ pub struct BlockTap {
     /// tap's own counts since the last barrier.
     probe: Option<Box<dyn StepProbe>>,
     interval: TapInterval,
+    /// Agentless mapping of watched files (`tap/watching.rs`).
+    watching: Option<watching::Watching>,
 }
 
 impl BlockTap {
@@ -238,6 +249,9 @@ impl BlockTap {
                 }
                 self.recent.push_back(b);
             }
+        }
+        if let Some(w) = self.watching.as_mut() {
+            w.dirty = true;
         }
         if count && self.lifter.table.files().next().is_some() {
             self.written_since
@@ -304,6 +318,7 @@ impl BlockTap {
     /// A barrier: stores pending blocks, appends the barrier with the disk
     /// checksum, and makes store and log durable. Returns the barrier's seq.
     pub fn barrier(&mut self, kind: BarrierKind) -> Result<u64, TapError> {
+        self.map_watched()?;
         self.store_pending()?;
         self.store.sync()?;
         let seq = self.append(RecordKind::Barrier {

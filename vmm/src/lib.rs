@@ -19,6 +19,7 @@
 pub mod api;
 pub mod boot;
 pub mod devices;
+pub mod disk_serve;
 pub mod error;
 pub mod lock;
 pub mod machine;

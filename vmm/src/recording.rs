@@ -49,6 +49,8 @@ pub struct RecordConfig {
     pub rescan: bool,
     /// Largest log segment in bytes (`--log-segment-kib`; None: 64 MiB).
     pub log_segment_bytes: Option<u64>,
+    /// Files to map and decode without an agent (`introspection::fsmap`).
+    pub watches: Vec<introspection::fsmap::Watch>,
 }
 
 fn open_options(config: &RecordConfig) -> TapOpenOptions {
@@ -155,6 +157,7 @@ impl Recorder {
             BlockTap::open_with(&dir, &config.vm_id, image, open_options(config))
                 .map_err(RecorderError::OpenTap)?;
         tap.set_checkpoint_policy(config.checkpoints);
+        tap.set_watches(config.watches.clone());
         tap.set_step_probe(Box::new(VmProbe::new(counters.clone())));
         let log = &open_report.log;
         if log.truncated_bytes > 0 {

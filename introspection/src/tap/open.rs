@@ -165,6 +165,7 @@ impl BlockTap {
             since_checkpoint: Default::default(),
             probe: None,
             interval: super::TapInterval::default(),
+            watching: None,
         };
         let base_blocks = tap.write_base(dir, vm_id, image, !had_records, prior)?;
         if log_report.skipped_seqs.is_some() {

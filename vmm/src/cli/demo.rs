@@ -84,6 +84,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
                 checkpoints: Default::default(),
                 rescan: false,
                 log_segment_bytes: None,
+                watches: Vec::new(),
             }),
             ..VmConfig::default()
         };
@@ -275,6 +276,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, CliError> {
             checkpoints: Default::default(),
             rescan: false,
             log_segment_bytes: None,
+            watches: Vec::new(),
         }),
         ..VmConfig::default()
     };

@@ -7,6 +7,7 @@ use vmm::VmmError;
 
 mod changes;
 mod demo;
+mod disk;
 mod drill;
 mod fleet;
 mod insight;
@@ -205,6 +206,8 @@ pub enum Command {
     ///
     /// Example: vmm report rec --html rec.html
     Report(insight::ReportArgs),
+    #[command(subcommand)]
+    Disk(disk::DiskCommand),
 }
 
 /// The end of `vmm --help`: a first session, and the table of exit
@@ -283,6 +286,7 @@ pub fn main() -> i32 {
             | Command::Tune(_)
             | Command::Fleet(_)
             | Command::Worker(_)
+            | Command::Disk(_)
     ) {
         if let Err(e) = vmm::shutdown::install() {
             eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {e}");
@@ -315,6 +319,7 @@ pub fn main() -> i32 {
         Command::VerifyChange(args) => provenance::verify_change(args),
         Command::Diff(args) => changes::diff(args),
         Command::Report(args) => insight::report(args),
+        Command::Disk(disk::DiskCommand::Serve(args)) => disk::serve(args),
         Command::Snapshot(snapshot::SnapshotCommand::List(args)) => snapshot::list(args),
         Command::Snapshot(snapshot::SnapshotCommand::Merge(args)) => snapshot::merge_cmd(args),
         Command::Snapshot(snapshot::SnapshotCommand::Create(args)) => snapshot::create(args),

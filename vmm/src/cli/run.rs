@@ -121,6 +121,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = introspection::decode::DEFAULT_DECODE_BUDGET_MIB)]
     pub decode_budget_mib: u64,
 
+    /// With --record: find these files on the disk's ext4 filesystem
+    /// without an agent and decode them: at every barrier after writes the
+    /// host maps them to blocks itself (journal replayed, read-only).
+    /// /ABS/PATH:FORMAT, FORMAT sqlite, json, kv or auto (files with
+    /// SQLite's header); the last path component may be a glob. Repeatable
+    /// (example: --watch '/var/lib/app/*.db:sqlite'). A disk that is not
+    /// ext4 is reported once and recorded at block level.
+    #[arg(long, value_name = "PATH:FORMAT", value_parser = introspection::fsmap::parse_watch, requires = "record")]
+    pub watch: Vec<introspection::fsmap::Watch>,
+
     /// The VM's name in the record directory (with --record).
     #[arg(long, value_name = "ID", default_value = "vm0", value_parser = parse_vm_id)]
     pub vm_id: String,
@@ -259,6 +269,7 @@ impl RunArgs {
                 },
                 rescan: self.rescan,
                 log_segment_bytes: self.log_segment_kib.map(|k| k << 10),
+                watches: self.watch.clone(),
             }),
             snapshot: self
                 .snapshots

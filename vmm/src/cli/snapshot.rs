@@ -163,6 +163,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<i32, CliError> {
             checkpoints: Default::default(),
             rescan: args.rescan,
             log_segment_bytes: None,
+            watches: Vec::new(),
         }),
         snapshot: Some(SnapshotConfig {
             dir: args.snapshots.clone().unwrap_or(dir),
