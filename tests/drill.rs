@@ -45,6 +45,10 @@ fn a_healthy_sqlite_disk_passes_and_a_damaged_one_fails() {
     assert_eq!(report["pass"], true);
     assert_eq!(report["checked"], true);
     assert_eq!(report["check"], "workload=sqlite-summary");
+    // What the restore's replay cost, per replayed interval.
+    let steps = &report["replay_steps"];
+    assert!(steps["intervals"].as_u64().unwrap() > 0, "{report}");
+    assert!(steps["bytes_written"].as_u64().unwrap() > 0, "{report}");
     assert!(report["guest_output"]
         .as_str()
         .unwrap()

@@ -168,7 +168,7 @@ fn a_disk_without_ext4_is_an_error_not_a_panic() {
     let (mut tap, _) = BlockTap::open(&rec, "vm", &img).unwrap();
     tap.set_watches(watches.to_vec());
     for i in 0..3u64 {
-        tap.record_write(i * 4096, &[7u8; 4096]).unwrap();
+        tap.record_write(i * 4096, [7u8; 4096]).unwrap();
         tap.barrier(BarrierKind::Flush).unwrap();
     }
     let stats = tap.close().unwrap();

@@ -95,6 +95,8 @@ struct DrillReport {
     /// The restored disk's state checksum (hex; empty if the restore failed).
     checksum: String,
     restore_ms: f64,
+    /// What the restore's replayed intervals cost (barrier to barrier).
+    replay_steps: replay::StepTotals,
     /// The guest command line that checked the disk.
     check: String,
     /// What the check VM was given.
@@ -217,6 +219,7 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
         replay_verified: false,
         checksum: String::new(),
         restore_ms: started.elapsed().as_secs_f64() * 1e3,
+        replay_steps: Default::default(),
         check: args.check.clone(),
         config: args.config.config(),
         metrics: None,
@@ -232,6 +235,7 @@ pub fn drill(cli: &Cli, args: &DrillArgs) -> Result<i32, CliError> {
         Err(e) => report.error = Some(format!("restore failed: {e}")),
         Ok(r) => {
             report.restored_to_seq = r.last_seq;
+            report.replay_steps = r.steps;
             report.last_verified_barrier = r.last_verified_barrier;
             report.replay_verified = r.verified;
             report.checksum = r.checksum.clone();
