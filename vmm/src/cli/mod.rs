@@ -206,6 +206,9 @@ pub enum Command {
     ///
     /// Example: vmm report rec --html rec.html
     Report(insight::ReportArgs),
+    /// Record what host tools write to a disk image (served through FUSE).
+    ///
+    /// Example: vmm disk serve --disk disk.img --record rec --at served
     #[command(subcommand)]
     Disk(disk::DiskCommand),
 }
