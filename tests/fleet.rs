@@ -84,7 +84,7 @@ fn fleet_drill_places_by_memory_and_survives_a_dead_worker() {
         &["--cores", "2", "--mem", "4GiB"],
     )]);
     // What each job needs, from the planner itself.
-    let plan = json(&vmm(&[
+    let planned = vmm(&[
         "fleet",
         "drill",
         "--cluster",
@@ -94,7 +94,16 @@ fn fleet_drill_places_by_memory_and_survives_a_dead_worker() {
         "--dry-run",
         "--wait-workers",
         "60",
-    ]));
+    ]);
+    if planned.status.code() != Some(0) {
+        // Say why the worker never showed up.
+        let w = &mut workers.0[0];
+        let _ = w.kill();
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut w.stderr.take().unwrap(), &mut err);
+        panic!("{}\nthe worker said:\n{err}", stderr(&planned));
+    }
+    let plan = json(&planned);
     let mem = |vm: &str| {
         plan["jobs"]
             .as_array()

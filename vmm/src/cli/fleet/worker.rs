@@ -54,12 +54,7 @@ pub fn worker(cli: &Cli, args: &WorkerArgs) -> Result<i32, CliError> {
         ))
     })?;
     let info = super::capacity::measure(&id, &work_dir, &args.label, &args.overrides())?;
-    let nats =
-        Nats::connect(&args.cluster.servers, CLUSTER_TIMEOUT).map_err(CliError::from_display)?;
-    let queue = nats
-        .work_queue(&args.fleet, args.replicas)
-        .map_err(CliError::from_display)?;
-    let inbox = attach(&queue, &id)?;
+    let (nats, queue, inbox) = join_fleet(args, &id)?;
     let cleared = queue.clear_jobs(&id).map_err(CliError::from_display)?;
     if cleared > 0 {
         tracing::warn!("dropped {cleared} job(s) left queued for an earlier worker '{id}'; their coordinator places them again");
@@ -115,6 +110,41 @@ pub fn worker(cli: &Cli, args: &WorkerArgs) -> Result<i32, CliError> {
     );
     result?;
     Ok(shutdown::requested().map_or(0, shutdown::exit_status))
+}
+
+/// How long a starting worker keeps trying to reach its fleet's queues
+/// (a cluster still electing its leaders, say) before it gives up.
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Connects to the cluster and attaches to the fleet's queues. A worker is
+/// a daemon that may start before its cluster is ready: failures are
+/// retried (with a warning) for [`JOIN_PATIENCE`]; a refused id is final.
+fn join_fleet(args: &WorkerArgs, id: &str) -> Result<(Nats, WorkQueue, JobInbox), CliError> {
+    let deadline = Instant::now() + JOIN_PATIENCE;
+    loop {
+        let attempt = (|| {
+            let nats = Nats::connect(&args.cluster.servers, CLUSTER_TIMEOUT)
+                .map_err(CliError::from_display)?;
+            let queue = nats
+                .work_queue(&args.fleet, args.replicas)
+                .map_err(CliError::from_display)?;
+            Ok::<_, CliError>((nats, queue))
+        })();
+        match attempt {
+            Ok((nats, queue)) => {
+                let inbox = attach(&queue, id)?;
+                return Ok((nats, queue, inbox));
+            }
+            Err(e) if Instant::now() < deadline && shutdown::requested().is_none() => {
+                tracing::warn!(
+                    "worker {id}: the fleet's queues are not reachable yet ({}); retrying",
+                    e.message
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The host name and process id, as a name the queues accept.
